@@ -1,0 +1,117 @@
+"""Every Flowweaver exception, at the bottom of the import graph.
+
+Errors carry the ids involved and say whether retrying the same call can help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class FlowweaverError(Exception):
+    """Root of every error Flowweaver raises on purpose."""
+
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem in a document, located by a JSON path such as ``$.tasks[1].id``."""
+
+    path: str
+    message: str
+
+
+class ValidationError(FlowweaverError):
+    """A document (workflow, run request, parameters) broke one or more rules."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        first = self.errors[0] if self.errors else FieldError("$", "invalid")
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        super().__init__(f"{first.message} - at `{first.path}`{more}")
+
+
+class NotFoundError(FlowweaverError):
+    """A workflow, version or run that does not exist."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class ConflictError(FlowweaverError):
+    """A request that contradicts what is already recorded."""
+
+
+class IdempotencyConflictError(ConflictError):
+    """An idempotency key reused with a different request body."""
+
+    def __init__(self, run_id: str, key: str) -> None:
+        self.run_id = run_id
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was already used for run {run_id} with a different request"
+        )
+
+
+class ConcurrencyError(ConflictError):
+    """Another writer appended to the same aggregate first; nothing of the batch was stored.
+
+    Re-reading the aggregate and deciding again can help.
+    """
+
+    retryable = True
+
+    def __init__(self, aggregate_ids: Sequence[str]) -> None:
+        self.aggregate_ids = tuple(aggregate_ids)
+        super().__init__(f"concurrent append to {', '.join(self.aggregate_ids)}")
+
+
+class InvalidCommandError(FlowweaverError):
+    """A command that the run's current state does not allow (cancel a finished run, ...)."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {message}")
+
+
+class StoreError(FlowweaverError):
+    """The event store failed or cannot be reached; the same call may succeed later."""
+
+    retryable = True
+
+
+class StoreConfigError(FlowweaverError):
+    """A store URL that names no known store or carries bad options."""
+
+
+class HandlerError(FlowweaverError):
+    """A handler name that is not registered, or a handler module that cannot be loaded."""
+
+
+class TaskInputError(FlowweaverError):
+    """A task input path that matches nothing; never retryable."""
+
+
+class EngineClosedError(FlowweaverError):
+    """The engine was closed; it accepts no more work."""
+
+
+__all__ = [
+    "ConcurrencyError",
+    "ConflictError",
+    "EngineClosedError",
+    "FieldError",
+    "FlowweaverError",
+    "HandlerError",
+    "IdempotencyConflictError",
+    "InvalidCommandError",
+    "NotFoundError",
+    "StoreConfigError",
+    "StoreError",
+    "TaskInputError",
+    "ValidationError",
+]
