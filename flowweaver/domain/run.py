@@ -1,0 +1,517 @@
+"""A run's state as a fold over its events, and the commands that decide new events.
+
+The fold (:func:`apply`) only applies facts. Commands check the state, return the events
+they decide, and apply each one to the state they were given as they go, so that a chain
+of decisions (complete a task, schedule what became ready, finish the run) sees its own
+effects. Time and randomness come in as arguments: replay is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from flowweaver.domain.dag import Dag
+from flowweaver.domain.data import input_context, publish, resolve_inputs
+from flowweaver.domain.events import (
+    INTERRUPTED,
+    TERMINAL_RUN_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    ErrorInfo,
+    Event,
+    RunCancelled,
+    RunCancelRequested,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
+    RunStatus,
+    RunSummary,
+    TaskCompleted,
+    TaskFailed,
+    TaskRetried,
+    TaskScheduled,
+    TaskSkipped,
+    TaskStarted,
+    TaskStatus,
+)
+from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.errors import TaskInputError
+
+DEFAULT_INTERRUPTION_LIMIT = 3
+
+
+class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
+    """Where one task stands; ``attempts`` is the number of the latest attempt."""
+
+    id: str
+    status: TaskStatus = "pending"
+    attempts: int = 0
+    interruptions: int = 0
+    inputs: dict[str, Any] | None = None
+    output: Any = None
+    last_error: ErrorInfo | None = None
+    retry_at: datetime | None = None
+    worker: str | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class RunState(msgspec.Struct, kw_only=True, rename="camel"):
+    """Everything known about a run, derived only from its events."""
+
+    id: str
+    version: int = 0
+    status: RunStatus = "pending"
+    workflow_id: str = ""
+    workflow_version: int = 0
+    definition: WorkflowSpec | None = None
+    parameters: dict[str, Any] = {}
+    idempotency_key: str | None = None
+    request_hash: str = ""
+    submitted_by: str | None = None
+    tasks: dict[str, TaskState] = {}
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+    summary: RunSummary | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Say whether the run has ended (completed, failed or cancelled)."""
+        return self.status in TERMINAL_RUN_STATUSES
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        """Return the pinned definition.
+
+        Raises:
+            RuntimeError: the run has not started (no RunStarted folded yet).
+        """
+        if self.definition is None:
+            raise RuntimeError(f"run {self.id} has no RunStarted event")
+        return self.definition
+
+    def task(self, task_id: str) -> TaskState:
+        """Return one task's state.
+
+        Raises:
+            KeyError: the workflow has no such task.
+        """
+        return self.tasks[task_id]
+
+    def running_tasks(self) -> list[TaskState]:
+        """Return the tasks whose current attempt started and has no outcome yet."""
+        return [t for t in self.tasks.values() if t.status == "running"]
+
+    def published_outputs(self) -> dict[str, Any]:
+        """Return every completed task's published output, by task id."""
+        return {t.id: t.output for t in self.tasks.values() if t.status == "completed"}
+
+
+# --- the fold ---------------------------------------------------------------------------------
+
+_DAGS: OrderedDict[int, tuple[WorkflowSpec, Dag]] = OrderedDict()
+_DAG_CACHE_SIZE = 4096
+
+
+def dag_of(spec: WorkflowSpec) -> Dag:
+    """Return the Dag of a pinned definition, built once per definition object."""
+    key = id(spec)
+    hit = _DAGS.get(key)
+    if hit is not None and hit[0] is spec:
+        _DAGS.move_to_end(key)
+        return hit[1]
+    dag = Dag(spec)
+    _DAGS[key] = (spec, dag)
+    if len(_DAGS) > _DAG_CACHE_SIZE:
+        _DAGS.popitem(last=False)
+    return dag
+
+
+def new_state(run_id: str) -> RunState:
+    """Return the state of a run before its first event."""
+    return RunState(id=run_id)
+
+
+def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one branch per event
+    """Apply one event to ``state`` in place and return it; the version advances by one."""
+    state.version += 1
+    state.updated_at = event.timestamp
+    if isinstance(event, TaskScheduled | TaskStarted | TaskCompleted | TaskFailed):
+        task = state.tasks[event.task_id]
+        if isinstance(event, TaskStarted):
+            task.status = "running"
+            task.worker = event.worker
+            task.started_at = event.timestamp
+        elif isinstance(event, TaskCompleted):
+            task.status = "completed"
+            task.output = event.output
+            task.completed_at = event.timestamp
+            task.retry_at = None
+        elif isinstance(event, TaskScheduled):
+            task.status = "scheduled"
+            task.attempts = event.attempt
+            task.inputs = event.inputs
+            task.scheduled_at = event.timestamp
+        else:
+            task.last_error = event.error
+            task.retry_at = event.retry_at
+            if event.error.type == INTERRUPTED:
+                task.interruptions += 1
+            if event.retry_at is None:
+                task.status = "failed"
+                task.completed_at = event.timestamp
+            else:
+                task.status = "waiting_retry"
+    elif isinstance(event, TaskRetried):
+        task = state.tasks[event.task_id]
+        task.status = "scheduled"
+        task.attempts = event.attempt
+        task.retry_at = None
+        task.scheduled_at = event.timestamp
+    elif isinstance(event, TaskSkipped):
+        task = state.tasks[event.task_id]
+        task.status = "skipped"
+        task.completed_at = event.timestamp
+    elif isinstance(event, RunStarted):
+        state.status = "running"
+        state.workflow_id = event.workflow_id
+        state.workflow_version = event.workflow_version
+        state.definition = event.definition
+        state.parameters = event.parameters
+        state.idempotency_key = event.idempotency_key
+        state.request_hash = event.request_hash
+        state.submitted_by = event.submitted_by
+        state.created_at = event.timestamp
+        state.tasks = {t.id: TaskState(id=t.id) for t in event.definition.tasks}
+    elif isinstance(event, RunCancelRequested):
+        state.cancel_requested = True
+        state.cancel_reason = event.reason
+        for task in state.tasks.values():
+            if task.status in ("pending", "scheduled", "waiting_retry"):
+                task.status = "cancelled"
+                task.retry_at = None
+                task.completed_at = event.timestamp
+    elif isinstance(event, RunCancelled):
+        state.status = "cancelled"
+        for task in state.tasks.values():
+            if task.status not in TERMINAL_TASK_STATUSES:
+                task.status = "cancelled"
+                task.completed_at = event.timestamp
+    elif isinstance(event, RunCompleted):
+        state.status = "completed"
+        state.summary = event.summary
+    elif isinstance(event, RunFailed):
+        state.status = "failed"
+        state.summary = event.summary
+    return state
+
+
+def fold(events: Iterable[Event], state: RunState) -> RunState:
+    """Apply ``events`` in order to ``state`` and return it."""
+    for event in events:
+        apply(state, event)
+    return state
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+class Decision:
+    """Collects the events a command decides, applying each to the state as it is decided."""
+
+    __slots__ = ("events", "state")
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.events: list[RunEvent] = []
+
+    def emit(self, event: RunEvent) -> None:
+        apply(self.state, event)
+        self.events.append(event)
+
+
+def start_run(
+    run_id: str,
+    spec: WorkflowSpec,
+    workflow_version: int,
+    parameters: dict[str, Any],
+    now: datetime,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+    submitted_by: str | None = None,
+) -> tuple[RunState, list[RunEvent]]:
+    """Decide a run's first events: RunStarted, then TaskScheduled for every root task."""
+    state = new_state(run_id)
+    d = Decision(state)
+    d.emit(
+        RunStarted(
+            timestamp=now,
+            workflow_id=spec.id,
+            workflow_version=workflow_version,
+            definition=spec,
+            parameters=parameters,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            submitted_by=submitted_by,
+        )
+    )
+    _schedule(d, dag_of(spec).roots(), now)
+    _finish_if_done(d, now)
+    return state, d.events
+
+
+def record_started(
+    state: RunState, task_id: str, attempt: int, worker: str, now: datetime
+) -> list[RunEvent]:
+    """Decide TaskStarted, or nothing when that attempt may not start (stale or cancelled)."""
+    task = state.tasks.get(task_id)
+    if (
+        task is None
+        or state.is_terminal
+        or state.cancel_requested
+        or task.status != "scheduled"
+        or task.attempts != attempt
+    ):
+        return []
+    d = Decision(state)
+    d.emit(TaskStarted(timestamp=now, task_id=task_id, attempt=attempt, worker=worker))
+    return d.events
+
+
+def record_completed(
+    state: RunState,
+    task_id: str,
+    attempt: int,
+    result: Any,
+    duration_ms: float,
+    now: datetime,
+) -> list[RunEvent]:
+    """Decide TaskCompleted and whatever it makes ready, or nothing for a stale attempt.
+
+    An output path that matches nothing fails the task for good instead.
+    """
+    task = state.tasks.get(task_id)
+    if task is None or task.status != "running" or task.attempts != attempt:
+        return []
+    spec = state.spec.task(task_id)
+    d = Decision(state)
+    try:
+        output = publish(result, task.inputs or {}, spec.outputs)
+    except TaskInputError as e:
+        error = ErrorInfo(type="OutputError", message=str(e), retryable=False)
+        d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=attempt, error=error))
+        _skip_downstream(d, task_id, now)
+        _finish_if_done(d, now)
+        return d.events
+    d.emit(
+        TaskCompleted(
+            timestamp=now,
+            task_id=task_id,
+            attempt=attempt,
+            output=output,
+            duration_ms=round(duration_ms, 3),
+        )
+    )
+    if not state.cancel_requested:
+        completed = {t.id for t in state.tasks.values() if t.status == "completed"}
+        ready = [
+            t
+            for t in dag_of(state.spec).ready_successors(task_id, completed)
+            if state.tasks[t].status == "pending"
+        ]
+        _schedule(d, ready, now)
+    _finish_if_done(d, now)
+    return d.events
+
+
+def record_failed(
+    state: RunState,
+    task_id: str,
+    attempt: int,
+    error: ErrorInfo,
+    now: datetime,
+    *,
+    jitter_sample: float = 0.0,
+    interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
+) -> list[RunEvent]:
+    """Decide TaskFailed with ``retry_at`` when the policy allows another attempt.
+
+    ``jitter_sample`` in [-1, 1] scales the policy's jitter. An ``Interrupted`` error retries
+    at once and does not use up maxAttempts, but ``interruption_limit`` of them fail the task.
+    A failure for good skips everything downstream and may end the run.
+    """
+    task = state.tasks.get(task_id)
+    if task is None or task.status not in ("running", "scheduled") or task.attempts != attempt:
+        return []
+    d = Decision(state)
+    retry_at = _retry_at(state, task, error, now, jitter_sample, interruption_limit)
+    if error.type == INTERRUPTED and task.interruptions + 1 >= interruption_limit:
+        error = ErrorInfo(
+            type=INTERRUPTED,
+            message=f"{error.message} (interrupted {task.interruptions + 1} times, the limit)",
+            retryable=False,
+        )
+    d.emit(
+        TaskFailed(timestamp=now, task_id=task_id, attempt=attempt, error=error, retry_at=retry_at)
+    )
+    if retry_at is None:
+        _skip_downstream(d, task_id, now)
+        _finish_if_done(d, now)
+    return d.events
+
+
+def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime) -> list[RunEvent]:
+    """Decide TaskRetried for the next attempt once the failed ``attempt``'s delay passed."""
+    task = state.tasks.get(task_id)
+    if (
+        task is None
+        or task.status != "waiting_retry"
+        or task.attempts != attempt
+        or state.cancel_requested
+    ):
+        return []
+    d = Decision(state)
+    d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=attempt + 1))
+    return d.events
+
+
+def request_cancel(state: RunState, reason: str, now: datetime) -> list[RunEvent]:
+    """Decide RunCancelRequested (and RunCancelled when nothing is running), or nothing."""
+    if state.is_terminal or state.cancel_requested:
+        return []
+    d = Decision(state)
+    d.emit(RunCancelRequested(timestamp=now, reason=reason))
+    _finish_if_done(d, now)
+    return d.events
+
+
+def interrupt_running(
+    state: RunState,
+    now: datetime,
+    *,
+    still_running: Sequence[tuple[str, int]] = (),
+    interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
+    message: str = "the process running this attempt stopped",
+) -> list[RunEvent]:
+    """Decide TaskFailed(Interrupted) for every running attempt not in ``still_running``."""
+    alive = set(still_running)
+    d = Decision(state)
+    for task in state.running_tasks():
+        if (task.id, task.attempts) in alive:
+            continue
+        error = ErrorInfo(type=INTERRUPTED, message=message, retryable=True)
+        d.events.extend(
+            record_failed(
+                state, task.id, task.attempts, error, now, interruption_limit=interruption_limit
+            )
+        )
+    return d.events
+
+
+def settle(state: RunState, now: datetime) -> list[RunEvent]:
+    """Decide what a resumed run still owes: schedule ready tasks, end the run if all ended."""
+    if state.is_terminal or state.definition is None:
+        return []
+    d = Decision(state)
+    if not state.cancel_requested:
+        completed = {t.id for t in state.tasks.values() if t.status == "completed"}
+        started = {t.id for t in state.tasks.values() if t.status != "pending"}
+        _schedule(d, dag_of(state.spec).ready(completed, started), now)
+    _finish_if_done(d, now)
+    return d.events
+
+
+def _schedule(d: Decision, task_ids: Iterable[str], now: datetime) -> None:
+    state = d.state
+    spec = state.spec
+    outputs = None
+    for task_id in task_ids:
+        task_spec = spec.task(task_id)
+        if outputs is None:
+            outputs = state.published_outputs()
+        upstream: dict[str, Any] = {}
+        for dep in task_spec.dependencies:
+            published = outputs.get(dep)
+            if isinstance(published, dict):
+                upstream.update(published)
+        try:
+            inputs = resolve_inputs(
+                task_spec.inputs, input_context(upstream, state.parameters, outputs)
+            )
+        except TaskInputError as e:
+            d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
+            error = ErrorInfo(type="InputError", message=str(e), retryable=False)
+            d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error))
+            _skip_downstream(d, task_id, now)
+            continue
+        d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
+
+
+def _skip_downstream(d: Decision, task_id: str, now: datetime) -> None:
+    for descendant in dag_of(d.state.spec).descendants(task_id):
+        if d.state.tasks[descendant].status == "pending":
+            d.emit(
+                TaskSkipped(
+                    timestamp=now, task_id=descendant, reason=f"upstream task {task_id} failed"
+                )
+            )
+
+
+def _finish_if_done(d: Decision, now: datetime) -> None:
+    state = d.state
+    if state.is_terminal:
+        return
+    tasks = state.tasks.values()
+    if state.cancel_requested:
+        if not any(t.status == "running" for t in tasks):
+            d.emit(RunCancelled(timestamp=now, reason=state.cancel_reason or ""))
+        return
+    if any(t.status not in TERMINAL_TASK_STATUSES for t in tasks):
+        return
+    summary = summarize(state)
+    if summary.failed_tasks:
+        d.emit(RunFailed(timestamp=now, summary=summary))
+    else:
+        d.emit(RunCompleted(timestamp=now, summary=summary))
+
+
+def summarize(state: RunState) -> RunSummary:
+    """Count the tasks by status and list the ones that failed."""
+    counts: dict[str, int] = {}
+    failed: list[str] = []
+    for task in state.tasks.values():
+        counts[task.status] = counts.get(task.status, 0) + 1
+        if task.status == "failed":
+            failed.append(task.id)
+    return RunSummary(counts=counts, failed_tasks=tuple(failed))
+
+
+def _retry_at(
+    state: RunState,
+    task: TaskState,
+    error: ErrorInfo,
+    now: datetime,
+    jitter_sample: float,
+    interruption_limit: int,
+) -> datetime | None:
+    if state.cancel_requested or not error.retryable:
+        return None
+    if error.type == INTERRUPTED:
+        return now if task.interruptions + 1 < interruption_limit else None
+    policy = state.spec.retry_policy(state.spec.task(task.id))
+    if error.type in policy.non_retryable:
+        return None
+    counted_attempts = task.attempts - task.interruptions
+    if counted_attempts >= policy.max_attempts:
+        return None
+    delay = policy.delay_before(counted_attempts + 1, jitter_sample)
+    return now + timedelta(seconds=delay)

@@ -1,0 +1,225 @@
+"""The workflow document as msgspec Structs, and its validation.
+
+Wire JSON is camelCase (the original API's convention); Python attributes are snake_case.
+Validation reports every problem it finds, each with the JSON path it belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+
+from flowweaver.domain.data import is_path, path_error
+from flowweaver.errors import FieldError, ValidationError
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$"
+MAX_TASKS = 10_000
+MAX_DEPENDENCIES = 10_000
+MAX_ATTEMPTS = 100
+MAX_DELAY_S = 86_400.0
+MAX_TIMEOUT_S = 86_400.0
+
+Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=128)]
+HandlerName = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=128)]
+ErrorTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
+Text = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """How often and how soon a failed task runs again."""
+
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
+    initial_delay: Seconds = 1.0
+    backoff_factor: Annotated[float, msgspec.Meta(ge=1.0, le=100.0)] = 2.0
+    max_delay: Seconds = 300.0
+    jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    non_retryable: tuple[ErrorTypeName, ...] = ()
+
+    def delay_before(self, attempt: int, jitter_sample: float = 0.0) -> float:
+        """Return the delay before ``attempt`` (2, 3, ...), jittered by a sample in [-1, 1]."""
+        base = self.initial_delay * self.backoff_factor ** max(0, attempt - 2)
+        base = min(base, self.max_delay)
+        return max(0.0, base * (1.0 + self.jitter * jitter_sample))
+
+
+NO_RETRY = RetryPolicy()
+
+
+class Defaults(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """Settings every task inherits unless it sets its own."""
+
+    retry: RetryPolicy | None = None
+    timeout: Timeout | None = None
+
+
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """One node of the DAG: which handler runs, after which tasks, with which inputs."""
+
+    id: Ident
+    handler: HandlerName
+    name: Text | None = None
+    dependencies: tuple[Ident, ...] = ()
+    inputs: dict[str, Any] = {}
+    outputs: dict[str, str] = {}
+    retry: RetryPolicy | None = None
+    timeout: Timeout | None = None
+
+
+class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """A workflow definition: a DAG of tasks with shared defaults."""
+
+    id: Ident
+    tasks: tuple[TaskSpec, ...]
+    name: Text | None = None
+    description: Text | None = None
+    defaults: Defaults = Defaults()
+
+    def task(self, task_id: str) -> TaskSpec:
+        """Return the task with this id.
+
+        Raises:
+            KeyError: no task has this id.
+        """
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def retry_policy(self, task: TaskSpec) -> RetryPolicy:
+        """Return the task's retry policy, else the workflow default, else one attempt."""
+        return task.retry or self.defaults.retry or NO_RETRY
+
+    def timeout_of(self, task: TaskSpec) -> float | None:
+        """Return the task's timeout in seconds, else the workflow default, else None."""
+        return task.timeout if task.timeout is not None else self.defaults.timeout
+
+
+_decoder = msgspec.json.Decoder(WorkflowSpec)
+_encoder = msgspec.json.Encoder(order="deterministic")
+_PATH_IN_MESSAGE = re.compile(r"^(?P<message>.*?) - at `(?P<path>\$[^`]*)`$")
+
+
+def field_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError) -> FieldError:
+    """Split msgspec's ``message - at `$.path``` text into a located field error."""
+    text = str(exc)
+    match = _PATH_IN_MESSAGE.match(text)
+    if match is None:
+        return FieldError("$", text)
+    return FieldError(match["path"], match["message"])
+
+
+def decode_workflow(data: bytes | str) -> WorkflowSpec:
+    """Decode a JSON workflow document and validate it completely.
+
+    Raises:
+        ValidationError: the document is malformed or breaks a rule; every error names its path.
+    """
+    try:
+        spec = _decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ValidationError([field_error_from_msgspec(e)]) from e
+    validate_workflow(spec)
+    return spec
+
+
+def workflow_from_builtins(obj: Any) -> WorkflowSpec:
+    """Convert an already-parsed JSON value into a validated workflow.
+
+    Raises:
+        ValidationError: as for :func:`decode_workflow`.
+    """
+    try:
+        spec = msgspec.convert(obj, WorkflowSpec)
+    except msgspec.ValidationError as e:
+        raise ValidationError([field_error_from_msgspec(e)]) from e
+    validate_workflow(spec)
+    return spec
+
+
+def encode_workflow(spec: WorkflowSpec) -> bytes:
+    """Return the canonical JSON of a workflow: equal definitions give equal bytes."""
+    return _encoder.encode(spec)
+
+
+def validate_workflow(spec: WorkflowSpec) -> None:
+    """Check the rules the types alone cannot express.
+
+    Raises:
+        ValidationError: with one entry per problem found.
+    """
+    from flowweaver.domain.dag import find_cycle  # noqa: PLC0415 - dag imports spec
+
+    errors: list[FieldError] = []
+    if not spec.tasks:
+        errors.append(FieldError("$.tasks", "a workflow needs at least one task"))
+    if len(spec.tasks) > MAX_TASKS:
+        errors.append(FieldError("$.tasks", f"at most {MAX_TASKS} tasks are allowed"))
+    seen: dict[str, int] = {}
+    for index, task in enumerate(spec.tasks):
+        if task.id in seen:
+            errors.append(
+                FieldError(
+                    f"$.tasks[{index}].id",
+                    f"duplicate task id {task.id!r} (first at $.tasks[{seen[task.id]}])",
+                )
+            )
+        else:
+            seen[task.id] = index
+    for index, task in enumerate(spec.tasks):
+        if len(task.dependencies) > MAX_DEPENDENCIES:
+            errors.append(FieldError(f"$.tasks[{index}].dependencies", "too many dependencies"))
+        if len(set(task.dependencies)) != len(task.dependencies):
+            errors.append(
+                FieldError(f"$.tasks[{index}].dependencies", "a dependency is listed twice")
+            )
+        for dep_index, dep in enumerate(task.dependencies):
+            if dep == task.id:
+                errors.append(
+                    FieldError(
+                        f"$.tasks[{index}].dependencies[{dep_index}]",
+                        f"task {task.id!r} depends on itself",
+                    )
+                )
+            elif dep not in seen:
+                errors.append(
+                    FieldError(
+                        f"$.tasks[{index}].dependencies[{dep_index}]",
+                        f"unknown task {dep!r}",
+                    )
+                )
+        for name, path in task.outputs.items():
+            problem = (
+                path_error(path) if path.startswith("$") else "must be a JSONPath starting with '$'"
+            )
+            if problem:
+                errors.append(FieldError(f"$.tasks[{index}].outputs.{name}", problem))
+        errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
+        errors.extend(_check_retry(spec.retry_policy(task), f"$.tasks[{index}].retry"))
+    if not errors:
+        cycle = find_cycle(spec)
+        if cycle:
+            errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_input_paths(value: Any, path: str) -> list[FieldError]:
+    if is_path(value):
+        problem = path_error(value)
+        return [FieldError(path, f"invalid JSONPath: {problem}")] if problem else []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _check_input_paths(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _check_input_paths(v, f"{path}[{i}]")]
+    return []
+
+
+def _check_retry(policy: RetryPolicy, path: str) -> list[FieldError]:
+    if policy.max_delay < policy.initial_delay:
+        return [FieldError(f"{path}.maxDelay", "maxDelay must be at least initialDelay")]
+    return []

@@ -1,0 +1,193 @@
+"""The small Protocols the core needs from the outside: the event store and the clock.
+
+Every store implementation passes :mod:`flowweaver.testing.store_suite`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from flowweaver.domain.events import RunEvent
+from flowweaver.domain.run import RunState
+from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.workflow import WorkflowRegistered
+
+
+class Append(msgspec.Struct, frozen=True):
+    """Events for one run, to be stored right after ``expected_version``."""
+
+    run_id: str
+    expected_version: int
+    events: Sequence[RunEvent]
+
+
+class RecordedEvent:
+    """A stored run event: where it sits (run version, global position) and its JSON.
+
+    The JSON is decoded only when ``event`` is first read, so streaming stored events
+    to clients costs no decoding.
+    """
+
+    __slots__ = ("_event", "name", "position", "raw", "run_id", "version")
+
+    def __init__(
+        self,
+        run_id: str,
+        version: int,
+        position: int | None,
+        name: str,
+        raw: bytes,
+        event: RunEvent | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.version = version
+        self.position = position
+        self.name = name
+        self.raw = raw
+        self._event = event
+
+    @property
+    def event(self) -> RunEvent:
+        """Return the decoded domain event."""
+        if self._event is None:
+            from flowweaver.store.codec import decode_event  # noqa: PLC0415 - port stays light
+
+            self._event = decode_event(self.raw)
+        return self._event
+
+    def __repr__(self) -> str:
+        return f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, {self.name})"
+
+
+class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One run in the run list (the read model kept from the log)."""
+
+    id: str
+    workflow_id: str
+    workflow_version: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of runs, newest first, and the cursor of the next page (None at the end)."""
+
+    runs: list[RunRow]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Where runs and workflow definitions are recorded, and read back."""
+
+    def append(self, appends: Sequence[Append]) -> list[int]:
+        """Store every event of every append atomically, and return their global positions.
+
+        Raises:
+            ConcurrencyError: some run already has an event at one of the versions; nothing
+                of the batch was stored.
+            StoreError: the store failed; nothing of the batch was stored.
+        """
+        ...
+
+    def read_run(
+        self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Return the run's events with ``after < version <= upto``, oldest first."""
+        ...
+
+    def read_log(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Return run events of every run with global position > ``after``, in log order."""
+        ...
+
+    def max_position(self) -> int:
+        """Return the highest global position, 0 when the log is empty."""
+        ...
+
+    def wait_for_log(self, after: int, timeout: float) -> bool:
+        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False)."""
+        ...
+
+    def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
+        """Return the run's state as of version ``at`` (latest when None), None if unknown."""
+        ...
+
+    def save_snapshot(self, state: RunState) -> None:
+        """Record ``state`` so that later reads of this version or after start from it."""
+        ...
+
+    def register_workflow(self, spec: WorkflowSpec, now: datetime) -> tuple[int, bool]:
+        """Record ``spec`` as a new version unless it equals the latest: (version, created).
+
+        Raises:
+            ConcurrencyError: another writer registered a version at the same moment.
+        """
+        ...
+
+    def get_workflow(self, workflow_id: str, version: int | None = None) -> WorkflowRegistered:
+        """Return one version of a workflow (the latest when ``version`` is None).
+
+        Raises:
+            NotFoundError: no such workflow or version.
+        """
+        ...
+
+    def workflow_versions(self, workflow_id: str) -> list[WorkflowRegistered]:
+        """Return every version of a workflow, oldest first (empty when unknown)."""
+        ...
+
+    def list_workflows(self) -> list[WorkflowRegistered]:
+        """Return the latest version of every workflow, by id."""
+        ...
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Return a page of runs, newest first, from the read model.
+
+        Raises:
+            ValidationError: the cursor is not one this store issued.
+        """
+        ...
+
+    def active_run_ids(self) -> list[str]:
+        """Return the ids of every run that has not reached a terminal event."""
+        ...
+
+    def ping(self) -> None:
+        """Return when the store answers.
+
+        Raises:
+            StoreError: it does not.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+class Clock(Protocol):
+    """Where the engine gets the time; tests pass a fake."""
+
+    def now(self) -> datetime:
+        """Return the current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """Return the current time, timezone-aware UTC."""
+        return datetime.now(UTC)

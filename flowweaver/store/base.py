@@ -1,0 +1,340 @@
+"""An event store on any eventsourcing recorder pair, plus the run list read model.
+
+Every backend (memory, SQLite, PostgreSQL, Redis) provides an ``ApplicationRecorder`` for the
+log, an ``AggregateRecorder`` for snapshots and a :class:`RunIndex` for the read model; all
+the rest (mapping, time travel, snapshots, workflows, waiting for new events) lives here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import msgspec
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from flowweaver.domain.events import RUN_EVENT_NAMES, TERMINAL_EVENT_NAMES, RunStarted
+from flowweaver.domain.ids import workflow_aggregate_id
+from flowweaver.domain.run import RunState, apply, new_state
+from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.workflow import WorkflowRegistered, WorkflowVersions, register
+from flowweaver.errors import (
+    ConcurrencyError,
+    FieldError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
+from flowweaver.ports import Append, RecordedEvent, RunPage, RunRow
+from flowweaver.store.codec import (
+    SNAPSHOT_TOPIC,
+    WORKFLOW_TOPIC,
+    decode_event,
+    decode_registration,
+    decode_state,
+    encode,
+)
+
+DEFAULT_SNAPSHOT_INTERVAL = 1000
+INDEX_TOPICS = ("RunStarted", *sorted(TERMINAL_EVENT_NAMES), WORKFLOW_TOPIC)
+INDEX_PAGE = 2000
+MAX_PAGE = 1000
+
+
+class IndexChanges(msgspec.Struct):
+    """What one stretch of the log changes in the read model."""
+
+    started: list[tuple[int, RunRow]] = []
+    ended: list[tuple[str, str, datetime]] = []
+    workflows: dict[str, int] = {}
+
+
+class RunIndex(ABC):
+    """Storage of the read model: runs by workflow and status, and workflow ids.
+
+    ``advance`` applies the changes read from the log between two positions atomically with
+    the position itself, so the model may lag the log but never skips any of it.
+    """
+
+    @abstractmethod
+    def position(self) -> int:
+        """Return the log position the model has caught up to."""
+
+    @abstractmethod
+    def advance(self, expected: int, new: int, changes: IndexChanges) -> bool:
+        """Apply ``changes`` and move from ``expected`` to ``new``; False if another moved it."""
+
+    @abstractmethod
+    def runs(
+        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+    ) -> list[tuple[int, RunRow]]:
+        """Return up to ``limit`` (sequence, row) pairs, newest first, older than ``before``."""
+
+    @abstractmethod
+    def active(self) -> list[str]:
+        """Return the ids of runs without a terminal event."""
+
+    @abstractmethod
+    def workflow_ids(self) -> list[str]:
+        """Return every registered workflow id, sorted."""
+
+    def close(self) -> None:  # noqa: B027 - most indexes share the store's connections
+        """Release what the index holds."""
+
+
+class RecorderEventStore:
+    """The :class:`flowweaver.ports.EventStore` on eventsourcing recorders."""
+
+    def __init__(
+        self,
+        events: ApplicationRecorder,
+        snapshots: AggregateRecorder,
+        index: RunIndex,
+        *,
+        snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self._events = events
+        self._snapshots = snapshots
+        self._index = index
+        self.snapshot_interval = snapshot_interval
+        self.poll_interval = poll_interval
+        self._appended = threading.Condition()
+        self._index_lock = threading.Lock()
+        self._closed = False
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, appends: Sequence[Append]) -> list[int]:
+        stored: list[StoredEvent] = []
+        for append in appends:
+            originator = uuid.UUID(append.run_id)
+            version = append.expected_version
+            for event in append.events:
+                version += 1
+                stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+        if not stored:
+            return []
+        with self._translate_errors([a.run_id for a in appends]):
+            positions = self._events.insert_events(stored)
+        with self._appended:
+            self._appended.notify_all()
+        return list(positions or [])
+
+    def save_snapshot(self, state: RunState) -> None:
+        snapshot = StoredEvent(uuid.UUID(state.id), state.version, SNAPSHOT_TOPIC, encode(state))
+        try:
+            self._snapshots.insert_events([snapshot])
+        except IntegrityError:
+            pass  # someone recorded the same version's snapshot first; it is the same state
+        except PersistenceError as e:
+            raise StoreError(f"could not save snapshot of run {state.id}: {e}") from e
+
+    # --- reading runs --------------------------------------------------------------------
+
+    def read_run(
+        self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        originator = _run_uuid(run_id)
+        with self._translate_errors([run_id]):
+            rows = self._events.select_events(originator, gt=after, lte=upto, limit=limit)
+        return [
+            RecordedEvent(run_id, row.originator_version, None, row.topic, row.state)
+            for row in rows
+        ]
+
+    def read_log(self, *, after: int = 0, limit: int = MAX_PAGE) -> list[RecordedEvent]:
+        with self._translate_errors([]):
+            rows = self._events.select_notifications(
+                start=after, limit=limit, topics=RUN_EVENT_NAMES, inclusive_of_start=False
+            )
+        return [
+            RecordedEvent(
+                str(row.originator_id), row.originator_version, row.id, row.topic, row.state
+            )
+            for row in rows
+        ]
+
+    def max_position(self) -> int:
+        with self._translate_errors([]):
+            return self._events.max_notification_id() or 0
+
+    def wait_for_log(self, after: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.max_position() > after:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return False
+            with self._appended:
+                self._appended.wait(min(remaining, self.poll_interval))
+
+    def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
+        originator = _run_uuid(run_id)
+        with self._translate_errors([run_id]):
+            snapshots = self._snapshots.select_events(originator, lte=at, desc=True, limit=1)
+            state = decode_state(snapshots[0].state) if snapshots else new_state(run_id)
+            rows = self._events.select_events(originator, gt=state.version, lte=at)
+        interval = self.snapshot_interval
+        for row in rows:
+            apply(state, decode_event(row.state))
+            if interval and state.version % interval == 0:
+                self.save_snapshot(state)
+        return state if state.version else None
+
+    # --- workflows -----------------------------------------------------------------------
+
+    def register_workflow(self, spec: WorkflowSpec, now: datetime) -> tuple[int, bool]:
+        for _ in range(5):
+            versions = WorkflowVersions(
+                workflow_id=spec.id, versions=self.workflow_versions(spec.id)
+            )
+            decided = register(versions, spec, now)
+            if not decided:
+                latest = versions.latest
+                assert latest is not None
+                return latest.version, False
+            event = decided[0]
+            stored = StoredEvent(
+                workflow_aggregate_id(spec.id), event.version, WORKFLOW_TOPIC, encode(event)
+            )
+            try:
+                with self._translate_errors([spec.id]):
+                    self._events.insert_events([stored])
+            except ConcurrencyError:
+                continue  # another writer registered first: decide again on what it wrote
+            with self._appended:
+                self._appended.notify_all()
+            return event.version, True
+        raise ConcurrencyError([spec.id])
+
+    def workflow_versions(self, workflow_id: str) -> list[WorkflowRegistered]:
+        with self._translate_errors([workflow_id]):
+            rows = self._events.select_events(workflow_aggregate_id(workflow_id))
+        return [decode_registration(row.state) for row in rows]
+
+    def get_workflow(self, workflow_id: str, version: int | None = None) -> WorkflowRegistered:
+        originator = workflow_aggregate_id(workflow_id)
+        with self._translate_errors([workflow_id]):
+            if version is None:
+                rows = self._events.select_events(originator, desc=True, limit=1)
+            else:
+                rows = self._events.select_events(originator, gt=version - 1, lte=version)
+        if not rows:
+            what = workflow_id if version is None else f"{workflow_id} version {version}"
+            raise NotFoundError("workflow", what)
+        return decode_registration(rows[0].state)
+
+    def list_workflows(self) -> list[WorkflowRegistered]:
+        self.catch_up()
+        return [self.get_workflow(workflow_id) for workflow_id in self._index.workflow_ids()]
+
+    # --- the read model ------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Bring the read model up to the end of the log."""
+        with self._index_lock, self._translate_errors([]):
+            while True:
+                start = self._index.position()
+                rows = self._events.select_notifications(
+                    start=start, limit=INDEX_PAGE, topics=INDEX_TOPICS, inclusive_of_start=False
+                )
+                if not rows:
+                    return
+                changes = IndexChanges()
+                for row in rows:
+                    if row.topic == "RunStarted":
+                        started = decode_event(row.state)
+                        assert isinstance(started, RunStarted)
+                        changes.started.append(
+                            (
+                                row.id,
+                                RunRow(
+                                    id=str(row.originator_id),
+                                    workflow_id=started.workflow_id,
+                                    workflow_version=started.workflow_version,
+                                    status="running",
+                                    created_at=started.timestamp,
+                                    updated_at=started.timestamp,
+                                ),
+                            )
+                        )
+                    elif row.topic == WORKFLOW_TOPIC:
+                        registered = decode_registration(row.state)
+                        changes.workflows[registered.workflow_id] = registered.version
+                    else:
+                        ended = decode_event(row.state)
+                        status = _TERMINAL_STATUS[row.topic]
+                        changes.ended.append((str(row.originator_id), status, ended.timestamp))
+                self._index.advance(start, rows[-1].id, changes)
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        before = None
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 19:
+                raise ValidationError([FieldError("$.cursor", "not a cursor this server issued")])
+            before = int(cursor)
+        self.catch_up()
+        with self._translate_errors([]):
+            found = self._index.runs(workflow_id, status, limit + 1, before)
+        page = found[:limit]
+        next_cursor = str(page[-1][0]) if len(found) > limit else None
+        return RunPage(runs=[row for _, row in page], next_cursor=next_cursor)
+
+    def active_run_ids(self) -> list[str]:
+        self.catch_up()
+        with self._translate_errors([]):
+            return self._index.active()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self.max_position()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._appended:
+            self._appended.notify_all()
+        self._index.close()
+        for recorder in (self._events, self._snapshots):
+            datastore = getattr(recorder, "datastore", None)
+            if datastore is not None:
+                datastore.close()
+
+    @contextmanager
+    def _translate_errors(self, ids: Sequence[str]) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError as e:
+            raise ConcurrencyError(ids) from e
+        except PersistenceError as e:
+            raise StoreError(f"event store failed: {e}") from e
+
+
+_TERMINAL_STATUS = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}
+
+
+def _run_uuid(run_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(run_id)
+    except ValueError as e:
+        raise NotFoundError("run", run_id) from e

@@ -1,0 +1,84 @@
+"""The embedded SQLite store (a file, WAL) on the eventsourcing library's SQLite recorders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
+
+from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
+from flowweaver.store.sql import SQLRunIndex
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class _TunedPool(SQLiteConnectionPool):
+    """The library's pool, with the synchronous level and mmap chosen per store."""
+
+    def __init__(self, *, synchronous: Synchronous, **kwargs: object) -> None:
+        self._synchronous = synchronous
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        cursor = connection.cursor()
+        cursor.execute(f"PRAGMA synchronous={self._synchronous}")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        return connection
+
+
+class _Datastore(SQLiteDatastore):
+    def __init__(self, db_name: str, *, synchronous: Synchronous, lock_timeout: int) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout)
+        self.pool.close()
+        self.pool = _TunedPool(
+            synchronous=synchronous,
+            db_name=db_name,
+            lock_timeout=lock_timeout,
+            pool_size=5,
+            max_overflow=10,
+            pool_timeout=5.0,
+            max_age=None,
+            pre_ping=False,
+        )
+
+
+class SQLiteEventStore(RecorderEventStore):
+    """Runs and workflows in one SQLite file.
+
+    ``synchronous="NORMAL"`` (the default) in WAL mode keeps every committed event through a
+    crash of the process; only a power loss or OS crash can lose the last commits. Choose
+    ``"FULL"`` to survive those too, at about ten times the cost of a commit.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        lock_timeout: int = 30,
+        snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
+    ) -> None:
+        self.path = path
+        self._datastore = _Datastore(path, synchronous=synchronous, lock_timeout=lock_timeout)
+        events = SQLiteApplicationRecorder(self._datastore, events_table_name="fw_events")
+        snapshots = SQLiteAggregateRecorder(self._datastore, events_table_name="fw_snapshots")
+        index = SQLRunIndex(self._transaction)
+        events.create_table()
+        snapshots.create_table()
+        index.create_tables()
+        super().__init__(events, snapshots, index, snapshot_interval=snapshot_interval)
+
+    @contextmanager
+    def _transaction(self, commit: bool) -> Iterator[SQLiteCursor]:
+        with self._datastore.transaction(commit=commit) as cursor:
+            yield cursor
