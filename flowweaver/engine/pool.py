@@ -1,0 +1,323 @@
+"""The task-worker pool: pykka actors that run handlers, fed from one shared queue.
+
+A worker asks the run actor to record TaskStarted before it calls the handler, so a crash
+inside a handler is always visible in the log as an attempt that started. Sync handlers run
+on the worker's own thread. When an attempt times out, the watchdog reports the failure and
+the pool starts a replacement worker at once; the stuck thread is abandoned (Python cannot
+kill a thread), sees its context cancelled, and exits when its handler returns. Async
+handlers run on the engine's event loop and are cancelled for real on timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+import pykka
+import structlog
+
+from flowweaver.domain.events import TIMEOUT, ErrorInfo
+from flowweaver.engine.messages import Completed, Failed
+from flowweaver.engine.timers import Timers
+from flowweaver.errors import FlowweaverError, HandlerError
+from flowweaver.handlers import HandlerRegistry, TaskContext
+from flowweaver.observability import metrics
+
+log = structlog.get_logger("flowweaver.pool")
+_json = msgspec.json.Encoder()
+
+
+@dataclass(eq=False)
+class Job:
+    """One attempt of one task, as handed to the pool."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    handler: str
+    inputs: dict[str, Any]
+    timeout: float | None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _finished: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """Return (run id, task id, attempt)."""
+        return (self.run_id, self.task_id, self.attempt)
+
+    def claim_outcome(self) -> bool:
+        """Return True for the first caller only: the worker or the watchdog reports."""
+        with self._lock:
+            if self._finished:
+                return False
+            self._finished = True
+            return True
+
+
+class Router(Protocol):
+    """How workers reach run actors (through the engine, which knows where each run lives)."""
+
+    def request_start(self, job: Job, worker: str) -> bool:
+        """Ask to record TaskStarted; block until it is stored (True) or refused (False)."""
+        ...
+
+    def report(self, job: Job, outcome: Completed | Failed) -> None:
+        """Deliver the outcome of an attempt to its run."""
+        ...
+
+    def dropped(self, job: Job) -> None:
+        """Tell the run that a job was given back without running."""
+        ...
+
+
+class WorkerPool:
+    """N TaskWorker actors and the queue of jobs waiting for one."""
+
+    def __init__(
+        self,
+        size: int,
+        registry: HandlerRegistry,
+        router: Router,
+        timers: Timers,
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        *,
+        node: str = "local",
+    ) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one worker")
+        self.size = size
+        self.registry = registry
+        self.router = router
+        self.timers = timers
+        self._loop = loop
+        self._node = node
+        self._lock = threading.Lock()
+        self._pending: deque[Job] = deque()
+        self._idle: list[pykka.ActorRef[Any]] = []
+        self._workers: list[pykka.ActorRef[Any]] = []
+        self._inflight: dict[tuple[str, str, int], Job] = {}
+        self._names = itertools.count(1)
+        self._closed = False
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> pykka.ActorRef[Any]:
+        ref = TaskWorker.start(self, f"{self._node}/w{next(self._names)}")
+        with self._lock:
+            self._workers.append(ref)
+            job = self._pending.popleft() if self._pending else None
+            if job is None:
+                self._idle.append(ref)
+        if job is not None:
+            ref.tell(job)
+        return ref
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; an idle worker takes it at once."""
+        with self._lock:
+            if self._closed:
+                return
+            if job.key in self._inflight:
+                return  # the same attempt is already queued or running
+            self._inflight[job.key] = job
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                self._pending.append(job)
+                metrics.queue_depth.set(len(self._pending))
+        if worker is not None:
+            worker.tell(job)
+
+    def next_job(self, worker: pykka.ActorRef[Any]) -> Job | None:
+        """Give a worker its next job, or record it as idle."""
+        with self._lock:
+            if self._pending and not self._closed:
+                job = self._pending.popleft()
+                metrics.queue_depth.set(len(self._pending))
+                return job
+            if worker in self._workers:
+                self._idle.append(worker)
+            return None
+
+    def finish(self, job: Job) -> None:
+        """Forget a job: it reported its outcome or was given back."""
+        with self._lock:
+            if self._inflight.get(job.key) is job:
+                del self._inflight[job.key]
+
+    def inflight(self, run_id: str) -> list[tuple[str, int]]:
+        """Return (task id, attempt) of every job of ``run_id`` queued or running here."""
+        with self._lock:
+            return [(t, a) for (r, t, a) in self._inflight if r == run_id]
+
+    def is_inflight(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """Say whether this attempt is queued or running here."""
+        with self._lock:
+            return (run_id, task_id, attempt) in self._inflight
+
+    def cancel_run(self, run_id: str) -> None:
+        """Set the cancellation flag of every job of ``run_id``."""
+        with self._lock:
+            jobs = [job for key, job in self._inflight.items() if key[0] == run_id]
+        for job in jobs:
+            job.cancelled.set()
+
+    def replace(self, worker: pykka.ActorRef[Any]) -> None:
+        """Retire a worker stuck in a timed-out handler and start a fresh one."""
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            closed = self._closed
+        if not closed:
+            self._spawn()
+            metrics.workers_replaced.inc()
+
+    def retired(self, worker: pykka.ActorRef[Any]) -> bool:
+        """Say whether ``worker`` was replaced and should stop after its current job."""
+        with self._lock:
+            return worker not in self._workers
+
+    def queue_depth(self) -> int:
+        """Return how many jobs wait for a worker."""
+        with self._lock:
+            return len(self._pending)
+
+    def busy(self) -> int:
+        """Return how many jobs are queued or running."""
+        with self._lock:
+            return len(self._inflight)
+
+    def close(self, grace: float = 10.0) -> None:
+        """Stop taking jobs, let running handlers finish within ``grace``, stop the workers."""
+        with self._lock:
+            self._closed = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            workers = list(self._workers)
+        for job in dropped:
+            self.finish(job)
+        deadline = time.monotonic() + grace
+        for ref in workers:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                ref.stop(block=True, timeout=remaining)
+            except pykka.Timeout:
+                log.warning("worker_still_busy_at_close", worker=str(ref))
+            except pykka.ActorDeadError:
+                pass
+
+
+class TaskWorker(pykka.ThreadingActor):
+    """Runs jobs one at a time; after each, takes the next queued one."""
+
+    def __init__(self, pool: WorkerPool, name: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.name = name
+
+    def on_receive(self, message: Any) -> Any:
+        job: Job | None = message if isinstance(message, Job) else None
+        while job is not None:
+            self._run(job)
+            if self.pool.retired(self.actor_ref):
+                self.stop()
+                return None
+            job = self.pool.next_job(self.actor_ref)
+        return None
+
+    def _run(self, job: Job) -> None:
+        pool, router = self.pool, self.pool.router
+        if job.cancelled.is_set() or not router.request_start(job, self.name):
+            pool.finish(job)
+            router.dropped(job)
+            return
+        outcome = self._execute(job)
+        if job.claim_outcome():
+            router.report(job, outcome)
+            pool.finish(job)
+
+    def _execute(self, job: Job) -> Completed | Failed:
+        context = TaskContext(
+            run_id=job.run_id,
+            task_id=job.task_id,
+            attempt=job.attempt,
+            log=log.bind(run_id=job.run_id, task_id=job.task_id, attempt=job.attempt),
+            cancelled=job.cancelled,
+        )
+        started = time.perf_counter()
+        watchdog = None
+        try:
+            handler = self.pool.registry.get(job.handler)
+            if handler.is_async:
+                result = self._await(handler.call(job.inputs, context), job)
+            else:
+                if job.timeout is not None:
+                    watchdog = self.pool.timers.call_later(
+                        job.timeout, lambda: self._timed_out(job)
+                    )
+                result = handler.call(job.inputs, context)
+        except _AttemptTimeout:
+            return _timeout_failure(job)
+        except BaseException as e:  # noqa: BLE001 - a handler's failure, whatever it is, is data
+            return Failed(job.task_id, job.attempt, _error_info(e))
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        duration_ms = (time.perf_counter() - started) * 1000
+        metrics.task_duration.labels(handler=job.handler).observe(duration_ms / 1000)
+        try:
+            _json.encode(result)
+        except (TypeError, ValueError, OverflowError) as e:
+            error = ErrorInfo(
+                type="OutputError", message=f"result is not JSON: {e}", retryable=False
+            )
+            return Failed(job.task_id, job.attempt, error)
+        return Completed(job.task_id, job.attempt, result, duration_ms)
+
+    def _await(self, coroutine: Any, job: Job) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.pool._loop())
+        try:
+            return future.result(timeout=job.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            job.cancelled.set()
+            raise _AttemptTimeout from None
+
+    def _timed_out(self, job: Job) -> None:
+        """On the timer thread: fail the attempt and replace this stuck worker."""
+        if not job.claim_outcome():
+            return
+        job.cancelled.set()
+        self.pool.router.report(job, _timeout_failure(job))
+        self.pool.finish(job)
+        log.warning("task_timed_out", run_id=job.run_id, task_id=job.task_id, attempt=job.attempt)
+        self.pool.replace(self.actor_ref)
+
+
+class _AttemptTimeout(Exception):  # noqa: N818 - internal signal, never leaves this module
+    """An async handler ran past its timeout."""
+
+
+def _timeout_failure(job: Job) -> Failed:
+    message = f"attempt exceeded its timeout of {job.timeout} s"
+    return Failed(job.task_id, job.attempt, ErrorInfo(type=TIMEOUT, message=message))
+
+
+def _error_info(error: BaseException) -> ErrorInfo:
+    if isinstance(error, HandlerError):
+        return ErrorInfo(type="HandlerNotFound", message=str(error), retryable=False)
+    retryable = getattr(error, "retryable", None)
+    if retryable is None:
+        retryable = not isinstance(error, FlowweaverError)
+    message = str(error) or type(error).__name__
+    return ErrorInfo(type=type(error).__name__, message=message[:4000], retryable=bool(retryable))

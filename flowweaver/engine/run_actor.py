@@ -1,0 +1,356 @@
+"""The run actor: the only writer of its run.
+
+Inputs (worker requests and outcomes, timer expiries, cancel requests) arrive in a mailbox
+that lives outside the actor, so none is lost when an actor dies and is rebuilt. Each wake-up
+drains the whole mailbox, decides on every input, and stores all resulting events in one
+append; only then does it act on them (reply, dispatch, arm timers). A failed append leaves
+the inputs in place and the state is rebuilt from the store before they are tried again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pykka
+import structlog
+
+from flowweaver.domain import run as commands
+from flowweaver.domain.events import (
+    RunCancelRequested,
+    RunEvent,
+    TaskFailed,
+    TaskRetried,
+    TaskScheduled,
+)
+from flowweaver.domain.run import RunState
+from flowweaver.engine import faults
+from flowweaver.engine.messages import (
+    DRAIN,
+    CancelRequest,
+    Completed,
+    Dropped,
+    Failed,
+    RetryDue,
+    RunInput,
+    StartRequest,
+)
+from flowweaver.engine.pool import Job
+from flowweaver.errors import ConcurrencyError, StoreError
+from flowweaver.observability import metrics
+from flowweaver.ports import Append
+
+if TYPE_CHECKING:
+    from flowweaver.engine.engine import Engine
+
+MAX_BACKOFF_S = 5.0
+
+
+class Mailbox:
+    """A run's inputs, waiting for its actor; one DRAIN message per batch wakes the actor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[RunInput] = deque()
+        self._ref: pykka.ActorRef[Any] | None = None
+        self._kicked = False
+        self._closed = False
+
+    def attach(self, ref: pykka.ActorRef[Any]) -> None:
+        """Hand the mailbox to a (new) actor and wake it if inputs are waiting."""
+        with self._lock:
+            self._ref = ref
+            self._kicked = False
+        self.kick()
+
+    def put(self, item: RunInput) -> bool:
+        """Queue an input; False when the run has ended (the caller must refuse it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._items.append(item)
+        self.kick()
+        return True
+
+    def kick(self) -> None:
+        """Wake the actor unless a wake-up is already on its way."""
+        with self._lock:
+            if self._kicked or self._ref is None or not self._items:
+                return
+            self._kicked = True
+            ref = self._ref
+        try:
+            ref.tell(DRAIN)
+        except pykka.ActorDeadError:
+            with self._lock:
+                self._kicked = False  # the engine attaches a new actor and kicks again
+
+    def take(self) -> list[RunInput]:
+        """Remove and return everything queued."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._kicked = False
+        return items
+
+    def close(self) -> list[RunInput]:
+        """Refuse further inputs and return the ones still queued."""
+        with self._lock:
+            self._closed = True
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+
+def refuse(items: Sequence[RunInput]) -> None:
+    """Answer inputs that a finished run will never handle."""
+    for item in items:
+        if isinstance(item, StartRequest | CancelRequest):
+            item.reply.set(False)
+
+
+class RunActor(pykka.ThreadingActor):
+    """Owns one live run: decides, appends, then acts."""
+
+    def __init__(
+        self, engine: Engine, run_id: str, mailbox: Mailbox, state: RunState | None = None
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.run_id = run_id
+        self.mailbox = mailbox
+        self.state = state
+        self.log = structlog.get_logger("flowweaver.run").bind(run_id=run_id)
+        self._retry: list[RunInput] = []
+        self._failures = 0
+        self._rng = random.Random()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self.state is None:
+            self._resume()
+        elif self.state.is_terminal:
+            self._finish()
+        else:
+            self._reconcile()
+        self.mailbox.attach(self.actor_ref)
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self.log.error("run_actor_failed", exc_info=exc_info)
+        self.engine.actor_died(self.run_id, self.mailbox, self._retry)
+
+    def on_receive(self, message: Any) -> Any:
+        if message is DRAIN:
+            self._drain()
+        return None
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        inputs = self._retry + self.mailbox.take()
+        self._retry = []
+        if not inputs:
+            return
+        if self.state is None and not self._reload():
+            self._later(inputs)
+            return
+        state = self.state
+        assert state is not None
+        base = state.version
+        now = self.engine.clock.now()
+        events: list[RunEvent] = []
+        replies: list[tuple[Any, bool]] = []
+        redispatch: list[str] = []
+        limit = self.engine.interruption_limit
+        for item in inputs:
+            if isinstance(item, StartRequest):
+                decided = commands.record_started(
+                    state, item.task_id, item.attempt, item.worker, now
+                )
+                replies.append((item.reply, bool(decided)))
+            elif isinstance(item, Completed):
+                decided = commands.record_completed(
+                    state, item.task_id, item.attempt, item.result, item.duration_ms, now
+                )
+            elif isinstance(item, Failed):
+                decided = commands.record_failed(
+                    state,
+                    item.task_id,
+                    item.attempt,
+                    item.error,
+                    now,
+                    jitter_sample=self._rng.uniform(-1.0, 1.0),
+                    interruption_limit=limit,
+                )
+            elif isinstance(item, RetryDue):
+                decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
+            elif isinstance(item, CancelRequest):
+                decided = commands.request_cancel(state, item.reason, now)
+                replies.append((item.reply, True))
+            else:
+                assert isinstance(item, Dropped)
+                redispatch.append(item.task_id)
+                decided = []
+            events.extend(decided)
+        if events and not self._append(base, events):
+            self._later(inputs)
+            return
+        for reply, accepted in replies:
+            reply.set(accepted)
+        self._act(events, base)
+        for task_id in redispatch:
+            self._dispatch_if_idle(task_id)
+        if state.is_terminal:
+            self._finish()
+
+    def _append(self, base: int, events: list[RunEvent]) -> bool:
+        faults.hit("before_append")
+        started = time.perf_counter()
+        try:
+            self.engine.store.append([Append(self.run_id, base, events)])
+        except (ConcurrencyError, StoreError) as e:
+            self._failures += 1
+            self.log.warning("append_failed", error=str(e), failures=self._failures)
+            self.state = None  # it holds undurable decisions: rebuild from the store
+            if isinstance(e, ConcurrencyError) and self._failures >= 3:
+                self.log.error("run_lost_to_another_writer")
+                self.engine.run_lost(self.run_id)
+                self.stop()
+            return False
+        metrics.append_latency.observe(time.perf_counter() - started)
+        metrics.events_appended.inc(len(events))
+        self._failures = 0
+        faults.hit("after_append")
+        return True
+
+    def _later(self, inputs: list[RunInput]) -> None:
+        """Keep ``inputs`` and try again after a backoff."""
+        self._retry = inputs
+        delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(self._failures, 10))
+        ref = self.actor_ref
+        self.engine.timers.call_later(delay, lambda: _tell_quietly(ref))
+
+    # --- acting on stored events -----------------------------------------------------------
+
+    def _act(self, events: Sequence[RunEvent], base: int) -> None:
+        state = self.state
+        assert state is not None
+        to_dispatch: list[str] = []
+        for event in events:
+            if isinstance(event, TaskScheduled | TaskRetried):
+                to_dispatch.append(event.task_id)
+            elif isinstance(event, TaskFailed):
+                metrics.task_failures.labels(error_type=event.error.type).inc()
+                if event.retry_at is not None:
+                    self._arm_retry(event.task_id, event.attempt, event.retry_at)
+                    metrics.task_retries.inc()
+            elif isinstance(event, RunCancelRequested):
+                self.engine.pool.cancel_run(self.run_id)
+        for task_id in to_dispatch:
+            self._dispatch_if_idle(task_id)
+        interval = self.engine.snapshot_interval
+        if interval and state.version // interval > base // interval and not state.is_terminal:
+            try:
+                self.engine.store.save_snapshot(state)
+            except StoreError as e:
+                self.log.warning("snapshot_failed", error=str(e))
+
+    def _arm_retry(self, task_id: str, attempt: int, retry_at: datetime) -> None:
+        """Deliver RetryDue for ``attempt`` when ``retry_at`` comes."""
+        delay = (retry_at - self.engine.clock.now()).total_seconds()
+        mailbox = self.mailbox
+        self.engine.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
+
+    def _dispatch_if_idle(self, task_id: str) -> None:
+        state = self.state
+        assert state is not None
+        task = state.tasks.get(task_id)
+        if task is None or task.status != "scheduled" or state.cancel_requested:
+            return
+        spec = state.spec
+        task_spec = spec.task(task_id)
+        self.engine.pool.submit(
+            Job(
+                run_id=self.run_id,
+                task_id=task_id,
+                attempt=task.attempts,
+                handler=task_spec.handler,
+                inputs=task.inputs or {},
+                timeout=spec.timeout_of(task_spec),
+            )
+        )
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def _reload(self) -> bool:
+        try:
+            self.state = self.engine.store.run_state(self.run_id)
+        except StoreError as e:
+            self._failures += 1
+            self.log.warning("reload_failed", error=str(e))
+            return False
+        if self.state is None:
+            self.log.error("run_vanished")
+            self.stop()
+            return False
+        self._reconcile()
+        return self.state is not None
+
+    def _resume(self) -> None:
+        """Rebuild from the store and settle what the run still owes."""
+        if not self._reload():
+            self._later([])
+            return
+        state = self.state
+        assert state is not None
+        if state.is_terminal:
+            self._finish()
+
+    def _reconcile(self) -> None:
+        """Interrupt lost attempts, schedule what is ready, redispatch, re-arm timers."""
+        state = self.state
+        assert state is not None
+        if state.is_terminal:
+            return
+        base = state.version
+        now = self.engine.clock.now()
+        events = commands.interrupt_running(
+            state,
+            now,
+            still_running=self.engine.pool.inflight(self.run_id),
+            interruption_limit=self.engine.interruption_limit,
+        )
+        events += commands.settle(state, now)
+        if events and not self._append(base, events):
+            return
+        for event in events:
+            if isinstance(event, TaskFailed):
+                metrics.task_failures.labels(error_type=event.error.type).inc()
+        for task in state.tasks.values():
+            if task.status == "scheduled":
+                if not self.engine.pool.is_inflight(self.run_id, task.id, task.attempts):
+                    self._dispatch_if_idle(task.id)
+            elif task.status == "waiting_retry" and task.retry_at is not None:
+                self._arm_retry(task.id, task.attempts, task.retry_at)
+        if state.cancel_requested:
+            self.engine.pool.cancel_run(self.run_id)
+
+    def _finish(self) -> None:
+        state = self.state
+        assert state is not None
+        refuse(self.mailbox.close() + self._retry)
+        self._retry = []
+        self.engine.run_finished(self.run_id, state)
+        self.stop()
+
+
+def _tell_quietly(ref: pykka.ActorRef[Any]) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(DRAIN)
