@@ -64,14 +64,15 @@ def topological_order(dependencies: Mapping[str, Iterable[str]]) -> tuple[str, .
 
 
 def find_cycle(spec: WorkflowSpec) -> list[str] | None:
-    """Return one cycle as ``[a, b, a]`` (a depends on ... depends on a), or None."""
+    """Return one cycle as ``[a, b, a]``, each task followed by one that depends on it, or None.
+
+    So ``a -> b -> a`` reads the way users draw DAGs: ``a -> b`` means a runs before b.
+    """
     deps = {t.id: t.dependencies for t in spec.tasks}
     try:
         topological_order(deps)
     except graphlib.CycleError as e:
-        cycle = list(e.args[1])
-        # graphlib lists the cycle so each node depends on the next one; show it as
-        # "a -> b" meaning a runs before b, which reads the way users draw DAGs.
-        cycle.reverse()
-        return cycle
+        # graphlib lists each node as an immediate predecessor (a dependency) of the next,
+        # which is already run order.
+        return list(e.args[1])
     return None
