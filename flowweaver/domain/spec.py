@@ -22,8 +22,15 @@ MAX_ATTEMPTS = 100
 MAX_DELAY_S = 86_400.0
 MAX_TIMEOUT_S = 86_400.0
 
-Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=128)]
-HandlerName = Annotated[str, msgspec.Meta(pattern=HANDLER_PATTERN, max_length=128)]
+
+def _whole_string(pattern: str) -> str:
+    # msgspec matches with re.search, where `$` also matches before a final newline, so
+    # "a\n" would pass as an id; the lookahead closes that and reads the same in JSON Schema.
+    return pattern.removesuffix("$") + r"(?!\n)$"
+
+
+Ident = Annotated[str, msgspec.Meta(pattern=_whole_string(ID_PATTERN), max_length=128)]
+HandlerName = Annotated[str, msgspec.Meta(pattern=_whole_string(HANDLER_PATTERN), max_length=128)]
 ErrorTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
