@@ -206,7 +206,10 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             if problem:
                 errors.append(FieldError(f"$.tasks[{index}].outputs.{name}", problem))
         errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
-        errors.extend(_check_retry(spec.retry_policy(task), f"$.tasks[{index}].retry"))
+        if task.retry is not None:
+            errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
+    if spec.defaults.retry is not None:
+        errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
     if not errors:
         cycle = find_cycle(spec)
         if cycle:
