@@ -1,0 +1,25 @@
+"""A persistence module for the eventsourcing library that keeps everything in Redis.
+
+Use it with ``PERSISTENCE_MODULE=flowweaver_redis``; see ``RedisFactory`` for the settings.
+"""
+
+from flowweaver_redis.datastore import RedisDatastore
+from flowweaver_redis.factory import Factory, RedisFactory
+from flowweaver_redis.recorders import (
+    RedisAggregateRecorder,
+    RedisApplicationRecorder,
+    RedisProcessRecorder,
+    RedisSubscription,
+    RedisTrackingRecorder,
+)
+
+__all__ = [
+    "Factory",
+    "RedisAggregateRecorder",
+    "RedisApplicationRecorder",
+    "RedisDatastore",
+    "RedisFactory",
+    "RedisProcessRecorder",
+    "RedisSubscription",
+    "RedisTrackingRecorder",
+]
