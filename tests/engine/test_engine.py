@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from flowweaver.domain import run as commands
 from flowweaver.domain.events import (
     RunCancelled,
     RunCompleted,
@@ -17,7 +18,6 @@ from flowweaver.domain.events import (
     TaskRetried,
     TaskSkipped,
 )
-from flowweaver.domain.run import RunState
 from flowweaver.engine import Engine
 from flowweaver.errors import (
     EngineClosedError,
@@ -163,7 +163,7 @@ def test_retries_with_backoff_until_success(engine: Engine) -> None:
 
 
 def test_retries_run_out_and_the_run_fails_skipping_downstream(engine: Engine) -> None:
-    """A task that keeps failing fails for good; its descendants are skipped, a sibling completes."""
+    """A task that keeps failing fails for good: descendants skipped, a sibling completes."""
     engine.register_workflow(
         {
             "id": "doomed",
@@ -290,7 +290,7 @@ def test_async_handler_is_awaited_and_cancelled_on_timeout(
 
 
 def test_cancel_stops_pending_tasks_and_flags_running_ones(engine: Engine, gate: Gate) -> None:
-    """Cancel: the running handler sees the flag, pending tasks are cancelled, RunCancelled ends it."""
+    """Cancel: the running handler sees the flag, pending tasks cancel, RunCancelled ends it."""
     engine.register_workflow(
         {
             "id": "long",
@@ -405,8 +405,6 @@ def test_an_actor_that_raises_is_rebuilt_by_replay(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug that kills a run actor once loses nothing: a new actor replays and finishes."""
-    from flowweaver.domain import run as commands
-
     real = commands.record_completed
     calls = {"n": 0}
 
