@@ -85,6 +85,20 @@ def _resolve(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def may_read_tasks(value: Any) -> bool:
+    """Say whether any path in ``value`` could reach the ``tasks`` key of the context.
+
+    Building ``tasks`` costs a pass over every task, so it is skipped when no path can see it.
+    """
+    if is_path(value):
+        return "tasks" in value or value == "$" or value.startswith(("$..", "$[", "$.*"))
+    if isinstance(value, dict):
+        return any(may_read_tasks(v) for v in value.values())
+    if isinstance(value, list):
+        return any(may_read_tasks(v) for v in value)
+    return False
+
+
 def input_context(
     upstream: Mapping[str, Any], params: Mapping[str, Any], tasks: Mapping[str, Any]
 ) -> dict[str, Any]:

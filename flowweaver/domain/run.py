@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain.dag import Dag
-from flowweaver.domain.data import input_context, publish, resolve_inputs
+from flowweaver.domain.data import input_context, may_read_tasks, publish, resolve_inputs
 from flowweaver.domain.events import (
     INTERRUPTED,
     TERMINAL_RUN_STATUSES,
@@ -52,6 +52,7 @@ class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
     status: TaskStatus = "pending"
     attempts: int = 0
     interruptions: int = 0
+    waiting_for: int = 0
     inputs: dict[str, Any] | None = None
     output: Any = None
     last_error: ErrorInfo | None = None
@@ -76,6 +77,8 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     request_hash: str = ""
     submitted_by: str | None = None
     tasks: dict[str, TaskState] = {}
+    unfinished: int = 0
+    running: int = 0
     cancel_requested: bool = False
     cancel_reason: str | None = None
     summary: RunSummary | None = None
@@ -141,22 +144,28 @@ def new_state(run_id: str) -> RunState:
 
 
 def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one branch per event
-    """Apply one event to ``state`` in place and return it; the version advances by one."""
+    """Apply one event to ``state`` in place and return it; the version advances by one.
+
+    Besides statuses, the fold keeps counts that make decisions O(1) per event: tasks not
+    yet finished, tasks running, and per task the dependencies not yet completed.
+    """
     state.version += 1
     state.updated_at = event.timestamp
     if isinstance(event, TaskScheduled | TaskStarted | TaskCompleted | TaskFailed):
         task = state.tasks[event.task_id]
         if isinstance(event, TaskStarted):
-            task.status = "running"
+            _move(state, task, "running")
             task.worker = event.worker
             task.started_at = event.timestamp
         elif isinstance(event, TaskCompleted):
-            task.status = "completed"
+            _move(state, task, "completed")
             task.output = event.output
             task.completed_at = event.timestamp
             task.retry_at = None
+            for successor in dag_of(state.spec).dependents[task.id]:
+                state.tasks[successor].waiting_for -= 1
         elif isinstance(event, TaskScheduled):
-            task.status = "scheduled"
+            _move(state, task, "scheduled")
             task.attempts = event.attempt
             task.inputs = event.inputs
             task.scheduled_at = event.timestamp
@@ -166,19 +175,19 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             if event.error.type == INTERRUPTED:
                 task.interruptions += 1
             if event.retry_at is None:
-                task.status = "failed"
+                _move(state, task, "failed")
                 task.completed_at = event.timestamp
             else:
-                task.status = "waiting_retry"
+                _move(state, task, "waiting_retry")
     elif isinstance(event, TaskRetried):
         task = state.tasks[event.task_id]
-        task.status = "scheduled"
+        _move(state, task, "scheduled")
         task.attempts = event.attempt
         task.retry_at = None
         task.scheduled_at = event.timestamp
     elif isinstance(event, TaskSkipped):
         task = state.tasks[event.task_id]
-        task.status = "skipped"
+        _move(state, task, "skipped")
         task.completed_at = event.timestamp
     elif isinstance(event, RunStarted):
         state.status = "running"
@@ -190,20 +199,25 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         state.request_hash = event.request_hash
         state.submitted_by = event.submitted_by
         state.created_at = event.timestamp
-        state.tasks = {t.id: TaskState(id=t.id) for t in event.definition.tasks}
+        state.tasks = {
+            t.id: TaskState(id=t.id, waiting_for=len(t.dependencies))
+            for t in event.definition.tasks
+        }
+        state.unfinished = len(state.tasks)
+        state.running = 0
     elif isinstance(event, RunCancelRequested):
         state.cancel_requested = True
         state.cancel_reason = event.reason
         for task in state.tasks.values():
             if task.status in ("pending", "scheduled", "waiting_retry"):
-                task.status = "cancelled"
+                _move(state, task, "cancelled")
                 task.retry_at = None
                 task.completed_at = event.timestamp
     elif isinstance(event, RunCancelled):
         state.status = "cancelled"
         for task in state.tasks.values():
             if task.status not in TERMINAL_TASK_STATUSES:
-                task.status = "cancelled"
+                _move(state, task, "cancelled")
                 task.completed_at = event.timestamp
     elif isinstance(event, RunCompleted):
         state.status = "completed"
@@ -212,6 +226,24 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         state.status = "failed"
         state.summary = event.summary
     return state
+
+
+def _move(state: RunState, task: TaskState, status: TaskStatus) -> None:
+    """Change a task's status and keep the run's counts in step."""
+    old = task.status
+    if old == status:
+        return
+    if old == "running":
+        state.running -= 1
+    elif status == "running":
+        state.running += 1
+    was_open = old not in TERMINAL_TASK_STATUSES
+    is_open = status not in TERMINAL_TASK_STATUSES
+    if was_open and not is_open:
+        state.unfinished -= 1
+    elif is_open and not was_open:
+        state.unfinished += 1
+    task.status = status
 
 
 def fold(events: Iterable[Event], state: RunState) -> RunState:
@@ -322,11 +354,10 @@ def record_completed(
         )
     )
     if not state.cancel_requested:
-        completed = {t.id for t in state.tasks.values() if t.status == "completed"}
         ready = [
             t
-            for t in dag_of(state.spec).ready_successors(task_id, completed)
-            if state.tasks[t].status == "pending"
+            for t in dag_of(state.spec).dependents[task_id]
+            if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
         ]
         _schedule(d, ready, now)
     _finish_if_done(d, now)
@@ -423,9 +454,12 @@ def settle(state: RunState, now: datetime) -> list[RunEvent]:
         return []
     d = Decision(state)
     if not state.cancel_requested:
-        completed = {t.id for t in state.tasks.values() if t.status == "completed"}
-        started = {t.id for t in state.tasks.values() if t.status != "pending"}
-        _schedule(d, dag_of(state.spec).ready(completed, started), now)
+        ready = [
+            t
+            for t in dag_of(state.spec).order
+            if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
+        ]
+        _schedule(d, ready, now)
     _finish_if_done(d, now)
     return d.events
 
@@ -433,19 +467,19 @@ def settle(state: RunState, now: datetime) -> list[RunEvent]:
 def _schedule(d: Decision, task_ids: Iterable[str], now: datetime) -> None:
     state = d.state
     spec = state.spec
-    outputs = None
+    everything: dict[str, Any] | None = None
     for task_id in task_ids:
         task_spec = spec.task(task_id)
-        if outputs is None:
-            outputs = state.published_outputs()
         upstream: dict[str, Any] = {}
         for dep in task_spec.dependencies:
-            published = outputs.get(dep)
+            published = state.tasks[dep].output
             if isinstance(published, dict):
                 upstream.update(published)
+        if everything is None and task_spec.inputs and may_read_tasks(task_spec.inputs):
+            everything = state.published_outputs()
         try:
             inputs = resolve_inputs(
-                task_spec.inputs, input_context(upstream, state.parameters, outputs)
+                task_spec.inputs, input_context(upstream, state.parameters, everything or {})
             )
         except TaskInputError as e:
             d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
@@ -470,12 +504,11 @@ def _finish_if_done(d: Decision, now: datetime) -> None:
     state = d.state
     if state.is_terminal:
         return
-    tasks = state.tasks.values()
     if state.cancel_requested:
-        if not any(t.status == "running" for t in tasks):
+        if state.running == 0:
             d.emit(RunCancelled(timestamp=now, reason=state.cancel_reason or ""))
         return
-    if any(t.status not in TERMINAL_TASK_STATUSES for t in tasks):
+    if state.unfinished:
         return
     summary = summarize(state)
     if summary.failed_tasks:
