@@ -1,0 +1,505 @@
+"""The PostgreSQL event store: the eventsourcing library's recorders, tailed by LISTEN/NOTIFY.
+
+Open it by URL::
+
+    postgresql://user[:password]@host[:port]/dbname?schema=NAME&pool_size=N
+
+Options: ``schema`` (default ``public``, created if missing; every table lives in it),
+``pool_size`` and ``max_overflow`` (pooled connections kept and added under load),
+``connect_timeout`` (seconds to open a connection or wait for a pooled one), ``lock_timeout``
+(seconds an append waits for the log's table lock), ``poll_interval`` (seconds between polls
+of a tailer when no notification comes).
+
+The log is the library's ``PostgresApplicationRecorder``: each insert takes the table's
+EXCLUSIVE lock so notification ids are issued in commit order (readers never pass a gap that
+is filled later), and sends ``NOTIFY`` in the same transaction, so the notification is
+delivered only once the events are visible. One :class:`PostgresLogListener` per store turns
+those notifications into wake-ups of :meth:`PostgresEventStore.wait_for_log`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from flowweaver.errors import StoreConfigError, StoreError
+from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
+from flowweaver.store.sql import SQLRunIndex
+
+log = structlog.get_logger(__name__)
+
+EVENTS_TABLE = "fw_events"
+SNAPSHOTS_TABLE = "fw_snapshots"
+# Advisory lock class for schema setup, so nodes starting together do not race on DDL
+# ("CREATE TABLE IF NOT EXISTS" is not safe against a concurrent twin in PostgreSQL).
+# The two-int4 key space is separate from the bigint one that run leases may use.
+_DDL_LOCK_CLASS = 0x46570001
+# A transaction left open by a stopped client (SIGSTOP between LOCK TABLE and COMMIT) would
+# hold the log's table lock; the server ends such a session after this many seconds.
+_IDLE_IN_TRANSACTION_TIMEOUT = 10.0
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MAX_IDENTIFIER = 63
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """Where the store connects and how; :func:`parse_url` reads them from a store URL."""
+
+    dbname: str
+    host: str = "localhost"
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    schema: str = "public"
+    pool_size: int = 5
+    max_overflow: int = 5
+    connect_timeout: int = 5
+    lock_timeout: int = 5
+    poll_interval: float = 0.25
+    ping_timeout: int = 2
+
+    def connection_kwargs(self, application_name: str = "flowweaver") -> dict[str, Any]:
+        """Return psycopg.connect keyword arguments for one connection."""
+        return {
+            "dbname": self.dbname,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "application_name": application_name,
+            **_socket_options(self.connect_timeout),
+        }
+
+
+def _socket_options(connect_timeout: int) -> dict[str, Any]:
+    # Keepalives notice a server host that vanished without closing the socket; without them
+    # a pooled or listening connection waits on a dead peer for the OS default (hours).
+    return {
+        "connect_timeout": connect_timeout,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+
+
+_INT_OPTIONS = ("pool_size", "max_overflow", "connect_timeout", "lock_timeout")
+
+
+def parse_url(url: str) -> PostgresSettings:
+    """Read the settings of a ``postgresql://`` (or ``postgres://``) store URL.
+
+    Raises:
+        StoreConfigError: the URL is not a PostgreSQL URL or has bad options.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise StoreConfigError(f"not a PostgreSQL URL: {url!r}")
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise StoreConfigError(f"no database name in {url!r}: postgresql://user@host:5432/db")
+    try:
+        port = parts.port or 5432
+    except ValueError as e:
+        raise StoreConfigError(f"bad port in {url!r}") from e
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    settings = PostgresSettings(
+        dbname=dbname,
+        host=parts.hostname or "localhost",
+        port=port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+    schema = options.pop("schema", settings.schema)
+    if not _SCHEMA_NAME.match(schema):
+        raise StoreConfigError(
+            f"schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63), not {schema!r}"
+        )
+    changes: dict[str, Any] = {"schema": schema}
+    for name in _INT_OPTIONS:
+        if name in options:
+            changes[name] = _number(name, options.pop(name), int, minimum=0)
+    if "poll_interval" in options:
+        changes["poll_interval"] = _number("poll_interval", options.pop("poll_interval"), float)
+    if options:
+        raise StoreConfigError(f"unknown PostgreSQL store option(s): {', '.join(sorted(options))}")
+    settings = replace(settings, **changes)
+    if settings.pool_size < 1:
+        raise StoreConfigError("pool_size must be at least 1")
+    if settings.connect_timeout < 1:
+        raise StoreConfigError("connect_timeout must be at least 1 (second)")
+    if settings.poll_interval <= 0:
+        raise StoreConfigError("poll_interval must be positive (seconds)")
+    return settings
+
+
+def _number(name: str, text: str, kind: type[int] | type[float], minimum: float = 0) -> Any:
+    try:
+        value = kind(text)
+    except ValueError as e:
+        raise StoreConfigError(f"{name} must be a number, not {text!r}") from e
+    if value < minimum:
+        raise StoreConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def channel_name(schema: str, table: str = EVENTS_TABLE) -> str:
+    """Return the NOTIFY channel of a schema's log, unique per schema and at most 63 bytes."""
+    name = f"{table}_{schema}"
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    return f"{table}_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
+
+
+# --- the library's pieces, tuned --------------------------------------------------------------
+
+
+class _Datastore(PostgresDatastore):
+    """The library's datastore; its connections also resolve names in our schema first."""
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        super().__init__(
+            dbname=settings.dbname,
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            password=settings.password,
+            connect_timeout=float(settings.connect_timeout),
+            idle_in_transaction_session_timeout=_IDLE_IN_TRANSACTION_TIMEOUT,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            lock_timeout=settings.lock_timeout,
+            schema=settings.schema,
+        )
+        kwargs = self.pool.kwargs
+        assert isinstance(kwargs, dict)
+        kwargs.update(application_name="flowweaver", **_socket_options(settings.connect_timeout))
+
+    def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
+        library_setup = super().after_connect_func()
+        # The run index's tables are named without a schema; the search path puts them in ours.
+        set_search_path = SQL("SET search_path TO {0}").format(Identifier(self.schema))
+
+        def after_connect(conn: psycopg.Connection[Any]) -> None:
+            library_setup(conn)
+            conn.execute(set_search_path)
+
+        return after_connect
+
+
+def _retry_once(method: Any) -> Any:
+    """Call a library recorder method without its own retry loop, retrying once at most.
+
+    The library retries connection errors ten times, each waiting up to the pool timeout:
+    close to a minute before a caller hears the server is down. One retry, after the pool
+    has dropped its broken connections, is enough to get past a server restart.
+    """
+    inner = method.__wrapped__
+
+    @functools.wraps(inner)
+    def call(self: PostgresAggregateRecorder, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return inner(self, *args, **kwargs)
+        except (InterfaceError, OperationalError):
+            self.datastore.pool.check()
+            return inner(self, *args, **kwargs)
+
+    return call
+
+
+class _EventRecorder(PostgresApplicationRecorder):
+    """The library's log recorder, notifying on a channel of its own schema."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        # The library names the channel after the table only; schemas would share it.
+        self.channel_name = channel_name(datastore.schema, events_table_name)
+
+    insert_events = _retry_once(PostgresApplicationRecorder.insert_events)
+    select_events = _retry_once(PostgresApplicationRecorder.select_events)
+    select_notifications = _retry_once(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _retry_once(PostgresApplicationRecorder.max_notification_id)
+
+
+class _SnapshotRecorder(PostgresAggregateRecorder):
+    insert_events = _retry_once(PostgresAggregateRecorder.insert_events)
+    select_events = _retry_once(PostgresAggregateRecorder.select_events)
+
+
+# --- the listener -----------------------------------------------------------------------------
+
+
+class PostgresLogListener:
+    """One LISTEN connection and its thread; calls ``on_notify`` whenever the log may have grown.
+
+    ``on_notify`` runs on the listener's thread, for each batch of notifications and after
+    every (re)connection too, since what was committed while the listener was away notified
+    nobody. A lost connection is opened again, with a backoff up to ``max_backoff`` seconds,
+    until :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        connection_kwargs: dict[str, Any],
+        channel: str,
+        on_notify: Callable[[], None],
+        *,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._connection_kwargs = connection_kwargs
+        self._listen = SQL("LISTEN {0}").format(Identifier(channel))
+        self._on_notify = on_notify
+        self._max_backoff = max_backoff
+        self._stopping = threading.Event()
+        self._stop_receiver, self._stop_sender = socket.socketpair()
+        self._state = threading.Condition()
+        self._sessions = 0
+        self._backend_pid: int | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"flowweaver-listen-{channel}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the thread; it connects in the background."""
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Return whether the listener's thread is running."""
+        return self._thread.is_alive()
+
+    @property
+    def sessions(self) -> int:
+        """Return how many LISTEN sessions were started so far (reconnections included)."""
+        with self._state:
+            return self._sessions
+
+    @property
+    def backend_pid(self) -> int | None:
+        """Return the server process id of the live LISTEN session, None while disconnected."""
+        with self._state:
+            return self._backend_pid
+
+    def wait_listening(self, timeout: float, *, after_session: int = 0) -> bool:
+        """Block until a LISTEN session later than ``after_session`` is live (False on timeout)."""
+        with self._state:
+            return self._state.wait_for(
+                lambda: self._backend_pid is not None and self._sessions > after_session,
+                timeout,
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close its connection; return within ``timeout`` seconds."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._stop_sender.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._stop_receiver.close()
+            self._stop_sender.close()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                connection = psycopg.connect(**self._connection_kwargs, autocommit=True)
+            except psycopg.Error as e:
+                failures += 1
+                log.warning("log_listener_connect_failed", error=str(e), failures=failures)
+                self._stopping.wait(min(self._max_backoff, 0.05 * 2**failures))
+                continue
+            try:
+                with connection:
+                    connection.execute(self._listen)
+                    failures = 0
+                    self._listening(connection.info.backend_pid)
+                    self._on_notify()
+                    self._receive(connection)
+            except psycopg.Error as e:
+                failures += 1
+                log.warning("log_listener_lost", error=str(e))
+                self._stopping.wait(min(self._max_backoff, 0.05 * 2**failures))
+            finally:
+                self._listening(None)
+
+    def _listening(self, backend_pid: int | None) -> None:
+        with self._state:
+            if backend_pid is not None:
+                self._sessions += 1
+            self._backend_pid = backend_pid
+            self._state.notify_all()
+
+    def _receive(self, connection: psycopg.Connection[Any]) -> None:
+        socket_fd, stop_fd = connection.fileno(), self._stop_receiver.fileno()
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([socket_fd, stop_fd], [], [])
+            if stop_fd in readable:
+                return
+            # Readable: notifications, or the end of the connection (then this raises).
+            # Only the wake-up matters, not what the notifications say.
+            for _ in connection.notifies(timeout=0):
+                pass
+            self._on_notify()
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class PostgresEventStore(RecorderEventStore):
+    """Runs and workflows in one PostgreSQL schema, shared by every process that opens it.
+
+    Global positions are the log's notification ids: gap-free and in commit order across
+    processes, because each append holds the table's EXCLUSIVE lock until it commits. That
+    lock also serializes every append of every process: batch several runs' events into
+    one :meth:`append` where you can (see benchmarks/postgres_store.py).
+    """
+
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        *,
+        snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
+    ) -> None:
+        self.settings = settings
+        self.schema = settings.schema
+        self.channel = channel_name(settings.schema)
+        self._wakeups = 0
+        self._datastore = _Datastore(settings)
+        try:
+            with self._setup_lock():
+                events = _EventRecorder(self._datastore, events_table_name=EVENTS_TABLE)
+                snapshots = _SnapshotRecorder(self._datastore, events_table_name=SNAPSHOTS_TABLE)
+                index = SQLRunIndex(self._transaction, placeholder="%s")
+                events.create_table()
+                snapshots.create_table()
+                index.create_tables()
+        except (psycopg.Error, PersistenceError) as e:
+            self._datastore.close()
+            raise StoreError(f"cannot open the PostgreSQL store at {self._where()}: {e}") from e
+        super().__init__(
+            events,
+            snapshots,
+            index,
+            snapshot_interval=snapshot_interval,
+            poll_interval=settings.poll_interval,
+        )
+        self._ping_statement = SQL("SELECT 1 FROM {0}.{1} LIMIT 1").format(
+            Identifier(self.schema), Identifier(EVENTS_TABLE)
+        )
+        self.listener = PostgresLogListener(
+            settings.connection_kwargs("flowweaver-listener"), self.channel, self._wake
+        )
+        self.listener.start()
+
+    def _where(self) -> str:
+        s = self.settings
+        return f"{s.host}:{s.port}/{s.dbname} schema {s.schema}"
+
+    @contextmanager
+    def _setup_lock(self) -> Iterator[None]:
+        """Create the schema and hold the setup lock, so concurrent openers take turns."""
+        with psycopg.connect(**self.settings.connection_kwargs(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))", (_DDL_LOCK_CLASS, self.schema)
+            )
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(self.schema)))
+            yield  # closing the session releases the lock
+
+    @contextmanager
+    def _transaction(self, commit: bool) -> Iterator[psycopg.Cursor[DictRow]]:
+        with self._datastore.transaction(commit=commit) as cursor:
+            yield cursor
+
+    def _wake(self) -> None:
+        with self._appended:
+            self._wakeups += 1
+            self._appended.notify_all()
+
+    def wait_for_log(self, after: int, timeout: float) -> bool:
+        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
+
+        Wakes on this process's appends and on NOTIFY from any process, and polls every
+        ``poll_interval`` seconds in case a notification was lost.
+
+        Raises:
+            StoreError: the database cannot be reached.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._appended:
+                seen = self._wakeups
+            if self.max_position() > after:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return False
+            with self._appended:
+                # A wake-up between reading the position and here is not lost: it was counted.
+                if self._wakeups == seen and not self._closed:
+                    self._appended.wait(min(remaining, self.poll_interval))
+
+    def ping(self) -> None:
+        """Return when the database answers, within about ``ping_timeout`` seconds.
+
+        A fresh connection, not a pooled one: its connect timeout bounds the wait even when
+        the server accepts connections but never answers.
+
+        Raises:
+            StoreError: it does not answer in time, or the store's tables are gone.
+        """
+        timeout = self.settings.ping_timeout
+        kwargs = self.settings.connection_kwargs("flowweaver-ping")
+        kwargs.update(connect_timeout=timeout, options=f"-c statement_timeout={timeout * 1000}")
+        try:
+            with psycopg.connect(**kwargs, autocommit=True) as conn:
+                conn.execute(self._ping_statement)
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL at {self._where()} does not answer: {e}") from e
+
+    def close(self) -> None:
+        """Stop the listener and close every connection."""
+        self.listener.close()
+        super().close()
+
+
+def open_store(url: str) -> PostgresEventStore:
+    """Open the store a ``postgresql://`` URL names (the ``flowweaver.stores`` entry point).
+
+    Raises:
+        StoreConfigError: the URL has bad options.
+        StoreError: the database cannot be reached.
+    """
+    return PostgresEventStore(parse_url(url))
+
+
+__all__ = [
+    "PostgresEventStore",
+    "PostgresLogListener",
+    "PostgresSettings",
+    "channel_name",
+    "open_store",
+    "parse_url",
+]
