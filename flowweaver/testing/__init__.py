@@ -1,0 +1,1 @@
+"""Helpers for tests: the conformance suite every store passes, builders and strategies."""
