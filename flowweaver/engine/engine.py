@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from flowweaver.engine.messages import (
 from flowweaver.engine.pool import Job, WorkerPool
 from flowweaver.engine.run_actor import Mailbox, RunActor, refuse
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import (
     ConcurrencyError,
     EngineClosedError,
@@ -54,6 +56,7 @@ log = structlog.get_logger("flowweaver.engine")
 
 MAX_KEY_LENGTH = 256
 START_REPLY_TIMEOUT_S = 60.0
+FINISHED_CACHE = 4096
 _json = msgspec.json.Encoder()
 
 
@@ -103,10 +106,13 @@ class Engine:
         self._lock = threading.RLock()
         self._live: dict[str, _LiveRun] = {}
         self._waiters: dict[str, list[threading.Event]] = {}
+        # Final states of runs that ended here lately: waiters need no replay for them.
+        self._finished: OrderedDict[str, RunState] = OrderedDict()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self.timers = Timers()
+        self.writer = GroupCommitter(store)
         self.pool = WorkerPool(
             workers, self.handlers, self, self.timers, self._event_loop, node=self.node
         )
@@ -197,7 +203,7 @@ class Engine:
             submitted_by=submitted_by,
         )
         try:
-            self.store.append([Append(run_id, 0, events)])
+            self.writer.append(Append(run_id, 0, events))
         except ConcurrencyError:
             if idempotency_key is None:
                 raise
@@ -241,7 +247,7 @@ class Engine:
             self._waiters.setdefault(run_id, []).append(done)
         try:
             while True:
-                state = self.get_run(run_id)
+                state = self._finished.get(run_id) or self.get_run(run_id)
                 if state.is_terminal:
                     return state
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -306,8 +312,9 @@ class Engine:
             if live is None:
                 live = _LiveRun(mailbox=mailbox or Mailbox(), ref=None)
                 self._live[run_id] = live
-            live.ref = RunActor.start(self, run_id, live.mailbox, state)
             metrics.live_runs.set(len(self._live))
+        # Inputs that arrive before the actor is up wait in the mailbox; attach() drains them.
+        live.ref = RunActor.start(self, run_id, live.mailbox, state)
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
         """Called by a run actor that raised: rebuild it by replay, keeping its mailbox."""
@@ -331,6 +338,9 @@ class Engine:
         with self._lock:
             self._live.pop(run_id, None)
             waiters = list(self._waiters.get(run_id, []))
+            self._finished[run_id] = state
+            if len(self._finished) > FINISHED_CACHE:
+                self._finished.popitem(last=False)
             metrics.live_runs.set(len(self._live))
         metrics.runs_finished.labels(workflow=state.workflow_id, status=state.status).inc()
         log.info("run_finished", run_id=run_id, status=state.status, version=state.version)
@@ -345,8 +355,7 @@ class Engine:
             refuse(live.mailbox.close())
 
     def _deliver(self, run_id: str, item: RunInput) -> None:
-        with self._lock:
-            live = self._live.get(run_id)
+        live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
         if live is None and not self._closed:
             state = self.store.run_state(run_id)
             if state is not None and not state.is_terminal:
@@ -371,8 +380,7 @@ class Engine:
         self._deliver(job.run_id, outcome)
 
     def dropped(self, job: Job) -> None:
-        with self._lock:
-            live = self._live.get(job.run_id)
+        live = self._live.get(job.run_id)
         if live is not None:
             live.mailbox.put(Dropped(job.task_id, job.attempt))
 

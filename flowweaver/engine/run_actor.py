@@ -186,7 +186,7 @@ class RunActor(pykka.ThreadingActor):
                     item.attempt,
                     item.error,
                     now,
-                    jitter_sample=self._rng.uniform(-1.0, 1.0),
+                    jitter_sample=random.uniform(-1.0, 1.0),
                     interruption_limit=limit,
                 )
             elif isinstance(item, RetryDue):
@@ -214,7 +214,7 @@ class RunActor(pykka.ThreadingActor):
         faults.hit("before_append")
         started = time.perf_counter()
         try:
-            self.engine.store.append([Append(self.run_id, base, events)])
+            self.engine.writer.append(Append(self.run_id, base, events))
         except (ConcurrencyError, StoreError) as e:
             self._failures += 1
             self.log.warning("append_failed", error=str(e), failures=self._failures)
