@@ -93,6 +93,14 @@ def _make_handler(name: str, func: HandlerFunc) -> Handler:
     return Handler(name=name, func=func, is_async=is_async, wants_context=wants_context)
 
 
+def _origin(func: HandlerFunc) -> tuple[str, str] | HandlerFunc:
+    """Where a function was defined: loading the same file again rebinds, it does not clash."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return func
+    return (code.co_filename, getattr(func, "__qualname__", ""))
+
+
 class HandlerRegistry:
     """Handlers by name; a name can be bound once (rebinding the same function is fine)."""
 
@@ -101,7 +109,7 @@ class HandlerRegistry:
         self._handlers: dict[str, Handler] = {h.name: h for h in handlers}
 
     def register(self, name: str, func: HandlerFunc) -> Handler:
-        """Bind ``name`` to ``func``.
+        """Bind ``name`` to ``func``; the same function loaded again (same file) rebinds.
 
         Raises:
             HandlerError: the name is invalid or already bound to another function.
@@ -109,7 +117,7 @@ class HandlerRegistry:
         handler = _make_handler(name, func)
         with self._lock:
             existing = self._handlers.get(name)
-            if existing is not None and existing.func is not func:
+            if existing is not None and _origin(existing.func) != _origin(func):
                 raise HandlerError(f"handler {name!r} is already registered to {existing.func!r}")
             self._handlers[name] = handler
         return handler
