@@ -50,7 +50,7 @@ def test_sleep_is_bounded_and_wakes_on_cancel() -> None:
 
 def test_unknown_name_is_a_clear_error() -> None:
     """Asking for a name nobody registered names the known handlers."""
-    with pytest.raises(HandlerError, match="no handler named 'nope'.*echo"):
+    with pytest.raises(HandlerError, match=r"no handler named 'nope'.*echo"):
         builtin_registry().get("nope")
 
 
