@@ -130,6 +130,29 @@ class RedisDatastore:
             ):
                 script.sha = self.client.script_load(script.script)
 
+    def check_eviction_policy(self) -> None:
+        """Refuse a Redis that may evict keys without a TTL, as recorded events have none.
+
+        Raises:
+            OperationalError: the maxmemory-policy is an ``allkeys-*`` one.
+        """
+        try:
+            reply = self.execute("CONFIG", "GET", "maxmemory-policy")
+        except rexc.ResponseError:
+            return  # CONFIG is often disabled on managed Redis: nothing to check with
+        except rexc.RedisError as e:
+            raise translate_error(e) from e
+        # RESP2 answers [name, value], RESP3 {name: value}; redis-py may decode either.
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1:]
+        policy = values[0] if values else b""
+        policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if policy.startswith("allkeys-"):
+            msg = (
+                f"Redis at {self.url} has maxmemory-policy {policy}, which can evict "
+                "recorded events; use noeviction (or a volatile-* policy)"
+            )
+            raise OperationalError(msg)
+
     def blocking_client(self) -> redis.Redis:
         """Return a client that holds one connection of its own, for blocking reads.
 

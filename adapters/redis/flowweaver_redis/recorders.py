@@ -34,6 +34,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     Notification,
+    OperationalError,
     ProcessRecorder,
     Recorder,
     StoredEvent,
@@ -74,8 +75,9 @@ class RedisRecorder(Recorder):
         """Prepare Redis for this recorder: Redis has no tables, so load the scripts.
 
         Raises:
-            OperationalError: Redis cannot be reached.
+            OperationalError: Redis cannot be reached, or evicts keys it should keep.
         """
+        self.datastore.check_eviction_policy()
         self.datastore.load_scripts()
 
 
@@ -222,6 +224,13 @@ class RedisApplicationRecorder(RedisAggregateRecorder, ApplicationRecorder):
         with translated_errors():
             result = self.datastore.insert_notified_events(keys=all_keys, args=args)
         if isinstance(result, list):
+            if int(result[0]) == scripts.COUNTER_BEHIND_LOG:
+                msg = (
+                    f"The notification counter {self.seq_key} ({int(result[1])}) does not "
+                    f"match the end of the log {self.log_key}: keys were lost, as they are "
+                    "when Redis evicts them; run it with maxmemory-policy noeviction"
+                )
+                raise OperationalError(msg)
             if int(result[0]) == scripts.CONFLICT_TRACKING:
                 assert tracking is not None
                 raise self._tracking_conflict(tracking, int(result[1]))

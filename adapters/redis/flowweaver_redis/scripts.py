@@ -17,6 +17,8 @@ from typing import Final
 CONFLICT_VERSION_TAKEN: Final = 1
 CONFLICT_VERSION_REPEATED: Final = 2
 CONFLICT_TRACKING: Final = 3
+# Not a conflict: the counter disagrees with the log, so no id can be given safely.
+COUNTER_BEHIND_LOG: Final = 4
 
 INSERT_AGGREGATE_EVENTS: Final = """#!lua
 -- KEYS[1..m]: one sorted set per aggregate, score = version, member = packed event.
@@ -67,6 +69,13 @@ if application then
 end
 local first = 0
 if n > 0 then
+  -- The log is the truth and the counter a shortcut to its end. Should the counter have
+  -- been lost (an evicting maxmemory-policy), XADD would fail after other writes: refuse.
+  local counter = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if tail and tonumber(string.match(tail[1], '^%d+')) ~= counter then
+    return {4, counter}
+  end
   first = redis.call('INCRBY', KEYS[1], n) - n + 1
   for i = 1, n do
     local at = base + 4 * (i - 1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+import redis.exceptions as rexc
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent, Tracking
 from flowweaver_redis import (
     RedisAggregateRecorder,
     RedisApplicationRecorder,
@@ -189,3 +191,52 @@ def test_keys_follow_the_documented_layout(datastore: RedisDatastore) -> None:
         "app:tracking",
     }
     assert datastore.client.xlen(datastore.key("app:events", "log")) == 3
+
+
+def test_a_lost_counter_refuses_to_insert_rather_than_corrupt(datastore: RedisDatastore) -> None:
+    """If the id counter disappears (eviction), inserts fail before writing anything."""
+    recorder = RedisApplicationRecorder(datastore, events_name="app:events")
+    a = uuid4()
+    recorder.insert_events([_event(a, 1), _event(a, 2)])
+    datastore.client.delete(recorder.seq_key)
+
+    with pytest.raises(OperationalError, match="maxmemory-policy noeviction"):
+        recorder.insert_events([_event(a, 3), _event(uuid4(), 1)])
+
+    assert datastore.client.xlen(recorder.log_key) == 2
+    assert [e.originator_version for e in recorder.select_events(a)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("reply", "refused"),
+    [
+        ([b"maxmemory-policy", b"noeviction"], False),
+        ([b"maxmemory-policy", b"volatile-lru"], False),
+        ({"maxmemory-policy": "allkeys-lru"}, True),
+        ([b"maxmemory-policy", b"allkeys-random"], True),
+        (rexc.ResponseError("unknown command 'CONFIG'"), False),
+    ],
+)
+def test_create_table_refuses_a_redis_that_evicts_any_key(
+    datastore: RedisDatastore,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: object,
+    refused: bool,
+) -> None:
+    """An allkeys-* eviction policy could drop events: preparing a recorder says so."""
+    real_execute = datastore.execute
+
+    def execute(*args: Any, **kwargs: Any) -> Any:
+        if args[:2] != ("CONFIG", "GET"):
+            return real_execute(*args, **kwargs)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    monkeypatch.setattr(datastore, "execute", execute)
+    recorder = RedisApplicationRecorder(datastore, events_name="app:events")
+    if refused:
+        with pytest.raises(OperationalError, match="noeviction"):
+            recorder.create_table()
+    else:
+        recorder.create_table()
