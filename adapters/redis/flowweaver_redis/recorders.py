@@ -393,7 +393,9 @@ class RedisSubscription(Subscription[RedisApplicationRecorder]):
         self._page_size = page_size
         timeout = recorder.datastore.socket_timeout()
         # A blocked read must end before redis-py's socket timeout would break it.
-        self._block_ms = block_ms if timeout is None else min(block_ms, int(timeout * 500))
+        if timeout is not None:
+            block_ms = min(block_ms, int(timeout * 500))
+        self._block_ms = max(block_ms, 1)  # BLOCK 0 would mean forever
         self._cursor = max(gt or 0, 0)  # the last notification id looked at
         self._topic_set = frozenset(topics)
         self._buffer: deque[Notification] = deque()
@@ -502,6 +504,7 @@ class RedisSubscription(Subscription[RedisApplicationRecorder]):
 
     def _close_reader(self) -> None:
         reader, self._reader = self._reader, None
+        self._reader_id = None
         if reader is not None:
             try:
                 reader.close()

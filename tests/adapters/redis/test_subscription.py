@@ -11,6 +11,8 @@ import pytest
 from eventsourcing.persistence import Notification, StoredEvent
 from flowweaver_redis import RedisApplicationRecorder, RedisDatastore, RedisSubscription
 
+from tests.adapters.redis.support import REDIS_URL
+
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
 
 WAIT = 5.0  # seconds a test waits for something that should take milliseconds
@@ -125,3 +127,14 @@ def test_subscriber_sees_every_id_once_while_writers_race(
     ids = [n.id for n in (received.get(timeout=WAIT) for _ in range(total)) if n]
     assert ids == list(range(1, total + 1))
     thread.join(WAIT)
+
+
+def test_blocking_reads_end_before_the_socket_timeout(key_prefix: str) -> None:
+    """With socket_timeout in the URL, a quiet XREAD gives up in time and finds nothing."""
+    with RedisDatastore(f"{REDIS_URL}?socket_timeout=0.2", key_prefix=key_prefix) as datastore:
+        recorder = RedisApplicationRecorder(datastore, events_name="app:events")
+        with RedisSubscription(recorder, block_ms=30_000) as subscription:
+            assert subscription._block_ms == 100
+            assert subscription._read_blocking() == []
+            recorder.insert_events(_events(1))
+            assert next(subscription).id == 1
