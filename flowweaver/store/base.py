@@ -288,9 +288,12 @@ class RecorderEventStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
+        if limit < 1:
+            raise ValidationError([FieldError("$.limit", "must be at least 1")])
         before = None
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 19:
+            # isdigit() alone also accepts digits int() refuses, such as "²".
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:
                 raise ValidationError([FieldError("$.cursor", "not a cursor this server issued")])
             before = int(cursor)
         self.catch_up()
