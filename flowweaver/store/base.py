@@ -147,6 +147,8 @@ class RecorderEventStore:
         self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[RecordedEvent]:
         originator = _run_uuid(run_id)
+        if originator is None:
+            return []
         with self._translate_errors([run_id]):
             rows = self._events.select_events(originator, gt=after, lte=upto, limit=limit)
         return [
@@ -183,6 +185,8 @@ class RecorderEventStore:
 
     def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
         originator = _run_uuid(run_id)
+        if originator is None:
+            return None
         with self._translate_errors([run_id]):
             snapshots = self._snapshots.select_events(originator, lte=at, desc=True, limit=1)
             state = decode_state(snapshots[0].state) if snapshots else new_state(run_id)
@@ -336,8 +340,9 @@ class RecorderEventStore:
 _TERMINAL_STATUS = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}
 
 
-def _run_uuid(run_id: str) -> uuid.UUID:
+def _run_uuid(run_id: str) -> uuid.UUID | None:
+    """Return the run's aggregate id, or None for a string no run can have as its id."""
     try:
         return uuid.UUID(run_id)
-    except ValueError as e:
-        raise NotFoundError("run", run_id) from e
+    except ValueError:
+        return None
