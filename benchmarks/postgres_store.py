@@ -1,0 +1,191 @@
+"""Throughput of the PostgreSQL event store (flowweaver_postgres); one JSON line per measure.
+
+    .venv/bin/python benchmarks/postgres_store.py [--reps 5] [--quick] [--url postgresql://...]
+
+Measures, each the median events/s of --reps repetitions:
+
+- append: one event per append, then batches of 10 and 100 events of one run, then batches
+  of 10 runs (1 and 10 events each), all from one thread;
+- append_threads: one event per append from 1, 4 and 16 threads at once, with the library's
+  table lock and without it. Without the lock the log is NOT commit-ordered (a tailer can
+  skip events): that variant exists here only to price the lock;
+- read_log: the whole log, pages of 1000, not decoded;
+- replay: run_state of runs of 100 events each, without snapshots.
+
+Everything happens in a schema of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from flowweaver_postgres import PostgresEventStore, open_store
+from psycopg.sql import SQL, Identifier
+
+from flowweaver.domain.events import RunEvent, RunStarted, TaskCompleted, TaskScheduled, TaskStarted
+from flowweaver.domain.spec import TaskSpec, WorkflowSpec
+from flowweaver.ports import Append
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+TASKS = 33  # RunStarted + 3 events per task = 100 events per run
+
+
+def run_events(tasks: int = TASKS) -> list[RunEvent]:
+    """Return the events of a run of independent no-op tasks that all completed."""
+    spec = WorkflowSpec(
+        id="bench", tasks=tuple(TaskSpec(id=f"t{i}", handler="noop") for i in range(tasks))
+    )
+    events: list[RunEvent] = [
+        RunStarted(timestamp=NOW, workflow_id="bench", workflow_version=1, definition=spec)
+    ]
+    for i in range(tasks):
+        task = f"t{i}"
+        events += [
+            TaskScheduled(timestamp=NOW, task_id=task, attempt=1, inputs={"n": i}),
+            TaskStarted(timestamp=NOW, task_id=task, attempt=1, worker="w1"),
+            TaskCompleted(timestamp=NOW, task_id=task, attempt=1, output={"n": i}, duration_ms=0.1),
+        ]
+    return events
+
+
+EVENTS = run_events()
+
+
+def new_runs(runs: int, events_per_run: int) -> list[Append]:
+    """Return one append for each of ``runs`` new runs, of their first events."""
+    return [
+        Append(run_id=str(uuid.uuid4()), expected_version=0, events=EVENTS[:events_per_run])
+        for _ in range(runs)
+    ]
+
+
+def median_rate(reps: int, events: int, once: Callable[[], None]) -> dict[str, Any]:
+    """Time ``once`` ``reps`` times; return the median events/s and the spread."""
+    rates = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        once()
+        rates.append(events / (time.perf_counter() - started))
+    return {
+        "events_per_s": round(statistics.median(rates)),
+        "min": round(min(rates)),
+        "max": round(max(rates)),
+        "events": events,
+        "reps": reps,
+    }
+
+
+def emit(case: str, **fields: Any) -> None:
+    print(json.dumps({"bench": "postgres_store", "case": case, **fields}), flush=True)
+
+
+def bench_append(store: PostgresEventStore, reps: int, scale: int) -> None:
+    shapes = [  # (runs per append, events per run, appends per repetition)
+        (1, 1, 50 * scale),
+        (1, 10, 20 * scale),
+        (1, 100, 4 * scale),
+        (10, 1, 20 * scale),
+        (10, 10, 4 * scale),
+    ]
+    for runs_per_append, events_per_run, count in shapes:
+        batches = [new_runs(runs_per_append, events_per_run) for _ in range(count * reps)]
+        batches_iter = iter(batches)
+
+        def once(count: int = count, batches_iter: Any = batches_iter) -> None:
+            for _ in range(count):
+                store.append(next(batches_iter))
+
+        result = median_rate(reps, count * runs_per_append * events_per_run, once)
+        emit(
+            "append",
+            runs_per_append=runs_per_append,
+            events_per_run=events_per_run,
+            events_per_append=runs_per_append * events_per_run,
+            appends_per_s=round(result["events_per_s"] / (runs_per_append * events_per_run)),
+            **result,
+        )
+
+
+def bench_threads(store: PostgresEventStore, reps: int, scale: int) -> None:
+    recorder: Any = store._events  # benchmark-only: to price the table lock
+    for table_lock in (True, False):
+        if not table_lock:
+            recorder._lock_table = lambda _cursor: None  # UNSAFE: log no longer commit-ordered
+        for threads in (1, 4, 16):
+            per_thread = 25 * scale
+
+            def once(threads: int = threads, per_thread: int = per_thread) -> None:
+                work = [new_runs(1, 1) for _ in range(threads * per_thread)]
+                chunks = [work[i::threads] for i in range(threads)]
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(append_all, [store] * threads, chunks))
+
+            result = median_rate(reps, threads * per_thread, once)
+            emit("append_threads", threads=threads, table_lock=table_lock, **result)
+    del recorder._lock_table
+
+
+def append_all(store: PostgresEventStore, batches: Sequence[list[Append]]) -> None:
+    for batch in batches:
+        store.append(batch)
+
+
+def bench_reads(store: PostgresEventStore, reps: int, scale: int) -> None:
+    runs = [a.run_id for a in new_runs(10 * scale, 0)]
+    store.append([Append(run_id=r, expected_version=0, events=EVENTS) for r in runs])
+    total = store.max_position()
+
+    def read_all() -> None:
+        after = 0
+        while page := store.read_log(after=after, limit=1000):
+            after = page[-1].position or 0
+
+    logged = len(store.read_log(after=0, limit=10**9))
+    emit("read_log", page=1000, log_events=total, **median_rate(reps, logged, read_all))
+
+    store.snapshot_interval = 0
+
+    def replay() -> None:
+        for run_id in runs:
+            store.run_state(run_id)
+
+    emit("replay", events_per_run=len(EVENTS), **median_rate(reps, len(runs) * len(EVENTS), replay))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the work, to try it")
+    args = parser.parse_args()
+    scale = 1 if args.quick else 10
+    schema = f"fwbench_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in args.url else "?"
+    store = open_store(f"{args.url}{separator}schema={schema}&pool_size=16&max_overflow=4")
+    try:
+        with psycopg.connect(args.url.split("?")[0]) as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+            version = conn.execute("SHOW server_version").fetchone()
+        emit(
+            "setup", server=version[0] if version else "", synchronous_commit=row[0] if row else ""
+        )
+        bench_append(store, args.reps, scale)
+        bench_threads(store, args.reps, scale)
+        bench_reads(store, args.reps, scale)
+    finally:
+        store.close()
+        with psycopg.connect(args.url.split("?")[0], autocommit=True) as conn:
+            conn.execute(SQL("DROP SCHEMA {0} CASCADE").format(Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
