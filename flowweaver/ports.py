@@ -5,7 +5,7 @@ Every store implementation passes :mod:`flowweaver.testing.store_suite`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -175,6 +175,61 @@ class EventStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...
+
+
+class Leases(Protocol):
+    """Which process owns which run: one writer per run, even across processes.
+
+    ``shared`` is False for stores only one process uses (memory, SQLite): every run is
+    then owned locally and nothing scans for orphans. A shared implementation (PostgreSQL)
+    holds a lease per run it owns; when its process dies the leases lapse, and another
+    process's takeover scan acquires them and resumes those runs by replay.
+    """
+
+    shared: bool
+
+    def acquire(self, run_id: str) -> bool:
+        """Try to own ``run_id`` without waiting; True when this process now owns it."""
+        ...
+
+    def release(self, run_id: str) -> None:
+        """Give up ``run_id`` (its run ended or this process stops)."""
+        ...
+
+    def holds(self, run_id: str) -> bool:
+        """Say whether this process still owns ``run_id``."""
+        ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from any thread) when every lease was lost at once."""
+        ...
+
+    def close(self) -> None:
+        """Release every lease."""
+        ...
+
+
+class LocalLeases:
+    """Leases for a store that one process uses: every run is always ours."""
+
+    shared = False
+
+    def acquire(self, run_id: str) -> bool:
+        """Own ``run_id``: always granted."""
+        return True
+
+    def release(self, run_id: str) -> None:
+        """Nothing to give up."""
+
+    def holds(self, run_id: str) -> bool:
+        """Every run is ours."""
+        return True
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Local leases are never lost."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class Clock(Protocol):

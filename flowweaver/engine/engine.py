@@ -42,6 +42,7 @@ from flowweaver.errors import (
     ConcurrencyError,
     EngineClosedError,
     FieldError,
+    FlowweaverError,
     IdempotencyConflictError,
     InvalidCommandError,
     NotFoundError,
@@ -49,7 +50,7 @@ from flowweaver.errors import (
 )
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import metrics
-from flowweaver.ports import Append, Clock, EventStore, SystemClock
+from flowweaver.ports import Append, Clock, EventStore, Leases, LocalLeases, SystemClock
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL
 
 log = structlog.get_logger("flowweaver.engine")
@@ -95,6 +96,8 @@ class Engine:
         node: str | None = None,
         owns_store: bool = False,
         recover: bool = True,
+        leases: Leases | None = None,
+        takeover_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -111,6 +114,14 @@ class Engine:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        if leases is None:
+            opener = getattr(store, "open_leases", None)
+            leases = opener(self.node) if callable(opener) else LocalLeases()
+        self.leases: Leases = leases
+        self.leases.on_lost(self._leases_lost)
+        self.takeover_interval = takeover_interval
+        self._stop_takeover = threading.Event()
+        self._takeover: threading.Thread | None = None
         self.timers = Timers()
         self.writer = GroupCommitter(store)
         self.pool = WorkerPool(
@@ -118,6 +129,11 @@ class Engine:
         )
         if recover:
             self.recover()
+        if self.leases.shared:
+            self._takeover = threading.Thread(
+                target=self._takeover_loop, name="flowweaver-takeover", daemon=True
+            )
+            self._takeover.start()
 
     @classmethod
     def open(cls, url: str, **options: Any) -> Engine:
@@ -309,6 +325,8 @@ class Engine:
             live = self._live.get(run_id)
             if live is not None and mailbox is None:
                 return  # already live here
+            if live is None and not self.leases.acquire(run_id):
+                return  # another process owns this run
             if live is None:
                 live = _LiveRun(mailbox=mailbox or Mailbox(), ref=None)
                 self._live[run_id] = live
@@ -335,6 +353,7 @@ class Engine:
 
     def run_finished(self, run_id: str, state: RunState) -> None:
         """Called by a run actor when its run ended."""
+        self.leases.release(run_id)
         with self._lock:
             self._live.pop(run_id, None)
             waiters = list(self._waiters.get(run_id, []))
@@ -351,8 +370,35 @@ class Engine:
         """Called by a run actor that found another writer on its run."""
         with self._lock:
             live = self._live.pop(run_id, None)
+        self.leases.release(run_id)
         if live is not None:
             refuse(live.mailbox.close())
+        log.warning("run_lost", run_id=run_id)
+
+    def _leases_lost(self) -> None:
+        """Every lease lapsed (the lease connection died): stop every run actor here.
+
+        Other processes may own those runs now; the takeover scan takes back whatever
+        nobody owns once leases can be had again.
+        """
+        with self._lock:
+            lives = list(self._live.items())
+            self._live.clear()
+        for run_id, live in lives:
+            refuse(live.mailbox.close())
+            if live.ref is not None:
+                live.ref.stop(block=False)
+            log.warning("run_lease_lost", run_id=run_id)
+
+    def _takeover_loop(self) -> None:
+        """Now and then, resume every unfinished run that no process owns."""
+        while not self._stop_takeover.wait(self.takeover_interval):
+            try:
+                for run_id in self.store.active_run_ids():
+                    if run_id not in self._live and not self._closed:
+                        self._spawn(run_id, None)
+            except FlowweaverError as e:
+                log.warning("takeover_scan_failed", error=str(e))
 
     def _deliver(self, run_id: str, item: RunInput) -> None:
         live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
@@ -408,6 +454,9 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+        self._stop_takeover.set()
+        if self._takeover is not None:
+            self._takeover.join(timeout=10)
         self.pool.close(grace)
         with self._lock:
             lives = list(self._live.values())
@@ -417,6 +466,7 @@ class Engine:
             if live.ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                     live.ref.stop(block=True, timeout=5)
+        self.leases.close()
         self.timers.close()
         if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

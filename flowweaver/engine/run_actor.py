@@ -129,6 +129,7 @@ class RunActor(pykka.ThreadingActor):
         self.log = structlog.get_logger("flowweaver.run").bind(run_id=run_id)
         self._retry: list[RunInput] = []
         self._failures = 0
+        self._lost = False
         self._rng = random.Random()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -199,8 +200,14 @@ class RunActor(pykka.ThreadingActor):
                 redispatch.append(item.task_id)
                 decided = []
             events.extend(decided)
+        if events and not self.engine.leases.holds(self.run_id):
+            self._give_up(inputs)
+            return
         if events and not self._append(base, events):
-            self._later(inputs)
+            if self._lost:
+                self._give_up(inputs)
+            else:
+                self._later(inputs)
             return
         for reply, accepted in replies:
             reply.set(accepted)
@@ -221,14 +228,20 @@ class RunActor(pykka.ThreadingActor):
             self.state = None  # it holds undurable decisions: rebuild from the store
             if isinstance(e, ConcurrencyError) and self._failures >= 3:
                 self.log.error("run_lost_to_another_writer")
-                self.engine.run_lost(self.run_id)
-                self.stop()
+                self._lost = True
             return False
         metrics.append_latency.observe(time.perf_counter() - started)
         metrics.events_appended.inc(len(events))
         self._failures = 0
         faults.hit("after_append")
         return True
+
+    def _give_up(self, inputs: list[RunInput]) -> None:
+        """Another process owns the run now: answer what is pending and stop."""
+        refuse(inputs + self._retry)
+        self._retry = []
+        self.engine.run_lost(self.run_id)
+        self.stop()
 
     def _later(self, inputs: list[RunInput]) -> None:
         """Keep ``inputs`` and try again after a backoff."""
