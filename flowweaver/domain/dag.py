@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 
 from flowweaver.domain.spec import WorkflowSpec
@@ -57,10 +58,31 @@ class Dag:
 def topological_order(dependencies: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     """Return an order in which every task comes after all of its dependencies.
 
+    Kahn's algorithm, keeping declaration order among tasks that are ready together.
+
     Raises:
         graphlib.CycleError: the graph has a cycle.
     """
-    return tuple(graphlib.TopologicalSorter(dependencies).static_order())
+    waiting = dict.fromkeys(dependencies, 0)
+    dependents: dict[str, list[str]] = {node: [] for node in dependencies}
+    for node, deps in dependencies.items():
+        for dep in deps:
+            waiting[node] += 1
+            dependents.setdefault(dep, []).append(node)
+            waiting.setdefault(dep, 0)
+    ready = deque(node for node, count in waiting.items() if count == 0)
+    order: list[str] = []
+    while ready:
+        node = ready.popleft()
+        order.append(node)
+        for successor in dependents.get(node, ()):
+            waiting[successor] -= 1
+            if waiting[successor] == 0:
+                ready.append(successor)
+    if len(order) != len(waiting):
+        # Let graphlib find and name the cycle.
+        tuple(graphlib.TopologicalSorter(dependencies).static_order())
+    return tuple(order)
 
 
 def find_cycle(spec: WorkflowSpec) -> list[str] | None:

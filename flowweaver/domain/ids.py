@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ def run_id_for_key(workflow_id: str, idempotency_key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{workflow_id}\n{idempotency_key}"))
 
 
+@lru_cache(maxsize=4096)
 def workflow_aggregate_id(workflow_id: str) -> uuid.UUID:
     """Return the aggregate id under which a workflow's versions are recorded."""
     return uuid.uuid5(NAMESPACE, f"workflow\n{workflow_id}")

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -50,6 +51,7 @@ DEFAULT_SNAPSHOT_INTERVAL = 1000
 INDEX_TOPICS = ("RunStarted", *sorted(TERMINAL_EVENT_NAMES), WORKFLOW_TOPIC)
 INDEX_PAGE = 2000
 MAX_PAGE = 1000
+REGISTRATION_CACHE = 1024
 
 
 class IndexChanges(msgspec.Struct):
@@ -112,6 +114,7 @@ class RecorderEventStore:
         self.poll_interval = poll_interval
         self._appended = threading.Condition()
         self._index_lock = threading.Lock()
+        self._registrations: OrderedDict[tuple[str, int], WorkflowRegistered] = OrderedDict()
         self._closed = False
 
     # --- writing -------------------------------------------------------------------------
@@ -239,7 +242,19 @@ class RecorderEventStore:
         if not rows:
             what = workflow_id if version is None else f"{workflow_id} version {version}"
             raise NotFoundError("workflow", what)
-        return decode_registration(rows[0].state)
+        return self._registration(workflow_id, rows[0].originator_version, rows[0].state)
+
+    def _registration(self, workflow_id: str, version: int, data: bytes) -> WorkflowRegistered:
+        """Decode a registration once: versions never change, and sharing one definition
+        object across runs lets them share its DAG too."""
+        key = (workflow_id, version)
+        cached = self._registrations.get(key)
+        if cached is None:
+            cached = decode_registration(data)
+            self._registrations[key] = cached
+            if len(self._registrations) > REGISTRATION_CACHE:
+                self._registrations.popitem(last=False)
+        return cached
 
     def list_workflows(self) -> list[WorkflowRegistered]:
         self.catch_up()
