@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import re
 import select
 import socket
@@ -37,12 +38,15 @@ import psycopg
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from eventsourcing.postgres import (
+    ConnectionPool,
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
@@ -176,6 +180,28 @@ def channel_name(schema: str, table: str = EVENTS_TABLE) -> str:
 # --- the library's pieces, tuned --------------------------------------------------------------
 
 
+class _SteadyAttempt(AttemptWithBackoff):
+    """Reconnection attempts every second at most, and forever.
+
+    psycopg_pool doubles its delay from 1 s without a bound and gives up after 5 minutes:
+    after a 30 s outage its next attempt can be 30 s after the server is back.
+    """
+
+    INITIAL_DELAY = 0.1
+    MAX_DELAY = 1.0
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, self.MAX_DELAY)
+
+
+class _Pool(ConnectionPool[psycopg.Connection[DictRow]]):
+    """The library's pool, reconnecting at a steady pace after the server went away."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _SteadyAttempt(timeout=self.reconnect_timeout), growing)
+
+
 class _Datastore(PostgresDatastore):
     """The library's datastore; its connections also resolve names in our schema first."""
 
@@ -186,16 +212,21 @@ class _Datastore(PostgresDatastore):
             port=settings.port,
             user=settings.user,
             password=settings.password,
-            connect_timeout=float(settings.connect_timeout),
             idle_in_transaction_session_timeout=_IDLE_IN_TRANSACTION_TIMEOUT,
-            pool_size=settings.pool_size,
-            max_overflow=settings.max_overflow,
             lock_timeout=settings.lock_timeout,
             schema=settings.schema,
         )
-        kwargs = self.pool.kwargs
-        assert isinstance(kwargs, dict)
-        kwargs.update(application_name="flowweaver", **_socket_options(settings.connect_timeout))
+        self.pool.close()  # never opened: replaced by one with our options
+        self.pool = _Pool(
+            connection_class=psycopg.Connection[DictRow],
+            kwargs={**settings.connection_kwargs(), "row_factory": dict_row},
+            min_size=settings.pool_size,
+            max_size=settings.pool_size + settings.max_overflow,
+            open=False,
+            configure=self.after_connect_func(),
+            timeout=float(settings.connect_timeout),
+            reconnect_timeout=math.inf,
+        )
 
     def after_connect_func(self) -> Callable[[psycopg.Connection[Any]], None]:
         library_setup = super().after_connect_func()
@@ -222,7 +253,9 @@ def _retry_once(method: Any) -> Any:
     def call(self: PostgresAggregateRecorder, *args: Any, **kwargs: Any) -> Any:
         try:
             return inner(self, *args, **kwargs)
-        except (InterfaceError, OperationalError):
+        except (InterfaceError, OperationalError) as e:
+            if isinstance(e.__cause__, PoolTimeout):
+                raise  # no connection came within the timeout: the next wait would be as long
             self.datastore.pool.check()
             return inner(self, *args, **kwargs)
 
@@ -328,7 +361,8 @@ class PostgresLogListener:
                 connection = psycopg.connect(**self._connection_kwargs, autocommit=True)
             except psycopg.Error as e:
                 failures += 1
-                log.warning("log_listener_connect_failed", error=str(e), failures=failures)
+                if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th...: a line, not a flood
+                    log.warning("log_listener_connect_failed", error=str(e), failures=failures)
                 self._stopping.wait(min(self._max_backoff, 0.05 * 2**failures))
                 continue
             try:
