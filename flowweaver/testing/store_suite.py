@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowweaver.domain.events import ErrorInfo, RunEvent, TaskStarted, event_name
+from flowweaver.domain.events import ErrorInfo, RunEvent, RunStarted, TaskStarted, event_name
 from flowweaver.domain.run import (
     RunState,
     fold,
@@ -801,6 +801,22 @@ class EventStoreSuite(ABC):
         [row] = store.list_runs().runs
         assert (row.status, row.updated_at) == ("cancelled", later)
         assert store.active_run_ids() == []
+
+    def test_run_list_catches_up_over_a_long_log(self, store: EventStore) -> None:
+        """Thousands of runs started in one batch all reach the run list, newest first."""
+        spec = wide_workflow(1, "many")
+        started = RunStarted(timestamp=T0, workflow_id="many", workflow_version=1, definition=spec)
+        run_ids = [new_run_id() for _ in range(2500)]
+        store.append([Append(run_id=r, expected_version=0, events=[started]) for r in run_ids])
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = store.list_runs(workflow_id="many", limit=1000, cursor=cursor)
+            seen += [row.id for row in page.runs]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert seen == run_ids[::-1]
+        assert sorted(store.active_run_ids()) == sorted(run_ids)
 
     def test_active_run_ids_are_the_runs_without_a_terminal_event(self, store: EventStore) -> None:
         """active_run_ids lists every running run and no completed, failed or cancelled one."""
