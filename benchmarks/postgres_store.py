@@ -9,6 +9,8 @@ Measures, each the median events/s of --reps repetitions:
 - append_threads: one event per append from 1, 4 and 16 threads at once, with the library's
   table lock and without it. Without the lock the log is NOT commit-ordered (a tailer can
   skip events): that variant exists here only to price the lock;
+- notify_wake: from the start of an append on one store to wait_for_log returning on another
+  store on the same schema (as another process would), woken by NOTIFY; p50/p90/p99 in ms;
 - read_log: the whole log, pages of 1000, not decoded;
 - replay: run_state of runs of 100 events each, without snapshots.
 
@@ -116,27 +118,74 @@ def bench_append(store: PostgresEventStore, reps: int, scale: int) -> None:
 
 
 def bench_threads(store: PostgresEventStore, reps: int, scale: int) -> None:
-    recorder: Any = store._events  # benchmark-only: to price the table lock
-    for table_lock in (True, False):
-        if not table_lock:
-            recorder._lock_table = lambda _cursor: None  # UNSAFE: log no longer commit-ordered
-        for threads in (1, 4, 16):
-            per_thread = 25 * scale
+    """One event per append from several threads, with and without the table lock.
 
-            def once(threads: int = threads, per_thread: int = per_thread) -> None:
-                work = [new_runs(1, 1) for _ in range(threads * per_thread)]
+    The two variants alternate repetition by repetition, so that drift in the machine's load
+    falls on both alike.
+    """
+    recorder: Any = store._events  # benchmark-only: to price the table lock
+    for threads in (1, 4, 16):
+        events = threads * 25 * scale
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(reps):
+            for table_lock in (True, False):
+                if not table_lock:
+                    recorder._lock_table = lambda _cursor: None  # UNSAFE: not commit-ordered
+                work = [new_runs(1, 1) for _ in range(events)]
                 chunks = [work[i::threads] for i in range(threads)]
                 with ThreadPoolExecutor(threads) as pool:
+                    started = time.perf_counter()
                     list(pool.map(append_all, [store] * threads, chunks))
-
-            result = median_rate(reps, threads * per_thread, once)
-            emit("append_threads", threads=threads, table_lock=table_lock, **result)
-    del recorder._lock_table
+                    rates[table_lock].append(events / (time.perf_counter() - started))
+                recorder.__dict__.pop("_lock_table", None)
+        for table_lock, found in rates.items():
+            emit(
+                "append_threads",
+                threads=threads,
+                table_lock=table_lock,
+                events_per_s=round(statistics.median(found)),
+                min=round(min(found)),
+                max=round(max(found)),
+                events=events,
+                reps=reps,
+            )
 
 
 def append_all(store: PostgresEventStore, batches: Sequence[list[Append]]) -> None:
     for batch in batches:
         store.append(batch)
+
+
+def bench_wake(store: PostgresEventStore, store_url: str, scale: int) -> None:
+    """Time from the start of an append on one store to wait_for_log returning on another."""
+    other = open_store(f"{store_url}&pool_size=1&poll_interval=30")
+    woke: list[float] = []
+    appended: list[float] = []
+
+    def wait(after: int) -> float:
+        assert other.wait_for_log(after, 10), "no wake-up within 10 s"
+        return time.perf_counter()
+
+    try:
+        other.listener.wait_listening(10)
+        with ThreadPoolExecutor(1) as pool:
+            for _ in range(20 * scale):
+                waiting = pool.submit(wait, other.max_position())
+                started = time.perf_counter()
+                store.append(new_runs(1, 1))
+                appended.append(time.perf_counter() - started)
+                woke.append(waiting.result() - started)
+    finally:
+        other.close()
+    emit(
+        "notify_wake", samples=len(woke), wake_ms=percentiles(woke), append_ms=percentiles(appended)
+    )
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """Return p50, p90 and p99 of ``seconds`` in milliseconds."""
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {f"p{p}": round(cuts[p - 1] * 1000, 3) for p in (50, 90, 99)}
 
 
 def bench_reads(store: PostgresEventStore, reps: int, scale: int) -> None:
@@ -170,7 +219,8 @@ def main() -> None:
     scale = 1 if args.quick else 10
     schema = f"fwbench_{uuid.uuid4().hex[:12]}"
     separator = "&" if "?" in args.url else "?"
-    store = open_store(f"{args.url}{separator}schema={schema}&pool_size=16&max_overflow=4")
+    url = f"{args.url}{separator}schema={schema}"
+    store = open_store(f"{url}&pool_size=16&max_overflow=4")
     try:
         with psycopg.connect(args.url.split("?")[0]) as conn:
             row = conn.execute("SHOW synchronous_commit").fetchone()
@@ -180,6 +230,7 @@ def main() -> None:
         )
         bench_append(store, args.reps, scale)
         bench_threads(store, args.reps, scale)
+        bench_wake(store, url, scale)
         bench_reads(store, args.reps, scale)
     finally:
         store.close()
