@@ -113,6 +113,7 @@ class RecorderEventStore:
         self.snapshot_interval = snapshot_interval
         self.poll_interval = poll_interval
         self._appended = threading.Condition()
+        self._wakeups = 0  # counts appends, so a waiter sees one that came before it waited
         self._index_lock = threading.Lock()
         self._registrations: OrderedDict[tuple[str, int], WorkflowRegistered] = OrderedDict()
         self._closed = False
@@ -131,8 +132,7 @@ class RecorderEventStore:
             return []
         with self._translate_errors([a.run_id for a in appends]):
             positions = self._events.insert_events(stored)
-        with self._appended:
-            self._appended.notify_all()
+        self._wake_waiters()
         return list(positions or [])
 
     def save_snapshot(self, state: RunState) -> None:
@@ -178,13 +178,18 @@ class RecorderEventStore:
     def wait_for_log(self, after: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
+            with self._appended:
+                seen = self._wakeups
             if self.max_position() > after:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return False
             with self._appended:
-                self._appended.wait(min(remaining, self.poll_interval))
+                # An append between looking and here was counted: look again instead of
+                # sleeping through it until the next poll.
+                if self._wakeups == seen and not self._closed:
+                    self._appended.wait(min(remaining, self.poll_interval))
 
     def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
         originator = _run_uuid(run_id)
@@ -222,8 +227,7 @@ class RecorderEventStore:
                     self._events.insert_events([stored])
             except ConcurrencyError:
                 continue  # another writer registered first: decide again on what it wrote
-            with self._appended:
-                self._appended.notify_all()
+            self._wake_waiters()
             return event.version, True
         raise ConcurrencyError([spec.id])
 
@@ -334,13 +338,17 @@ class RecorderEventStore:
 
     def close(self) -> None:
         self._closed = True
-        with self._appended:
-            self._appended.notify_all()
+        self._wake_waiters()
         self._index.close()
         for recorder in (self._events, self._snapshots):
             datastore = getattr(recorder, "datastore", None)
             if datastore is not None:
                 datastore.close()
+
+    def _wake_waiters(self) -> None:
+        with self._appended:
+            self._wakeups += 1
+            self._appended.notify_all()
 
     @contextmanager
     def _translate_errors(self, ids: Sequence[str]) -> Iterator[None]:
