@@ -484,11 +484,13 @@ class PostgresEventStore(RecorderEventStore):
         deadline = time.monotonic() + timeout
         while True:
             with self._appended:
+                if self._closed:
+                    return False
                 seen = self._wakeups
             if self.max_position() > after:
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0:
                 return False
             with self._appended:
                 # A wake-up between reading the position and here is not lost: it was counted.

@@ -337,6 +337,27 @@ def test_the_store_recovers_after_the_server_comes_back(
     assert reader.max_position() == writer.max_position()
 
 
+def test_closing_the_store_ends_a_wait(
+    open_pg_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait_for_log in progress returns False as soon as the store is closed."""
+    store = open_pg_store(poll_interval=SLOW_POLL)
+    checked = threading.Event()
+    read_position = store.max_position
+
+    def max_position() -> int:
+        position = read_position()
+        checked.set()
+        return position
+
+    monkeypatch.setattr(store, "max_position", max_position)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(store.wait_for_log, 0, 20.0)
+        assert checked.wait(10)
+        store.close()
+        assert waiting.result(timeout=5) is False
+
+
 def test_close_stops_the_listener_promptly(open_pg_store: OpenStore) -> None:
     """Closing the store ends the listener's thread and connection within a second."""
     store = open_pg_store()
