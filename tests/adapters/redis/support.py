@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import selectors
+import socket
+import threading
+import time
 from typing import Any
 from uuid import uuid4
 
@@ -75,3 +79,89 @@ class RedisKeys:
         datastore = RedisDatastore(REDIS_URL, key_prefix=self.key_prefix, **kwargs)
         self._datastores.append(datastore)
         return datastore
+
+
+class Relay:
+    """A loopback TCP relay to the test server, to take "Redis" away while a store uses it.
+
+    ``close`` shuts the listening port and every connection through it: afterwards the
+    port refuses connections, as a stopped server's does.
+    """
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 6379)) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._stop_receiver, self._stop_sender = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="redis-relay", daemon=True)
+        self._thread.start()
+
+    def url(self, **query: object) -> str:
+        """Return a store URL of database 0 through the relay."""
+        items = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"redis://127.0.0.1:{self.port}/0" + (f"?{items}" if items else "")
+
+    def close(self) -> None:
+        """Close the port and every relayed connection; return when all are closed."""
+        if self._thread.is_alive():
+            self._stop_sender.send(b"x")
+            self._thread.join()
+        self._stop_sender.close()
+
+    def _serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(self._stop_receiver, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        try:
+            while True:
+                for key, _ in selector.select():
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is self._stop_receiver:
+                        return
+                    if sock is self._listener:
+                        client, _ = self._listener.accept()
+                        upstream = socket.create_connection(self._target)
+                        peers[client], peers[upstream] = upstream, client
+                        selector.register(client, selectors.EVENT_READ)
+                        selector.register(upstream, selectors.EVENT_READ)
+                        continue
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        peers[sock].sendall(data)
+                        continue
+                    for end in (sock, peers[sock]):
+                        selector.unregister(end)
+                        peers.pop(end)
+                        end.close()
+        finally:
+            for sock in peers:
+                sock.close()
+            selector.close()
+            self._listener.close()
+            self._stop_receiver.close()
+
+
+def closed_port() -> int:
+    """Return a loopback port that nothing listens on (it was free a moment ago)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def wait_blocked(client_name: str, timeout: float = 10.0) -> None:
+    """Return once Redis reports a client of that name blocked (waiting for data)."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Each round trip paces the loop; no sleep is needed to observe the server.
+            for found in client.client_list():
+                if found["name"] == client_name and "b" in found["flags"]:
+                    return
+        raise AssertionError(f"no client {client_name} blocked within {timeout} s")
+    finally:
+        client.close()
