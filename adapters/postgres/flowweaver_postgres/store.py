@@ -420,7 +420,6 @@ class PostgresEventStore(RecorderEventStore):
         self.settings = settings
         self.schema = settings.schema
         self.channel = channel_name(settings.schema)
-        self._wakeups = 0
         self._datastore = _Datastore(settings)
         try:
             with self._setup_lock():
@@ -444,7 +443,7 @@ class PostgresEventStore(RecorderEventStore):
             Identifier(self.schema), Identifier(EVENTS_TABLE)
         )
         self.listener = PostgresLogListener(
-            settings.connection_kwargs("flowweaver-listener"), self.channel, self._wake
+            settings.connection_kwargs("flowweaver-listener"), self.channel, self._wake_waiters
         )
         self.listener.start()
 
@@ -467,16 +466,12 @@ class PostgresEventStore(RecorderEventStore):
         with self._datastore.transaction(commit=commit) as cursor:
             yield cursor
 
-    def _wake(self) -> None:
-        with self._appended:
-            self._wakeups += 1
-            self._appended.notify_all()
-
     def wait_for_log(self, after: int, timeout: float) -> bool:
         """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
 
         Wakes on this process's appends and on NOTIFY from any process, and polls every
-        ``poll_interval`` seconds in case a notification was lost.
+        ``poll_interval`` seconds in case a notification was lost. Unlike the base class, a
+        closed store answers False before touching its closed pool.
 
         Raises:
             StoreError: the database cannot be reached.
