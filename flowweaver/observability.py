@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -57,6 +57,36 @@ class Metrics:
         )
         self.live_runs = Gauge("flowweaver_live_runs", "Run actors alive", registry=r)
         self.sse_subscribers = Gauge("flowweaver_sse_subscribers", "Open SSE streams", registry=r)
+        self.sse_events_sent = Counter(
+            "flowweaver_sse_events_sent", "Events written to SSE streams", registry=r
+        )
+        self.sse_dropped = Counter(
+            "flowweaver_sse_dropped",
+            "SSE subscribers dropped because they fell too far behind",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "flowweaver_http_requests",
+            "HTTP requests answered, by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "flowweaver_http_request_seconds",
+            "Time to answer an HTTP request (SSE: the whole stream)",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "flowweaver_http_connections", "Open HTTP connections", registry=r
+        )
+        self.http_rejected = Counter(
+            "flowweaver_http_connections_rejected",
+            "Connections closed by the server's limits, by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 metrics = Metrics()
@@ -64,29 +94,69 @@ metrics = Metrics()
 _configured = False
 
 
-def configure_logging(*, json: bool | None = None, level: str = "INFO") -> None:
+def _lead_with_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Put timestamp, level and event first in each JSON line, then the context."""
+    lead: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    lead.update(event)
+    return lead
+
+
+def configure_logging(
+    *, json: bool | None = None, level: str = "INFO", stream: TextIO | None = None
+) -> None:
     """Configure structlog once: JSON lines, or readable lines when ``json`` is False.
 
-    ``json=None`` picks readable output on a terminal and JSON otherwise.
+    ``json=None`` picks readable output on a terminal and JSON otherwise. Records of the
+    standard ``logging`` module (aiohttp's, the eventsourcing library's) go through the same
+    processors, so every line of the process has one format.
     """
     global _configured  # noqa: PLW0603 - logging is process-wide by nature
+    out = stream or sys.stderr
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not out.isatty()
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        shared.append(_lead_with_event)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_flowweaver", False):
+            root.removeHandler(old)
+    handler._flowweaver = True  # type: ignore[attr-defined]  # marks the handler we own
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # aiohttp's own access log is replaced by our structured one (flowweaver.api.server).
+    logging.getLogger("aiohttp.access").propagate = False
     _configured = True

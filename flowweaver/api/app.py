@@ -1,0 +1,84 @@
+"""The aiohttp application factory: typed app state, lifecycle, middleware and routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from flowweaver.engine import Engine
+
+from .bridge import EngineBridge
+from .errors import problem_middleware
+from .sse import Hub, StreamSettings
+
+DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Everything tunable about the HTTP front end (each is a ``serve`` flag too)."""
+
+    body_limit: int = DEFAULT_BODY_LIMIT
+    heartbeat: float = 15.0
+    sse_retry_ms: int = 3000
+    sse_buffer: int = 1000
+    sse_write_timeout: float = 30.0
+    replay_page: int = 2000
+    tail_page: int = 1000
+    tail_wait: float = 1.0
+    header_timeout: float = 10.0
+    max_connections: int = 1024
+    keepalive_timeout: float = 75.0
+    shutdown_timeout: float = 10.0
+    threads: int = 16
+    ready_timeout: float = 2.0
+
+
+CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
+ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+BRIDGE: web.AppKey[EngineBridge] = web.AppKey("bridge", EngineBridge)
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+STREAMS: web.AppKey[StreamSettings] = web.AppKey("streams", StreamSettings)
+
+
+def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Application:
+    """Build the app for ``engine``; the caller owns the engine and closes it after the app.
+
+    On startup the app starts its SSE tailer; on shutdown it ends every stream, so that a
+    draining server is not held open by clients that follow runs.
+    """
+    from .routes import add_routes  # noqa: PLC0415 - routes import this module's keys
+
+    config = config or ApiConfig()
+    app = web.Application(middlewares=[problem_middleware], client_max_size=config.body_limit)
+    bridge = EngineBridge(engine, threads=config.threads)
+    app[CONFIG] = config
+    app[ENGINE] = engine
+    app[BRIDGE] = bridge
+    app[HUB] = Hub(bridge, buffer=config.sse_buffer, page=config.tail_page, wait=config.tail_wait)
+    app[STREAMS] = StreamSettings(
+        retry_ms=config.sse_retry_ms,
+        heartbeat=config.heartbeat,
+        write_timeout=config.sse_write_timeout,
+        replay_page=config.replay_page,
+    )
+    app.cleanup_ctx.append(_tailer)
+    app.on_shutdown.append(_end_streams)
+    add_routes(app)
+    return app
+
+
+async def _tailer(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    await hub.start()
+    yield
+    await hub.close()
+    # The tailer's thread may be inside a wait on the store: let it return off the loop.
+    await asyncio.to_thread(app[BRIDGE].close)
+
+
+async def _end_streams(app: web.Application) -> None:
+    await app[HUB].close()

@@ -1,0 +1,411 @@
+"""The OpenAPI 3.1 document of the API, its schemas generated from the wire types.
+
+Component schemas come from msgspec (``schema_components``) so they cannot drift from what
+the decoders accept and the encoders write; the paths are listed here, and a test checks them
+against the app's router.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+
+from flowweaver.domain.events import RUN_EVENT_NAMES, RUN_STATUSES
+from flowweaver.domain.spec import WorkflowSpec
+
+from . import schemas
+from .errors import Problem
+
+REF = "#/components/schemas/{name}"
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+SSE = "text/event-stream"
+MAX_OFFSET = 2**63 - 1
+
+_WIRE_TYPES: tuple[Any, ...] = (
+    WorkflowSpec,
+    schemas.RunRequest,
+    schemas.CancelRequest,
+    schemas.WorkflowCreated,
+    schemas.WorkflowOut,
+    schemas.WorkflowList,
+    schemas.RunOut,
+    schemas.RunList,
+    schemas.Health,
+    Problem,
+)
+
+# msgspec anchors Python patterns with (?!\n)$ so that `$` cannot match before a final
+# newline; JSON Schema patterns are ECMA-262, where `$` already means the very end.
+_PY_ANCHOR = re.compile(r"\(\?!\\n\)\$$")
+
+
+def _ecma_patterns(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (
+                _PY_ANCHOR.sub("$", v)
+                if k == "pattern" and isinstance(v, str)
+                else _ecma_patterns(v)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _offset_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+    }
+
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "Resume after this offset (an `id:` the stream sent); wins over `after`.",
+    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+}
+_RUN_ID = {
+    "name": "runId",
+    "in": "path",
+    "required": True,
+    "description": "The run's id (a UUID).",
+    "schema": {"type": "string"},
+}
+_WORKFLOW_ID = {
+    "name": "workflowId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_SSE_BODY = {
+    "description": (
+        "An event stream: a `retry:` line, then one message per event (`id:` the offset, "
+        "`event:` the event name, `data:` the event JSON) and `: keep-alive` comments."
+    ),
+    "content": {SSE: {"schema": {"type": "string"}}},
+}
+_BAD_BODY = {
+    "400": _problem("The body is not JSON"),
+    "413": _problem("The body is larger than the server accepts"),
+    "415": _problem("The body is not application/json"),
+    "422": _problem("The document breaks a rule; `errors` lists each with its JSON path"),
+}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/workflows": {
+            "post": {
+                "operationId": "registerWorkflow",
+                "summary": "Register a workflow definition as its next version",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("WorkflowSpec")}},
+                },
+                "responses": {
+                    "201": _json_response("A new version was recorded", _ref("WorkflowCreated")),
+                    "200": _json_response(
+                        "Identical to the latest version; nothing recorded",
+                        _ref("WorkflowCreated"),
+                    ),
+                    **_BAD_BODY,
+                },
+            },
+            "get": {
+                "operationId": "listWorkflows",
+                "summary": "The latest version of every workflow",
+                "responses": {"200": _json_response("Workflows by id", _ref("WorkflowList"))},
+            },
+        },
+        "/workflows/{workflowId}": {
+            "get": {
+                "operationId": "getWorkflow",
+                "summary": "One version of a workflow (the latest by default)",
+                "parameters": [
+                    _WORKFLOW_ID,
+                    {
+                        "name": "version",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31},
+                    },
+                ],
+                "responses": {
+                    "200": _json_response("The definition", _ref("WorkflowOut")),
+                    "400": _problem("A malformed query parameter"),
+                    "404": _problem("No such workflow or version"),
+                },
+            }
+        },
+        "/runs": {
+            "post": {
+                "operationId": "startRun",
+                "summary": "Start a run of a workflow",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Same as the body's idempotencyKey (they must agree).",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("RunRequest")}},
+                },
+                "responses": {
+                    "201": _json_response("The run was started", _ref("RunOut")),
+                    "200": _json_response(
+                        "The run this idempotency key already started", _ref("RunOut")
+                    ),
+                    "404": _problem("No such workflow or version"),
+                    "409": _problem("The idempotency key was used for a different request"),
+                    **_BAD_BODY,
+                },
+            },
+            "get": {
+                "operationId": "listRuns",
+                "summary": "Runs, newest first, with filters and cursor pagination",
+                "parameters": [
+                    {"name": "workflowId", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(RUN_STATUSES)},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json_response("A page of runs", _ref("RunList")),
+                    "400": _problem("A malformed query parameter or cursor"),
+                },
+            },
+        },
+        "/runs/{runId}": {
+            "get": {
+                "operationId": "getRun",
+                "summary": "A run's state, or its state as of event `at`",
+                "parameters": [
+                    _RUN_ID,
+                    {
+                        "name": "at",
+                        "in": "query",
+                        "required": False,
+                        "description": "A run version: the state right after that event.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_OFFSET},
+                    },
+                ],
+                "responses": {
+                    "200": _json_response("The run's state", _ref("RunOut")),
+                    "400": _problem("A malformed `at`, or one beyond the run's last event"),
+                    "404": _problem("No such run"),
+                },
+            }
+        },
+        "/runs/{runId}/events": {
+            "get": {
+                "operationId": "getRunEvents",
+                "summary": "A page of a run's history; SSE with `Accept: text/event-stream`",
+                "parameters": [
+                    _RUN_ID,
+                    _offset_param("after", "Return events with a version greater than this."),
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    _LAST_EVENT_ID,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The events, oldest first (or the SSE stream)",
+                        "content": {
+                            JSON: {"schema": _ref("EventPage")},
+                            SSE: _SSE_BODY["content"][SSE],  # type: ignore[index]
+                        },
+                    },
+                    "400": _problem("A malformed offset or limit"),
+                    "404": _problem("No such run"),
+                },
+            }
+        },
+        "/runs/{runId}/cancel": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Ask a run to stop",
+                "parameters": [_RUN_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": _ref("CancelRequest")}},
+                },
+                "responses": {
+                    "202": _json_response(
+                        "The request is recorded; RunCancelled follows", _ref("RunOut")
+                    ),
+                    "404": _problem("No such run"),
+                    "409": _problem("The run already ended"),
+                    **_BAD_BODY,
+                },
+            }
+        },
+        "/events/{runId}": {
+            "get": {
+                "operationId": "streamRun",
+                "summary": "SSE stream of one run; ends after its terminal event",
+                "parameters": [
+                    _RUN_ID,
+                    _offset_param("after", "Replay events with a version greater than this."),
+                    _LAST_EVENT_ID,
+                ],
+                "responses": {
+                    "200": _SSE_BODY,
+                    "400": _problem("A malformed offset, or one beyond the run's last event"),
+                    "404": _problem("No such run"),
+                },
+            }
+        },
+        "/events": {
+            "get": {
+                "operationId": "streamLog",
+                "summary": "SSE stream of every run's events by global log position",
+                "parameters": [
+                    _offset_param("after", "Replay events after this log position."),
+                    _LAST_EVENT_ID,
+                ],
+                "responses": {
+                    "200": _SSE_BODY,
+                    "400": _problem("A malformed offset, or one beyond the end of the log"),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "responses": {"200": _json_response("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "getHealth",
+                "summary": "Liveness: the process answers",
+                "responses": {"200": _json_response("Alive", _ref("Health"))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "getReadiness",
+                "summary": "Readiness: the event store answers",
+                "responses": {
+                    "200": _json_response("Ready", _ref("Health")),
+                    "503": _problem("The event store does not answer"),
+                },
+            }
+        },
+    }
+
+
+_EVENT_SCHEMA = {
+    "title": "RunEvent",
+    "description": (
+        "A run event as stored: type, runId, version, timestamp, then the event's own "
+        "fields (taskId, attempt, output, error, ...)."
+    ),
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": list(RUN_EVENT_NAMES)},
+        "runId": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+    "required": ["type", "runId", "version", "timestamp"],
+}
+_EVENT_PAGE = {
+    "title": "EventPage",
+    "type": "object",
+    "properties": {
+        "runId": {"type": "string"},
+        "events": {"type": "array", "items": _ref("RunEvent")},
+        "nextAfter": {
+            "anyOf": [{"type": "integer"}, {"type": "null"}],
+            "description": "Pass as `after` for the next page; null when this page is the end.",
+        },
+    },
+    "required": ["runId", "events", "nextAfter"],
+}
+
+
+def _version() -> str:
+    try:
+        return version("flowweaver")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def build_document() -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document as a dict."""
+    _, components = msgspec.json.schema_components(_WIRE_TYPES, ref_template=REF)
+    components = _ecma_patterns(components)
+    components["RunEvent"] = _EVENT_SCHEMA
+    components["EventPage"] = _EVENT_PAGE
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Flowweaver",
+            "version": _version(),
+            "description": (
+                "Event-sourced workflow engine. Errors are RFC 9457 problem+json; a 422 lists "
+                "each problem with its JSON path in `errors`."
+            ),
+        },
+        "paths": _paths(),
+        "components": {"schemas": dict(sorted(components.items()))},
+    }
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """Return the OpenAPI document as JSON, built once."""
+    return msgspec.json.encode(build_document())

@@ -1,0 +1,264 @@
+"""The routes of DESIGN.md's HTTP surface. Writers go through the engine; readers the store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from flowweaver.domain.events import RUN_STATUSES
+from flowweaver.errors import FieldError, NotFoundError, ValidationError
+from flowweaver.observability import metrics
+
+from . import schemas
+from .app import BRIDGE, CONFIG, HUB, STREAMS
+from .errors import ApiError, bad_request, problem_response
+from .openapi import openapi_document
+from .sse import event_json, log_stream, run_stream
+
+JSON = "application/json"
+MAX_PAGE = 1000
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the API on ``app``."""
+    r = app.router
+    r.add_post("/workflows", post_workflow)
+    r.add_get("/workflows", list_workflows)
+    r.add_get("/workflows/{workflowId}", get_workflow)
+    r.add_post("/runs", post_run)
+    r.add_get("/runs", list_runs)
+    r.add_get("/runs/{runId}", get_run)
+    r.add_get("/runs/{runId}/events", get_run_events)
+    r.add_post("/runs/{runId}/cancel", cancel_run)
+    r.add_get("/events/{runId}", get_run_stream)
+    r.add_get("/events", get_log_stream)
+    r.add_get("/openapi.json", get_openapi)
+    r.add_get("/metrics", get_metrics)
+    r.add_get("/healthz", get_healthz)
+    r.add_get("/readyz", get_readyz)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=schemas.encoder.encode(body), status=status, content_type=JSON, headers=headers
+    )
+
+
+async def _read_json_body(request: web.Request, *, required: bool = True) -> bytes | None:
+    """Return the raw JSON body after the media-type and size checks.
+
+    Raises:
+        ApiError: not JSON (415) or too large (413); missing when required (400).
+    """
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None and request.body_exists:
+        mime = request.content_type
+        if mime != JSON and not (mime.startswith("application/") and mime.endswith("+json")):
+            raise ApiError(
+                415,
+                "unsupported-media-type",
+                f"send the body as {JSON}, not {mime!r}",
+                headers={"Accept-Post": JSON},
+            )
+    limit = request.app[CONFIG].body_limit
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, "body-too-large", f"the body is {length} bytes; the limit is {limit}")
+    body = await request.read()
+    if not body.strip():
+        if required:
+            raise ApiError(400, "malformed-json", "the request needs a JSON body")
+        return None
+    return body
+
+
+def _int_query(
+    request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise bad_request(f"{name} must be an integer, not {raw[:40]!r}", path=f"$.query.{name}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise bad_request(f"{name} must be between {minimum} and {maximum}", path=f"$.query.{name}")
+    return value
+
+
+def _wants_event_stream(request: web.Request) -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+# --- workflows --------------------------------------------------------------------------------
+
+
+async def post_workflow(request: web.Request) -> web.Response:
+    """Register a workflow: 201 with the new version, 200 when identical to the latest."""
+    body = await _read_json_body(request)
+    assert body is not None
+    spec = schemas.decode_body(schemas.workflow_decoder, body)
+    version, created = await request.app[BRIDGE].register_workflow(spec)
+    return _json(
+        schemas.WorkflowCreated(id=spec.id, version=version),
+        status=201 if created else 200,
+        headers={"Location": f"/workflows/{spec.id}?version={version}"},
+    )
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    """Return the latest version of every workflow."""
+    found = await request.app[BRIDGE].list_workflows()
+    return _json(schemas.WorkflowList(workflows=[schemas.workflow_out(w) for w in found]))
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    """Return one workflow's latest version, or ``?version=N``."""
+    version = _int_query(request, "version", default=None, minimum=1, maximum=2**31)
+    found = await request.app[BRIDGE].get_workflow(request.match_info["workflowId"], version)
+    return _json(schemas.workflow_out(found))
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+async def post_run(request: web.Request) -> web.Response:
+    """Start a run: 201 new, 200 for a repeated idempotency key, 409 for a key reused."""
+    body = await _read_json_body(request)
+    assert body is not None
+    run = schemas.decode_body(schemas.run_request_decoder, body)
+    key = run.idempotency_key
+    header_key = request.headers.get("Idempotency-Key")
+    if header_key is not None:
+        if key is not None and key != header_key:
+            raise ValidationError(
+                [FieldError("$.idempotencyKey", "differs from the Idempotency-Key header")]
+            )
+        key = header_key
+    handle = await request.app[BRIDGE].start_run(
+        run.workflow_id, parameters=run.parameters, idempotency_key=key, version=run.version
+    )
+    return _json(
+        schemas.run_out(handle.state),
+        status=201 if handle.created else 200,
+        headers={"Location": f"/runs/{handle.run_id}"},
+    )
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    """Return a page of runs, newest first, filtered by workflow and status."""
+    status = request.query.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        raise bad_request(f"status must be one of {', '.join(RUN_STATUSES)}", path="$.query.status")
+    limit = _int_query(request, "limit", default=50, minimum=1, maximum=MAX_PAGE)
+    assert limit is not None
+    try:
+        page = await request.app[BRIDGE].list_runs(
+            workflow_id=request.query.get("workflowId"),
+            status=status,
+            limit=limit,
+            cursor=request.query.get("cursor"),
+        )
+    except ValidationError as e:
+        raise bad_request("cursor is not one this server issued", path="$.query.cursor") from e
+    return _json(schemas.run_list(page))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """Return the run's state, or its state as of event ``?at=N``."""
+    at = _int_query(request, "at", default=None, minimum=1, maximum=2**63 - 1)
+    state = await request.app[BRIDGE].get_run(request.match_info["runId"], at)
+    if at is not None and state.version < at:
+        raise bad_request(
+            f"the run has {state.version} events; at must be at most that", path="$.query.at"
+        )
+    return _json(schemas.run_out(state))
+
+
+async def get_run_events(request: web.Request) -> web.StreamResponse:
+    """Return a page of the run's history, or its SSE stream for ``Accept: text/event-stream``."""
+    run_id = request.match_info["runId"]
+    app = request.app
+    if _wants_event_stream(request):
+        return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
+    after = _int_query(request, "after", default=0, minimum=0, maximum=2**63 - 1)
+    limit = _int_query(request, "limit", default=100, minimum=1, maximum=MAX_PAGE)
+    assert after is not None
+    assert limit is not None
+    bridge = app[BRIDGE]
+    page = await bridge.read_run(run_id, after=after, limit=limit)
+    if not page and not await bridge.read_run(run_id, upto=1):
+        raise NotFoundError("run", run_id)
+    next_after = page[-1].version if len(page) == limit else None
+    body = b'{"runId":%b,"events":[%b],"nextAfter":%b}' % (
+        msgspec.json.encode(run_id),
+        b",".join(event_json(rec) for rec in page),
+        b"null" if next_after is None else b"%d" % next_after,
+    )
+    return web.Response(body=body, content_type=JSON)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    """Ask a run to stop: 202 with its state once the request is recorded."""
+    body = await _read_json_body(request, required=False)
+    reason = ""
+    if body is not None:
+        reason = schemas.decode_body(schemas.cancel_request_decoder, body).reason
+    state = await request.app[BRIDGE].cancel_run(request.match_info["runId"], reason)
+    return _json(schemas.run_out(state), status=202)
+
+
+# --- streams ----------------------------------------------------------------------------------
+
+
+async def get_run_stream(request: web.Request) -> web.StreamResponse:
+    """Stream one run's events (the original API's path)."""
+    app = request.app
+    return await run_stream(
+        request, app[BRIDGE], app[HUB], app[STREAMS], request.match_info["runId"]
+    )
+
+
+async def get_log_stream(request: web.Request) -> web.StreamResponse:
+    """Stream every run's events by log position (the audit feed)."""
+    app = request.app
+    return await log_stream(request, app[BRIDGE], app[HUB], app[STREAMS])
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """Return the OpenAPI 3.1 document of this API."""
+    return web.Response(body=openapi_document(), content_type=JSON)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Return every metric in the Prometheus text format."""
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """Answer while the process serves requests (liveness)."""
+    return _json(schemas.Health(status="ok"))
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """Answer 200 only when the event store answers (readiness)."""
+    try:
+        async with asyncio.timeout(request.app[CONFIG].ready_timeout):
+            await request.app[BRIDGE].ping()
+    except Exception as e:  # noqa: BLE001 - whatever the store raises, it is not ready
+        detail = "the event store does not answer" + (f": {e}" if str(e) else "")
+        return problem_response(
+            503, "not-ready", detail, instance=request.path, headers={"Retry-After": "1"}
+        )
+    return _json(schemas.Health(status="ready"))

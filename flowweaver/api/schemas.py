@@ -1,0 +1,243 @@
+"""Wire types of the HTTP API: what requests carry and answers return, camelCase JSON.
+
+These are not the domain's types: the domain may grow fields without changing the wire, and
+the wire may rename without touching the log. The workflow document is the one exception: its
+shape is the contract itself (DESIGN.md), so :class:`WorkflowSpec` is decoded as it is.
+Decoders are built once, here, at import time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from flowweaver.domain.events import RunStatus, TaskStatus
+from flowweaver.domain.run import RunState
+from flowweaver.domain.spec import ID_PATTERN, WorkflowSpec, field_error_from_msgspec
+from flowweaver.domain.workflow import WorkflowRegistered
+from flowweaver.errors import ValidationError
+from flowweaver.ports import RunPage
+
+from .errors import ApiError
+
+MAX_KEY_LENGTH = 256
+
+Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=128)]
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
+
+
+class _Wire(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of every wire type: camelCase, keyword-only."""
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class RunRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs: start a run of a workflow (its latest version unless ``version`` is set)."""
+
+    workflow_id: Ident
+    idempotency_key: IdempotencyKey | None = None
+    parameters: dict[str, Any] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class CancelRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/cancel: why the run should stop (optional)."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class WorkflowCreated(_Wire):
+    """The answer to POST /workflows."""
+
+    id: str
+    version: int
+
+
+class WorkflowOut(_Wire):
+    """One version of a workflow definition."""
+
+    id: str
+    version: int
+    registered_at: datetime
+    definition: WorkflowSpec
+
+
+class WorkflowList(_Wire):
+    """The latest version of every workflow."""
+
+    workflows: list[WorkflowOut]
+
+
+class ErrorOut(_Wire):
+    """What went wrong in a task's latest failed attempt."""
+
+    type: str
+    message: str
+    retryable: bool
+
+
+class TaskOut(_Wire):
+    """Where one task of a run stands."""
+
+    id: str
+    status: TaskStatus
+    attempts: int
+    last_error: ErrorOut | None
+    output: Any
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    retry_at: datetime | None
+
+
+class SummaryOut(_Wire):
+    """Counts by task status at the end of a run, and the tasks that failed."""
+
+    counts: dict[str, int]
+    failed_tasks: list[str]
+
+
+class RunOut(_Wire):
+    """A run's state as folded from its events, as of ``version``."""
+
+    id: str
+    workflow_id: str
+    workflow_version: int
+    status: RunStatus
+    tasks: list[TaskOut]
+    created_at: datetime | None
+    updated_at: datetime | None
+    version: int
+    parameters: dict[str, Any]
+    idempotency_key: str | None
+    cancel_requested: bool
+    summary: SummaryOut | None
+
+
+class RunListItem(_Wire):
+    """One run in the run list."""
+
+    id: str
+    workflow_id: str
+    workflow_version: int
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunList(_Wire):
+    """A page of runs, newest first; pass ``nextCursor`` as ``cursor`` for the next page."""
+
+    runs: list[RunListItem]
+    next_cursor: str | None
+
+
+class Health(_Wire):
+    """Liveness and readiness answers."""
+
+    status: Literal["ok", "ready"]
+
+
+# --- decoding and encoding --------------------------------------------------------------------
+
+T = TypeVar("T")
+
+workflow_decoder = msgspec.json.Decoder(WorkflowSpec)
+run_request_decoder = msgspec.json.Decoder(RunRequest)
+cancel_request_decoder = msgspec.json.Decoder(CancelRequest)
+encoder = msgspec.json.Encoder()
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a request body: malformed JSON is a 400, JSON of the wrong shape a 422.
+
+    Raises:
+        ApiError: the body is not JSON (400).
+        ValidationError: the JSON breaks the type's rules; the error names the path.
+    """
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise ValidationError([field_error_from_msgspec(e)]) from e
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "malformed-json", f"the body is not valid JSON: {e}") from e
+
+
+def workflow_out(registered: WorkflowRegistered) -> WorkflowOut:
+    """Return the wire form of one registered workflow version."""
+    return WorkflowOut(
+        id=registered.workflow_id,
+        version=registered.version,
+        registered_at=registered.timestamp,
+        definition=registered.definition,
+    )
+
+
+def run_out(state: RunState) -> RunOut:
+    """Return the wire form of a run's state."""
+    tasks = [
+        TaskOut(
+            id=t.id,
+            status=t.status,
+            attempts=t.attempts,
+            last_error=(
+                ErrorOut(
+                    type=t.last_error.type,
+                    message=t.last_error.message,
+                    retryable=t.last_error.retryable,
+                )
+                if t.last_error is not None
+                else None
+            ),
+            output=t.output,
+            scheduled_at=t.scheduled_at,
+            started_at=t.started_at,
+            completed_at=t.completed_at,
+            retry_at=t.retry_at,
+        )
+        for t in state.tasks.values()
+    ]
+    summary = (
+        SummaryOut(counts=state.summary.counts, failed_tasks=list(state.summary.failed_tasks))
+        if state.summary is not None
+        else None
+    )
+    return RunOut(
+        id=state.id,
+        workflow_id=state.workflow_id,
+        workflow_version=state.workflow_version,
+        status=state.status,
+        tasks=tasks,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        version=state.version,
+        parameters=state.parameters,
+        idempotency_key=state.idempotency_key,
+        cancel_requested=state.cancel_requested,
+        summary=summary,
+    )
+
+
+def run_list(page: RunPage) -> RunList:
+    """Return the wire form of a page of runs."""
+    return RunList(
+        runs=[
+            RunListItem(
+                id=r.id,
+                workflow_id=r.workflow_id,
+                workflow_version=r.workflow_version,
+                status=r.status,  # type: ignore[arg-type]  # the read model stores RunStatus values
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+            for r in page.runs
+        ],
+        next_cursor=page.next_cursor,
+    )

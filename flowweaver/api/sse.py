@@ -1,0 +1,584 @@
+"""Server-sent events: the one tailer of the process, and the streams it feeds.
+
+A stream first replays stored events after the client's offset, straight from the store, then
+subscribes to the :class:`Hub` and reads once more from the store before following live
+events. Subscribing happens on the loop, as does the hub's fan-out, so every event is either
+in that last read or delivered live afterwards; the offset of the last event sent removes the
+overlap. Per-run streams count by run version, the global feed by log position.
+
+The hub is one asyncio task that waits on the store in a thread of the bridge and fans each
+new page of the log out to subscribers. A subscriber's queue is bounded: one that falls
+``buffer`` events behind is dropped with an ``event: error`` message and its connection closed,
+so a slow client never holds the others back nor grows the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from flowweaver.domain.events import TERMINAL_EVENT_NAMES
+from flowweaver.errors import NotFoundError
+from flowweaver.observability import metrics
+from flowweaver.ports import RecordedEvent
+
+from .bridge import EngineBridge
+from .errors import bad_request
+
+log = structlog.get_logger("flowweaver.api.sse")
+
+MAX_OFFSET = 2**63 - 1
+_TERMINAL = frozenset(name.encode() for name in TERMINAL_EVENT_NAMES)
+_encoder = msgspec.json.Encoder()
+
+
+# --- the wire form of an event ----------------------------------------------------------------
+
+
+def event_json(rec: RecordedEvent) -> bytes:
+    """Return the event's API JSON: type, runId, version, timestamp, then its own fields.
+
+    The stored JSON starts with ``{"type":"Name",``; the run id and version are spliced in
+    after it, so nothing is decoded. A store that reformats JSON falls back to decoding.
+    """
+    name = rec.name.encode()
+    raw = rec.raw
+    prefix_len = len(name) + 11  # len('{"type":"",')
+    if raw[:prefix_len] == b'{"type":"' + name + b'",':
+        return b'{"type":"%b","runId":"%b","version":%d,%b' % (
+            name,
+            rec.run_id.encode(),
+            rec.version,
+            raw[prefix_len:],
+        )
+    decoded = msgspec.json.decode(raw)
+    fields = decoded if isinstance(decoded, dict) else {}
+    out: dict[str, object] = {"type": rec.name, "runId": rec.run_id, "version": rec.version}
+    out.update((k, v) for k, v in fields.items() if k not in out)
+    return _encoder.encode(out)
+
+
+def sse_frame(offset: int, rec: RecordedEvent, data: bytes | None = None) -> bytes:
+    """Return one SSE message: ``id``, ``event`` and ``data`` lines and the blank line."""
+    return b"id: %d\nevent: %b\ndata: %b\n\n" % (
+        offset,
+        rec.name.encode(),
+        event_json(rec) if data is None else data,
+    )
+
+
+class LiveEvent:
+    """A new event of the log, with its frames built once for every subscriber."""
+
+    __slots__ = ("_data", "_log_frame", "_run_frame", "rec")
+
+    def __init__(self, rec: RecordedEvent) -> None:
+        self.rec = rec
+        self._data: bytes | None = None
+        self._run_frame: bytes | None = None
+        self._log_frame: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = event_json(self.rec)
+        return self._data
+
+    @property
+    def run_frame(self) -> bytes:
+        """The frame of a per-run stream (``id`` is the run version)."""
+        if self._run_frame is None:
+            self._run_frame = sse_frame(self.rec.version, self.rec, self.data)
+        return self._run_frame
+
+    @property
+    def log_frame(self) -> bytes:
+        """The frame of the global feed (``id`` is the log position)."""
+        if self._log_frame is None:
+            self._log_frame = sse_frame(self.rec.position or 0, self.rec, self.data)
+        return self._log_frame
+
+
+# --- the hub ----------------------------------------------------------------------------------
+
+
+class Subscriber:
+    """One stream's bounded queue of live events.
+
+    The bound applies to the backlog: a page of the log is delivered whole, but a subscriber
+    that still holds ``limit`` events from earlier pages when a new one arrives is dropped. So
+    the queue never exceeds ``limit`` plus one page, and a burst alone never drops a client.
+    """
+
+    __slots__ = ("closed", "dropped", "limit", "queue", "round", "run_id", "wake")
+
+    def __init__(self, run_id: str | None, limit: int) -> None:
+        self.run_id = run_id
+        self.limit = limit
+        self.queue: deque[LiveEvent] = deque()
+        self.wake = asyncio.Event()
+        self.dropped = False
+        self.closed = False
+        self.round = 0
+
+    def deliver(self, event: LiveEvent, round_: int) -> bool:
+        """Queue ``event`` of fan-out round ``round_``; False when the subscriber overflowed."""
+        if self.round != round_:
+            self.round = round_
+            if len(self.queue) >= self.limit:
+                self.dropped = True
+                self.queue.clear()
+                self.wake.set()
+                return False
+        self.queue.append(event)
+        if not self.wake.is_set():
+            self.wake.set()
+        return True
+
+    def take(self) -> list[LiveEvent]:
+        """Return every queued event and empty the queue."""
+        items = list(self.queue)
+        self.queue.clear()
+        self.wake.clear()
+        return items
+
+    def close(self) -> None:
+        """End the stream (the server is shutting down)."""
+        self.closed = True
+        self.wake.set()
+
+
+class Hub:
+    """The process's one tailer of the event log, fanning new events out to subscribers."""
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        *,
+        buffer: int = 1000,
+        page: int = 1000,
+        wait: float = 1.0,
+    ) -> None:
+        self.bridge = bridge
+        self.buffer = buffer
+        self.page = page
+        self.wait = wait
+        self.position = 0
+        self._by_run: dict[str, set[Subscriber]] = {}
+        self._global: set[Subscriber] = set()
+        self._count = 0
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._round = 0
+
+    @property
+    def subscribers(self) -> int:
+        """Return how many streams follow live events."""
+        return self._count
+
+    async def start(self) -> None:
+        """Start tailing from the current end of the log."""
+        self.position = await self.bridge.max_position()
+        self._task = asyncio.create_task(self._tail(), name="flowweaver-sse-tailer")
+
+    def subscribe(self, run_id: str | None) -> Subscriber:
+        """Register a stream (a run's, or the global feed with None) for live events.
+
+        Every event past :attr:`position` at this moment will be delivered to it.
+        """
+        sub = Subscriber(run_id, self.buffer)
+        if self._closing:
+            sub.close()
+            return sub
+        if run_id is None:
+            self._global.add(sub)
+        else:
+            self._by_run.setdefault(run_id, set()).add(sub)
+        self._count += 1
+        self._generation += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Stop delivering to ``sub`` (idempotent)."""
+        if sub.run_id is None:
+            found = sub in self._global
+            self._global.discard(sub)
+        else:
+            subs = self._by_run.get(sub.run_id)
+            found = subs is not None and sub in subs
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_run[sub.run_id]
+        if found:
+            self._count -= 1
+
+    async def close(self) -> None:
+        """End every stream and stop tailing."""
+        self._closing = True
+        for sub in [*self._global, *(s for subs in self._by_run.values() for s in subs)]:
+            sub.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _tail(self) -> None:
+        failures = 0
+        while not self._closing:
+            generation = self._generation
+            listening = self._count > 0
+            try:
+                batch = await self.bridge.next_batch(
+                    self.position, wait=self.wait, limit=self.page, read=listening
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the tailer must outlive store hiccups
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures)
+                log.warning("sse_tail_failed", error=repr(e), retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if batch is None:
+                continue
+            top, page = batch
+            if page is None:
+                # Nobody was listening: skip ahead unread, unless someone subscribed since
+                # (then this loop reads the same stretch again, for them).
+                if self._generation == generation and self._count == 0:
+                    self.position = max(self.position, top)
+                continue
+            self._fan_out(page)
+            if len(page) < self.page:
+                self.position = max(self.position, top)
+
+    def _fan_out(self, page: Iterable[RecordedEvent]) -> None:
+        self._round += 1
+        round_ = self._round
+        dropped: list[Subscriber] = []
+        for rec in page:
+            position = rec.position or 0
+            if position <= self.position:
+                continue
+            self.position = position
+            if not self._count:
+                continue
+            event = LiveEvent(rec)
+            subs = self._by_run.get(rec.run_id)
+            if subs:
+                for sub in subs:
+                    if not sub.deliver(event, round_):
+                        dropped.append(sub)
+            for sub in self._global:
+                if not sub.deliver(event, round_):
+                    dropped.append(sub)
+            if dropped:
+                for sub in dropped:
+                    self.unsubscribe(sub)
+                    metrics.sse_dropped.inc()
+                dropped.clear()
+
+
+# --- the streams ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the streams of one app behave."""
+
+    retry_ms: int = 3000
+    heartbeat: float = 15.0
+    write_timeout: float = 30.0
+    replay_page: int = 2000
+
+
+def parse_offset(request: web.Request, name: str = "after") -> int:
+    """Return the resume offset: ``Last-Event-ID`` if sent, else ``?after=``, else 0.
+
+    Raises:
+        ApiError: the offset is not a non-negative integer (400).
+    """
+    header = request.headers.get("Last-Event-ID", "").strip()
+    if header:
+        return _offset(header, "Last-Event-ID", "$.headers.Last-Event-ID")
+    raw = request.query.get(name)
+    if raw is None:
+        return 0
+    return _offset(raw, name, f"$.query.{name}")
+
+
+def _offset(text: str, what: str, path: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_OFFSET:
+        raise bad_request(f"{what} must be a non-negative integer, not {text[:40]!r}", path=path)
+    return int(text)
+
+
+class _Stream:
+    """An open SSE response with bounded writes."""
+
+    def __init__(self, request: web.Request, settings: StreamSettings) -> None:
+        self.request = request
+        self.settings = settings
+        self.response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+
+    async def open(self) -> None:
+        await self.response.prepare(self.request)
+        metrics.sse_subscribers.inc()
+
+    def retry_line(self) -> bytes:
+        return b"retry: %d\n\n" % self.settings.retry_ms
+
+    async def send(self, data: bytes, events: int = 0) -> None:
+        """Write ``data``; a client that does not take it within the write timeout is cut."""
+        try:
+            async with asyncio.timeout(self.settings.write_timeout):
+                await self.response.write(data)
+        except TimeoutError:
+            self.abort()
+            raise
+        if events:
+            metrics.sse_events_sent.inc(events)
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        self.response.force_close()
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    def closed(self) -> None:
+        metrics.sse_subscribers.dec()
+
+
+async def run_stream(
+    request: web.Request,
+    bridge: EngineBridge,
+    hub: Hub,
+    settings: StreamSettings,
+    run_id: str,
+) -> web.StreamResponse:
+    """Answer a per-run SSE request: replay after the offset, then follow until the run ends.
+
+    Raises:
+        ApiError: bad offset, or an offset beyond the run's last event (400), before streaming.
+        NotFoundError: no such run (404), before streaming.
+    """
+    after = parse_offset(request)
+    probe = await bridge.read_run(run_id, after=max(after - 1, 0), upto=max(after, 1))
+    if not probe:
+        if after <= 1 or not await bridge.read_run(run_id, upto=1):
+            raise NotFoundError("run", run_id)
+        raise bad_request(
+            f"the run has fewer than {after} events; resume from an id it sent", path="$.after"
+        )
+    ended = after > 0 and probe[-1].name.encode() in _TERMINAL
+    stream = _Stream(request, settings)
+    await stream.open()
+    try:
+        await stream.send(stream.retry_line())
+        if not ended:
+            await _follow_run(stream, bridge, hub, settings, run_id, after)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        stream.closed()
+    return stream.response
+
+
+async def _follow_run(
+    stream: _Stream,
+    bridge: EngineBridge,
+    hub: Hub,
+    settings: StreamSettings,
+    run_id: str,
+    last: int,
+) -> None:
+    last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+    if ended:
+        return
+    sub = hub.subscribe(run_id)
+    try:
+        last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+        while not ended:
+            items = await _next_live(stream, sub, settings, last)
+            if items is None:
+                return
+            frames: list[bytes] = []
+            for event in items:
+                version = event.rec.version
+                if version <= last:
+                    continue  # already sent by the replay
+                if version != last + 1:
+                    # The store has events the live feed skipped past (a page boundary
+                    # race in another store): fill the hole from the store, in order.
+                    hole = await bridge.read_run(run_id, after=last, upto=version - 1)
+                    for rec in hole:
+                        frames.append(sse_frame(rec.version, rec))
+                        last = rec.version
+                frames.append(event.run_frame)
+                last = version
+                if event.rec.name.encode() in _TERMINAL:
+                    ended = True
+                    break
+            if frames:
+                await stream.send(b"".join(frames), len(frames))
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def _replay_run(
+    stream: _Stream, bridge: EngineBridge, settings: StreamSettings, run_id: str, last: int
+) -> tuple[int, bool]:
+    """Send stored events after ``last`` in pages; return the new last version and if it ended."""
+    page_size = settings.replay_page
+    while True:
+        page = await bridge.read_run(run_id, after=last, limit=page_size)
+        if not page:
+            return last, False
+        frames: list[bytes] = []
+        ended = False
+        for rec in page:
+            frames.append(sse_frame(rec.version, rec))
+            last = rec.version
+            if rec.name.encode() in _TERMINAL:
+                ended = True
+                break
+        await stream.send(b"".join(frames), len(frames))
+        if ended:
+            return last, True
+        if len(page) < page_size:
+            return last, False
+
+
+async def log_stream(
+    request: web.Request, bridge: EngineBridge, hub: Hub, settings: StreamSettings
+) -> web.StreamResponse:
+    """Answer a global-feed SSE request: every run's events after a log position, forever.
+
+    Raises:
+        ApiError: bad offset, or one beyond the end of the log (400), before streaming.
+    """
+    after = parse_offset(request)
+    top = await bridge.max_position()
+    if after > top:
+        raise bad_request(
+            f"the log ends at position {top}; resume from an id it sent", path="$.after"
+        )
+    stream = _Stream(request, settings)
+    await stream.open()
+    try:
+        await stream.send(stream.retry_line())
+        await _follow_log(stream, bridge, hub, settings, after)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        stream.closed()
+    return stream.response
+
+
+async def _follow_log(
+    stream: _Stream, bridge: EngineBridge, hub: Hub, settings: StreamSettings, last: int
+) -> None:
+    last = await _replay_log(stream, bridge, settings, last, None)
+    sub = hub.subscribe(None)
+    try:
+        # Everything up to the hub's position at subscription is stored: read it; what
+        # comes after is delivered live.
+        last = await _replay_log(stream, bridge, settings, last, hub.position)
+        while True:
+            items = await _next_live(stream, sub, settings, last)
+            if items is None:
+                return
+            frames = [e.log_frame for e in items if (e.rec.position or 0) > last]
+            if frames:
+                last = max(last, items[-1].rec.position or 0)
+                await stream.send(b"".join(frames), len(frames))
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def _replay_log(
+    stream: _Stream,
+    bridge: EngineBridge,
+    settings: StreamSettings,
+    last: int,
+    until: int | None,
+) -> int:
+    page_size = settings.replay_page
+    while until is None or last < until:
+        page = await bridge.read_log(after=last, limit=page_size)
+        if not page:
+            return last
+        frames = [sse_frame(rec.position or 0, rec) for rec in page]
+        last = page[-1].position or last
+        await stream.send(b"".join(frames), len(frames))
+        if len(page) < page_size:
+            return last
+    return last
+
+
+async def _next_live(
+    stream: _Stream, sub: Subscriber, settings: StreamSettings, last: int
+) -> list[LiveEvent] | None:
+    """Wait for live events, sending heartbeats meanwhile; None when the stream must end."""
+    while True:
+        if sub.closed:
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                await stream.send(b": server shutting down\n\n")
+            stream.response.force_close()
+            return None
+        if sub.dropped:
+            await _send_overflow(stream, sub, last)
+            return None
+        items = sub.take()
+        if items:
+            return items
+        try:
+            async with asyncio.timeout(settings.heartbeat):
+                await sub.wake.wait()
+        except TimeoutError:
+            await stream.send(b": keep-alive\n\n")
+
+
+async def _send_overflow(stream: _Stream, sub: Subscriber, last: int) -> None:
+    log.warning("sse_subscriber_dropped", run_id=sub.run_id, last_event_id=last)
+    body = _encoder.encode(
+        {
+            "type": "SubscriberOverflow",
+            "detail": "this client fell too far behind; reconnect with Last-Event-ID to resume",
+            "lastEventId": last,
+        }
+    )
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        await stream.send(b"event: error\ndata: %b\n\n" % body)
+    stream.response.force_close()
+
+
+__all__ = [
+    "Hub",
+    "LiveEvent",
+    "StreamSettings",
+    "Subscriber",
+    "event_json",
+    "log_stream",
+    "parse_offset",
+    "run_stream",
+    "sse_frame",
+]
