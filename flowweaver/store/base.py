@@ -153,11 +153,19 @@ class RecorderEventStore:
         if originator is None:
             return []
         with self._translate_errors([run_id]):
-            rows = self._events.select_events(originator, gt=after, lte=upto, limit=limit)
-        return [
-            RecordedEvent(run_id, row.originator_version, None, row.topic, row.state)
-            for row in rows
-        ]
+            rows = self._select_run(originator, after, upto, limit)
+        return [RecordedEvent(run_id, version, None, topic, data) for version, topic, data in rows]
+
+    def _select_run(
+        self, originator: uuid.UUID, after: int, upto: int | None, limit: int | None
+    ) -> Sequence[tuple[int, str, bytes]]:
+        """Return (version, topic, JSON) of a run's events with ``after < version <= upto``.
+
+        Replay spends most of its time here; a backend may override it with a leaner query
+        than the recorder's, which builds a UUID and a StoredEvent for every row.
+        """
+        rows = self._events.select_events(originator, gt=after, lte=upto, limit=limit)
+        return [(row.originator_version, row.topic, row.state) for row in rows]
 
     def read_log(self, *, after: int = 0, limit: int = MAX_PAGE) -> list[RecordedEvent]:
         with self._translate_errors([]):
@@ -198,10 +206,10 @@ class RecorderEventStore:
         with self._translate_errors([run_id]):
             snapshots = self._snapshots.select_events(originator, lte=at, desc=True, limit=1)
             state = decode_state(snapshots[0].state) if snapshots else new_state(run_id)
-            rows = self._events.select_events(originator, gt=state.version, lte=at)
+            rows = self._select_run(originator, state.version, at, None)
         interval = self.snapshot_interval
-        for row in rows:
-            apply(state, decode_event(row.state))
+        for _, _, data in rows:
+            apply(state, decode_event(data))
             if interval and state.version % interval == 0:
                 self.save_snapshot(state)
         return state if state.version else None

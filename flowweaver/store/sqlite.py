@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
@@ -19,6 +20,11 @@ from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
 from flowweaver.store.sql import SQLRunIndex
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+EVENTS_TABLE = "fw_events"
+_SELECT_RUN = (  # the table is EVENTS_TABLE
+    "SELECT originator_version, topic, state FROM fw_events "
+    "WHERE originator_id=? AND originator_version>? "
+)
 
 
 class _TunedPool(SQLiteConnectionPool):
@@ -70,13 +76,32 @@ class SQLiteEventStore(RecorderEventStore):
     ) -> None:
         self.path = path
         self._datastore = _Datastore(path, synchronous=synchronous, lock_timeout=lock_timeout)
-        events = SQLiteApplicationRecorder(self._datastore, events_table_name="fw_events")
+        events = SQLiteApplicationRecorder(self._datastore, events_table_name=EVENTS_TABLE)
         snapshots = SQLiteAggregateRecorder(self._datastore, events_table_name="fw_snapshots")
         index = SQLRunIndex(self._transaction)
         events.create_table()
         snapshots.create_table()
         index.create_tables()
         super().__init__(events, snapshots, index, snapshot_interval=snapshot_interval)
+
+    def _select_run(
+        self, originator: uuid.UUID, after: int, upto: int | None, limit: int | None
+    ) -> Sequence[tuple[int, str, bytes]]:
+        # The recorder's select_events builds a UUID and a StoredEvent per row, which took
+        # over a third of a replay; the rows (sqlite3.Row) unpack like the tuples asked for.
+        statement = _SELECT_RUN
+        params: list[Any] = [originator.hex, after]
+        if upto is not None:
+            statement += "AND originator_version<=? "
+            params.append(upto)
+        statement += "ORDER BY originator_version"
+        if limit is not None:
+            statement += " LIMIT ?"
+            params.append(limit)
+        with self._datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, params)
+            rows: Sequence[tuple[int, str, bytes]] = cursor.fetchall()
+        return rows
 
     @contextmanager
     def _transaction(self, commit: bool) -> Iterator[SQLiteCursor]:
