@@ -1,0 +1,585 @@
+"""The ``flowweaver`` command: the composition root that parses, builds the parts and wires them.
+
+    flowweaver serve [--host 127.0.0.1] [--port 3000] [--store URL] [--workers N] ...
+    flowweaver run WORKFLOW.json [--params JSON] [--wait]
+    flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
+
+Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
+1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
+line on stderr. Bad input changes nothing stored: everything is checked before a store opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import structlog
+
+from flowweaver.api.app import DEFAULT_BODY_LIMIT, ApiConfig, create_app
+from flowweaver.api.examples import EXAMPLE_HANDLERS
+from flowweaver.api.schemas import run_out
+from flowweaver.api.server import GuardedSite, make_runner
+from flowweaver.api.sse import event_json
+from flowweaver.domain.events import TERMINAL_EVENT_NAMES
+from flowweaver.domain.run import RunState
+from flowweaver.domain.spec import decode_workflow
+from flowweaver.engine import Engine
+from flowweaver.errors import FieldError, FlowweaverError, ValidationError
+from flowweaver.handlers import HandlerRegistry, default_registry
+from flowweaver.observability import configure_logging
+from flowweaver.ports import EventStore
+from flowweaver.store import DEFAULT_STORE_URL, open_store
+
+log = structlog.get_logger("flowweaver.cli")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+_encoder = msgspec.json.Encoder()
+
+
+class UsageError(Exception):
+    """An argument or environment value that cannot be used (exit code 2)."""
+
+
+class CommandError(Exception):
+    """A command that failed (exit code 1); the message is the line printed."""
+
+
+# --- environment-backed options -------------------------------------------------------------
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FLOWWEAVER_{name}", default)
+
+
+def _size(text: str) -> int:
+    """Parse a byte size: ``1048576``, ``512KiB``, ``1MiB``, ``2M``, ``64k``."""
+    match = re.fullmatch(r"\s*(\d+)\s*(b|k|kb|kib|m|mb|mib)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1048576, 512KiB or 1MiB)")
+    factor = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}.get(
+        (match[2] or "").lower(), 1024 * 1024
+    )
+    value = int(match[1]) * factor
+    if value < 1024:
+        raise argparse.ArgumentTypeError("the body limit must be at least 1KiB")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {value}")
+    return value
+
+
+def _offset(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
+    return int(text)
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (use 1 or 0)")
+
+
+def _from_env(name: str, convert: Callable[[str], Any], default: Any) -> Any:
+    raw = os.environ.get(f"FLOWWEAVER_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return convert(raw)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"FLOWWEAVER_{name}: {e}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"flowweaver: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; defaults come from FLOWWEAVER_* environment variables."""
+    parser = _Parser(
+        prog="flowweaver",
+        description="Event-sourced workflow engine.",
+        epilog="Every serve flag has an environment variable: FLOWWEAVER_<FLAG>.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def store_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--store",
+            default=_env("STORE", DEFAULT_STORE_URL),
+            help="event store URL (FLOWWEAVER_STORE; default %(default)s)",
+        )
+
+    def handler_options(p: argparse.ArgumentParser) -> None:
+        env = _env("HANDLERS", "")
+        p.add_argument(
+            "--handlers",
+            nargs="+",
+            metavar="MODULE_OR_FILE",
+            default=[h for h in re.split(r"[,\s]+", env) if h],
+            help="modules or .py files whose @handler functions to load "
+            "(FLOWWEAVER_HANDLERS, comma-separated)",
+        )
+        p.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=_from_env("WORKERS", _positive_int, 8),
+            help="handler worker threads (FLOWWEAVER_WORKERS; default %(default)s)",
+        )
+        p.add_argument(
+            "--example-handlers",
+            type=_flag,
+            default=_from_env("EXAMPLE_HANDLERS", _flag, True),
+            help="register the original README's fetch_data, process_data and save_result "
+            "where no loaded handler has the name (FLOWWEAVER_EXAMPLE_HANDLERS; default 1)",
+        )
+
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1"), help="(FLOWWEAVER_HOST; default %(default)s)"
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=_from_env("PORT", _port, 3000),
+        help="(FLOWWEAVER_PORT; default %(default)s)",
+    )
+    store_option(serve)
+    handler_options(serve)
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "console", "auto"),
+        default=_env("LOG_FORMAT", "auto"),
+        help="(FLOWWEAVER_LOG_FORMAT; default auto: console on a terminal, JSON otherwise)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        default=_env("LOG_LEVEL", "INFO").upper(),
+        help="(FLOWWEAVER_LOG_LEVEL; default %(default)s)",
+    )
+    serve.add_argument(
+        "--body-limit",
+        type=_size,
+        default=_from_env("BODY_LIMIT", _size, DEFAULT_BODY_LIMIT),
+        help="largest request body (FLOWWEAVER_BODY_LIMIT; default 1MiB)",
+    )
+    serve.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        default=_from_env("HEARTBEAT", _seconds, 15.0),
+        help="SSE keep-alive comment interval, s (FLOWWEAVER_HEARTBEAT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--sse-buffer",
+        type=_positive_int,
+        default=_from_env("SSE_BUFFER", _positive_int, 1000),
+        help="events an SSE client may lag before it is dropped "
+        "(FLOWWEAVER_SSE_BUFFER; default %(default)s)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=_from_env("HEADER_TIMEOUT", _seconds, 10.0),
+        help="seconds a new connection has to send its request headers "
+        "(FLOWWEAVER_HEADER_TIMEOUT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=_from_env("KEEPALIVE_TIMEOUT", _seconds, 75.0),
+        help="seconds an idle kept-alive connection stays open "
+        "(FLOWWEAVER_KEEPALIVE_TIMEOUT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=_from_env("MAX_CONNECTIONS", _positive_int, 1024),
+        help="open connections at most; more get 503 (FLOWWEAVER_MAX_CONNECTIONS; "
+        "default %(default)s)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        default=_from_env("GRACE", _seconds, 30.0),
+        help="on SIGTERM, seconds running handlers get to finish (FLOWWEAVER_GRACE; "
+        "default %(default)s)",
+    )
+
+    run = commands.add_parser("run", help="run a workflow embedded, no server needed")
+    run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
+    run.add_argument("--params", default="{}", help="run parameters, a JSON object")
+    run.add_argument("--key", default=None, help="idempotency key")
+    run.add_argument(
+        "--wait", action="store_true", help="show every event as a progress line while it runs"
+    )
+    run.add_argument(
+        "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
+    )
+    store_option(run)
+    handler_options(run)
+
+    status = commands.add_parser("status", help="show a run's state")
+    status.add_argument("run_id", metavar="RUN_ID")
+    status.add_argument("--json", action="store_true", help="print the API's JSON")
+    store_option(status)
+
+    events = commands.add_parser("events", help="print a run's events as JSON lines")
+    events.add_argument("run_id", metavar="RUN_ID")
+    events.add_argument("--after", type=_offset, default=0, help="only events after this version")
+    events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    store_option(events)
+
+    replay = commands.add_parser("replay", help="show a run's state as of event N")
+    replay.add_argument("run_id", metavar="RUN_ID")
+    replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
+    replay.add_argument("--json", action="store_true", help="print the API's JSON")
+    store_option(replay)
+    return parser
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _open_existing(url: str) -> EventStore:
+    """Open a store that must already exist (the read commands never create one)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :].partition("?")[0]
+        if path and not Path(path).is_file():
+            raise CommandError(f"no store at {path} (set --store or FLOWWEAVER_STORE)")
+    return open_store(url)
+
+
+def _registry(modules: Sequence[str], *, examples: bool) -> HandlerRegistry:
+    registry = default_registry.copy()
+    registry.load_entry_points()
+    for module in modules:
+        registry.load(module)
+    if examples:
+        for name, func in EXAMPLE_HANDLERS.items():
+            if not registry.missing([name]):
+                continue
+            registry.register(name, func)
+    return registry
+
+
+def _print_state(state: RunState, out: TextIO, *, total: int | None = None) -> None:
+    at = f" (as of event {state.version} of {total})" if total is not None else ""
+    print(
+        f"run {state.id}  {state.status}{at}\n"
+        f"workflow {state.workflow_id} v{state.workflow_version}  version {state.version}  "
+        f"created {_iso(state.created_at)}  updated {_iso(state.updated_at)}",
+        file=out,
+    )
+    width = max([4, *(len(t) for t in state.tasks)])
+    print(f"{'TASK':<{width}}  {'STATUS':<13}  ATTEMPTS  DETAIL", file=out)
+    for task in state.tasks.values():
+        detail = ""
+        if task.last_error is not None and task.status != "completed":
+            detail = f"{task.last_error.type}: {task.last_error.message}"
+        elif task.status == "completed":
+            detail = _encoder.encode(task.output).decode()[:80]
+        print(f"{task.id:<{width}}  {task.status:<13}  {task.attempts:<8}  {detail}", file=out)
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat(timespec="milliseconds") if value is not None else "-"
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    json_logs = {"json": True, "console": False}.get(args.log_format)
+    configure_logging(json=json_logs, level=args.log_level)
+    registry = _registry(args.handlers, examples=args.example_handlers)
+    config = ApiConfig(
+        body_limit=args.body_limit,
+        heartbeat=args.heartbeat,
+        sse_buffer=args.sse_buffer,
+        header_timeout=args.header_timeout,
+        keepalive_timeout=args.keepalive_timeout,
+        max_connections=args.max_connections,
+    )
+    engine = Engine(
+        open_store(args.store), handlers=registry, workers=args.workers, owns_store=True
+    )
+    try:
+        return asyncio.run(_serve_async(engine, config, args))
+    finally:
+        engine.close(args.grace)
+
+
+async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespace) -> int:
+    app = create_app(engine, config=config)
+    runner = make_runner(
+        app, keepalive_timeout=config.keepalive_timeout, shutdown_timeout=config.shutdown_timeout
+    )
+    await runner.setup()
+    site = GuardedSite(
+        runner,
+        args.host,
+        args.port,
+        header_timeout=config.header_timeout,
+        max_connections=config.max_connections,
+    )
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "server_started",
+        url=f"http://{args.host}:{site.port}",
+        port=site.port,
+        store=_redact(args.store),
+        workers=args.workers,
+        handlers=engine.handlers.names(),
+    )
+    await stop.wait()
+    log.info("server_draining", grace=args.grace)
+    # Stop accepting, end SSE streams, let in-flight requests answer; then the engine.
+    await runner.cleanup()
+    await asyncio.to_thread(engine.close, args.grace)
+    log.info("server_stopped")
+    return EXIT_OK
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(json=False, level="WARNING")
+    try:
+        params = msgspec.json.decode(args.params)
+    except msgspec.DecodeError as e:
+        raise UsageError(f"--params is not JSON: {e}") from e
+    if not isinstance(params, dict):
+        raise UsageError("--params must be a JSON object")
+    try:
+        document = Path(args.workflow).read_bytes()
+    except OSError as e:
+        raise CommandError(f"cannot read {args.workflow}: {e.strerror or e}") from e
+    spec = decode_workflow(document)
+    registry = _registry(args.handlers, examples=args.example_handlers)
+    missing = registry.missing(t.handler for t in spec.tasks)
+    if missing:
+        raise ValidationError(
+            [FieldError("$.tasks", "handler(s) not registered: " + ", ".join(missing))]
+        )
+    out = sys.stdout
+    with Engine(
+        open_store(args.store),
+        handlers=registry,
+        workers=args.workers,
+        owns_store=True,
+        recover=False,
+    ) as engine:
+        version, _ = engine.register_workflow(spec)
+        handle = engine.start_run(spec.id, parameters=params, idempotency_key=args.key)
+        run_id = handle.run_id
+        if not handle.created and not handle.state.is_terminal:
+            engine.recover()  # a repeated key whose run was interrupted: resume it here
+        print(f"run {run_id} ({spec.id} v{version})", file=out, flush=True)
+        started = time.monotonic()
+        if args.wait:
+            _progress(engine.store, run_id, out, deadline=started + args.timeout)
+        try:
+            state = engine.wait_run_finished(run_id, timeout=args.timeout)
+        except TimeoutError as e:
+            raise CommandError(f"run {run_id} did not finish within {args.timeout:g} s") from e
+    elapsed = time.monotonic() - started
+    print(f"run {run_id} {state.status} in {elapsed * 1000:.0f} ms", file=out)
+    if state.status != "completed":
+        failed = [t.id for t in state.tasks.values() if t.status == "failed"]
+        if failed:
+            print(f"failed tasks: {', '.join(failed)}", file=out)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _progress(store: EventStore, run_id: str, out: TextIO, *, deadline: float) -> None:
+    """Print one line per event of the run as it is stored, until the terminal event."""
+    last = 0
+    while time.monotonic() < deadline:
+        top = store.max_position()
+        for rec in store.read_run(run_id, after=last):
+            last = rec.version
+            print(_progress_line(rec.event, rec.name), file=out, flush=True)
+            if rec.name in TERMINAL_EVENT_NAMES:
+                return
+        store.wait_for_log(top, min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def _progress_line(event: Any, name: str) -> str:
+    task = getattr(event, "task_id", None)
+    if task is None:
+        return f"  {name}"
+    attempt = getattr(event, "attempt", None)
+    detail = f"attempt {attempt}" if attempt is not None else ""
+    if name == "TaskCompleted":
+        detail += f"  {event.duration_ms:.1f} ms"
+    elif name == "TaskFailed":
+        retry = "retry at " + _iso(event.retry_at) if event.retry_at else "no retry left"
+        detail += f"  {event.error.type}: {event.error.message}  ({retry})"
+    elif name == "TaskSkipped":
+        detail = event.reason
+    return f"  {task:<20} {name[4:].lower():<10} {detail}"
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _open_existing(args.store)
+    try:
+        state = store.run_state(args.run_id)
+        if state is None:
+            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        if args.json:
+            sys.stdout.buffer.write(_encoder.encode(run_out(state)) + b"\n")
+        else:
+            _print_state(state, sys.stdout)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    store = _open_existing(args.store)
+    try:
+        latest = store.run_state(args.run_id)
+        if latest is None:
+            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        if args.at > latest.version:
+            raise CommandError(f"run {args.run_id} has {latest.version} events; --at is {args.at}")
+        state = store.run_state(args.run_id, at=args.at)
+        assert state is not None
+        if args.json:
+            sys.stdout.buffer.write(_encoder.encode(run_out(state)) + b"\n")
+        else:
+            _print_state(state, sys.stdout, total=latest.version)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    store = _open_existing(args.store)
+    out = sys.stdout.buffer
+    try:
+        if not store.read_run(args.run_id, upto=1):
+            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        last = args.after
+        while True:
+            top = store.max_position()
+            page = store.read_run(args.run_id, after=last, limit=1000)
+            for rec in page:
+                out.write(event_json(rec) + b"\n")
+                last = rec.version
+                if args.follow and rec.name in TERMINAL_EVENT_NAMES:
+                    out.flush()
+                    return EXIT_OK
+            out.flush()
+            if len(page) == 1000:
+                continue
+            if not args.follow:
+                return EXIT_OK
+            store.wait_for_log(top, 1.0)
+    finally:
+        store.close()
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "run": _run,
+    "status": _status,
+    "events": _events,
+    "replay": _replay,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowweaver`` command; return the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"flowweaver: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as e:
+        first = e.errors[0] if e.errors else FieldError("$", str(e))
+        more = f" (and {len(e.errors) - 1} more)" if len(e.errors) > 1 else ""
+        print(f"flowweaver: error: {first.path}: {first.message}{more}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (CommandError, FlowweaverError) as e:
+        print(f"flowweaver: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("flowweaver: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
