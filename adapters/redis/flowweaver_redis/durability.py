@@ -12,13 +12,20 @@ from typing import Any
 import redis
 import redis.exceptions as rexc
 
-_PARAMETERS = ("appendonly", "appendfsync", "save", "maxmemory-policy")
+_PARAMETERS = (
+    "appendonly",
+    "appendfsync",
+    "no-appendfsync-on-rewrite",
+    "save",
+    "maxmemory-policy",
+)
 
 
 def durability_warnings(client: redis.Redis) -> list[str]:
     """Return one sentence per way the server's settings can lose acknowledged events.
 
-    An empty list means ``appendonly yes``, ``appendfsync always`` and an eviction policy
+    An empty list means ``appendonly yes``, ``appendfsync always`` (with
+    ``no-appendfsync-on-rewrite no``) and an eviction policy
     that never removes keys without a TTL (``noeviction`` or ``volatile-*``): nothing
     acknowledged is lost when Redis or its host crashes. Replication is not looked at: a
     fail-over to a replica can lose what had not reached it, whatever these settings say.
@@ -61,6 +68,12 @@ def durability_warnings(client: redis.Redis) -> list[str]:
             f"appendfsync is {appendfsync or 'unset'}: the operating system decides when the "
             "append-only file reaches the disk (about 30 s on Linux), so a power loss or "
             "operating system crash loses that much; set appendfsync always to lose none"
+        )
+    if appendonly == "yes" and settings["no-appendfsync-on-rewrite"].lower() == "yes":
+        warnings.append(
+            "no-appendfsync-on-rewrite is yes: while Redis rewrites its append-only file it "
+            "does not fsync, so a power loss or operating system crash then loses up to about "
+            "30 s of acknowledged events; set no-appendfsync-on-rewrite no"
         )
     policy = settings["maxmemory-policy"].lower()
     if policy and policy != "noeviction" and not policy.startswith("volatile-"):

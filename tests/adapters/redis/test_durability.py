@@ -45,6 +45,7 @@ def warnings_for(**settings: str) -> list[str]:
     defaults = {
         "appendonly": "yes",
         "appendfsync": "always",
+        "no_appendfsync_on_rewrite": "no",
         "save": "",
         "maxmemory_policy": "noeviction",
     }
@@ -114,6 +115,7 @@ def test_policies_that_evict_any_key_are_warned_about(policy: str) -> None:
         ({"appendonly": "no", "save": "3600 1 300 100"}, "only RDB snapshots"),
         ({"appendfsync": "everysec"}, "about the last second"),
         ({"appendfsync": "no"}, "operating system decides"),
+        ({"no_appendfsync_on_rewrite": "yes"}, "does not fsync"),
     ],
 )
 def test_settings_that_lose_acknowledged_events_are_warned_about(
