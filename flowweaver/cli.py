@@ -354,9 +354,11 @@ def _serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         max_connections=args.max_connections,
     )
-    engine = Engine(
-        open_store(args.store), handlers=registry, workers=args.workers, owns_store=True
-    )
+    store = open_store(args.store)
+    # Stores whose server settings can lose acknowledged events say so (Redis, see docs/redis.md).
+    for warning in getattr(store, "durability_warnings", list)():
+        log.warning("store_durability", detail=warning)
+    engine = Engine(store, handlers=registry, workers=args.workers, owns_store=True)
     try:
         return asyncio.run(_serve_async(engine, config, args))
     finally:
