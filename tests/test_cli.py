@@ -1,0 +1,275 @@
+"""The ``flowweaver`` command, run as a subprocess the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
+
+
+EXAMPLE_WORKFLOW = {
+    "id": "example-workflow",
+    "tasks": [
+        {
+            "id": "task1",
+            "name": "Fetch Data",
+            "handler": "fetch_data",
+            "outputs": {"data": "$.result"},
+        },
+        {
+            "id": "task2",
+            "name": "Process Data",
+            "handler": "process_data",
+            "dependencies": ["task1"],
+            "inputs": {"source": "$.data"},
+        },
+        {
+            "id": "task3",
+            "name": "Save Result",
+            "handler": "save_result",
+            "dependencies": ["task2"],
+            "inputs": {"processed": "$.result"},
+        },
+    ],
+}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")}
+    env.update(extra)
+    return env
+
+
+def fw(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``flowweaver ARGS`` to the end and return what it printed."""
+    return subprocess.run(
+        [FLOWWEAVER, *args],
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _stream_until(url: str, event: str) -> list[str]:
+    """Read an SSE stream line by line until an ``event:`` line names ``event``."""
+    lines = []
+    with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            lines.append(line)
+            if line == f"event: {event}":
+                return lines
+    return lines
+
+
+@pytest.fixture
+def workflow_file(tmp_path: Path) -> Path:
+    path = tmp_path / "example.json"
+    path.write_text(json.dumps(EXAMPLE_WORKFLOW))
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """``flowweaver serve`` on a free port and a SQLite file, configured by environment."""
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = _env(
+        FLOWWEAVER_PORT=str(port),
+        FLOWWEAVER_STORE=f"sqlite:///{tmp_path / 'fw.db'}",
+        FLOWWEAVER_WORKERS="2",
+        FLOWWEAVER_GRACE="20",
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen([FLOWWEAVER, "serve"], cwd=tmp_path, env=env, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if _request("GET", f"{url}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        yield process, url, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_serve_answers_the_readme_session_and_drains_on_sigterm(
+    served: tuple[subprocess.Popen[bytes], str, Path], tmp_path: Path
+) -> None:
+    """serve answers the README's session; SIGTERM lets a running handler finish, exits 0."""
+    process, url, log = served
+    assert _request("POST", f"{url}/workflows", EXAMPLE_WORKFLOW) == (
+        201,
+        {"id": "example-workflow", "version": 1},
+    )
+    status, run = _request("POST", f"{url}/runs", {"workflowId": "example-workflow"})
+    assert status == 201
+    lines = _stream_until(f"{url}/events/{run['id']}", "RunCompleted")
+    assert lines[0] == "retry: 3000"
+    assert "event: RunCompleted" in lines
+    status, state = _request("GET", f"{url}/runs/{run['id']}")
+    assert (status, state["status"]) == (200, "completed")
+
+    slow = {"id": "slow", "tasks": [{"id": "nap", "handler": "sleep", "inputs": {"seconds": 1}}]}
+    assert _request("POST", f"{url}/workflows", slow)[0] == 201
+    status, napping = _request("POST", f"{url}/runs", {"workflowId": "slow"})
+    _stream_until(f"{url}/events/{napping['id']}", "TaskStarted")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = [r["event"] for r in records]
+    assert events.index("server_started") < events.index("server_draining")
+    assert events[-1] == "server_stopped"
+    assert any(r["event"] == "http_request" and r["path"] == "/runs" for r in records)
+    # The handler that was running when SIGTERM came finished, and its run with it.
+    shown = fw(
+        "status",
+        napping["id"],
+        "--json",
+        cwd=tmp_path,
+        env=_env(FLOWWEAVER_STORE=f"sqlite:///{tmp_path / 'fw.db'}"),
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "completed"
+
+
+def test_run_wait_then_status_events_and_replay(tmp_path: Path, workflow_file: Path) -> None:
+    """run --wait prints progress and exits 0; status, events and replay read the same store."""
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    done = fw("run", str(workflow_file), "--wait", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    run_id = out[0].split()[1]
+    assert out[0] == f"run {run_id} (example-workflow v1)"
+    assert any("task2" in line and "completed" in line for line in out)
+    assert "RunCompleted" in done.stdout
+    assert out[-1].startswith(f"run {run_id} completed in ")
+
+    status = fw("status", run_id, "--store", store, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert f"run {run_id}  completed" in status.stdout
+    assert "task3" in status.stdout
+    as_json = json.loads(fw("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout)
+    assert [t["status"] for t in as_json["tasks"]] == ["completed"] * 3
+
+    events = fw("events", run_id, "--after", "2", "--store", store, cwd=tmp_path)
+    assert events.returncode == 0, events.stderr
+    lines = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [e["version"] for e in lines] == list(range(3, as_json["version"] + 1))
+    assert lines[-1]["type"] == "RunCompleted"
+    followed = fw("events", run_id, "--follow", "--store", store, cwd=tmp_path)
+    assert followed.returncode == 0
+    assert len(followed.stdout.splitlines()) == as_json["version"]
+
+    replay = fw("replay", run_id, "--at", "2", "--json", "--store", store, cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    at_two = json.loads(replay.stdout)
+    assert at_two["version"] == 2
+    assert at_two["tasks"][0]["status"] == "scheduled"
+    text = fw("replay", run_id, "--at", "2", "--store", store, cwd=tmp_path).stdout
+    assert f"as of event 2 of {as_json['version']}" in text
+
+
+def test_run_that_fails_exits_1(tmp_path: Path) -> None:
+    """A run that fails is reported with its failed tasks and exit code 1."""
+    path = tmp_path / "fails.json"
+    path.write_text(json.dumps({"id": "f", "tasks": [{"id": "boom", "handler": "fail"}]}))
+    result = fw("run", str(path), "--store", f"sqlite:///{tmp_path / 'f.db'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "failed tasks: boom" in result.stdout
+
+
+def test_bad_input_is_one_line_and_stores_nothing(tmp_path: Path, workflow_file: Path) -> None:
+    """Usage errors exit 2, failures exit 1, each one line on stderr; no store file appears."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"id": "x", "tasks": [{"id": "a", "handler": "noop", "dependencies": ["z"]}]}')
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"id": "x", "tasks": [{"id": "a", "handler": "nobody_has_this"}]}')
+    cases = [
+        (["run", str(bad)], 1, "$.tasks[0].dependencies[0]: unknown task 'z'"),
+        (["run", str(unknown)], 1, "nobody_has_this"),
+        (["run", str(tmp_path / "missing.json")], 1, "cannot read"),
+        (["run", str(workflow_file), "--params", "{nope"], 2, "--params is not JSON"),
+        (["run", str(workflow_file), "--params", "[1]"], 2, "JSON object"),
+        (["status", "abc"], 1, "no store at flowweaver.db"),
+        (["events", "abc", "--after", "-3"], 2, "--after"),
+        (["replay", "abc"], 2, "--at"),
+        (["launch"], 2, "invalid choice"),
+        ([], 2, "required"),
+        (["serve", "--port", "99999"], 2, "not a port"),
+        (["run", str(workflow_file), "--store", "nosuch://x"], 1, "unknown store URL scheme"),
+    ]
+    for args, code, message in cases:
+        result = fw(*args, cwd=tmp_path)
+        assert result.returncode == code, (args, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("flowweaver:")]
+        assert len(errors) == 1, (args, result.stderr)
+        assert message in errors[0], (args, errors[0])
+    assert not (tmp_path / "flowweaver.db").exists()
+    env_error = fw("serve", cwd=tmp_path, env=_env(FLOWWEAVER_PORT="abc"))
+    assert env_error.returncode == 2
+    assert "FLOWWEAVER_PORT" in env_error.stderr
+    assert not (tmp_path / "flowweaver.db").exists()
+
+
+def test_unknown_run_and_busy_port(tmp_path: Path, workflow_file: Path) -> None:
+    """status of an unknown run and serve on a taken port fail with exit 1 and one line."""
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    assert fw("run", str(workflow_file), "--store", store, cwd=tmp_path).returncode == 0
+    for command in ("status", "events"):
+        result = fw(command, "00000000-0000-0000-0000-000000000000", "--store", store, cwd=tmp_path)
+        assert result.returncode == 1
+        assert "no run 00000000-0000-0000-0000-000000000000" in result.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = fw(
+            "serve", "--port", str(port), "--store", store, "--log-format", "json", cwd=tmp_path
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
