@@ -1,7 +1,7 @@
 """The Flowweaver store on Redis beside SQLite: appends, reads, replay, and W1-W3 on the engine.
 
     .venv/bin/python benchmarks/redis_store.py [--reps 5] [--quick] [--url redis://...]
-        [--stores redis,redis-aof,sqlite] [--only store,engine] [--workers 8]
+        [--stores redis,redis-aof,sqlite[,postgres]] [--only store,engine] [--workers 8]
 
 One JSON line per measure; each figure is the median of --reps repetitions, ``samples`` has
 them all. Stores:
@@ -10,7 +10,9 @@ them all. Stores:
 - ``redis-aof``: a private ``redis-server`` started here on a free loopback port, with
   ``appendonly yes`` and ``appendfsync always`` (the setting that loses no acknowledged
   event), its files in a temporary directory (FLOWWEAVER_BENCH_DIR to choose the disk);
-- ``sqlite``: the embedded store, ``synchronous=NORMAL`` (the default), in the same directory.
+- ``sqlite``: the embedded store, ``synchronous=NORMAL`` (the default), in the same directory;
+- ``postgres`` (only when asked for): the PostgreSQL store at --postgres-url, a schema of its
+  own per repetition, dropped afterwards.
 
 Store measures (events/s): ``append_one`` (one event per append, a new run each),
 ``append_batch`` (100 events of one run per append, and 10 runs of 10 events per append),
@@ -49,6 +51,7 @@ from flowweaver.handlers import builtin_registry
 from flowweaver.observability import configure_logging
 from flowweaver.ports import Append, EventStore
 from flowweaver.store import SQLiteEventStore
+from flowweaver.store import open_store as flowweaver_open_store
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 TASKS = 33  # RunStarted + 3 events per task = 100 events per run
@@ -104,8 +107,9 @@ def summary(samples: list[float]) -> dict[str, Any]:
 class Stores:
     """Opens fresh stores of each kind and cleans up after them."""
 
-    def __init__(self, url: str, directory: Path) -> None:
+    def __init__(self, url: str, directory: Path, postgres_url: str = "") -> None:
         self.url = url
+        self.postgres_url = postgres_url
         self.directory = directory
         self.aof_url: str | None = None
         self._server: subprocess.Popen[bytes] | None = None
@@ -159,6 +163,10 @@ class Stores:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             return
+        if kind == "postgres":
+            with self._open_postgres() as pg_store:
+                yield pg_store
+            return
         url = self.aof_url if kind == "redis-aof" else self.url
         assert url is not None
         prefix = f"fwbench:{uuid.uuid4().hex}"
@@ -169,10 +177,32 @@ class Stores:
             redis_store.close()
             delete_prefix(url, prefix)
 
+    @contextlib.contextmanager
+    def _open_postgres(self) -> Iterator[EventStore]:
+        import psycopg  # noqa: PLC0415 - only when PostgreSQL is measured too
+        from psycopg.sql import SQL, Identifier  # noqa: PLC0415
+
+        schema = f"fwbench_{uuid.uuid4().hex[:12]}"
+        store = flowweaver_open_store(f"{self.postgres_url}?schema={schema}&pool_size=8")
+        try:
+            yield store
+        finally:
+            store.close()
+            with psycopg.connect(self.postgres_url, autocommit=True) as conn:
+                conn.execute(SQL("DROP SCHEMA {0} CASCADE").format(Identifier(schema)))
+
     def describe(self, kind: str) -> dict[str, Any]:
         """Return the server's version and persistence settings, or SQLite's."""
         if kind == "sqlite":
             return {"synchronous": "NORMAL"}
+        if kind == "postgres":
+            import psycopg  # noqa: PLC0415
+
+            with psycopg.connect(self.postgres_url) as conn:
+                return {
+                    name: str((conn.execute(f"SHOW {name}").fetchone() or [""])[0])
+                    for name in ("server_version", "synchronous_commit", "fsync")
+                }
         url = self.aof_url if kind == "redis-aof" else self.url
         client = redis.Redis.from_url(url or "", decode_responses=True)
         try:
@@ -298,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--stores", default="redis,redis-aof,sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--only", default="store,engine")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="1 repetition, a tenth of the work")
@@ -308,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = args.stores.split(",")
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(dir=os.environ.get("FLOWWEAVER_BENCH_DIR")) as tmp:
-        stores = Stores(args.url, Path(tmp))
+        stores = Stores(args.url, Path(tmp), args.postgres_url)
         try:
             if "redis-aof" in kinds:
                 stores.start_aof_server()
