@@ -457,9 +457,10 @@ class RedisEventStore(RecorderEventStore):
 
     def _borrow_waiter(self) -> tuple[redis.Redis, int] | None:
         with self._waiters:
-            if self._closed:
-                return None
-            waiter = self._idle.pop() if self._idle else None
+            closed = self._closed
+            waiter = self._idle.pop() if self._idle and not closed else None
+        if closed:
+            return None
         if waiter is None:
             with _store_errors("open a connection for waiting"):
                 client = self._datastore.blocking_client()
@@ -470,8 +471,11 @@ class RedisEventStore(RecorderEventStore):
                     client.close()
                     raise
         with self._waiters:
-            self._busy[waiter[1]] = waiter[0]
-        return waiter
+            if not self._closed:  # close() may have come while the connection was opened
+                self._busy[waiter[1]] = waiter[0]
+                return waiter
+        _close_quietly(waiter[0])
+        return None
 
     def _return_waiter(self, client: redis.Redis, client_id: int, *, keep: bool) -> None:
         with self._waiters:
