@@ -8,6 +8,7 @@ effects. Time and randomness come in as arguments: replay is deterministic.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -121,20 +122,27 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
 # --- the fold ---------------------------------------------------------------------------------
 
 _DAGS: OrderedDict[int, tuple[WorkflowSpec, Dag]] = OrderedDict()
-_DAG_CACHE_SIZE = 4096
+_DAGS_LOCK = threading.Lock()
+_DAG_CACHE_SIZE = 1024
 
 
 def dag_of(spec: WorkflowSpec) -> Dag:
-    """Return the Dag of a pinned definition, built once per definition object."""
+    """Return the Dag of a pinned definition, built once per definition object.
+
+    Runs of one workflow version share one definition object (the store decodes each
+    version once), so they share its Dag as well.
+    """
     key = id(spec)
-    hit = _DAGS.get(key)
-    if hit is not None and hit[0] is spec:
-        _DAGS.move_to_end(key)
-        return hit[1]
+    with _DAGS_LOCK:
+        hit = _DAGS.get(key)
+        if hit is not None and hit[0] is spec:
+            _DAGS.move_to_end(key)
+            return hit[1]
     dag = Dag(spec)
-    _DAGS[key] = (spec, dag)
-    if len(_DAGS) > _DAG_CACHE_SIZE:
-        _DAGS.popitem(last=False)
+    with _DAGS_LOCK:
+        _DAGS[key] = (spec, dag)
+        if len(_DAGS) > _DAG_CACHE_SIZE:
+            _DAGS.popitem(last=False)
     return dag
 
 

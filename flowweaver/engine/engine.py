@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import socket
 import threading
 import time
@@ -122,6 +123,13 @@ class Engine:
         self.takeover_interval = takeover_interval
         self._stop_takeover = threading.Event()
         self._takeover: threading.Thread | None = None
+        self._spawns: queue.SimpleQueue[tuple[str, _LiveRun, RunState | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self._spawner_thread = threading.Thread(
+            target=self._spawner, name="flowweaver-spawner", daemon=True
+        )
+        self._spawner_thread.start()
         self.timers = Timers()
         self.writer = GroupCommitter(store)
         self.pool = WorkerPool(
@@ -331,8 +339,20 @@ class Engine:
                 live = _LiveRun(mailbox=mailbox or Mailbox(), ref=None)
                 self._live[run_id] = live
             metrics.live_runs.set(len(self._live))
-        # Inputs that arrive before the actor is up wait in the mailbox; attach() drains them.
-        live.ref = RunActor.start(self, run_id, live.mailbox, state)
+        # The spawner thread starts the actor: starting a thread waits for it to run, and the
+        # caller (an API request, a dying actor) need not. Inputs that arrive meanwhile wait
+        # in the mailbox; attach() drains them.
+        self._spawns.put((run_id, live, state))
+
+    def _spawner(self) -> None:
+        while True:
+            item = self._spawns.get()
+            if item is None:
+                return
+            run_id, live, state = item
+            if self._closed or live.mailbox.closed:
+                continue
+            live.ref = RunActor.start(self, run_id, live.mailbox, state)
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
         """Called by a run actor that raised: rebuild it by replay, keeping its mailbox."""
@@ -457,6 +477,8 @@ class Engine:
         self._stop_takeover.set()
         if self._takeover is not None:
             self._takeover.join(timeout=10)
+        self._spawns.put(None)
+        self._spawner_thread.join(timeout=10)
         self.pool.close(grace)
         with self._lock:
             lives = list(self._live.values())

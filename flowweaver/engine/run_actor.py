@@ -99,6 +99,11 @@ class Mailbox:
             self._kicked = False
         return items
 
+    @property
+    def closed(self) -> bool:
+        """Say whether the run ended here (or was given up) and refuses inputs."""
+        return self._closed
+
     def close(self) -> list[RunInput]:
         """Refuse further inputs and return the ones still queued."""
         with self._lock:
@@ -135,6 +140,9 @@ class RunActor(pykka.ThreadingActor):
     # --- lifecycle ---------------------------------------------------------------------
 
     def on_start(self) -> None:
+        if not self.engine.leases.holds(self.run_id):
+            self._give_up([])
+            return
         if self.state is None:
             self._resume()
         elif self.state.is_terminal:

@@ -7,6 +7,7 @@ the rest (mapping, time travel, snapshots, workflows, waiting for new events) li
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -116,6 +117,10 @@ class RecorderEventStore:
         self._wakeups = 0  # counts appends, so a waiter sees one that came before it waited
         self._index_lock = threading.Lock()
         self._registrations: OrderedDict[tuple[str, int], WorkflowRegistered] = OrderedDict()
+        # Which version is the latest, remembered briefly: a version registered through this
+        # store object is seen at once, one registered by another process within latest_ttl.
+        self._latest: dict[str, tuple[float, WorkflowRegistered]] = {}
+        self.latest_ttl = 1.0
         self._closed = False
 
     # --- writing -------------------------------------------------------------------------
@@ -235,6 +240,7 @@ class RecorderEventStore:
                     self._events.insert_events([stored])
             except ConcurrencyError:
                 continue  # another writer registered first: decide again on what it wrote
+            self._latest.pop(spec.id, None)
             self._wake_waiters()
             return event.version, True
         raise ConcurrencyError([spec.id])
@@ -245,6 +251,14 @@ class RecorderEventStore:
         return [decode_registration(row.state) for row in rows]
 
     def get_workflow(self, workflow_id: str, version: int | None = None) -> WorkflowRegistered:
+        if version is None:
+            latest = self._latest.get(workflow_id)
+            if latest is not None and time.monotonic() - latest[0] < self.latest_ttl:
+                return latest[1]
+        else:
+            known = self._registrations.get((workflow_id, version))
+            if known is not None:
+                return known
         originator = workflow_aggregate_id(workflow_id)
         with self._translate_errors([workflow_id]):
             if version is None:
@@ -254,7 +268,10 @@ class RecorderEventStore:
         if not rows:
             what = workflow_id if version is None else f"{workflow_id} version {version}"
             raise NotFoundError("workflow", what)
-        return self._registration(workflow_id, rows[0].originator_version, rows[0].state)
+        registered = self._registration(workflow_id, rows[0].originator_version, rows[0].state)
+        if version is None:
+            self._latest[workflow_id] = (time.monotonic(), registered)
+        return registered
 
     def _registration(self, workflow_id: str, version: int, data: bytes) -> WorkflowRegistered:
         """Decode a registration once: versions never change, and sharing one definition
@@ -262,10 +279,10 @@ class RecorderEventStore:
         key = (workflow_id, version)
         cached = self._registrations.get(key)
         if cached is None:
-            cached = decode_registration(data)
-            self._registrations[key] = cached
+            cached = self._registrations.setdefault(key, decode_registration(data))
             if len(self._registrations) > REGISTRATION_CACHE:
-                self._registrations.popitem(last=False)
+                with contextlib.suppress(KeyError):  # another thread evicted first
+                    self._registrations.popitem(last=False)
         return cached
 
     def list_workflows(self) -> list[WorkflowRegistered]:
