@@ -37,7 +37,14 @@ Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+class RetryPolicy(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+):
     """How often and how soon a failed task runs again."""
 
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
@@ -50,21 +57,35 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omi
     def delay_before(self, attempt: int, jitter_sample: float = 0.0) -> float:
         """Return the delay before ``attempt`` (2, 3, ...), jittered by a sample in [-1, 1]."""
         base = self.initial_delay * self.backoff_factor ** max(0, attempt - 2)
-        base = min(base, self.max_delay)
-        return max(0.0, base * (1.0 + self.jitter * jitter_sample))
+        jittered = base * (1.0 + self.jitter * jitter_sample)
+        return min(max(0.0, jittered), self.max_delay)
 
 
 NO_RETRY = RetryPolicy()
 
 
-class Defaults(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+class Defaults(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+):
     """Settings every task inherits unless it sets its own."""
 
     retry: RetryPolicy | None = None
     timeout: Timeout | None = None
 
 
-class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+class TaskSpec(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+):
     """One node of the DAG: which handler runs, after which tasks, with which inputs."""
 
     id: Ident
@@ -77,7 +98,14 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_d
     timeout: Timeout | None = None
 
 
-class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+class WorkflowSpec(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+):
     """A workflow definition: a DAG of tasks with shared defaults."""
 
     id: Ident

@@ -318,3 +318,19 @@ def test_retry_delay_jitter_scales_by_the_sample() -> None:
     assert policy.delay_before(2, 1.0) == 3.0
     assert policy.delay_before(2, -1.0) == 1.0
     assert policy.delay_before(2, 0.0) == 2.0
+
+
+def test_unknown_fields_are_refused_with_their_path() -> None:
+    """A misspelt field (maxAttempt) is an error at its object, not silently ignored."""
+    doc = b'{"id":"x","tasks":[{"id":"a","handler":"noop","retry":{"maxAttempt":3}}]}'
+    with pytest.raises(ValidationError) as info:
+        decode_workflow(doc)
+    assert info.value.errors[0].path == "$.tasks[0].retry"
+    assert "maxAttempt" in info.value.errors[0].message
+
+
+def test_jitter_never_pushes_a_delay_past_max_delay() -> None:
+    """maxDelay bounds the delay after jitter too."""
+    policy = RetryPolicy(max_attempts=5, initial_delay=10, max_delay=10, jitter=0.5)
+    assert policy.delay_before(5, jitter_sample=1.0) == 10
+    assert policy.delay_before(2, jitter_sample=-1.0) == 5
