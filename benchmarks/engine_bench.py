@@ -13,6 +13,7 @@ Each figure is the median of --repeats runs, each on a fresh store.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -33,8 +34,18 @@ CHAIN3 = {
     "id": "chain3",
     "tasks": [
         {"id": "t1", "handler": "echo", "inputs": {"value": "$.params.value"}},
-        {"id": "t2", "handler": "echo", "dependencies": ["t1"], "inputs": {"value": "$.result.value"}},
-        {"id": "t3", "handler": "echo", "dependencies": ["t2"], "inputs": {"value": "$.result.value"}},
+        {
+            "id": "t2",
+            "handler": "echo",
+            "dependencies": ["t1"],
+            "inputs": {"value": "$.result.value"},
+        },
+        {
+            "id": "t3",
+            "handler": "echo",
+            "dependencies": ["t2"],
+            "inputs": {"value": "$.result.value"},
+        },
     ],
 }
 
@@ -95,6 +106,12 @@ def w3(engine: Engine, runs: int) -> dict[str, float]:
     return {"runs_per_s": runs / elapsed, "seconds": elapsed}
 
 
+def _sized(
+    workload: Callable[[Engine, int], dict[str, float]], n: int, engine: Engine
+) -> dict[str, float]:
+    return workload(engine, n)
+
+
 def measure(
     name: str,
     kind: str,
@@ -112,9 +129,7 @@ def measure(
             samples.append(workload(engine))
         finally:
             engine.close()
-    result = {
-        key: round(statistics.median(s[key] for s in samples), 3) for key in samples[0]
-    }
+    result = {key: round(statistics.median(s[key] for s in samples), 3) for key in samples[0]}
     line = {
         "benchmark": name,
         "store": kind,
@@ -141,16 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(dir=os.environ.get("FLOWWEAVER_BENCH_DIR")) as tmp:
         directory = Path(tmp)
+        workloads = {
+            "w1": ("W1_chain3", w1, "runs", 200),
+            "w2": ("W2_fanout", w2, "tasks", 1000),
+            "w3": ("W3_concurrent", w3, "runs", 500),
+        }
         for kind in args.stores.split(","):
-            if "w1" in only:
-                n = 200 // scale
-                measure("W1_chain3", kind, lambda e: w1(e, n), repeats, args.workers, directory, {"runs": n})
-            if "w2" in only:
-                n = 1000 // scale
-                measure("W2_fanout", kind, lambda e: w2(e, n), repeats, args.workers, directory, {"tasks": n})
-            if "w3" in only:
-                n = 500 // scale
-                measure("W3_concurrent", kind, lambda e: w3(e, n), repeats, args.workers, directory, {"runs": n})
+            for key, (name, workload, unit, size) in workloads.items():
+                if key in only:
+                    n = size // scale
+                    run = functools.partial(_sized, workload, n)
+                    measure(name, kind, run, repeats, args.workers, directory, {unit: n})
 
 
 if __name__ == "__main__":
