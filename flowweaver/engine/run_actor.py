@@ -133,6 +133,7 @@ class RunActor(pykka.ThreadingActor):
         self.state = state
         self.log = structlog.get_logger("flowweaver.run").bind(run_id=run_id)
         self._retry: list[RunInput] = []
+        self._processing: list[RunInput] = []
         self._failures = 0
         self._lost = False
         self._rng = random.Random()
@@ -153,7 +154,10 @@ class RunActor(pykka.ThreadingActor):
 
     def on_failure(self, *exc_info: Any) -> None:
         self.log.error("run_actor_failed", exc_info=exc_info)
-        self.engine.actor_died(self.run_id, self.mailbox, self._retry)
+        # The inputs of the wake-up that raised go to the next actor too: a worker waiting
+        # on a start request must get its answer. A bug that raises on every try ends after
+        # the engine's death limit, which refuses them.
+        self.engine.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
 
     def on_receive(self, message: Any) -> Any:
         if message is DRAIN:
@@ -167,6 +171,11 @@ class RunActor(pykka.ThreadingActor):
         self._retry = []
         if not inputs:
             return
+        self._processing = inputs
+        self._decide_and_act(inputs)
+        self._processing = []
+
+    def _decide_and_act(self, inputs: list[RunInput]) -> None:
         if self.state is None and not self._reload():
             self._later(inputs)
             return
