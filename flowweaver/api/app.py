@@ -29,6 +29,7 @@ class ApiConfig:
     replay_page: int = 2000
     tail_page: int = 1000
     tail_wait: float = 1.0
+    tail_linger: float = 5.0
     header_timeout: float = 10.0
     max_connections: int = 1024
     keepalive_timeout: float = 75.0
@@ -58,7 +59,13 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app[CONFIG] = config
     app[ENGINE] = engine
     app[BRIDGE] = bridge
-    app[HUB] = Hub(bridge, buffer=config.sse_buffer, page=config.tail_page, wait=config.tail_wait)
+    app[HUB] = Hub(
+        bridge,
+        buffer=config.sse_buffer,
+        page=config.tail_page,
+        wait=config.tail_wait,
+        linger=config.tail_linger,
+    )
     app[STREAMS] = StreamSettings(
         retry_ms=config.sse_retry_ms,
         heartbeat=config.heartbeat,

@@ -22,7 +22,7 @@ from flowweaver.ports import EventStore, RecordedEvent, RunPage
 
 T = TypeVar("T")
 
-Batch = tuple[int, list[RecordedEvent] | None]
+Batch = tuple[int | None, list[RecordedEvent]]
 
 
 class EngineBridge:
@@ -116,21 +116,24 @@ class EngineBridge:
 
     # --- the tailer's thread ---------------------------------------------------------------
 
-    async def next_batch(self, after: int, *, wait: float, limit: int, read: bool) -> Batch | None:
-        """Wait up to ``wait`` s for the log to pass ``after``, then read what is new.
+    async def next_batch(self, after: int, *, wait: float, limit: int) -> Batch | None:
+        """Wait up to ``wait`` s for the log to pass ``after``, then read the run events after it.
 
-        Returns None when nothing came, else ``(top, events)``: ``top`` is the log's end as
-        read *before* the events, so every run event up to ``top`` is in ``events`` unless
-        the page is full. ``events`` is None when ``read`` is False (nobody listens).
+        Returns None when nothing came, else ``(top, events)``. ``top`` is None when events
+        were found at the first read. When none were (the new rows are not run events, say
+        workflow registrations), ``top`` is the end of the log read *before* a second read,
+        so every run event up to ``top`` is in that second read unless its page is full.
         """
 
         def wait_and_read() -> Batch | None:
-            if not self.store.wait_for_log(after, wait):
+            store = self.store
+            if not store.wait_for_log(after, wait):
                 return None
-            top = self.store.max_position()
-            if not read:
-                return top, None
-            return top, self.store.read_log(after=after, limit=limit)
+            page = store.read_log(after=after, limit=limit)
+            if page:
+                return None, page
+            top = store.max_position()
+            return top, store.read_log(after=after, limit=limit)
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tail_executor, wait_and_read)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -156,7 +157,13 @@ class Subscriber:
 
 
 class Hub:
-    """The process's one tailer of the event log, fanning new events out to subscribers."""
+    """The process's one tailer of the event log, fanning new events out to subscribers.
+
+    With nobody subscribed for ``linger`` seconds the tailer parks and reads nothing, so that
+    an API nobody follows costs the engine nothing per append. The first subscriber to arrive
+    then moves :attr:`position` to the end of the log before it registers: what is stored up
+    to there its own read from the store finds, and what comes after, the tailer delivers.
+    """
 
     def __init__(
         self,
@@ -165,19 +172,25 @@ class Hub:
         buffer: int = 1000,
         page: int = 1000,
         wait: float = 1.0,
+        linger: float = 5.0,
     ) -> None:
         self.bridge = bridge
         self.buffer = buffer
         self.page = page
         self.wait = wait
+        self.linger = linger
+        self._last_seen = 0.0
         self.position = 0
         self._by_run: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
         self._count = 0
-        self._generation = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._round = 0
+        self._parked = True
+        self._joining = 0
+        self._active = asyncio.Event()
+        self._resync: asyncio.Future[None] | None = None
 
     @property
     def subscribers(self) -> int:
@@ -185,26 +198,46 @@ class Hub:
         return self._count
 
     async def start(self) -> None:
-        """Start tailing from the current end of the log."""
-        self.position = await self.bridge.max_position()
+        """Start the tailer (parked until someone subscribes)."""
         self._task = asyncio.create_task(self._tail(), name="flowweaver-sse-tailer")
 
-    def subscribe(self, run_id: str | None) -> Subscriber:
+    async def subscribe(self, run_id: str | None) -> Subscriber:
         """Register a stream (a run's, or the global feed with None) for live events.
 
-        Every event past :attr:`position` at this moment will be delivered to it.
+        Every event past :attr:`position` at the moment this returns will be delivered.
+
+        Raises:
+            StoreError: the log's end could not be read to wake the tailer.
         """
-        sub = Subscriber(run_id, self.buffer)
-        if self._closing:
-            sub.close()
+        self._joining += 1  # the tailer does not park while someone is joining
+        try:
+            while self._parked and not self._closing:
+                if self._resync is None:
+                    self._resync = asyncio.ensure_future(self._unpark())
+                resync = self._resync
+                try:
+                    await asyncio.shield(resync)
+                finally:
+                    if self._resync is resync and resync.done():
+                        self._resync = None
+            sub = Subscriber(run_id, self.buffer)
+            if self._closing:
+                sub.close()
+                return sub
+            if run_id is None:
+                self._global.add(sub)
+            else:
+                self._by_run.setdefault(run_id, set()).add(sub)
+            self._count += 1
             return sub
-        if run_id is None:
-            self._global.add(sub)
-        else:
-            self._by_run.setdefault(run_id, set()).add(sub)
-        self._count += 1
-        self._generation += 1
-        return sub
+        finally:
+            self._joining -= 1
+
+    async def _unpark(self) -> None:
+        top = await self.bridge.max_position()
+        self.position = max(self.position, top)
+        self._parked = False
+        self._active.set()
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Stop delivering to ``sub`` (idempotent)."""
@@ -224,6 +257,7 @@ class Hub:
     async def close(self) -> None:
         """End every stream and stop tailing."""
         self._closing = True
+        self._active.set()
         for sub in [*self._global, *(s for subs in self._by_run.values() for s in subs)]:
             sub.close()
         if self._task is not None:
@@ -234,12 +268,19 @@ class Hub:
     async def _tail(self) -> None:
         failures = 0
         while not self._closing:
-            generation = self._generation
-            listening = self._count > 0
+            now = time.monotonic()
+            if self._count or self._joining:
+                self._last_seen = now
+            elif now - self._last_seen >= self.linger:
+                # Nobody has listened for a while: read nothing until a subscriber unparks
+                # us at the log's end. (Lingering first spares clients that come and go,
+                # one stream per run, the round trip of unparking.)
+                self._parked = True
+                self._active.clear()
+                await self._active.wait()
+                continue
             try:
-                batch = await self.bridge.next_batch(
-                    self.position, wait=self.wait, limit=self.page, read=listening
-                )
+                batch = await self.bridge.next_batch(self.position, wait=self.wait, limit=self.page)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the tailer must outlive store hiccups
@@ -252,14 +293,8 @@ class Hub:
             if batch is None:
                 continue
             top, page = batch
-            if page is None:
-                # Nobody was listening: skip ahead unread, unless someone subscribed since
-                # (then this loop reads the same stretch again, for them).
-                if self._generation == generation and self._count == 0:
-                    self.position = max(self.position, top)
-                continue
             self._fan_out(page)
-            if len(page) < self.page:
+            if top is not None and len(page) < self.page:
                 self.position = max(self.position, top)
 
     def _fan_out(self, page: Iterable[RecordedEvent]) -> None:
@@ -381,20 +416,28 @@ async def run_stream(
         NotFoundError: no such run (404), before streaming.
     """
     after = parse_offset(request)
-    probe = await bridge.read_run(run_id, after=max(after - 1, 0), upto=max(after, 1))
-    if not probe:
+    page_size = settings.replay_page
+    # One read both checks the offset (version `after` must exist) and starts the replay.
+    first = await bridge.read_run(
+        run_id, after=max(after - 1, 0), limit=page_size + (1 if after else 0)
+    )
+    ended = False
+    if after > 0 and first:
+        ended = first[0].name.encode() in _TERMINAL
+        first = first[1:]
+    elif not first:
         if after <= 1 or not await bridge.read_run(run_id, upto=1):
             raise NotFoundError("run", run_id)
         raise bad_request(
             f"the run has fewer than {after} events; resume from an id it sent", path="$.after"
         )
-    ended = after > 0 and probe[-1].name.encode() in _TERMINAL
     stream = _Stream(request, settings)
     await stream.open()
     try:
-        await stream.send(stream.retry_line())
-        if not ended:
-            await _follow_run(stream, bridge, hub, settings, run_id, after)
+        if ended:
+            await stream.send(stream.retry_line())
+        else:
+            await _follow_run(stream, bridge, hub, settings, run_id, after, first)
     except (ConnectionResetError, TimeoutError):
         pass
     finally:
@@ -409,11 +452,16 @@ async def _follow_run(
     settings: StreamSettings,
     run_id: str,
     last: int,
+    first: list[RecordedEvent],
 ) -> None:
-    last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+    last, ended = await _send_page(stream, first, last, stream.retry_line())
     if ended:
         return
-    sub = hub.subscribe(run_id)
+    if len(first) >= settings.replay_page:
+        last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+        if ended:
+            return
+    sub = await hub.subscribe(run_id)
     try:
         last, ended = await _replay_run(stream, bridge, settings, run_id, last)
         while not ended:
@@ -443,6 +491,23 @@ async def _follow_run(
         hub.unsubscribe(sub)
 
 
+async def _send_page(
+    stream: _Stream, page: list[RecordedEvent], last: int, prefix: bytes = b""
+) -> tuple[int, bool]:
+    """Send a page of stored events (stopping at a terminal one): (last version, ended)."""
+    frames: list[bytes] = [prefix] if prefix else []
+    ended = False
+    for rec in page:
+        frames.append(sse_frame(rec.version, rec))
+        last = rec.version
+        if rec.name.encode() in _TERMINAL:
+            ended = True
+            break
+    if frames:
+        await stream.send(b"".join(frames), len(frames) - (1 if prefix else 0))
+    return last, ended
+
+
 async def _replay_run(
     stream: _Stream, bridge: EngineBridge, settings: StreamSettings, run_id: str, last: int
 ) -> tuple[int, bool]:
@@ -450,21 +515,9 @@ async def _replay_run(
     page_size = settings.replay_page
     while True:
         page = await bridge.read_run(run_id, after=last, limit=page_size)
-        if not page:
-            return last, False
-        frames: list[bytes] = []
-        ended = False
-        for rec in page:
-            frames.append(sse_frame(rec.version, rec))
-            last = rec.version
-            if rec.name.encode() in _TERMINAL:
-                ended = True
-                break
-        await stream.send(b"".join(frames), len(frames))
-        if ended:
-            return last, True
-        if len(page) < page_size:
-            return last, False
+        last, ended = await _send_page(stream, page, last)
+        if ended or len(page) < page_size:
+            return last, ended
 
 
 async def log_stream(
@@ -497,7 +550,7 @@ async def _follow_log(
     stream: _Stream, bridge: EngineBridge, hub: Hub, settings: StreamSettings, last: int
 ) -> None:
     last = await _replay_log(stream, bridge, settings, last, None)
-    sub = hub.subscribe(None)
+    sub = await hub.subscribe(None)
     try:
         # Everything up to the hub's position at subscription is stored: read it; what
         # comes after is delivered live.

@@ -1,0 +1,446 @@
+"""Workloads over the HTTP API of a real ``flowweaver serve`` process; one JSON line per result.
+
+W1 chain3 over REST:   200 runs one after another on SQLite; each POST /runs, then the client
+                       follows GET /events/{id} to the terminal event: runs/s, p50/p99 latency.
+W2 fanout1000 over REST: one run of 1,000 no-op tasks and a join, followed over SSE: tasks/s.
+W3 concurrent over REST: 500 chain3 runs posted at once, each followed over SSE: runs/s.
+SSE fan-out:           1,000 subscribers on one run; delay from an event's timestamp (taken
+                       just before its append) to its arrival at each subscriber: p50/p99.
+SSE replay:            a 100,000-event run streamed from offset 0 to one client: events/s.
+
+    python benchmarks/api_bench.py [--repeats 3] [--only w1,w2,w3,fanout,replay] [--quick]
+
+The server runs as a subprocess (``flowweaver serve``, SQLite, log level WARNING so that access
+lines are not part of the figure) on a fresh store for each repeat; the client is aiohttp for
+REST and raw asyncio sockets for the SSE measurements, so that the client's own parsing does
+not count as delivery delay. Each figure is the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from flowweaver.domain import run as commands
+from flowweaver.domain.events import ErrorInfo
+from flowweaver.domain.spec import workflow_from_builtins
+from flowweaver.ports import Append
+from flowweaver.store import SQLiteEventStore
+
+FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
+CHAIN3 = {
+    "id": "chain3",
+    "tasks": [
+        {"id": "t1", "handler": "echo", "inputs": {"value": "$.params.value"}},
+        {
+            "id": "t2",
+            "handler": "echo",
+            "dependencies": ["t1"],
+            "inputs": {"value": "$.result.value"},
+        },
+        {
+            "id": "t3",
+            "handler": "echo",
+            "dependencies": ["t2"],
+            "inputs": {"value": "$.result.value"},
+        },
+    ],
+}
+TERMINAL = (b"event: RunCompleted\n", b"event: RunFailed\n", b"event: RunCancelled\n")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(store_path: Path, *, workers: int = 8) -> Iterator[str]:
+    """Run ``flowweaver serve`` on ``store_path`` and yield its base URL."""
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLOWWEAVER_") or k == "FLOWWEAVER_SWITCH_INTERVAL"
+    }
+    process = subprocess.Popen(
+        [
+            FLOWWEAVER,
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{store_path}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "WARNING",
+            "--log-format",
+            "json",
+            "--max-connections",
+            "4000",
+            "--sse-buffer",
+            "100000",
+            "--heartbeat",
+            "0.5",
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("flowweaver serve exited")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2):  # noqa: S310 - loopback
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- REST workloads ---------------------------------------------------------------------------
+
+
+async def _register(s: aiohttp.ClientSession, url: str, workflow: dict[str, Any]) -> None:
+    async with s.post(f"{url}/workflows", json=workflow) as r:
+        assert r.status in (200, 201), await r.text()
+
+
+async def _start(s: aiohttp.ClientSession, url: str, workflow_id: str, params: Any) -> str:
+    async with s.post(f"{url}/runs", json={"workflowId": workflow_id, "parameters": params}) as r:
+        assert r.status == 201, await r.text()
+        run_id: str = (await r.json())["id"]
+        return run_id
+
+
+async def _follow(s: aiohttp.ClientSession, url: str, run_id: str) -> bytes:
+    """Read the run's SSE stream until the server closes it after the terminal event."""
+    last = b""
+    async with s.get(f"{url}/events/{run_id}") as r:
+        assert r.status == 200
+        async for chunk in r.content.iter_any():
+            last = (last + chunk)[-4000:]
+    assert any(t in last for t in TERMINAL), last
+    return last
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+async def w1(url: str, runs: int) -> dict[str, float]:
+    async with _session() as s:
+        await _register(s, url, CHAIN3)
+        latencies = []
+        started = time.perf_counter()
+        for i in range(runs):
+            t0 = time.perf_counter()
+            run_id = await _start(s, url, "chain3", {"value": i})
+            tail = await _follow(s, url, run_id)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert b"RunCompleted" in tail
+        elapsed = time.perf_counter() - started
+    return {
+        "runs_per_s": runs / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+    }
+
+
+async def w2(url: str, tasks: int) -> dict[str, float]:
+    workflow: dict[str, Any] = {
+        "id": f"fanout{tasks}",
+        "tasks": [
+            *({"id": f"n{i}", "handler": "noop"} for i in range(tasks)),
+            {"id": "join", "handler": "noop", "dependencies": [f"n{i}" for i in range(tasks)]},
+        ],
+    }
+    async with _session() as s:
+        await _register(s, url, workflow)
+        started = time.perf_counter()
+        run_id = await _start(s, url, workflow["id"], {})
+        tail = await _follow(s, url, run_id)
+        elapsed = time.perf_counter() - started
+        assert b"RunCompleted" in tail
+    return {"tasks_per_s": (tasks + 1) / elapsed, "seconds": elapsed}
+
+
+async def w3(url: str, runs: int) -> dict[str, float]:
+    async with _session() as s:
+        await _register(s, url, CHAIN3)
+
+        async def one(i: int) -> None:
+            run_id = await _start(s, url, "chain3", {"value": i})
+            await _follow(s, url, run_id)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(runs)))
+        elapsed = time.perf_counter() - started
+    return {"runs_per_s": runs / elapsed, "seconds": elapsed}
+
+
+# --- SSE fan-out ------------------------------------------------------------------------------
+
+_DATA = re.compile(rb'data: \{"type":"(\w+)","runId":"[^"]+","version":(\d+),"timestamp":"([^"]+)"')
+
+
+class _Probe(asyncio.Protocol):
+    """A raw SSE client that only timestamps what arrives; parsing happens afterwards."""
+
+    def __init__(self, request: bytes, subscribed: asyncio.Future[None]) -> None:
+        self.request = request
+        self.chunks: list[tuple[float, bytes]] = []
+        self.subscribed = subscribed
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append((time.time(), data))
+        if not self.subscribed.done() and b": keep-alive" in data:
+            self.subscribed.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def delays(self, since: float) -> list[float]:
+        """Delay (s) of each event stamped after ``since``, from its timestamp to arrival."""
+        out = []
+        buffer = b""
+        for received, data in self.chunks:
+            buffer += data
+            for match in _DATA.finditer(buffer):
+                stamp = datetime.fromisoformat(match[3].decode()).timestamp()
+                if stamp > since:
+                    out.append(received - stamp)
+            cut = buffer.rfind(b"\n\n")
+            if cut >= 0:
+                buffer = buffer[cut + 2 :]
+        return out
+
+
+async def fanout(url: str, subscribers: int, tasks: int, pause: float) -> dict[str, float]:
+    """Subscribers wait on a run held by a sleep task, then a chain of tasks runs."""
+    workflow: dict[str, Any] = {
+        "id": "fanout_sse",
+        "tasks": [
+            {"id": "hold", "handler": "sleep", "inputs": {"seconds": "$.params.hold"}},
+            *(
+                {
+                    "id": f"c{i}",
+                    "handler": "sleep",
+                    "dependencies": ["hold" if i == 0 else f"c{i - 1}"],
+                    "inputs": {"seconds": pause},
+                }
+                for i in range(tasks)
+            ),
+        ],
+    }
+    hold = 2.0 + subscribers / 500
+    async with _session() as s:
+        await _register(s, url, workflow)
+        run_id = await _start(s, url, "fanout_sse", {"hold": hold})
+    loop = asyncio.get_running_loop()
+    port = int(url.rsplit(":", 1)[1])
+    request = f"GET /events/{run_id} HTTP/1.0\r\nHost: bench\r\n\r\n".encode()
+    probes = []
+    for _ in range(subscribers):
+        subscribed: asyncio.Future[None] = loop.create_future()
+        _, probe = await loop.create_connection(
+            lambda f=subscribed: _Probe(request, f), "127.0.0.1", port
+        )
+        probes.append(probe)
+    await asyncio.gather(*(p.subscribed for p in probes))
+    live_from = time.time()
+    await asyncio.gather(*(p.done for p in probes))
+    delays = [d for p in probes for d in p.delays(live_from)]
+    expected = subscribers * (3 * tasks + 2)  # hold's completion, 3 per chained task, the end
+    assert len(delays) >= expected * 0.99, (len(delays), expected)
+    return {
+        "deliveries": float(len(delays)),
+        "p50_ms": statistics.median(delays) * 1000,
+        "p99_ms": percentile(delays, 0.99) * 1000,
+        "max_ms": max(delays) * 1000,
+    }
+
+
+# --- SSE replay -------------------------------------------------------------------------------
+
+
+def write_long_run(path: Path, target: int) -> tuple[str, int]:
+    """Record a run of about ``target`` events straight into a SQLite store, as the engine would.
+
+    Tasks fail and retry (100 attempts each, no delay): 300 events per task.
+    """
+    tasks = max(1, target // 300)
+    spec = workflow_from_builtins(
+        {
+            "id": "long",
+            "defaults": {"retry": {"maxAttempts": 100, "initialDelay": 0}},
+            "tasks": [{"id": f"t{i}", "handler": "fail"} for i in range(tasks)],
+        }
+    )
+    now = datetime.now(UTC)
+    run_id = str(uuid.uuid4())
+    store = SQLiteEventStore(str(path))
+    try:
+        store.register_workflow(spec, now)
+        state, events = commands.start_run(run_id, spec, 1, {}, now)
+        pending: list[Any] = list(events)
+        written = 0
+        error = ErrorInfo(type="FailError", message="failed on purpose", retryable=True)
+        for task in reversed(state.spec.tasks):
+            attempt = 1
+            while True:
+                pending += commands.record_started(state, task.id, attempt, "w", now)
+                pending += commands.record_failed(state, task.id, attempt, error, now)
+                if state.tasks[task.id].status == "failed":
+                    break
+                pending += commands.record_retry_due(state, task.id, attempt, now)
+                attempt += 1
+            if len(pending) >= 5000:
+                store.append([Append(run_id, written, pending)])
+                written += len(pending)
+                pending = []
+        if pending:
+            store.append([Append(run_id, written, pending)])
+            written += len(pending)
+        assert state.is_terminal
+        return run_id, written
+    finally:
+        store.close()
+
+
+async def replay(url: str, run_id: str, total: int) -> dict[str, float]:
+    async with _session() as s:
+        started = time.perf_counter()
+        count = 0
+        async with s.get(f"{url}/events/{run_id}") as r:
+            assert r.status == 200
+            async for chunk in r.content.iter_any():
+                count += chunk.count(b"\nevent: ")
+        elapsed = time.perf_counter() - started
+    assert count == total, (count, total)
+    return {"events_per_s": total / elapsed, "seconds": elapsed, "events": float(total)}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def measure(
+    name: str,
+    repeats: int,
+    directory: Path,
+    workload: Callable[[str], Awaitable[dict[str, float]]],
+    params: dict[str, Any],
+    *,
+    store: Path | None = None,
+) -> None:
+    samples = []
+    for i in range(repeats):
+        path = store or directory / f"{name}-{i}.db"
+        with server(path) as url:
+            samples.append(asyncio.run(workload(url)))
+    line = {
+        "benchmark": name,
+        "store": "sqlite",
+        "transport": "http",
+        "repeats": repeats,
+        "params": params,
+        "median": {k: round(statistics.median(s[k] for s in samples), 3) for k in samples[0]},
+        "samples": [{k: round(v, 3) for k, v in s.items()} for s in samples],
+    }
+    print(json.dumps(line), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="w1,w2,w3,fanout,replay")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, smaller workloads")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument(
+        "--pause", type=float, default=0.02, help="fan-out: seconds each chained task sleeps"
+    )
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    scale = 10 if args.quick else 1
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("FLOWWEAVER_BENCH_DIR")) as tmp:
+        directory = Path(tmp)
+        if "w1" in only:
+            n = 200 // scale
+            measure("W1_chain3_rest", repeats, directory, lambda u: w1(u, n), {"runs": n})
+        if "w2" in only:
+            n = 1000 // scale
+            measure("W2_fanout_rest", repeats, directory, lambda u: w2(u, n), {"tasks": n})
+        if "w3" in only:
+            n = 500 // scale
+            measure("W3_concurrent_rest", repeats, directory, lambda u: w3(u, n), {"runs": n})
+        if "fanout" in only:
+            subs = args.subscribers // scale
+            measure(
+                "SSE_fanout",
+                repeats,
+                directory,
+                lambda u: fanout(u, subs, 20, args.pause),
+                {"subscribers": subs, "chained_tasks": 20, "task_seconds": args.pause},
+            )
+        if "replay" in only:
+            target = 100_000 // scale
+            path = directory / "long.db"
+            run_id, total = write_long_run(path, target)
+            measure(
+                "SSE_replay",
+                repeats,
+                directory,
+                lambda u: replay(u, run_id, total),
+                {"events": total},
+                store=path,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
