@@ -4,6 +4,7 @@ Found by the store URL scheme ``postgresql://`` through the ``flowweaver.stores`
 point; nothing in the core imports it.
 """
 
+from flowweaver_postgres.leases import PostgresLeases
 from flowweaver_postgres.store import (
     PostgresEventStore,
     PostgresLogListener,
@@ -14,6 +15,7 @@ from flowweaver_postgres.store import (
 
 __all__ = [
     "PostgresEventStore",
+    "PostgresLeases",
     "PostgresLogListener",
     "PostgresSettings",
     "open_store",

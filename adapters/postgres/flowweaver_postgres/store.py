@@ -28,7 +28,8 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,7 +37,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 import structlog
-from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.postgres import (
     ConnectionPool,
     PostgresAggregateRecorder,
@@ -49,8 +55,16 @@ from psycopg_pool import PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from flowweaver.errors import StoreConfigError, StoreError
+from flowweaver.ports import Append
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
+from flowweaver.store.codec import encode
 from flowweaver.store.sql import SQLRunIndex
+from flowweaver_postgres.leases import (
+    HEARTBEAT_INTERVAL,
+    SESSION_TIMEOUT,
+    PostgresLeases,
+    fence_function_sql,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -429,6 +443,8 @@ class PostgresEventStore(RecorderEventStore):
                 events.create_table()
                 snapshots.create_table()
                 index.create_tables()
+                with self._transaction(commit=True) as cursor:
+                    cursor.execute(fence_function_sql(settings.schema))
         except (psycopg.Error, PersistenceError) as e:
             self._datastore.close()
             raise StoreError(f"cannot open the PostgreSQL store at {self._where()}: {e}") from e
@@ -446,6 +462,78 @@ class PostgresEventStore(RecorderEventStore):
             settings.connection_kwargs("flowweaver-listener"), self.channel, self._wake_waiters
         )
         self.listener.start()
+        self._log_recorder = events
+        self._leases: PostgresLeases | None = None
+        self._leases_lock = threading.Lock()
+
+    # --- leases and the fenced append ------------------------------------------------------
+
+    def open_leases(
+        self,
+        node: str,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        session_timeout: float = SESSION_TIMEOUT,
+    ) -> PostgresLeases:
+        """Open this node's run leases; until they close, run appends go through them.
+
+        The engine calls this when it starts on the store. From then on every
+        :meth:`append` runs on the lease session, fenced by the leases (see
+        :mod:`flowweaver_postgres.leases`). One engine per store object: a second
+        ``open_leases`` while the first is open is refused.
+
+        Raises:
+            StoreConfigError: this store already has open leases.
+            StoreError: the lease session cannot be opened.
+        """
+        with self._leases_lock:
+            if self._leases is not None:
+                raise StoreConfigError(
+                    f"this store already has open leases (node {self._leases.node}): "
+                    "open one store per engine"
+                )
+            leases = PostgresLeases(
+                self.settings,
+                node,
+                self._log_recorder,
+                heartbeat_interval=heartbeat_interval,
+                session_timeout=session_timeout,
+                on_close=self._leases_closed,
+            )
+            if leases.backend_pid is None:
+                leases.close()
+                raise StoreError(f"cannot open a lease session on {self._where()}")
+            self._leases = leases
+        return leases
+
+    def _leases_closed(self, leases: PostgresLeases) -> None:
+        with self._leases_lock:
+            if self._leases is leases:
+                self._leases = None
+
+    def append(self, appends: Sequence[Append]) -> list[int]:
+        """Store every event of every append atomically; fenced by the leases when open.
+
+        Raises:
+            ConcurrencyError: a version is taken, or (with leases) a run this node does not
+                own; nothing of the batch was stored.
+            StoreError: the database failed, or the lease session is down; nothing stored.
+        """
+        leases = self._leases
+        if leases is None:
+            return super().append(appends)
+        stored: list[StoredEvent] = []
+        for append in appends:
+            originator = uuid.UUID(append.run_id)
+            version = append.expected_version
+            for event in append.events:
+                version += 1
+                stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+        if not stored:
+            return []
+        positions = leases.append(stored, appends)
+        self._wake_waiters()
+        return positions
 
     def _where(self) -> str:
         s = self.settings
@@ -511,7 +599,10 @@ class PostgresEventStore(RecorderEventStore):
             raise StoreError(f"PostgreSQL at {self._where()} does not answer: {e}") from e
 
     def close(self) -> None:
-        """Stop the listener and close every connection."""
+        """Stop the listener and close every connection (and the leases, if open)."""
+        leases = self._leases
+        if leases is not None:
+            leases.close()
         self.listener.close()
         super().close()
 

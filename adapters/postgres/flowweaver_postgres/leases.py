@@ -1,0 +1,425 @@
+"""Run leases on PostgreSQL: session-level advisory locks on one connection per node.
+
+A node owns a run while its *lease session* holds the advisory lock keyed from the run id
+(``pg_try_advisory_lock(bigint)``; the store's setup lock uses the two-int4 key space, so
+the two never meet). The lock lives as long as the session: a killed process's socket is
+closed by its kernel and the server ends the session at once; a frozen process (SIGSTOP, a
+VM paused, a partition) stops sending heartbeats and the server ends its session after
+``idle_session_timeout``. Either way every lease of that node lapses together, and another
+node's takeover scan acquires them.
+
+Fencing: once leases are open, every run append of the process goes through the lease
+session (see :meth:`PostgresLeases.append`), in one transaction that first takes each
+run's lock at transaction level (``pg_try_advisory_xact_lock``, which a session holding
+the session-level lock always gets, and no other session can get). So an append commits
+only on a live session that no other session's lease contradicts at commit time: a node
+whose session was ended, and whose runs another node took, cannot commit anything to them,
+however long it was frozen and whatever its own clock or heartbeat says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import psycopg
+import structlog
+from eventsourcing.persistence import StoredEvent
+from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL, Composed, Identifier
+from psycopg.types.composite import register_composite
+
+from flowweaver.errors import ConcurrencyError, StoreError
+from flowweaver.ports import Append
+
+if TYPE_CHECKING:
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    from flowweaver_postgres.store import PostgresSettings
+
+log = structlog.get_logger(__name__)
+
+FENCE_FUNCTION = "fw_fence"
+# The SQLSTATE the fence function raises when another session holds one of the runs.
+FENCE_SQLSTATE = "FW001"
+HEARTBEAT_INTERVAL = 1.0
+SESSION_TIMEOUT = 3.0
+
+
+def lease_key(schema: str, run_id: str) -> int:
+    """Return the bigint advisory-lock key of a run: schemas on one database never share one."""
+    digest = hashlib.blake2b(f"{schema}/{run_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def fence_function_sql(schema: str) -> Composed:
+    """Return the DDL of the function that takes each run's lock for the transaction.
+
+    It raises FW001, naming the keys it could not take, when another session holds any.
+    """
+    return SQL(
+        "CREATE OR REPLACE FUNCTION {schema}.{name}(keys bigint[]) RETURNS void "
+        "LANGUAGE plpgsql AS $body$ "
+        "DECLARE refused bigint[]; "
+        "BEGIN "
+        "  SELECT array_agg(k) INTO refused FROM unnest(keys) AS k "
+        "   WHERE NOT pg_try_advisory_xact_lock(k); "
+        "  IF refused IS NOT NULL THEN "
+        "    RAISE EXCEPTION USING ERRCODE = {code}, "
+        "      MESSAGE = 'run lease held by another session', "
+        "      DETAIL = array_to_string(refused, ','); "
+        "  END IF; "
+        "END $body$"
+    ).format(
+        schema=Identifier(schema),
+        name=Identifier(FENCE_FUNCTION),
+        code=FENCE_SQLSTATE,
+    )
+
+
+class PostgresLeases:
+    """The :class:`flowweaver.ports.Leases` of one node, on its own lease session.
+
+    One connection, not pooled, opened with ``idle_session_timeout`` and
+    ``idle_in_transaction_session_timeout`` of ``session_timeout`` seconds and short TCP
+    keepalives. A heartbeat thread runs ``SELECT 1`` every ``heartbeat_interval`` seconds
+    (and gives back released leases in the same round trip). When the session dies (a failed
+    heartbeat, append or acquire), every lease is gone: the callbacks given to
+    :meth:`on_lost` are called from the heartbeat thread, then it opens a new session, on
+    which runs can be acquired again.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        node: str,
+        recorder: PostgresApplicationRecorder,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        session_timeout: float = SESSION_TIMEOUT,
+        on_close: Callable[[PostgresLeases], None] | None = None,
+    ) -> None:
+        if session_timeout < 2 * heartbeat_interval:
+            raise ValueError("session_timeout must be at least twice the heartbeat interval")
+        self.settings = settings
+        self.schema = settings.schema
+        self.node = node
+        self.heartbeat_interval = heartbeat_interval
+        self.session_timeout = session_timeout
+        # holds() asks the server when the last sign of life of the session is older.
+        self.stale_after = heartbeat_interval * 1.5
+        self._recorder = recorder
+        self._on_close = on_close
+        self._fence = SQL("SELECT {0}.{1}(%s)").format(
+            Identifier(self.schema), Identifier(FENCE_FUNCTION)
+        )
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[DictRow] | None = None
+        self._session = 0  # how many sessions were opened; 0 before the first
+        self._backend_pid: int | None = None
+        self._last_ok = 0.0
+        self._held: dict[str, int] = {}  # run id -> key, on the current session
+        self._key_holds: Counter[int] = Counter()
+        self._unlocks: list[int] = []  # keys released, still to be given back to the server
+        self._callbacks: list[Callable[[], None]] = []
+        self._lost = threading.Event()  # set by whoever saw the session die; the thread acts
+        self._stopping = threading.Event()
+        self.closed = False
+        self._connect_once()
+        self._thread = threading.Thread(
+            target=self._run, name=f"flowweaver-leases-{node}", daemon=True
+        )
+        self._thread.start()
+
+    # --- the Leases port -----------------------------------------------------------------
+
+    def acquire(self, run_id: str) -> bool:
+        """Own ``run_id`` unless another session does; never waits for it."""
+        with self._lock:
+            conn = self._conn
+            if conn is None or self.closed:
+                return False
+            if run_id in self._held:
+                return True
+            key = lease_key(self.schema, run_id)
+            if self._key_holds[key] or key in self._unlocks:
+                # Still ours on the server (a release not yet given back, or a twin key).
+                with contextlib.suppress(ValueError):
+                    self._unlocks.remove(key)
+                self._hold(run_id, key)
+                return True
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
+            except psycopg.Error as e:
+                self._session_died(e)
+                return False
+            self._last_ok = time.monotonic()
+            if row is None or not row["ok"]:
+                return False
+            self._hold(run_id, key)
+            return True
+
+    def release(self, run_id: str) -> None:
+        """Give up ``run_id``; the server is told with the next heartbeat (within a second)."""
+        with self._lock:
+            key = self._held.pop(run_id, None)
+            if key is None:
+                return
+            self._key_holds[key] -= 1
+            if self._key_holds[key] <= 0:
+                del self._key_holds[key]
+                self._unlocks.append(key)
+
+    def holds(self, run_id: str) -> bool:
+        """Say whether this node owns ``run_id``, asking the server if the session was quiet.
+
+        When nothing went over the session for ``stale_after`` seconds (this process was
+        frozen, or its heartbeat starved) the answer comes from a round trip, so a node
+        that wakes up after losing its session learns it before deciding anything. The
+        fence in :meth:`append` does not depend on this answer.
+        """
+        with self._lock:
+            conn = self._conn
+            if conn is None or run_id not in self._held:
+                return False
+            if time.monotonic() - self._last_ok <= self.stale_after:
+                return True
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                self._session_died(e)
+                return False
+            self._last_ok = time.monotonic()
+            return True
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the lease thread) whenever the session and its leases die."""
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        """End the session, releasing every lease at once, and stop the heartbeat thread."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._stopping.set()
+            self._lost.set()  # wake the thread
+            conn, self._conn = self._conn, None
+            self._held.clear()
+            self._key_holds.clear()
+            self._unlocks.clear()
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # --- state for tests and operators ---------------------------------------------------
+
+    @property
+    def backend_pid(self) -> int | None:
+        """Return the server process id of the live lease session, None while there is none."""
+        with self._lock:
+            return self._backend_pid if self._conn is not None else None
+
+    @property
+    def sessions(self) -> int:
+        """Return how many lease sessions were opened so far."""
+        with self._lock:
+            return self._session
+
+    def held(self) -> list[str]:
+        """Return the runs this node owns now."""
+        with self._lock:
+            return list(self._held)
+
+    def wait_connected(self, timeout: float, *, after_session: int = 0) -> bool:
+        """Block until a session later than ``after_session`` is live (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._conn is not None and self._session > after_session:
+                    return True
+            self._stopping.wait(0.02)
+        return False
+
+    # --- the fenced append ---------------------------------------------------------------
+
+    def append(self, stored: Sequence[StoredEvent], appends: Sequence[Append]) -> list[int]:
+        """Insert run events through the lease session, fenced by each run's lease.
+
+        A run with ``expected_version`` above 0 must be held by this node; a new run
+        (version 1) needs no lease, but the transaction still takes its lock, so a run
+        another node owns is never written. Then the recorder's own insert runs on the
+        same transaction: the log's table lock, NOTIFY, the rows.
+
+        Raises:
+            ConcurrencyError: a version is taken, or a run is not (or no longer) ours;
+                nothing of the batch was stored.
+            StoreError: the lease session is gone or the insert failed; nothing was stored.
+        """
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("the lease session is down: appends wait for a new one")
+            held = self._held
+            not_ours = [a.run_id for a in appends if a.expected_version and a.run_id not in held]
+            if not_ours:
+                raise ConcurrencyError(not_ours)
+            keys = {lease_key(self.schema, a.run_id): a.run_id for a in appends}
+            try:
+                positions = self._insert(conn, stored, list(keys))
+            except psycopg.Error as e:
+                if e.sqlstate == FENCE_SQLSTATE:
+                    refused = [keys[int(k)] for k in (e.diag.message_detail or "").split(",") if k]
+                    raise ConcurrencyError(refused or list(keys.values())) from e
+                if isinstance(e, psycopg.errors.UniqueViolation):
+                    raise ConcurrencyError(list(keys.values())) from e
+                if isinstance(e, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                    raise StoreError(f"append timed out waiting for the log: {e}") from e
+                if conn.closed or conn.broken or isinstance(e, psycopg.OperationalError):
+                    self._session_died(e)
+                raise StoreError(f"append through the lease session failed: {e}") from e
+            self._last_ok = time.monotonic()
+            return positions
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[DictRow],
+        stored: Sequence[StoredEvent],
+        keys: list[int],
+    ) -> list[int]:
+        recorder = self._recorder
+        failure: Exception | None = None
+        positions: list[int] = []
+        # One round trip: fence, table lock, NOTIFY, insert and commit are pipelined.
+        with conn.pipeline() as pipeline, conn.transaction():
+            with conn.cursor() as cursor:
+                cursor.execute(self._fence, (keys,), prepare=True)
+            with conn.cursor() as cursor:
+                try:
+                    recorder._insert_stored_events(cursor, stored)
+                    pipeline.sync()
+                    positions = list(recorder._fetch_ids_after_insert_events(cursor, stored) or [])
+                except Exception as e:  # noqa: BLE001 - raised below, once the pipeline has ended
+                    failure = e
+        if failure is not None:
+            raise failure
+        return positions
+
+    # --- the session ---------------------------------------------------------------------
+
+    def _hold(self, run_id: str, key: int) -> None:
+        self._held[run_id] = key
+        self._key_holds[key] += 1
+
+    def _connect_once(self) -> bool:
+        timeout_ms = int(self.session_timeout * 1000)
+        kwargs = self.settings.connection_kwargs(f"flowweaver-leases {self.node}"[:63])
+        kwargs.update(
+            # A frozen node's session ends on the server, taking its leases with it.
+            options=(
+                f"-c idle_session_timeout={timeout_ms} "
+                f"-c idle_in_transaction_session_timeout={timeout_ms} "
+                f"-c statement_timeout={max(timeout_ms, self.settings.lock_timeout * 2000)}"
+            ),
+            # A vanished server is noticed within seconds, not the OS default of hours.
+            keepalives_idle=1,
+            keepalives_interval=1,
+            keepalives_count=2,
+            tcp_user_timeout=timeout_ms,
+        )
+        try:
+            conn = psycopg.connect(**kwargs, autocommit=True, row_factory=dict_row)
+        except psycopg.Error as e:
+            log.warning("lease_session_connect_failed", node=self.node, error=str(e))
+            return False
+        try:
+            for info in self._recorder.datastore.psycopg_type_adapters.values():
+                register_composite(info, conn)
+        except psycopg.Error as e:
+            conn.close()
+            log.warning("lease_session_connect_failed", node=self.node, error=str(e))
+            return False
+        with self._lock:
+            if self.closed:
+                conn.close()
+                return False
+            self._conn = conn
+            self._session += 1
+            self._backend_pid = conn.info.backend_pid
+            self._last_ok = time.monotonic()
+        log.info(
+            "lease_session_opened", node=self.node, session=self._session, pid=self._backend_pid
+        )
+        return True
+
+    def _session_died(self, error: BaseException) -> None:
+        """Forget the session and every lease on it; the thread tells the engine. Lock held."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        lost = len(self._held)
+        self._held.clear()
+        self._key_holds.clear()
+        self._unlocks.clear()
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+        if not self.closed:
+            log.warning("lease_session_lost", node=self.node, error=str(error), leases=lost)
+            self._lost.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            if self._lost.wait(self.heartbeat_interval if self._conn is not None else 0):
+                self._lost.clear()
+                if self._stopping.is_set():
+                    return
+                for callback in list(self._callbacks):
+                    try:
+                        callback()
+                    except Exception:  # one bad callback must not stop the leases
+                        log.exception("lease_lost_callback_failed", node=self.node)
+            if self._conn is None:
+                if self._connect_once():
+                    failures = 0
+                else:
+                    failures += 1
+                    self._stopping.wait(min(1.0, 0.05 * 2**failures))
+                continue
+            self._beat()
+
+    def _beat(self) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            if not self._unlocks and time.monotonic() - self._last_ok < self.heartbeat_interval / 2:
+                return  # an append or acquire just went over the session
+            # Releases are given back here only, never inside an append's transaction: an
+            # unlock that may or may not have run would leave us unsure what we hold.
+            unlocks, self._unlocks = self._unlocks, []
+            try:
+                if unlocks:
+                    conn.execute(_UNLOCK, (unlocks,))
+                else:
+                    conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                self._session_died(e)
+                return
+            self._last_ok = time.monotonic()
+
+
+_UNLOCK = "SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k"
+
+__all__ = ["FENCE_FUNCTION", "PostgresLeases", "fence_function_sql", "lease_key"]
