@@ -45,6 +45,7 @@ class Job:
     handler: str
     inputs: dict[str, Any]
     timeout: float | None
+    started: bool = False  # TaskStarted is already stored for the worker it was assigned to
     cancelled: threading.Event = field(default_factory=threading.Event)
     _finished: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +62,14 @@ class Job:
                 return False
             self._finished = True
             return True
+
+
+@dataclass(frozen=True, eq=False)
+class Reservation:
+    """An idle worker set aside for a job whose TaskStarted goes into the next append."""
+
+    worker: pykka.ActorRef[Any]
+    name: str
 
 
 class Router(Protocol):
@@ -104,6 +113,7 @@ class WorkerPool:
         self._pending: deque[Job] = deque()
         self._idle: list[pykka.ActorRef[Any]] = []
         self._workers: list[pykka.ActorRef[Any]] = []
+        self._names_of: dict[pykka.ActorRef[Any], str] = {}
         self._inflight: dict[tuple[str, str, int], Job] = {}
         self._names = itertools.count(1)
         self._closed = False
@@ -111,9 +121,11 @@ class WorkerPool:
             self._spawn()
 
     def _spawn(self) -> pykka.ActorRef[Any]:
-        ref = TaskWorker.start(self, f"{self._node}/w{next(self._names)}")
+        name = f"{self._node}/w{next(self._names)}"
+        ref = TaskWorker.start(self, name)
         with self._lock:
             self._workers.append(ref)
+            self._names_of[ref] = name
             job = self._pending.popleft() if self._pending else None
             if job is None:
                 self._idle.append(ref)
@@ -135,6 +147,32 @@ class WorkerPool:
                 metrics.queue_depth.set(len(self._pending))
         if worker is not None:
             worker.tell(job)
+
+    def reserve(self) -> Reservation | None:
+        """Set an idle worker aside, or None when all are busy.
+
+        A run actor that got one records TaskStarted for it in the same append as the
+        scheduling, then hands it the job with :meth:`assign`: no start handshake, one round
+        trip per task. It gives the worker back with :meth:`unreserve` if the append fails.
+        """
+        with self._lock:
+            if self._closed or not self._idle:
+                return None
+            worker = self._idle.pop()
+            return Reservation(worker, self._names_of[worker])
+
+    def assign(self, reservation: Reservation, job: Job) -> None:
+        """Hand a job whose TaskStarted is stored to the worker reserved for it."""
+        job.started = True
+        with self._lock:
+            self._inflight[job.key] = job
+        reservation.worker.tell(job)
+
+    def unreserve(self, reservation: Reservation) -> None:
+        """Give a reserved worker back: it takes a queued job or goes idle."""
+        job = self.next_job(reservation.worker)
+        if job is not None:
+            reservation.worker.tell(job)
 
     def next_job(self, worker: pykka.ActorRef[Any]) -> Job | None:
         """Give a worker its next job, or record it as idle."""
@@ -237,7 +275,9 @@ class TaskWorker(pykka.ThreadingActor):
 
     def _run(self, job: Job) -> None:
         pool, router = self.pool, self.pool.router
-        if job.cancelled.is_set() or not router.request_start(job, self.name):
+        # A job assigned with its TaskStarted stored runs even if cancelled meanwhile: its
+        # handler sees the flag, and its outcome lets the run finish.
+        if not job.started and (job.cancelled.is_set() or not router.request_start(job, self.name)):
             pool.finish(job)
             router.dropped(job)
             return

@@ -41,7 +41,7 @@ from flowweaver.engine.messages import (
     RunInput,
     StartRequest,
 )
-from flowweaver.engine.pool import Job
+from flowweaver.engine.pool import Job, Reservation
 from flowweaver.errors import ConcurrencyError, StoreError
 from flowweaver.observability import metrics
 from flowweaver.ports import Append
@@ -220,7 +220,10 @@ class RunActor(pykka.ThreadingActor):
         if events and not self.engine.leases.holds(self.run_id):
             self._give_up(inputs)
             return
+        reserved = self._reserve_workers(events, now)
         if events and not self._append(base, events):
+            for reservation in reserved.values():
+                self.engine.pool.unreserve(reservation)
             if self._lost:
                 self._give_up(inputs)
             else:
@@ -228,6 +231,8 @@ class RunActor(pykka.ThreadingActor):
             return
         for reply, accepted in replies:
             reply.set(accepted)
+        for task_id, reservation in reserved.items():
+            self.engine.pool.assign(reservation, self._job(task_id))
         self._act(events, base)
         for task_id in redispatch:
             self._dispatch_if_idle(task_id)
@@ -298,24 +303,49 @@ class RunActor(pykka.ThreadingActor):
         mailbox = self.mailbox
         self.engine.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
 
+    def _reserve_workers(self, events: list[RunEvent], now: datetime) -> dict[str, Reservation]:
+        """Start newly scheduled tasks on idle workers within this same append."""
+        state = self.state
+        assert state is not None
+        reserved: dict[str, Reservation] = {}
+        if state.cancel_requested:
+            return reserved
+        for event in list(events):
+            if not isinstance(event, TaskScheduled | TaskRetried):
+                continue
+            task = state.tasks[event.task_id]
+            if task.status != "scheduled" or task.attempts != event.attempt:
+                continue
+            reservation = self.engine.pool.reserve()
+            if reservation is None:
+                break
+            events.extend(
+                commands.record_started(state, task.id, task.attempts, reservation.name, now)
+            )
+            reserved[task.id] = reservation
+        return reserved
+
+    def _job(self, task_id: str) -> Job:
+        state = self.state
+        assert state is not None
+        task = state.tasks[task_id]
+        task_spec = state.spec.task(task_id)
+        return Job(
+            run_id=self.run_id,
+            task_id=task_id,
+            attempt=task.attempts,
+            handler=task_spec.handler,
+            inputs=task.inputs or {},
+            timeout=state.spec.timeout_of(task_spec),
+        )
+
     def _dispatch_if_idle(self, task_id: str) -> None:
         state = self.state
         assert state is not None
         task = state.tasks.get(task_id)
         if task is None or task.status != "scheduled" or state.cancel_requested:
             return
-        spec = state.spec
-        task_spec = spec.task(task_id)
-        self.engine.pool.submit(
-            Job(
-                run_id=self.run_id,
-                task_id=task_id,
-                attempt=task.attempts,
-                handler=task_spec.handler,
-                inputs=task.inputs or {},
-                timeout=spec.timeout_of(task_spec),
-            )
-        )
+        self.engine.pool.submit(self._job(task_id))
 
     # --- recovery ------------------------------------------------------------------------
 
