@@ -18,13 +18,26 @@ from flowweaver.ports import Append, EventStore
 
 
 class _Request:
-    __slots__ = ("append", "done", "error", "lead")
+    """One caller's append; ``wait`` returns once it is stored or the caller must lead.
+
+    A bare lock, held from creation and released once, is the cheapest one-shot signal
+    between threads (an Event carries a Condition and a second lock).
+    """
+
+    __slots__ = ("_signal", "append", "error", "lead")
 
     def __init__(self, append: Append) -> None:
         self.append = append
-        self.done = threading.Event()
         self.error: ConcurrencyError | StoreError | None = None
         self.lead = False
+        self._signal = threading.Lock()
+        self._signal.acquire()
+
+    def wake(self) -> None:
+        self._signal.release()
+
+    def wait(self) -> None:
+        self._signal.acquire()
 
 
 class GroupCommitter:
@@ -50,11 +63,8 @@ class GroupCommitter:
             self._queue.append(request)
             request.lead = not self._busy
             self._busy = True
-        while not request.lead:
-            request.done.wait()
-            if request.done.is_set() and not request.lead:
-                break
-            request.done.clear()  # promoted to leader: serve the queue
+        if not request.lead:
+            request.wait()  # stored by a leader, or promoted to lead
         if request.lead:
             self._lead()
         if request.error is not None:
@@ -75,7 +85,7 @@ class GroupCommitter:
                 return
             successor = self._queue[0]
             successor.lead = True
-        successor.done.set()
+        successor.wake()
 
     def _commit(self, batch: Sequence[_Request]) -> None:
         try:
@@ -91,4 +101,4 @@ class GroupCommitter:
                         request.error = single
         for request in batch:
             if not request.lead:
-                request.done.set()
+                request.wake()
