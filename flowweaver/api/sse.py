@@ -312,18 +312,28 @@ class Hub:
                 finally:
                     if self._resync is resync and resync.done():
                         self._resync = None
-            sub = Subscriber(run_id, self.buffer)
             if self._closing:
+                sub = Subscriber(run_id, self.buffer)
                 sub.close()
                 return sub
-            if run_id is None:
-                self._global.add(sub)
-            else:
-                self._by_run.setdefault(run_id, set()).add(sub)
-            self._count += 1
-            return sub
+            return self._register(run_id)
         finally:
             self._joining -= 1
+
+    def try_subscribe(self, run_id: str | None) -> Subscriber | None:
+        """Register at once if the tailer is running, else None (then use :meth:`subscribe`)."""
+        if self._parked or self._closing:
+            return None
+        return self._register(run_id)
+
+    def _register(self, run_id: str | None) -> Subscriber:
+        sub = Subscriber(run_id, self.buffer)
+        if run_id is None:
+            self._global.add(sub)
+        else:
+            self._by_run.setdefault(run_id, set()).add(sub)
+        self._count += 1
+        return sub
 
     async def _unpark(self) -> None:
         top = await self.bridge.max_position()
@@ -525,32 +535,44 @@ async def run_stream(
     """
     after = parse_offset(request)
     page_size = settings.replay_page
-    # One read both checks the offset (version `after` must exist) and starts the replay.
-    first = await bridge.read_run(
-        run_id, after=max(after - 1, 0), limit=page_size + (1 if after else 0)
-    )
-    ended = False
-    if after > 0 and first:
-        ended = first[0].name.encode() in _TERMINAL
-        first = first[1:]
-    elif not first:
-        if after <= 1 or not await bridge.read_run(run_id, upto=1):
-            raise NotFoundError("run", run_id)
-        raise bad_request(
-            f"the run has fewer than {after} events; resume from an id it sent", path="$.after"
-        )
-    stream = _Stream(request, settings)
-    await stream.open()
+    # When the tailer is running, subscribing first lets one read of the store both check
+    # the offset and replay everything before the live events (duplicates are skipped by
+    # version). A long history, or a parked tailer, takes the two-step way in _follow_run.
+    early = hub.try_subscribe(run_id)
     try:
-        if ended:
-            await stream.send(stream.retry_line())
-        else:
-            await _follow_run(stream, bridge, hub, settings, run_id, after, first)
-    except (ConnectionResetError, TimeoutError):
-        pass
+        # One read both checks the offset (version `after` must exist) and starts the replay.
+        first = await bridge.read_run(
+            run_id, after=max(after - 1, 0), limit=page_size + (1 if after else 0)
+        )
+        ended = False
+        if after > 0 and first:
+            ended = first[0].name.encode() in _TERMINAL
+            first = first[1:]
+        elif not first:
+            if after <= 1 or not await bridge.read_run(run_id, upto=1):
+                raise NotFoundError("run", run_id)
+            raise bad_request(
+                f"the run has fewer than {after} events; resume from an id it sent",
+                path="$.after",
+            )
+        if early is not None and len(first) >= page_size:
+            hub.unsubscribe(early)  # a long replay: do not let live events pile up meanwhile
+            early = None
+        stream = _Stream(request, settings)
+        await stream.open()
+        try:
+            if ended:
+                await stream.send(stream.retry_line())
+            else:
+                await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
+        except (ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            stream.closed()
+        return stream.response
     finally:
-        stream.closed()
-    return stream.response
+        if early is not None:
+            hub.unsubscribe(early)
 
 
 async def _follow_run(
@@ -561,19 +583,24 @@ async def _follow_run(
     run_id: str,
     last: int,
     first: list[RecordedEvent],
+    early: Subscriber | None,
 ) -> None:
     last, ended = await _send_page(stream, first, last, stream.retry_line())
     if ended:
         return
-    if len(first) >= settings.replay_page:
-        last, ended = await _replay_run(stream, bridge, settings, run_id, last)
-        if ended:
-            return
-    sub = await hub.subscribe(run_id)
+    if early is not None:
+        sub = early  # subscribed before `first` was read: nothing can fall between
+    else:
+        if len(first) >= settings.replay_page:
+            last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+            if ended:
+                return
+        sub = await hub.subscribe(run_id)
     try:
-        last, ended = await _replay_run(stream, bridge, settings, run_id, last)
-        if ended:
-            return
+        if early is None:
+            last, ended = await _replay_run(stream, bridge, settings, run_id, last)
+            if ended:
+                return
         sub.attach(stream.request.transport, chunked=stream.response.chunked, last=last)
         while True:
             items = await _next_live(stream, sub, settings)

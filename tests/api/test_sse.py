@@ -261,17 +261,34 @@ def test_unknown_runs_are_404_before_the_stream(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("when", "call"),
+    ("warm", "when", "call"),
     [
-        ("after", 1),  # appended between the replay and the subscription
-        ("before", 2),  # appended after subscribing, before the second read: seen twice
-        ("after", 2),  # appended after the second read: live only
+        # A parked tailer: replay, subscribe, read again, follow.
+        (False, "after", 1),  # appended between the replay and the subscription
+        (False, "before", 2),  # appended after subscribing, before the second read: twice
+        (False, "after", 2),  # appended after the second read: live only
+        # A running tailer: subscribe first, then one read, then follow.
+        (True, "before", 1),  # appended after subscribing, before the read: seen twice
+        (True, "after", 1),  # appended after the read: live only
     ],
 )
-def test_no_gap_no_duplicate_at_the_seam(servers: Any, when: str, call: int) -> None:
+def test_no_gap_no_duplicate_at_the_seam(servers: Any, warm: bool, when: str, call: int) -> None:
     """Events appended at each point of the switch from replay to live arrive once, in order."""
     store = HookedStore()
     server = servers(store=store)
+    if warm:
+        # Follow another run to its end: the tailer keeps running (it lingers) afterwards.
+        other = ManualRun(store, tasks=1)
+
+        async def follow_other() -> None:
+            async with aiohttp.ClientSession() as s:
+                response = await _stream(s, f"{server.url}/events/{other.run_id}")
+                async for m in sse_messages(response):
+                    if m.event == "TaskScheduled":
+                        await asyncio.to_thread(other.finish)
+
+        run(follow_other())
+        assert not server.call(lambda: server.app[HUB]._parked)  # type: ignore[index]
     manual = ManualRun(store, tasks=10)
     for _ in range(3):
         manual.step()
