@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -137,22 +138,33 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
             process.wait(10)
 
 
+def _readme_bodies() -> list[Any]:
+    """Return the JSON bodies of the curl lines in README.md's Quick start, in order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [json.loads(body) for body in re.findall(r"-d '([^']*)'", quick)]
+
+
 def test_serve_answers_the_readme_session_and_drains_on_sigterm(
     served: tuple[subprocess.Popen[bytes], str, Path], tmp_path: Path
 ) -> None:
     """serve answers the README's session; SIGTERM lets a running handler finish, exits 0."""
     process, url, log = served
-    assert _request("POST", f"{url}/workflows", EXAMPLE_WORKFLOW) == (
+    workflow, run_request = _readme_bodies()
+    assert _request("POST", f"{url}/workflows", workflow) == (
         201,
         {"id": "example-workflow", "version": 1},
     )
-    status, run = _request("POST", f"{url}/runs", {"workflowId": "example-workflow"})
+    status, run = _request("POST", f"{url}/runs", run_request)
     assert status == 201
     lines = _stream_until(f"{url}/events/{run['id']}", "RunCompleted")
     assert lines[0] == "retry: 3000"
     assert "event: RunCompleted" in lines
     status, state = _request("GET", f"{url}/runs/{run['id']}")
     assert (status, state["status"]) == (200, "completed")
+    assert state["tasks"][2]["output"] == {
+        "result": {"saved": True, "processed": {"count": 8, "total": 31}}
+    }
 
     slow = {"id": "slow", "tasks": [{"id": "nap", "handler": "sleep", "inputs": {"seconds": 1}}]}
     assert _request("POST", f"{url}/workflows", slow)[0] == 201
