@@ -18,6 +18,7 @@ from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
+from flowweaver.errors import StoreError
 from flowweaver.ports import EventStore, RecordedEvent, RunPage
 
 T = TypeVar("T")
@@ -33,6 +34,10 @@ class EngineBridge:
         self.store: EventStore = engine.store
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="flowweaver-api")
         self._tail_executor = ThreadPoolExecutor(1, thread_name_prefix="flowweaver-tailer")
+        # Readiness probes get their own thread, one probe at a time: a store that hangs
+        # must not take the request threads with it, one probe after another.
+        self._ping_executor = ThreadPoolExecutor(1, thread_name_prefix="flowweaver-ping")
+        self._ping: asyncio.Future[None] | None = None
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -111,8 +116,16 @@ class EngineBridge:
         return await self._call(self.store.max_position)
 
     async def ping(self) -> None:
-        """Return when the store answers; raise StoreError when it does not."""
-        await self._call(self.store.ping)
+        """Return when the store answers.
+
+        Raises:
+            StoreError: it does not, or an earlier ping is still waiting for it.
+        """
+        if self._ping is not None and not self._ping.done():
+            raise StoreError("the previous ping of the store has not returned")
+        loop = asyncio.get_running_loop()
+        self._ping = loop.run_in_executor(self._ping_executor, self.store.ping)
+        await asyncio.shield(self._ping)
 
     # --- the tailer's thread ---------------------------------------------------------------
 
@@ -142,3 +155,4 @@ class EngineBridge:
         """Stop the threads once their current calls return."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._tail_executor.shutdown(wait=True, cancel_futures=True)
+        self._ping_executor.shutdown(wait=False, cancel_futures=True)

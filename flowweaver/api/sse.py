@@ -561,6 +561,8 @@ async def run_stream(
         stream = _Stream(request, settings)
         await stream.open()
         try:
+            if request.method == "HEAD":
+                return stream.response  # the checks passed; a HEAD gets the headers only
             if ended:
                 await stream.send(stream.retry_line())
             else:
@@ -679,6 +681,8 @@ async def log_stream(
     stream = _Stream(request, settings)
     await stream.open()
     try:
+        if request.method == "HEAD":
+            return stream.response  # the checks passed; a HEAD gets the headers only
         await stream.send(stream.retry_line())
         await _follow_log(stream, bridge, hub, settings, after)
     except (ConnectionResetError, TimeoutError):

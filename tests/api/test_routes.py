@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
+import uuid
 from typing import Any
 
 import aiohttp
@@ -549,3 +552,46 @@ def test_openapi_matches_the_routes(server: LiveServer) -> None:
     }
     assert documented == routed
     assert server.call(lambda: server.app[HUB].subscribers) == 0  # type: ignore[index]
+
+
+def test_a_hanging_store_is_not_ready_and_holds_one_thread_at_most(servers: Any) -> None:
+    """/readyz gives up after its timeout; while that ping hangs, later probes fail at once."""
+    release = threading.Event()
+
+    class HangingStore(MemoryEventStore):
+        def ping(self) -> None:
+            release.wait(20)
+
+    server = servers(store=HangingStore(), ready_timeout=0.2)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            status, headers, body = await _get(s, f"{server.url}/readyz")
+            _is_problem(status, headers, body, 503)
+            status, headers, body = await _get(s, f"{server.url}/readyz")
+            _is_problem(status, headers, body, 503)
+            assert "previous ping" in body["detail"]
+            # Other requests still have their threads.
+            assert (await _get(s, f"{server.url}/runs"))[0] == 200
+            release.set()
+            while (await _get(s, f"{server.url}/readyz"))[0] != 200:
+                await asyncio.sleep(0)  # the released ping is finishing; probe again
+
+    run(main())
+
+
+def test_head_on_streams_answers_headers_only(server: LiveServer) -> None:
+    """HEAD on a stream checks the request and answers its headers without following."""
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            await _post(s, f"{server.url}/workflows", EXAMPLE_WORKFLOW)
+            _, _, body = await _post(s, f"{server.url}/runs", {"workflowId": "example-workflow"})
+            for path in (f"/events/{body['id']}", "/events"):
+                async with s.head(f"{server.url}{path}") as r:
+                    assert r.status == 200
+                    assert r.headers["Content-Type"].startswith("text/event-stream")
+            async with s.head(f"{server.url}/events/{uuid.uuid4()}") as r:
+                assert r.status == 404
+
+    run(main())
