@@ -159,6 +159,13 @@ class RunActor(pykka.ThreadingActor):
         # the engine's death limit, which refuses them.
         self.engine.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
 
+    def on_stop(self) -> None:
+        # Stopped from outside (leases lost, engine closing) while inputs waited for a retry
+        # of a failed append: a worker waiting on a start request must hear no at once, not
+        # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile.
+        refuse(self._retry)
+        self._retry = []
+
     def on_receive(self, message: Any) -> Any:
         if message is DRAIN:
             self._drain()
