@@ -419,11 +419,17 @@ class Engine:
                         self._spawn(run_id, None)
             except FlowweaverError as e:
                 log.warning("takeover_scan_failed", error=str(e))
+            except Exception:  # a bug must not end the scan for the life of the process
+                log.exception("takeover_scan_crashed")
 
     def _deliver(self, run_id: str, item: RunInput) -> None:
         live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
         if live is None and not self._closed:
-            state = self.store.run_state(run_id)
+            try:
+                state = self.store.run_state(run_id)
+            except FlowweaverError as e:  # the store is down: the run's next owner resumes it
+                log.warning("deliver_failed", run_id=run_id, error=str(e))
+                state = None
             if state is not None and not state.is_terminal:
                 self._spawn(run_id, None)
                 with self._lock:
