@@ -263,6 +263,10 @@ class TaskWorker(pykka.ThreadingActor):
         self.pool = pool
         self.name = name
 
+    def on_failure(self, *exc_info: Any) -> None:
+        log.error("task_worker_failed", worker=self.name, exc_info=exc_info)
+        self.pool.replace(self.actor_ref)  # keep the pool at its size
+
     def on_receive(self, message: Any) -> Any:
         job: Job | None = message if isinstance(message, Job) else None
         while job is not None:
