@@ -1,15 +1,18 @@
 """Server-sent events: the one tailer of the process, and the streams it feeds.
 
-A stream first replays stored events after the client's offset, straight from the store, then
-subscribes to the :class:`Hub` and reads once more from the store before following live
-events. Subscribing happens on the loop, as does the hub's fan-out, so every event is either
-in that last read or delivered live afterwards; the offset of the last event sent removes the
-overlap. Per-run streams count by run version, the global feed by log position.
+A stream replays stored events after the client's offset straight from the store, then follows
+live events from the :class:`Hub`. The switch has no gap and no duplicate because subscribing
+and the hub's fan-out both happen on the loop: every event past the hub's position at the
+moment of subscription is delivered live, and the store read that follows the subscription
+holds everything before it; the offset of the last event sent removes the overlap. When the
+tailer is running a stream subscribes first and reads once; otherwise it replays, subscribes
+and reads again. Per-run streams count by run version, the global feed by log position.
 
-The hub is one asyncio task that waits on the store in a thread of the bridge and fans each
-new page of the log out to subscribers. A subscriber's queue is bounded: one that falls
-``buffer`` events behind is dropped with an ``event: error`` message and its connection closed,
-so a slow client never holds the others back nor grows the server's memory.
+The hub is one asyncio task that waits on the store in a thread of the bridge and fans each new
+page of the log out: straight to the socket of each stream that is waiting and whose socket
+takes data, else into the stream's bounded queue. A stream that falls ``buffer`` events behind
+is dropped with an ``event: error`` message and closed, so a slow client never holds the others
+back nor grows the server's memory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import structlog
 from aiohttp import web
 
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
-from flowweaver.errors import NotFoundError
+from flowweaver.errors import NotFoundError, StoreError
 from flowweaver.observability import metrics
 from flowweaver.ports import RecordedEvent
 
@@ -569,6 +572,8 @@ async def run_stream(
                 await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
         except (ConnectionResetError, TimeoutError):
             pass
+        except StoreError as e:
+            await _send_store_error(stream, e)
         finally:
             stream.closed()
         return stream.response
@@ -687,6 +692,8 @@ async def log_stream(
         await _follow_log(stream, bridge, hub, settings, after)
     except (ConnectionResetError, TimeoutError):
         pass
+    except StoreError as e:
+        await _send_store_error(stream, e)
     finally:
         stream.closed()
     return stream.response
@@ -764,6 +771,20 @@ async def _next_live(
             await stream.send(b": keep-alive\n\n")
         finally:
             sub.idle = False
+
+
+async def _send_store_error(stream: _Stream, error: StoreError) -> None:
+    """End a stream whose store failed once headers were sent: a last message, then close."""
+    log.warning("sse_store_failed", error=str(error))
+    body = _encoder.encode(
+        {
+            "type": "StoreUnavailable",
+            "detail": "the event store failed; reconnect with Last-Event-ID to resume",
+        }
+    )
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        await stream.send(b"event: error\ndata: %b\n\n" % body)
+    stream.response.force_close()
 
 
 async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:

@@ -19,6 +19,7 @@ from flowweaver.api.sse import event_json
 from flowweaver.domain import run as commands
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import workflow_from_builtins
+from flowweaver.errors import StoreError
 from flowweaver.observability import metrics
 from flowweaver.ports import Append, RecordedEvent
 from flowweaver.store import MemoryEventStore
@@ -650,3 +651,30 @@ def test_event_json_falls_back_for_reformatted_json() -> None:
     out = msgspec.json.decode(event_json(RecordedEvent("r1", 7, 9, "TaskStarted", raw)))
     assert list(out) == ["type", "runId", "version", "timestamp", "taskId"]
     assert out["version"] == 7
+
+
+def test_a_store_failure_mid_stream_ends_it_with_an_error_event(servers: Any) -> None:
+    """When the store fails after the stream started, it ends with `event: error`, not a hang."""
+
+    class FailingStore(MemoryEventStore):
+        reads = 0
+
+        def read_run(self, run_id: str, **kw: Any) -> list[RecordedEvent]:
+            if threading.current_thread().name.startswith("flowweaver-api"):
+                FailingStore.reads += 1
+                if FailingStore.reads == 2:  # the read after subscribing
+                    raise StoreError("disk gone")
+            return super().read_run(run_id, **kw)
+
+    store = FailingStore()
+    server = servers(store=store)
+    manual = ManualRun(store, tasks=2)
+
+    async def main() -> list[Message]:
+        async with aiohttp.ClientSession() as s:
+            return await collect(await _stream(s, f"{server.url}/events/{manual.run_id}"))
+
+    messages = run(main())
+    assert _versions(messages[:-1]) == [1, 2]
+    assert messages[-1].event == "error"
+    assert messages[-1].json()["type"] == "StoreUnavailable"
