@@ -9,12 +9,19 @@ VM paused, a partition) stops sending heartbeats and the server ends its session
 node's takeover scan acquires them.
 
 Fencing: once leases are open, every run append of the process goes through the lease
-session (see :meth:`PostgresLeases.append`), in one transaction that first takes each
-run's lock at transaction level (``pg_try_advisory_xact_lock``, which a session holding
-the session-level lock always gets, and no other session can get). So an append commits
-only on a live session that no other session's lease contradicts at commit time: a node
-whose session was ended, and whose runs another node took, cannot commit anything to them,
-however long it was frozen and whatever its own clock or heartbeat says.
+session (see :meth:`PostgresLeases.append`), as one call of the schema's ``fw_append``
+function: it takes each run's lock at transaction level (``pg_try_advisory_xact_lock``,
+which a session holding the session-level lock always gets and no other session can get),
+then does what the library's recorder does for an insert (the log's EXCLUSIVE table lock,
+NOTIFY, the rows). So an append commits only on a live session that no other session's
+lease contradicts at commit time: a node whose session was ended, and whose runs another
+node took, cannot commit anything to them, however long it was frozen and whatever its own
+clock or heartbeat says.
+
+Why a function and not the recorder's pipelined insert on this connection: after a
+pipeline, psycopg's last message is a Flush, and PostgreSQL arms ``idle_session_timeout``
+only when it sends ReadyForQuery; a node frozen right after a pipelined append kept its
+session, and its leases, for ever. One statement per append ends with Sync like any other.
 """
 
 from __future__ import annotations
@@ -44,11 +51,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-FENCE_FUNCTION = "fw_fence"
-# The SQLSTATE the fence function raises when another session holds one of the runs.
+APPEND_FUNCTION = "fw_append"
+# The SQLSTATE fw_append raises when another session holds one of the runs.
 FENCE_SQLSTATE = "FW001"
-HEARTBEAT_INTERVAL = 1.0
-SESSION_TIMEOUT = 3.0
+HEARTBEAT_INTERVAL = 0.5
+SESSION_TIMEOUT = 2.5
 
 
 def lease_key(schema: str, run_id: str) -> int:
@@ -57,14 +64,19 @@ def lease_key(schema: str, run_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def fence_function_sql(schema: str) -> Composed:
-    """Return the DDL of the function that takes each run's lock for the transaction.
+def append_function_sql(schema: str, table: str, channel: str, event_type: str) -> Composed:
+    """Return the DDL of ``fw_append(keys, events, lock_timeout)``: the fenced insert.
 
-    It raises FW001, naming the keys it could not take, when another session holds any.
+    It takes each key's advisory lock for the transaction, raising FW001 with the refused
+    keys in its detail when another session holds any; then, like the library's
+    ``PostgresApplicationRecorder``, it takes the log's EXCLUSIVE lock (waiting at most
+    ``lock_timeout`` seconds), sends NOTIFY and inserts the rows, returning their
+    notification ids in order.
     """
     return SQL(
-        "CREATE OR REPLACE FUNCTION {schema}.{name}(keys bigint[]) RETURNS void "
-        "LANGUAGE plpgsql AS $body$ "
+        "CREATE OR REPLACE FUNCTION {schema}.{name}("
+        "keys bigint[], events {schema}.{event_type}[], lock_timeout_s integer) "
+        "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
         "DECLARE refused bigint[]; "
         "BEGIN "
         "  SELECT array_agg(k) INTO refused FROM unnest(keys) AS k "
@@ -74,10 +86,20 @@ def fence_function_sql(schema: str) -> Composed:
         "      MESSAGE = 'run lease held by another session', "
         "      DETAIL = array_to_string(refused, ','); "
         "  END IF; "
+        "  PERFORM set_config('lock_timeout', lock_timeout_s || 's', true); "
+        "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+        "  NOTIFY {channel}; "
+        "  RETURN QUERY INSERT INTO {schema}.{table} AS t "
+        "    (originator_id, originator_version, topic, state) "
+        "    SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+        "    RETURNING notification_id; "
         "END $body$"
     ).format(
         schema=Identifier(schema),
-        name=Identifier(FENCE_FUNCTION),
+        name=Identifier(APPEND_FUNCTION),
+        event_type=Identifier(event_type),
+        table=Identifier(table),
+        channel=Identifier(channel),
         code=FENCE_SQLSTATE,
     )
 
@@ -117,8 +139,8 @@ class PostgresLeases:
         self.stale_after = heartbeat_interval * 1.5
         self._recorder = recorder
         self._on_close = on_close
-        self._fence = SQL("SELECT {0}.{1}(%s)").format(
-            Identifier(self.schema), Identifier(FENCE_FUNCTION)
+        self._append = SQL("SELECT {0}.{1}(%s, %s, %s) AS position").format(
+            Identifier(self.schema), Identifier(APPEND_FUNCTION)
         )
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[DictRow] | None = None
@@ -257,10 +279,10 @@ class PostgresLeases:
     def append(self, stored: Sequence[StoredEvent], appends: Sequence[Append]) -> list[int]:
         """Insert run events through the lease session, fenced by each run's lease.
 
-        A run with ``expected_version`` above 0 must be held by this node; a new run
-        (version 1) needs no lease, but the transaction still takes its lock, so a run
-        another node owns is never written. Then the recorder's own insert runs on the
-        same transaction: the log's table lock, NOTIFY, the rows.
+        A run with ``expected_version`` above 0 must be held by this node, and the
+        statement takes its lock too, which no other session can hold at the same time.
+        A new run (version 1) needs no lease: its first version is unique. One call of
+        ``fw_append``, one round trip, its own transaction.
 
         Raises:
             ConcurrencyError: a version is taken, or a run is not (or no longer) ours;
@@ -275,7 +297,11 @@ class PostgresLeases:
             not_ours = [a.run_id for a in appends if a.expected_version and a.run_id not in held]
             if not_ours:
                 raise ConcurrencyError(not_ours)
-            keys = {lease_key(self.schema, a.run_id): a.run_id for a in appends}
+            # New runs are not fenced: the key (run, version 1) is unique, so a run is created
+            # once, and a node that creates one owns nobody else's events by doing so.
+            keys = {
+                lease_key(self.schema, a.run_id): a.run_id for a in appends if a.expected_version
+            }
             try:
                 positions = self._insert(conn, stored, list(keys))
             except psycopg.Error as e:
@@ -299,22 +325,15 @@ class PostgresLeases:
         keys: list[int],
     ) -> list[int]:
         recorder = self._recorder
-        failure: Exception | None = None
-        positions: list[int] = []
-        # One round trip: fence, table lock, NOTIFY, insert and commit are pipelined.
-        with conn.pipeline() as pipeline, conn.transaction():
-            with conn.cursor() as cursor:
-                cursor.execute(self._fence, (keys,), prepare=True)
-            with conn.cursor() as cursor:
-                try:
-                    recorder._insert_stored_events(cursor, stored)
-                    pipeline.sync()
-                    positions = list(recorder._fetch_ids_after_insert_events(cursor, stored) or [])
-                except Exception as e:  # noqa: BLE001 - raised below, once the pipeline has ended
-                    failure = e
-        if failure is not None:
-            raise failure
-        return positions
+        rows = [
+            recorder.construct_pg_stored_event(
+                e.originator_id, e.originator_version, e.topic, e.state
+            )
+            for e in stored
+        ]
+        params = (keys, rows, self.settings.lock_timeout)
+        found = conn.execute(self._append, params, prepare=True).fetchall()
+        return [row["position"] for row in found]
 
     # --- the session ---------------------------------------------------------------------
 
@@ -322,7 +341,7 @@ class PostgresLeases:
         self._held[run_id] = key
         self._key_holds[key] += 1
 
-    def _connect_once(self) -> bool:
+    def _connect_once(self, failures: int = 0) -> bool:
         timeout_ms = int(self.session_timeout * 1000)
         kwargs = self.settings.connection_kwargs(f"flowweaver-leases {self.node}"[:63])
         kwargs.update(
@@ -341,14 +360,14 @@ class PostgresLeases:
         try:
             conn = psycopg.connect(**kwargs, autocommit=True, row_factory=dict_row)
         except psycopg.Error as e:
-            log.warning("lease_session_connect_failed", node=self.node, error=str(e))
+            self._connect_failed(e, failures)
             return False
         try:
             for info in self._recorder.datastore.psycopg_type_adapters.values():
                 register_composite(info, conn)
         except psycopg.Error as e:
             conn.close()
-            log.warning("lease_session_connect_failed", node=self.node, error=str(e))
+            self._connect_failed(e, failures)
             return False
         with self._lock:
             if self.closed:
@@ -362,6 +381,12 @@ class PostgresLeases:
             "lease_session_opened", node=self.node, session=self._session, pid=self._backend_pid
         )
         return True
+
+    def _connect_failed(self, error: psycopg.Error, failures: int) -> None:
+        if failures & (failures + 1) == 0:  # 1st, 2nd, 4th, 8th... try: a line, not a flood
+            log.warning(
+                "lease_session_connect_failed", node=self.node, error=str(error), tries=failures + 1
+            )
 
     def _session_died(self, error: BaseException) -> None:
         """Forget the session and every lease on it; the thread tells the engine. Lock held."""
@@ -391,7 +416,7 @@ class PostgresLeases:
                     except Exception:  # one bad callback must not stop the leases
                         log.exception("lease_lost_callback_failed", node=self.node)
             if self._conn is None:
-                if self._connect_once():
+                if self._connect_once(failures):
                     failures = 0
                 else:
                     failures += 1
@@ -422,4 +447,4 @@ class PostgresLeases:
 
 _UNLOCK = "SELECT count(*) FILTER (WHERE pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k"
 
-__all__ = ["FENCE_FUNCTION", "PostgresLeases", "fence_function_sql", "lease_key"]
+__all__ = ["APPEND_FUNCTION", "PostgresLeases", "append_function_sql", "lease_key"]

@@ -63,7 +63,7 @@ from flowweaver_postgres.leases import (
     HEARTBEAT_INTERVAL,
     SESSION_TIMEOUT,
     PostgresLeases,
-    fence_function_sql,
+    append_function_sql,
 )
 
 log = structlog.get_logger(__name__)
@@ -444,7 +444,14 @@ class PostgresEventStore(RecorderEventStore):
                 snapshots.create_table()
                 index.create_tables()
                 with self._transaction(commit=True) as cursor:
-                    cursor.execute(fence_function_sql(settings.schema))
+                    cursor.execute(
+                        append_function_sql(
+                            settings.schema,
+                            EVENTS_TABLE,
+                            events.channel_name,
+                            events.stored_event_type_name,
+                        )
+                    )
         except (psycopg.Error, PersistenceError) as e:
             self._datastore.close()
             raise StoreError(f"cannot open the PostgreSQL store at {self._where()}: {e}") from e

@@ -147,17 +147,36 @@ def test_appends_through_the_leases_need_the_run_held(open_pg_store: OpenStore) 
     assert [e.version for e in store.read_run(run_id)] == [1, 2]
 
 
-def test_a_run_another_node_owns_is_never_written(open_pg_store: OpenStore) -> None:
-    """Even a run's first event is refused while another session holds the run's lock."""
+def test_the_server_refuses_a_run_another_session_holds(open_pg_store: OpenStore) -> None:
+    """Even a node that wrongly believes it owns a run cannot append while another holds it.
+
+    A's own bookkeeping is bent to claim the run; the transaction's lock on the run, which
+    B's session holds, is what refuses the append.
+    """
     a_store, b_store = open_pg_store(), open_pg_store()
-    a_store.open_leases("a")
+    a = a_store.open_leases("a")
     b = b_store.open_leases("b")
     run_id = new_run_id()
+    start(b_store, run_id)
     assert b.acquire(run_id)
+    a._held[run_id] = lease_key(a_store.schema, run_id)
     with pytest.raises(ConcurrencyError) as refused:
-        start(a_store, run_id)
+        a_store.append([Append(run_id=run_id, expected_version=1, events=[task_scheduled()])])
     assert refused.value.aggregate_ids == (run_id,)
-    assert a_store.read_run(run_id) == []
+    assert [e.version for e in a_store.read_run(run_id)] == [1]
+    b_store.append([Append(run_id=run_id, expected_version=1, events=[task_scheduled()])])
+
+
+def test_a_new_run_needs_no_lease(open_pg_store: OpenStore) -> None:
+    """A run's first event goes in without a lease; a second creation is a concurrency error."""
+    a_store, b_store = open_pg_store(), open_pg_store()
+    a_store.open_leases("a")
+    b_store.open_leases("b")
+    run_id = new_run_id()
+    start(a_store, run_id)
+    with pytest.raises(ConcurrencyError):
+        start(b_store, run_id)
+    assert len(a_store.read_run(run_id)) == 1
 
 
 def test_a_node_whose_session_ended_cannot_append(
