@@ -230,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(FLOWWEAVER_HEADER_TIMEOUT; default %(default)s)",
     )
     serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=_from_env("BODY_TIMEOUT", _seconds, 30.0),
+        help="seconds a request has to send its whole body "
+        "(FLOWWEAVER_BODY_TIMEOUT; default %(default)s)",
+    )
+    serve.add_argument(
         "--keepalive-timeout",
         type=_seconds,
         default=_from_env("KEEPALIVE_TIMEOUT", _seconds, 75.0),
@@ -351,6 +358,7 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         sse_buffer=args.sse_buffer,
         header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         keepalive_timeout=args.keepalive_timeout,
         max_connections=args.max_connections,
     )

@@ -31,6 +31,7 @@ class ApiConfig:
     tail_wait: float = 1.0
     tail_linger: float = 5.0
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 1024
     keepalive_timeout: float = 75.0
     shutdown_timeout: float = 10.0

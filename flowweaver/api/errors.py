@@ -150,9 +150,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         detail = _HTTP_DETAILS.get(e.status) or e.text or HTTPStatus(e.status).phrase
         return problem_response(e.status, None, detail, instance=request.path, headers=headers)
     except ApiError as e:
-        return problem_response(
+        response = problem_response(
             e.status, e.slug, e.detail, errors=e.errors, instance=request.path, headers=e.headers
         )
+        if e.status in (408, 413):
+            response.force_close()  # the rest of the body may still be on its way
+        return response
     except FlowweaverError as e:
         return problem_for(e, request.path)
     except (ConnectionResetError, TimeoutError):

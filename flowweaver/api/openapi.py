@@ -110,6 +110,7 @@ _SSE_BODY = {
 }
 _BAD_BODY = {
     "400": _problem("The body is not JSON"),
+    "408": _problem("The body did not arrive in time"),
     "413": _problem("The body is larger than the server accepts"),
     "415": _problem("The body is not application/json"),
     "422": _problem("The document breaks a rule; `errors` lists each with its JSON path"),

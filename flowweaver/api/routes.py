@@ -67,11 +67,20 @@ async def _read_json_body(request: web.Request, *, required: bool = True) -> byt
                 f"send the body as {JSON}, not {mime!r}",
                 headers={"Accept-Post": JSON},
             )
-    limit = request.app[CONFIG].body_limit
+    config = request.app[CONFIG]
+    limit = config.body_limit
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, "body-too-large", f"the body is {length} bytes; the limit is {limit}")
-    body = await request.read()
+    try:
+        async with asyncio.timeout(config.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "body-timeout",
+            f"the request body did not arrive within {config.body_timeout:g} s",
+        ) from None
     if not body.strip():
         if required:
             raise ApiError(400, "malformed-json", "the request needs a JSON body")

@@ -238,7 +238,10 @@ def make_runner(
     """Return an AppRunner with the structured access log and cancellation on disconnect.
 
     A handler is cancelled when its client goes away, so SSE streams unsubscribe at once.
+    After answering a request without reading its whole body (a 408, 413 or 415), the server
+    reads and drops what is left for 2 s at most (aiohttp's default is 10) before closing.
     """
+    options.setdefault("lingering_time", 2.0)  # reading an unread body after an answer
     return web.AppRunner(
         app,
         access_log_class=access_log_class,

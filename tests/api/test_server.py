@@ -174,3 +174,18 @@ def test_access_log_and_run_logs_are_structured(server: LiveServer) -> None:
     for entry in logs:
         if "task_id" in entry:
             assert "run_id" in entry, entry
+
+
+def test_a_trickled_body_gets_408_and_is_closed(servers: Any) -> None:
+    """A request whose body does not arrive within the body timeout gets a 408 problem."""
+    server = servers(body_timeout=0.3)
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"id": '
+        )
+        answer = _read_to_end(sock)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"application/problem+json" in answer
+    assert b"body-timeout" in answer
+    assert server.store.list_workflows() == []
