@@ -258,6 +258,10 @@ class WorkerPool:
 class TaskWorker(pykka.ThreadingActor):
     """Runs jobs one at a time; after each, takes the next queued one."""
 
+    # Engine.close() stops every actor; a daemon thread only keeps a straggler (a handler
+    # stuck past the grace period) from holding the interpreter open at exit.
+    use_daemon_thread = True
+
     def __init__(self, pool: WorkerPool, name: str) -> None:
         super().__init__()
         self.pool = pool

@@ -123,6 +123,10 @@ def refuse(items: Sequence[RunInput]) -> None:
 class RunActor(pykka.ThreadingActor):
     """Owns one live run: decides, appends, then acts."""
 
+    # Engine.close() stops every actor; a daemon thread only keeps a straggler (a handler
+    # stuck past the grace period) from holding the interpreter open at exit.
+    use_daemon_thread = True
+
     def __init__(
         self, engine: Engine, run_id: str, mailbox: Mailbox, state: RunState | None = None
     ) -> None:

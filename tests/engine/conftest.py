@@ -97,3 +97,20 @@ def chain(workflow_id: str = "chain3", handler: str = "echo", n: int = 3) -> dic
             }
         )
     return {"id": workflow_id, "tasks": tasks}
+
+
+@pytest.fixture(autouse=True)
+def no_actor_outlives_its_test() -> Iterator[None]:
+    """Every engine a test opened is closed by its end: no run actor or worker thread is left."""
+    yield
+    deadline = threading.Event()
+    for _ in range(200):
+        left = [
+            t.name
+            for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(("RunActor", "TaskWorker"))
+        ]
+        if not left:
+            return
+        deadline.wait(0.025)
+    raise AssertionError(f"threads left behind: {left}")
