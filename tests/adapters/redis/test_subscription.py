@@ -131,10 +131,11 @@ def test_subscriber_sees_every_id_once_while_writers_race(
 
 def test_blocking_reads_end_before_the_socket_timeout(key_prefix: str) -> None:
     """With socket_timeout in the URL, a quiet XREAD gives up in time and finds nothing."""
-    with RedisDatastore(f"{REDIS_URL}?socket_timeout=0.2", key_prefix=key_prefix) as datastore:
+    # A 1 s timeout leaves a loaded machine half a second of slack around the 0.5 s block.
+    with RedisDatastore(f"{REDIS_URL}?socket_timeout=1", key_prefix=key_prefix) as datastore:
         recorder = RedisApplicationRecorder(datastore, events_name="app:events")
         with RedisSubscription(recorder, block_ms=30_000) as subscription:
-            assert subscription._block_ms == 100
+            assert subscription._block_ms == 500
             assert subscription._read_blocking() == []
             recorder.insert_events(_events(1))
             assert next(subscription).id == 1
