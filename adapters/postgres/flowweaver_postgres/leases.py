@@ -22,6 +22,9 @@ Why a function and not the recorder's pipelined insert on this connection: after
 pipeline, psycopg's last message is a Flush, and PostgreSQL arms ``idle_session_timeout``
 only when it sends ReadyForQuery; a node frozen right after a pipelined append kept its
 session, and its leases, for ever. One statement per append ends with Sync like any other.
+Its events go as plain arrays (ids, versions, topics, JSON), which psycopg dumps in C, not
+as the recorder's composite type, dumped in Python: 0.72 against 0.83 ms per single-event
+append on the development machine (the recorder's pipelined path: 1.7 ms).
 """
 
 from __future__ import annotations
@@ -39,14 +42,11 @@ import structlog
 from eventsourcing.persistence import StoredEvent
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composed, Identifier
-from psycopg.types.composite import register_composite
 
 from flowweaver.errors import ConcurrencyError, StoreError
 from flowweaver.ports import Append
 
 if TYPE_CHECKING:
-    from eventsourcing.postgres import PostgresApplicationRecorder
-
     from flowweaver_postgres.store import PostgresSettings
 
 log = structlog.get_logger(__name__)
@@ -64,8 +64,8 @@ def lease_key(schema: str, run_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def append_function_sql(schema: str, table: str, channel: str, event_type: str) -> Composed:
-    """Return the DDL of ``fw_append(keys, events, lock_timeout)``: the fenced insert.
+def append_function_sql(schema: str, table: str, channel: str) -> Composed:
+    """Return the DDL of ``fw_append(keys, ids, versions, topics, states, lock_timeout)``.
 
     It takes each key's advisory lock for the transaction, raising FW001 with the refused
     keys in its detail when another session holds any; then, like the library's
@@ -75,7 +75,8 @@ def append_function_sql(schema: str, table: str, channel: str, event_type: str) 
     """
     return SQL(
         "CREATE OR REPLACE FUNCTION {schema}.{name}("
-        "keys bigint[], events {schema}.{event_type}[], lock_timeout_s integer) "
+        "keys bigint[], ids uuid[], versions bigint[], topics text[], states bytea[], "
+        "lock_timeout_s integer) "
         "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
         "DECLARE refused bigint[]; "
         "BEGIN "
@@ -91,13 +92,12 @@ def append_function_sql(schema: str, table: str, channel: str, event_type: str) 
         "  NOTIFY {channel}; "
         "  RETURN QUERY INSERT INTO {schema}.{table} AS t "
         "    (originator_id, originator_version, topic, state) "
-        "    SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+        "    SELECT * FROM unnest(ids, versions, topics, states) "
         "    RETURNING notification_id; "
         "END $body$"
     ).format(
         schema=Identifier(schema),
         name=Identifier(APPEND_FUNCTION),
-        event_type=Identifier(event_type),
         table=Identifier(table),
         channel=Identifier(channel),
         code=FENCE_SQLSTATE,
@@ -122,7 +122,6 @@ class PostgresLeases:
         self,
         settings: PostgresSettings,
         node: str,
-        recorder: PostgresApplicationRecorder,
         *,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         session_timeout: float = SESSION_TIMEOUT,
@@ -137,9 +136,8 @@ class PostgresLeases:
         self.session_timeout = session_timeout
         # holds() asks the server when the last sign of life of the session is older.
         self.stale_after = heartbeat_interval * 1.5
-        self._recorder = recorder
         self._on_close = on_close
-        self._append = SQL("SELECT {0}.{1}(%s, %s, %s) AS position").format(
+        self._append = SQL("SELECT {0}.{1}(%s, %s, %s, %s, %b, %s) AS position").format(
             Identifier(self.schema), Identifier(APPEND_FUNCTION)
         )
         self._lock = threading.RLock()
@@ -324,14 +322,15 @@ class PostgresLeases:
         stored: Sequence[StoredEvent],
         keys: list[int],
     ) -> list[int]:
-        recorder = self._recorder
-        rows = [
-            recorder.construct_pg_stored_event(
-                e.originator_id, e.originator_version, e.topic, e.state
-            )
-            for e in stored
-        ]
-        params = (keys, rows, self.settings.lock_timeout)
+        # Plain arrays, not the recorder's composite type: psycopg dumps these in C.
+        params = (
+            keys,
+            [e.originator_id for e in stored],
+            [e.originator_version for e in stored],
+            [e.topic for e in stored],
+            [e.state for e in stored],
+            self.settings.lock_timeout,
+        )
         found = conn.execute(self._append, params, prepare=True).fetchall()
         return [row["position"] for row in found]
 
@@ -360,13 +359,6 @@ class PostgresLeases:
         try:
             conn = psycopg.connect(**kwargs, autocommit=True, row_factory=dict_row)
         except psycopg.Error as e:
-            self._connect_failed(e, failures)
-            return False
-        try:
-            for info in self._recorder.datastore.psycopg_type_adapters.values():
-                register_composite(info, conn)
-        except psycopg.Error as e:
-            conn.close()
             self._connect_failed(e, failures)
             return False
         with self._lock:

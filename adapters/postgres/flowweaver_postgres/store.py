@@ -445,12 +445,7 @@ class PostgresEventStore(RecorderEventStore):
                 index.create_tables()
                 with self._transaction(commit=True) as cursor:
                     cursor.execute(
-                        append_function_sql(
-                            settings.schema,
-                            EVENTS_TABLE,
-                            events.channel_name,
-                            events.stored_event_type_name,
-                        )
+                        append_function_sql(settings.schema, EVENTS_TABLE, events.channel_name)
                     )
         except (psycopg.Error, PersistenceError) as e:
             self._datastore.close()
@@ -469,7 +464,6 @@ class PostgresEventStore(RecorderEventStore):
             settings.connection_kwargs("flowweaver-listener"), self.channel, self._wake_waiters
         )
         self.listener.start()
-        self._log_recorder = events
         self._leases: PostgresLeases | None = None
         self._leases_lock = threading.Lock()
 
@@ -502,7 +496,6 @@ class PostgresEventStore(RecorderEventStore):
             leases = PostgresLeases(
                 self.settings,
                 node,
-                self._log_recorder,
                 heartbeat_interval=heartbeat_interval,
                 session_timeout=session_timeout,
                 on_close=self._leases_closed,
