@@ -153,7 +153,7 @@ class RunActor(pykka.ThreadingActor):
         elif self.state.is_terminal:
             self._finish()
         else:
-            self._reconcile()
+            self._reconcile(starting=True)
         self.mailbox.attach(self.actor_ref)
 
     def on_failure(self, *exc_info: Any) -> None:
@@ -360,7 +360,7 @@ class RunActor(pykka.ThreadingActor):
 
     # --- recovery ------------------------------------------------------------------------
 
-    def _reload(self) -> bool:
+    def _reload(self, *, starting: bool = False) -> bool:
         try:
             self.state = self.engine.store.run_state(self.run_id)
         except StoreError as e:
@@ -371,12 +371,12 @@ class RunActor(pykka.ThreadingActor):
             self.log.error("run_vanished")
             self.stop()
             return False
-        self._reconcile()
+        self._reconcile(starting=starting)
         return self.state is not None
 
     def _resume(self) -> None:
         """Rebuild from the store and settle what the run still owes."""
-        if not self._reload():
+        if not self._reload(starting=True):
             self._later([])
             return
         state = self.state
@@ -384,18 +384,30 @@ class RunActor(pykka.ThreadingActor):
         if state.is_terminal:
             self._finish()
 
-    def _reconcile(self) -> None:
-        """Interrupt lost attempts, schedule what is ready, redispatch, re-arm timers."""
+    def _reconcile(self, *, starting: bool = False) -> None:
+        """Interrupt lost attempts, schedule what is ready, redispatch, re-arm timers.
+
+        ``starting``: called as the actor starts, before it takes its mailbox; inputs that
+        are already queued are handled first.
+        """
+        # Which attempts run here, looked at before the mailbox: a worker reports its
+        # outcome before it leaves the in-flight set, so an attempt missing from this list
+        # either left its outcome in the mailbox (handled just below) or was really lost.
+        alive = self.engine.pool.inflight(self.run_id)
+        queued = self.mailbox.take() if starting else []
+        if queued:
+            self._processing = queued
+            self._decide_and_act(queued)
+            self._processing = []
         state = self.state
-        assert state is not None
-        if state.is_terminal:
+        if state is None or state.is_terminal:
             return
         base = state.version
         now = self.engine.clock.now()
         events = commands.interrupt_running(
             state,
             now,
-            still_running=self.engine.pool.inflight(self.run_id),
+            still_running=alive,
             interruption_limit=self.engine.interruption_limit,
         )
         events += commands.settle(state, now)
