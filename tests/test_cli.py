@@ -18,34 +18,9 @@ from typing import Any
 
 import pytest
 
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
+
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
-
-
-EXAMPLE_WORKFLOW = {
-    "id": "example-workflow",
-    "tasks": [
-        {
-            "id": "task1",
-            "name": "Fetch Data",
-            "handler": "fetch_data",
-            "outputs": {"data": "$.result"},
-        },
-        {
-            "id": "task2",
-            "name": "Process Data",
-            "handler": "process_data",
-            "dependencies": ["task1"],
-            "inputs": {"source": "$.data"},
-        },
-        {
-            "id": "task3",
-            "name": "Save Result",
-            "handler": "save_result",
-            "dependencies": ["task2"],
-            "inputs": {"processed": "$.result"},
-        },
-    ],
-}
 
 
 def _env(**extra: str) -> dict[str, str]:

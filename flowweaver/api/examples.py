@@ -35,3 +35,31 @@ EXAMPLE_HANDLERS = {
     "process_data": process_data,
     "save_result": save_result,
 }
+
+# The original README's workflow: task1 publishes {data}, task2 reads `$.data`, task3 reads
+# task2's `$.result`.
+EXAMPLE_WORKFLOW: dict[str, Any] = {
+    "id": "example-workflow",
+    "tasks": [
+        {
+            "id": "task1",
+            "name": "Fetch Data",
+            "handler": "fetch_data",
+            "outputs": {"data": "$.result"},
+        },
+        {
+            "id": "task2",
+            "name": "Process Data",
+            "handler": "process_data",
+            "dependencies": ["task1"],
+            "inputs": {"source": "$.data"},
+        },
+        {
+            "id": "task3",
+            "name": "Save Result",
+            "handler": "save_result",
+            "dependencies": ["task2"],
+            "inputs": {"processed": "$.result"},
+        },
+    ],
+}

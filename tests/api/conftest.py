@@ -25,32 +25,6 @@ from flowweaver.handlers import HandlerRegistry, builtin_registry
 from flowweaver.ports import EventStore
 from flowweaver.store import MemoryEventStore, SQLiteEventStore
 
-EXAMPLE_WORKFLOW = {
-    "id": "example-workflow",
-    "tasks": [
-        {
-            "id": "task1",
-            "name": "Fetch Data",
-            "handler": "fetch_data",
-            "outputs": {"data": "$.result"},
-        },
-        {
-            "id": "task2",
-            "name": "Process Data",
-            "handler": "process_data",
-            "dependencies": ["task1"],
-            "inputs": {"source": "$.data"},
-        },
-        {
-            "id": "task3",
-            "name": "Save Result",
-            "handler": "save_result",
-            "dependencies": ["task2"],
-            "inputs": {"processed": "$.result"},
-        },
-    ],
-}
-
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a test's client coroutine to the end."""

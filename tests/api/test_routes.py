@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 
 from flowweaver.api.app import HUB
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.errors import StoreError
 from flowweaver.store import MemoryEventStore
 
-from .conftest import EXAMPLE_WORKFLOW, LiveServer, run, wait_finished
+from .conftest import LiveServer, run, wait_finished
 
 PROBLEM = "application/problem+json"
 

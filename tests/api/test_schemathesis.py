@@ -25,9 +25,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.api.openapi import build_document
 
-from .conftest import EXAMPLE_WORKFLOW, Servers, example_registry
+from .conftest import Servers, example_registry
 
 CHECKS = [
     not_a_server_error,

@@ -16,9 +16,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.observability import configure_logging
 
-from .conftest import EXAMPLE_WORKFLOW, LiveServer, run, wait_finished
+from .conftest import LiveServer, run, wait_finished
 
 
 def _connect(server: LiveServer) -> socket.socket:

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from flowweaver.api.app import HUB
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.api.sse import event_json
 from flowweaver.domain import run as commands
 from flowweaver.domain.run import RunState
@@ -25,7 +26,6 @@ from flowweaver.ports import Append, RecordedEvent
 from flowweaver.store import MemoryEventStore
 
 from .conftest import (
-    EXAMPLE_WORKFLOW,
     Gates,
     LiveServer,
     Message,

@@ -17,36 +17,12 @@ from typing import Any
 
 import pytest
 
+from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from tests.adapters.redis.support import REDIS_URL, delete_keys, new_key_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-# The original README's workflow, run by the example handlers `serve` registers.
-EXAMPLE_WORKFLOW = {
-    "id": "example-workflow",
-    "tasks": [
-        {
-            "id": "task1",
-            "name": "Fetch Data",
-            "handler": "fetch_data",
-            "outputs": {"data": "$.result"},
-        },
-        {
-            "id": "task2",
-            "name": "Process Data",
-            "handler": "process_data",
-            "dependencies": ["task1"],
-            "inputs": {"source": "$.data"},
-        },
-        {
-            "id": "task3",
-            "name": "Save Result",
-            "handler": "save_result",
-            "dependencies": ["task2"],
-            "inputs": {"processed": "$.result"},
-        },
-    ],
-}
+
 TERMINAL = {"RunCompleted", "RunFailed", "RunCancelled"}
 DEADLINE = 30.0
 
