@@ -65,35 +65,40 @@ def lease_key(schema: str, run_id: str) -> int:
 
 
 def append_function_sql(schema: str, table: str, channel: str) -> Composed:
-    """Return the DDL of ``fw_append(keys, ids, versions, topics, states, lock_timeout)``.
+    """Return the DDL of ``fw_append``: the fenced insert, and the leases of new runs.
 
-    It takes each key's advisory lock for the transaction, raising FW001 with the refused
-    keys in its detail when another session holds any; then, like the library's
+    ``fw_append(keys, new_keys, ids, versions, topics, states, lock_timeout_s)`` takes each
+    of ``keys``' advisory locks for the transaction, raising FW001 with the refused keys in
+    its detail when another session holds any; then, like the library's
     ``PostgresApplicationRecorder``, it takes the log's EXCLUSIVE lock (waiting at most
-    ``lock_timeout`` seconds), sends NOTIFY and inserts the rows, returning their
-    notification ids in order.
+    ``lock_timeout_s`` seconds), sends NOTIFY and inserts the rows. It returns their
+    notification ids in order, as ``(appended, NULL)`` rows. Once the rows are in, it takes
+    the session-level locks of ``new_keys`` (the runs it creates), and returns each one it
+    could not take as a ``(NULL, refused)`` row.
     """
     return SQL(
         "CREATE OR REPLACE FUNCTION {schema}.{name}("
-        "keys bigint[], ids uuid[], versions bigint[], topics text[], states bytea[], "
-        "lock_timeout_s integer) "
-        "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
-        "DECLARE refused bigint[]; "
+        "keys bigint[], new_keys bigint[], ids uuid[], versions bigint[], topics text[], "
+        "states bytea[], lock_timeout_s integer) "
+        "RETURNS TABLE (appended bigint, refused bigint) LANGUAGE plpgsql AS $body$ "
+        "DECLARE taken bigint[]; "
         "BEGIN "
-        "  SELECT array_agg(k) INTO refused FROM unnest(keys) AS k "
+        "  SELECT array_agg(k) INTO taken FROM unnest(keys) AS k "
         "   WHERE NOT pg_try_advisory_xact_lock(k); "
-        "  IF refused IS NOT NULL THEN "
+        "  IF taken IS NOT NULL THEN "
         "    RAISE EXCEPTION USING ERRCODE = {code}, "
         "      MESSAGE = 'run lease held by another session', "
-        "      DETAIL = array_to_string(refused, ','); "
+        "      DETAIL = array_to_string(taken, ','); "
         "  END IF; "
         "  PERFORM set_config('lock_timeout', lock_timeout_s || 's', true); "
         "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
         "  NOTIFY {channel}; "
-        "  RETURN QUERY INSERT INTO {schema}.{table} AS t "
-        "    (originator_id, originator_version, topic, state) "
-        "    SELECT * FROM unnest(ids, versions, topics, states) "
-        "    RETURNING notification_id; "
+        "  RETURN QUERY WITH rows AS ("
+        "    INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state) "
+        "    SELECT * FROM unnest(ids, versions, topics, states) RETURNING t.notification_id) "
+        "    SELECT rows.notification_id, NULL::bigint FROM rows; "
+        "  RETURN QUERY SELECT NULL::bigint, k FROM unnest(new_keys) AS k "
+        "    WHERE NOT pg_try_advisory_lock(k); "
         "END $body$"
     ).format(
         schema=Identifier(schema),
@@ -137,7 +142,7 @@ class PostgresLeases:
         # holds() asks the server when the last sign of life of the session is older.
         self.stale_after = heartbeat_interval * 1.5
         self._on_close = on_close
-        self._append = SQL("SELECT {0}.{1}(%s, %s, %s, %s, %b, %s) AS position").format(
+        self._append = SQL("SELECT * FROM {0}.{1}(%s, %s, %s, %s, %s, %b, %s)").format(
             Identifier(self.schema), Identifier(APPEND_FUNCTION)
         )
         self._lock = threading.RLock()
@@ -169,11 +174,8 @@ class PostgresLeases:
             if run_id in self._held:
                 return True
             key = lease_key(self.schema, run_id)
-            if self._key_holds[key] or key in self._unlocks:
-                # Still ours on the server (a release not yet given back, or a twin key).
-                with contextlib.suppress(ValueError):
-                    self._unlocks.remove(key)
-                self._hold(run_id, key)
+            if self._ours_on_server(key):
+                self._take(run_id, key)
                 return True
             try:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
@@ -183,7 +185,7 @@ class PostgresLeases:
             self._last_ok = time.monotonic()
             if row is None or not row["ok"]:
                 return False
-            self._hold(run_id, key)
+            self._take(run_id, key)
             return True
 
     def release(self, run_id: str) -> None:
@@ -205,12 +207,16 @@ class PostgresLeases:
         that wakes up after losing its session learns it before deciding anything. The
         fence in :meth:`append` does not depend on this answer.
         """
+        # Without the lock: run actors ask before every append, and an append holds the lock
+        # for its round trip. Reads of a dict and a float are atomic.
+        if self._conn is None or run_id not in self._held:
+            return False
+        if time.monotonic() - self._last_ok <= self.stale_after:
+            return True
         with self._lock:
             conn = self._conn
             if conn is None or run_id not in self._held:
                 return False
-            if time.monotonic() - self._last_ok <= self.stale_after:
-                return True
             try:
                 conn.execute("SELECT 1")
             except psycopg.Error as e:
@@ -279,8 +285,9 @@ class PostgresLeases:
 
         A run with ``expected_version`` above 0 must be held by this node, and the
         statement takes its lock too, which no other session can hold at the same time.
-        A new run (version 1) needs no lease: its first version is unique. One call of
-        ``fw_append``, one round trip, its own transaction.
+        A new run (version 1) needs no lease: its first version is unique; once its first
+        events are in, the same call takes its lease, so the engine's acquire that follows
+        needs no round trip. One call of ``fw_append``, one round trip, its own transaction.
 
         Raises:
             ConcurrencyError: a version is taken, or a run is not (or no longer) ours;
@@ -296,47 +303,69 @@ class PostgresLeases:
             if not_ours:
                 raise ConcurrencyError(not_ours)
             # New runs are not fenced: the key (run, version 1) is unique, so a run is created
-            # once, and a node that creates one owns nobody else's events by doing so.
-            keys = {
-                lease_key(self.schema, a.run_id): a.run_id for a in appends if a.expected_version
-            }
+            # once, and a node that creates one owns nobody else's events by doing so. Their
+            # leases are taken in the same call, once their first events are in.
+            keys: dict[int, str] = {}
+            created: dict[int, str] = {}
+            for a in appends:
+                key = lease_key(self.schema, a.run_id)
+                if a.expected_version:
+                    keys[key] = a.run_id
+                else:
+                    created[key] = a.run_id
+            # A key this session holds already (a twin run, a release not given back) is not
+            # locked again: each key is locked once, so one unlock gives it back.
+            new_keys = [k for k in created if not self._ours_on_server(k)]
             try:
-                positions = self._insert(conn, stored, list(keys))
+                rows = self._insert(conn, stored, list(keys), new_keys)
             except psycopg.Error as e:
+                ids = [a.run_id for a in appends]
                 if e.sqlstate == FENCE_SQLSTATE:
                     refused = [keys[int(k)] for k in (e.diag.message_detail or "").split(",") if k]
-                    raise ConcurrencyError(refused or list(keys.values())) from e
+                    raise ConcurrencyError(refused or ids) from e
                 if isinstance(e, psycopg.errors.UniqueViolation):
-                    raise ConcurrencyError(list(keys.values())) from e
+                    raise ConcurrencyError(ids) from e
                 if isinstance(e, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
                     raise StoreError(f"append timed out waiting for the log: {e}") from e
                 if conn.closed or conn.broken or isinstance(e, psycopg.OperationalError):
                     self._session_died(e)
                 raise StoreError(f"append through the lease session failed: {e}") from e
             self._last_ok = time.monotonic()
-            return positions
+            not_leased = {row["refused"] for row in rows if row["refused"] is not None}
+            for key, run_id in created.items():
+                if key not in not_leased and run_id not in self._held:
+                    self._take(run_id, key)
+            return [row["appended"] for row in rows if row["appended"] is not None]
 
     def _insert(
         self,
         conn: psycopg.Connection[DictRow],
         stored: Sequence[StoredEvent],
         keys: list[int],
-    ) -> list[int]:
+        new_keys: list[int],
+    ) -> list[DictRow]:
         # Plain arrays, not the recorder's composite type: psycopg dumps these in C.
         params = (
             keys,
+            new_keys,
             [e.originator_id for e in stored],
             [e.originator_version for e in stored],
             [e.topic for e in stored],
             [e.state for e in stored],
             self.settings.lock_timeout,
         )
-        found = conn.execute(self._append, params, prepare=True).fetchall()
-        return [row["position"] for row in found]
+        return conn.execute(self._append, params, prepare=True).fetchall()
 
     # --- the session ---------------------------------------------------------------------
 
-    def _hold(self, run_id: str, key: int) -> None:
+    def _ours_on_server(self, key: int) -> bool:
+        """Say whether this session holds ``key`` (for a held run, or a pending release)."""
+        return bool(self._key_holds[key]) or key in self._unlocks
+
+    def _take(self, run_id: str, key: int) -> None:
+        """Record ``run_id`` as held; its key's lock is this session's. Lock held."""
+        with contextlib.suppress(ValueError):
+            self._unlocks.remove(key)  # a pending release of the same key is called off
         self._held[run_id] = key
         self._key_holds[key] += 1
 

@@ -133,12 +133,25 @@ def test_a_frozen_node_loses_its_leases_within_the_session_timeout(
     assert not a.holds(run_id)  # a quiet session is checked, found dead
 
 
+def test_creating_a_run_takes_its_lease_in_the_same_call(open_pg_store: OpenStore) -> None:
+    """A run's first append through the leases leaves the node holding the run."""
+    a_store, b_store = open_pg_store(), open_pg_store()
+    a = a_store.open_leases("a")
+    b = b_store.open_leases("b")
+    run_id = new_run_id()
+    start(a_store, run_id)
+    assert a.holds(run_id)
+    assert a.acquire(run_id)  # no round trip: already held
+    assert not b.acquire(run_id)
+
+
 def test_appends_through_the_leases_need_the_run_held(open_pg_store: OpenStore) -> None:
-    """A run's first event needs no lease; later ones only go in while this node owns it."""
+    """Once a node gave a run up, its appends to the run are refused until it owns it again."""
     store = open_pg_store()
     leases = store.open_leases("a")
     run_id = new_run_id()
     start(store, run_id)
+    leases.release(run_id)
     more = [Append(run_id=run_id, expected_version=1, events=[task_scheduled()])]
     with pytest.raises(ConcurrencyError):
         store.append(more)
@@ -158,7 +171,7 @@ def test_the_server_refuses_a_run_another_session_holds(open_pg_store: OpenStore
     b = b_store.open_leases("b")
     run_id = new_run_id()
     start(b_store, run_id)
-    assert b.acquire(run_id)
+    assert b.holds(run_id)
     a._held[run_id] = lease_key(a_store.schema, run_id)
     with pytest.raises(ConcurrencyError) as refused:
         a_store.append([Append(run_id=run_id, expected_version=1, events=[task_scheduled()])])
@@ -171,12 +184,13 @@ def test_a_new_run_needs_no_lease(open_pg_store: OpenStore) -> None:
     """A run's first event goes in without a lease; a second creation is a concurrency error."""
     a_store, b_store = open_pg_store(), open_pg_store()
     a_store.open_leases("a")
-    b_store.open_leases("b")
+    b = b_store.open_leases("b")
     run_id = new_run_id()
     start(a_store, run_id)
     with pytest.raises(ConcurrencyError):
         start(b_store, run_id)
     assert len(a_store.read_run(run_id)) == 1
+    assert not b.holds(run_id)  # the losing creation took no lease
 
 
 def test_a_node_whose_session_ended_cannot_append(
