@@ -141,6 +141,9 @@ class PostgresLeases:
         self.session_timeout = session_timeout
         # holds() asks the server when the last sign of life of the session is older.
         self.stale_after = heartbeat_interval * 1.5
+        # Each lease is a slot of the server's lock table, which every session shares: when
+        # it is full, any lock of any session fails ("out of shared memory").
+        self.max_leases = settings.max_leases
         self._on_close = on_close
         self._append = SQL("SELECT * FROM {0}.{1}(%s, %s, %s, %s, %s, %b, %s)").format(
             Identifier(self.schema), Identifier(APPEND_FUNCTION)
@@ -173,6 +176,8 @@ class PostgresLeases:
                 return False
             if run_id in self._held:
                 return True
+            if len(self._held) >= self.max_leases:
+                return False  # full: another node, or this one later, takes the run
             key = lease_key(self.schema, run_id)
             if self._ours_on_server(key):
                 self._take(run_id, key)
@@ -180,7 +185,10 @@ class PostgresLeases:
             try:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
             except psycopg.Error as e:
-                self._session_died(e)
+                # The session died, or the server refused (its lock table is full: see
+                # max_locks_per_transaction in docs/cluster.md); either way not ours now.
+                if not self._session_died_if_broken(conn, e):
+                    log.warning("lease_acquire_failed", node=self.node, run_id=run_id, error=str(e))
                 return False
             self._last_ok = time.monotonic()
             if row is None or not row["ok"]:
@@ -220,7 +228,7 @@ class PostgresLeases:
             try:
                 conn.execute("SELECT 1")
             except psycopg.Error as e:
-                self._session_died(e)
+                self._session_died_if_broken(conn, e)
                 return False
             self._last_ok = time.monotonic()
             return True
@@ -315,7 +323,8 @@ class PostgresLeases:
                     created[key] = a.run_id
             # A key this session holds already (a twin run, a release not given back) is not
             # locked again: each key is locked once, so one unlock gives it back.
-            new_keys = [k for k in created if not self._ours_on_server(k)]
+            room = max(0, self.max_leases - len(self._held))
+            new_keys = [k for k in created if not self._ours_on_server(k)][:room]
             try:
                 rows = self._insert(conn, stored, list(keys), new_keys)
             except psycopg.Error as e:
@@ -327,13 +336,13 @@ class PostgresLeases:
                     raise ConcurrencyError(ids) from e
                 if isinstance(e, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
                     raise StoreError(f"append timed out waiting for the log: {e}") from e
-                if conn.closed or conn.broken or isinstance(e, psycopg.OperationalError):
-                    self._session_died(e)
+                self._session_died_if_broken(conn, e)
                 raise StoreError(f"append through the lease session failed: {e}") from e
             self._last_ok = time.monotonic()
             not_leased = {row["refused"] for row in rows if row["refused"] is not None}
+            taken = set(new_keys) - not_leased
             for key, run_id in created.items():
-                if key not in not_leased and run_id not in self._held:
+                if run_id not in self._held and (key in taken or self._ours_on_server(key)):
                     self._take(run_id, key)
             return [row["appended"] for row in rows if row["appended"] is not None]
 
@@ -409,6 +418,17 @@ class PostgresLeases:
                 "lease_session_connect_failed", node=self.node, error=str(error), tries=failures + 1
             )
 
+    def _session_died_if_broken(self, conn: psycopg.Connection[DictRow], error: Exception) -> bool:
+        """Treat the session as dead if ``error`` ended the connection; say whether it did.
+
+        An error of one statement on a live session (a full lock table, a timeout) leaves
+        every lease in place. Lock held.
+        """
+        if conn.closed or conn.broken:
+            self._session_died(error)
+            return True
+        return False
+
     def _session_died(self, error: BaseException) -> None:
         """Forget the session and every lease on it; the thread tells the engine. Lock held."""
         conn, self._conn = self._conn, None
@@ -461,7 +481,9 @@ class PostgresLeases:
                 else:
                     conn.execute("SELECT 1")
             except psycopg.Error as e:
-                self._session_died(e)
+                if not self._session_died_if_broken(conn, e):
+                    self._unlocks.extend(unlocks)  # refused, not run: still ours, try again
+                    log.warning("lease_heartbeat_failed", node=self.node, error=str(e))
                 return
             self._last_ok = time.monotonic()
 

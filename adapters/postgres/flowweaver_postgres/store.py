@@ -8,7 +8,8 @@ Options: ``schema`` (default ``public``, created if missing; every table lives i
 ``pool_size`` and ``max_overflow`` (pooled connections kept and added under load),
 ``connect_timeout`` (seconds to open a connection or wait for a pooled one), ``lock_timeout``
 (seconds an append waits for the log's table lock), ``poll_interval`` (seconds between polls
-of a tailer when no notification comes).
+of a tailer when no notification comes), ``max_leases`` (runs one node owns at most: each
+lease takes a slot of the server's shared lock table; see docs/cluster.md).
 
 The log is the library's ``PostgresApplicationRecorder``: each insert takes the table's
 EXCLUSIVE lock so notification ids are issued in commit order (readers never pass a gap that
@@ -97,6 +98,7 @@ class PostgresSettings:
     lock_timeout: int = 5
     poll_interval: float = 0.25
     ping_timeout: int = 2
+    max_leases: int = 1000
 
     def connection_kwargs(self, application_name: str = "flowweaver") -> dict[str, Any]:
         """Return psycopg.connect keyword arguments for one connection."""
@@ -123,7 +125,7 @@ def _socket_options(connect_timeout: int) -> dict[str, Any]:
     }
 
 
-_INT_OPTIONS = ("pool_size", "max_overflow", "connect_timeout", "lock_timeout")
+_INT_OPTIONS = ("pool_size", "max_overflow", "connect_timeout", "lock_timeout", "max_leases")
 
 
 def parse_url(url: str) -> PostgresSettings:

@@ -315,3 +315,18 @@ def test_an_engine_takes_over_the_runs_of_an_engine_whose_session_died(
         release.set()
         a.close(grace=1)
         b.close(grace=1)
+
+
+def test_a_node_owns_at_most_max_leases_runs(open_pg_store: OpenStore) -> None:
+    """Past max_leases a node creates runs without owning them, and acquires no more."""
+    a_store, b_store = open_pg_store(max_leases=2), open_pg_store()
+    a = a_store.open_leases("a")
+    b = b_store.open_leases("b")
+    runs = [new_run_id() for _ in range(3)]
+    for run_id in runs:
+        start(a_store, run_id)
+    assert [a.holds(r) for r in runs] == [True, True, False]
+    assert not a.acquire(runs[2])
+    assert b.acquire(runs[2])  # another node takes what A has no room for
+    a.release(runs[0])
+    assert a.acquire(new_run_id())
