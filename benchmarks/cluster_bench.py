@@ -24,6 +24,10 @@ of its own, dropped afterwards.
   1 and 10 runs of one event each per append, with the log's EXCLUSIVE table lock and without
   it (a copy of fw_append without LOCK TABLE, in the benchmark's schema only: the log is then
   NOT commit-ordered; it exists here only to price the lock).
+
+Experiment knobs for the node processes of ``nodes`` (environment): FWBENCH_TAKEOVER_INTERVAL
+(seconds between takeover scans, default 1), FWBENCH_SYNCHRONOUS_COMMIT (``off`` prices the WAL
+flush of the nodes' appends; never a setting to run with: it loses acknowledged events).
 """
 
 from __future__ import annotations
