@@ -59,8 +59,22 @@ class Mailbox:
         self._lock = threading.Lock()
         self._items: deque[RunInput] = deque()
         self._ref: pykka.ActorRef[Any] | None = None
+        self._owner: pykka.ActorRef[Any] | None = None
         self._kicked = False
         self._closed = False
+
+    def bind(self, ref: pykka.ActorRef[Any]) -> bool:
+        """Make ``ref`` the actor that closing the mailbox stops; False if already closed.
+
+        A run actor binds first thing as it starts, before it dispatches anything, so that
+        whoever closes the mailbox (leases lost, engine closing) stops it even if the
+        spawner has not yet recorded its ref.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            self._owner = ref
+            return True
 
     def attach(self, ref: pykka.ActorRef[Any]) -> None:
         """Hand the mailbox to a (new) actor and wake it if inputs are waiting."""
@@ -105,11 +119,15 @@ class Mailbox:
         return self._closed
 
     def close(self) -> list[RunInput]:
-        """Refuse further inputs and return the ones still queued."""
+        """Refuse further inputs, stop the bound actor, and return the inputs still queued."""
         with self._lock:
             self._closed = True
             items = list(self._items)
             self._items.clear()
+            owner, self._owner = self._owner, None
+        if owner is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                owner.stop(block=False)
         return items
 
 
@@ -145,6 +163,9 @@ class RunActor(pykka.ThreadingActor):
     # --- lifecycle ---------------------------------------------------------------------
 
     def on_start(self) -> None:
+        if not self.mailbox.bind(self.actor_ref):
+            self.stop()  # the run was closed here before this actor got going
+            return
         if not self.engine.leases.holds(self.run_id):
             self._give_up([])
             return
