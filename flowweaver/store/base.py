@@ -126,13 +126,7 @@ class RecorderEventStore:
     # --- writing -------------------------------------------------------------------------
 
     def append(self, appends: Sequence[Append]) -> list[int]:
-        stored: list[StoredEvent] = []
-        for append in appends:
-            originator = uuid.UUID(append.run_id)
-            version = append.expected_version
-            for event in append.events:
-                version += 1
-                stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+        stored = stored_events(appends)
         if not stored:
             return []
         with self._translate_errors([a.run_id for a in appends]):
@@ -383,6 +377,18 @@ class RecorderEventStore:
             raise ConcurrencyError(ids) from e
         except PersistenceError as e:
             raise StoreError(f"event store failed: {e}") from e
+
+
+def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:
+    """Map appends to the library's stored events: one per event, versions counted on."""
+    stored: list[StoredEvent] = []
+    for append in appends:
+        originator = uuid.UUID(append.run_id)
+        version = append.expected_version
+        for event in append.events:
+            version += 1
+            stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+    return stored
 
 
 _TERMINAL_STATUS = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}

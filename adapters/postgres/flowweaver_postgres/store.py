@@ -29,7 +29,6 @@ import select
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -42,7 +41,6 @@ from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
     PersistenceError,
-    StoredEvent,
 )
 from eventsourcing.postgres import (
     ConnectionPool,
@@ -57,8 +55,7 @@ from psycopg_pool.base import AttemptWithBackoff
 
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import Append
-from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
-from flowweaver.store.codec import encode
+from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore, stored_events
 from flowweaver.store.sql import SQLRunIndex
 from flowweaver_postgres.leases import (
     HEARTBEAT_INTERVAL,
@@ -524,13 +521,7 @@ class PostgresEventStore(RecorderEventStore):
         leases = self._leases
         if leases is None:
             return super().append(appends)
-        stored: list[StoredEvent] = []
-        for append in appends:
-            originator = uuid.UUID(append.run_id)
-            version = append.expected_version
-            for event in append.events:
-                version += 1
-                stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+        stored = stored_events(appends)
         if not stored:
             return []
         positions = leases.append(stored, appends)

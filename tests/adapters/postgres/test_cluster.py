@@ -31,6 +31,7 @@ from flowweaver_postgres import PostgresEventStore, open_store
 from flowweaver.domain.events import TaskFailed, TaskStarted
 from flowweaver.ports import RecordedEvent
 from tests.adapters.postgres.support import SERVER_URL, drop_schema, new_schema_name, store_url
+from tests.sse_client import read_sse
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -503,36 +504,13 @@ def test_runs_survive_a_postgres_restart_and_requests_fail_fast_meanwhile(
 # --- reading and idempotency across nodes ------------------------------------------------------
 
 
-def read_sse(port: int, path: str) -> list[tuple[str, str, Any]]:
-    """Read an SSE stream to its end: (id, event, data) of every message."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path, headers={"Accept": "text/event-stream"})
-        response = connection.getresponse()
-        assert response.status == 200
-        messages: list[tuple[str, str, Any]] = []
-        fields: dict[str, str] = {}
-        for raw in response:  # ends when the server closes the stream
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if "event" in fields:
-                    messages.append((fields["id"], fields["event"], json.loads(fields["data"])))
-                fields = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        return messages
-    finally:
-        connection.close()
-
-
 def test_an_sse_client_on_one_node_sees_events_another_node_writes(cluster: Cluster) -> None:
     """SSE on node A streams, live and to the end, a run that node B owns."""
     a, b = cluster.start(2)
     status, _ = b.request("POST", "/workflows", chain("watched", 3, 0.3))
     assert status == 201
     _, run_id = b.start_run("watched")
-    messages = read_sse(a.port, f"/events/{run_id}")
+    messages = read_sse(a.port, f"/events/{run_id}", DEADLINE)
     names = [event for _, event, _ in messages]
     assert names[0] == "RunStarted"
     assert names[-1] == "RunCompleted"

@@ -19,6 +19,7 @@ import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from tests.adapters.redis.support import REDIS_URL, delete_keys, new_key_prefix
+from tests.sse_client import read_sse
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -116,30 +117,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     finally:
         started.kill()
         delete_keys(prefix)
-
-
-def read_sse(port: int, path: str) -> list[tuple[str, str, Any]]:
-    """Read an SSE stream to its end: (id, event, data) of every message."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    try:
-        connection.request("GET", path, headers={"Accept": "text/event-stream"})
-        response = connection.getresponse()
-        assert response.status == 200
-        assert response.getheader("Content-Type", "").startswith("text/event-stream")
-        messages: list[tuple[str, str, Any]] = []
-        fields: dict[str, str] = {}
-        for raw in response:  # ends when the server closes the stream
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if "event" in fields:
-                    messages.append((fields["id"], fields["event"], json.loads(fields["data"])))
-                fields = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        return messages
-    finally:
-        connection.close()
 
 
 def test_serve_on_redis_runs_the_original_readme_session(server: Server) -> None:
