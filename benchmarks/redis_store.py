@@ -36,16 +36,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from bench_events import EVENTS, new_runs  # benchmarks/ is the script's directory
 from engine_bench import CHAIN3, w1, w2, w3  # benchmarks/ is the script's directory
 from flowweaver_redis.store import open_store
 
-from flowweaver.domain.events import RunEvent, RunStarted, TaskCompleted, TaskScheduled, TaskStarted
-from flowweaver.domain.spec import TaskSpec, WorkflowSpec
 from flowweaver.engine import Engine
 from flowweaver.handlers import builtin_registry
 from flowweaver.observability import configure_logging
@@ -53,39 +51,7 @@ from flowweaver.ports import Append, EventStore
 from flowweaver.store import SQLiteEventStore
 from flowweaver.store import open_store as flowweaver_open_store
 
-NOW = datetime(2025, 1, 1, tzinfo=UTC)
-TASKS = 33  # RunStarted + 3 events per task = 100 events per run
 assert CHAIN3["id"] == "chain3"  # the engine workloads are engine_bench's own
-
-
-def run_events(tasks: int = TASKS) -> list[RunEvent]:
-    """Return the events of a run of independent no-op tasks that all completed."""
-    now = NOW
-    spec = WorkflowSpec(
-        id="bench", tasks=tuple(TaskSpec(id=f"t{i}", handler="noop") for i in range(tasks))
-    )
-    events: list[RunEvent] = [
-        RunStarted(timestamp=now, workflow_id="bench", workflow_version=1, definition=spec)
-    ]
-    for i in range(tasks):
-        task = f"t{i}"
-        events += [
-            TaskScheduled(timestamp=now, task_id=task, attempt=1, inputs={"n": i}),
-            TaskStarted(timestamp=now, task_id=task, attempt=1, worker="w1"),
-            TaskCompleted(timestamp=now, task_id=task, attempt=1, output={"n": i}, duration_ms=0.1),
-        ]
-    return events
-
-
-EVENTS = run_events()
-
-
-def new_runs(runs: int, events_per_run: int) -> list[Append]:
-    """Return one append for each of ``runs`` new runs, of their first events."""
-    return [
-        Append(run_id=str(uuid.uuid4()), expected_version=0, events=EVENTS[:events_per_run])
-        for _ in range(runs)
-    ]
 
 
 def emit(**fields: Any) -> None:
