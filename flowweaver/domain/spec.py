@@ -37,7 +37,7 @@ Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
-class RetryPolicy(
+class _Document(
     msgspec.Struct,
     frozen=True,
     kw_only=True,
@@ -45,6 +45,10 @@ class RetryPolicy(
     omit_defaults=True,
     forbid_unknown_fields=True,
 ):
+    """Base of the workflow document's parts: camelCase JSON, unknown fields refused."""
+
+
+class RetryPolicy(_Document, frozen=True, kw_only=True):
     """How often and how soon a failed task runs again."""
 
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
@@ -64,28 +68,14 @@ class RetryPolicy(
 NO_RETRY = RetryPolicy()
 
 
-class Defaults(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    rename="camel",
-    omit_defaults=True,
-    forbid_unknown_fields=True,
-):
+class Defaults(_Document, frozen=True, kw_only=True):
     """Settings every task inherits unless it sets its own."""
 
     retry: RetryPolicy | None = None
     timeout: Timeout | None = None
 
 
-class TaskSpec(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    rename="camel",
-    omit_defaults=True,
-    forbid_unknown_fields=True,
-):
+class TaskSpec(_Document, frozen=True, kw_only=True):
     """One node of the DAG: which handler runs, after which tasks, with which inputs."""
 
     id: Ident
@@ -98,14 +88,7 @@ class TaskSpec(
     timeout: Timeout | None = None
 
 
-class WorkflowSpec(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    rename="camel",
-    omit_defaults=True,
-    forbid_unknown_fields=True,
-):
+class WorkflowSpec(_Document, frozen=True, kw_only=True):
     """A workflow definition: a DAG of tasks with shared defaults."""
 
     id: Ident
