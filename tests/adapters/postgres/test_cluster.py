@@ -9,13 +9,10 @@ and only the node that ran an attempt records its outcome.
 from __future__ import annotations
 
 import http.client
-import json
 import os
-import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,12 +28,12 @@ from flowweaver_postgres import PostgresEventStore, open_store
 from flowweaver.domain.events import TaskFailed, TaskStarted
 from flowweaver.ports import RecordedEvent
 from tests.adapters.postgres.support import SERVER_URL, drop_schema, new_schema_name, store_url
+from tests.serve_process import DEADLINE, ServeProcess
 from tests.sse_client import read_sse
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 HANDLERS = Path(__file__).with_name("cluster_handlers.py")
-DEADLINE = 30.0
 TAKEOVER_BOUND_S = 5.0
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -69,100 +66,18 @@ def wait_until(
     return condition()
 
 
-class Node:
-    """One `flowweaver serve` process of the cluster and the JSON log lines it writes."""
+class Node(ServeProcess):
+    """One `flowweaver serve` process of the cluster."""
 
     def __init__(self, url: str, invocations: Path, cwd: Path) -> None:
-        script = Path(sys.executable).with_name("flowweaver")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "flowweaver.cli"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")}
-        env["FWTEST_INVOCATIONS"] = str(invocations)
-        self.process = subprocess.Popen(
-            [
-                *command, "serve", "--store", url, "--host", "127.0.0.1", "--port", "0",
-                "--log-format", "json", "--grace", "2", "--workers", "4",
-                "--handlers", str(HANDLERS),
-            ],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-        self.pid = self.process.pid
+        super().__init__(
+            url,
+            cwd,
+            args=["--grace", "2", "--workers", "4", "--handlers", str(HANDLERS)],
+            env={"FWTEST_INVOCATIONS": str(invocations)},
+        )
         # The engine's node name, which starts every worker name of this process.
         self.name = f"{socket.gethostname()}:{self.pid}"
-        self.logs: list[dict[str, Any]] = []
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = 0
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            try:
-                self._lines.put(json.loads(raw))
-            except ValueError:
-                self._lines.put({"event": "unparsed", "line": raw.decode(errors="replace")})
-        self._lines.put(None)
-
-    def drain(self) -> list[dict[str, Any]]:
-        """Read every log line written so far; return them all."""
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                return self.logs
-            if line is not None:
-                self.logs.append(line)
-
-    def wait_started(self) -> None:
-        """Block until the server listens; learn its port."""
-        self.port = int(self.wait_logged("server_started")["port"])
-
-    def wait_logged(
-        self, event: str, timeout: float = DEADLINE, where: Callable[[dict[str, Any]], bool] = bool
-    ) -> dict[str, Any]:
-        """Return the first log line of ``event`` (matching ``where``), reading as lines come."""
-        for line in self.logs:
-            if line.get("event") == event and where(line):
-                return line
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"node {self.pid} exited before logging {event}")
-            self.logs.append(line)
-            if line.get("event") == event and where(line):
-                return line
-        raise AssertionError(f"node {self.pid} did not log {event} within {timeout} s")
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        timeout: float = DEADLINE,
-    ) -> tuple[int, Any]:
-        """Send one JSON request; return the status and the decoded JSON answer."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            payload = None if body is None else json.dumps(body)
-            headers = {"Content-Type": "application/json"} if payload else {}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            content_type = response.getheader("Content-Type", "")
-            raw = response.read()
-            if response.status >= 400:
-                assert content_type.startswith("application/problem+json"), (response.status, raw)
-            return response.status, json.loads(raw or b"null")
-        finally:
-            connection.close()
 
     def start_run(self, workflow_id: str, key: str | None = None) -> tuple[int, str]:
         """POST /runs; return the status and the run id."""
@@ -172,22 +87,6 @@ class Node:
         status, answer = self.request("POST", "/runs", body)
         assert status in (200, 201), (status, answer)
         return status, str(answer["id"])
-
-    def kill(self) -> None:
-        """SIGKILL the process and reap it."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=DEADLINE)
-
-    def close(self) -> None:
-        """Kill the process if it still runs (stopped or not) and close its pipe."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(timeout=DEADLINE)
-        self._reader.join(timeout=5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
 
 
 class Cluster:

@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,107 +11,29 @@ import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from tests.adapters.redis.support import REDIS_URL, delete_keys, new_key_prefix
+from tests.serve_process import DEADLINE, ServeProcess
 from tests.sse_client import read_sse
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 TERMINAL = {"RunCompleted", "RunFailed", "RunCancelled"}
-DEADLINE = 30.0
-
-
-class Server:
-    """A `flowweaver serve` subprocess and the JSON log lines it writes to stderr."""
-
-    def __init__(self, store_url: str, cwd: Path) -> None:
-        script = Path(sys.executable).with_name("flowweaver")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "flowweaver.cli"]
-        self.process = subprocess.Popen(
-            [
-                *command, "serve", "--store", store_url, "--host", "127.0.0.1",
-                "--port", "0", "--log-format", "json", "--grace", "5",
-            ],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")},
-        )  # fmt: skip
-        self.logs: list[dict[str, Any]] = []
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = int(self.wait_logged("server_started")["port"])
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            try:
-                self._lines.put(json.loads(raw))
-            except ValueError:
-                self._lines.put({"event": "unparsed", "line": raw.decode(errors="replace")})
-        self._lines.put(None)
-
-    def wait_logged(self, event: str, timeout: float = DEADLINE) -> dict[str, Any]:
-        """Return the first log line of ``event``, reading lines as they come."""
-        for line in self.logs:
-            if line.get("event") == event:
-                return line
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"serve exited before logging {event}: {self.logs}")
-            self.logs.append(line)
-            if line.get("event") == event:
-                return line
-        raise AssertionError(f"serve did not log {event} within {timeout} s: {self.logs}")
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Send one JSON request; return the status and the decoded JSON answer."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE)
-        try:
-            payload = None if body is None else json.dumps(body)
-            headers = {"Content-Type": "application/json"} if payload else {}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            connection.close()
-
-    def stop(self) -> int:
-        """SIGTERM the server and return its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=DEADLINE)
-        finally:
-            self._reader.join(timeout=DEADLINE)
-
-    def kill(self) -> None:
-        """Kill the server if it is still running."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=DEADLINE)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path) -> Iterator[ServeProcess]:
     """`flowweaver serve` on a Redis key prefix of its own, deleted afterwards."""
     prefix = new_key_prefix()
-    started = Server(f"{REDIS_URL}?prefix={prefix}", tmp_path)
+    started = ServeProcess(f"{REDIS_URL}?prefix={prefix}", tmp_path, args=["--grace", "5"])
     try:
+        started.wait_started()
         yield started
     finally:
-        started.kill()
+        started.close()
         delete_keys(prefix)
 
 
-def test_serve_on_redis_runs_the_original_readme_session(server: Server) -> None:
+def test_serve_on_redis_runs_the_original_readme_session(server: ServeProcess) -> None:
     """Register, run, poll to completed, stream the run's events to the end, stop on SIGTERM."""
     assert "persists nothing" in server.wait_logged("store_durability")["detail"]
 
