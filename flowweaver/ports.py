@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from flowweaver.domain.events import RunEvent
+from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RunEvent
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
@@ -28,11 +28,13 @@ class Append(msgspec.Struct, frozen=True):
 class RecordedEvent:
     """A stored run event: where it sits (run version, global position) and its JSON.
 
-    The JSON is decoded only when ``event`` is first read, so streaming stored events
-    to clients costs no decoding.
+    ``name`` is the event's type and ``schema`` the schema version its JSON was stored at.
+    The JSON is decoded only when ``event`` is first read, and an event stored at its type's
+    current version is served as stored (``current_raw`` is ``raw``), so streaming stored
+    events to clients costs no decoding. One stored at an older version is upcast once.
     """
 
-    __slots__ = ("_event", "name", "position", "raw", "run_id", "version")
+    __slots__ = ("_current", "_event", "name", "position", "raw", "run_id", "schema", "version")
 
     def __init__(
         self,
@@ -42,25 +44,47 @@ class RecordedEvent:
         name: str,
         raw: bytes,
         event: RunEvent | None = None,
+        schema: int = 1,
     ) -> None:
         self.run_id = run_id
         self.version = version
         self.position = position
         self.name = name
         self.raw = raw
+        self.schema = schema
         self._event = event
+        self._current: bytes | None = None
+
+    @property
+    def current_raw(self) -> bytes:
+        """Return the event's JSON in its type's current schema (``raw`` when stored at it).
+
+        Raises:
+            EventSchemaError: stored at a version this code cannot upcast.
+        """
+        if self.schema == EVENT_SCHEMA_VERSIONS.get(self.name):
+            return self.raw
+        if self._current is None:
+            from flowweaver.store.codec import topic, upcast  # noqa: PLC0415 - port stays light
+
+            self._current = upcast(topic(self.name, self.schema), self.raw)
+        return self._current
 
     @property
     def event(self) -> RunEvent:
-        """Return the decoded domain event."""
+        """Return the decoded domain event, in its type's current schema."""
         if self._event is None:
             from flowweaver.store.codec import decode_event  # noqa: PLC0415 - port stays light
 
-            self._event = decode_event(self.raw)
+            self._event = decode_event(self.current_raw)
         return self._event
 
     def __repr__(self) -> str:
-        return f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, {self.name})"
+        schema = "" if self.schema == 1 else f"@{self.schema}"
+        return (
+            f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, "
+            f"{self.name}{schema})"
+        )
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
