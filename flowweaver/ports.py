@@ -28,13 +28,27 @@ class Append(msgspec.Struct, frozen=True):
 class RecordedEvent:
     """A stored run event: where it sits (run version, global position) and its JSON.
 
-    ``name`` is the event's type and ``schema`` the schema version its JSON was stored at.
-    The JSON is decoded only when ``event`` is first read, and an event stored at its type's
-    current version is served as stored (``current_raw`` is ``raw``), so streaming stored
-    events to clients costs no decoding. One stored at an older version is upcast once.
+    ``name`` is the event's type, ``raw`` its JSON as stored and ``schema`` the schema version
+    it was stored at (None given: its type's current version, the common case). An event at
+    the current version is served as stored (``current_raw`` is ``raw``) and decoded only when
+    ``event`` is first read, so streaming stored events to clients costs no decoding. One
+    stored at an older version is upcast here, once: ``current_raw`` is then its JSON re-encoded
+    in the current shape.
+
+    Raises:
+        EventSchemaError: (on construction) stored at a version this code cannot upcast.
     """
 
-    __slots__ = ("_current", "_event", "name", "position", "raw", "run_id", "schema", "version")
+    __slots__ = (
+        "_event",
+        "_schema",
+        "current_raw",
+        "name",
+        "position",
+        "raw",
+        "run_id",
+        "version",
+    )
 
     def __init__(
         self,
@@ -44,31 +58,27 @@ class RecordedEvent:
         name: str,
         raw: bytes,
         event: RunEvent | None = None,
-        schema: int = 1,
+        schema: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.version = version
         self.position = position
         self.name = name
         self.raw = raw
-        self.schema = schema
         self._event = event
-        self._current: bytes | None = None
-
-    @property
-    def current_raw(self) -> bytes:
-        """Return the event's JSON in its type's current schema (``raw`` when stored at it).
-
-        Raises:
-            EventSchemaError: stored at a version this code cannot upcast.
-        """
-        if self.schema == EVENT_SCHEMA_VERSIONS.get(self.name):
-            return self.raw
-        if self._current is None:
+        if schema is None or schema == EVENT_SCHEMA_VERSIONS.get(name):
+            self._schema: int | None = None
+            self.current_raw = raw
+        else:
             from flowweaver.store.codec import topic, upcast  # noqa: PLC0415 - port stays light
 
-            self._current = upcast(topic(self.name, self.schema), self.raw)
-        return self._current
+            self._schema = schema
+            self.current_raw = upcast(topic(name, schema), raw)
+
+    @property
+    def schema(self) -> int:
+        """Return the schema version the event's JSON was stored at."""
+        return EVENT_SCHEMA_VERSIONS.get(self.name, 1) if self._schema is None else self._schema
 
     @property
     def event(self) -> RunEvent:
@@ -80,7 +90,7 @@ class RecordedEvent:
         return self._event
 
     def __repr__(self) -> str:
-        schema = "" if self.schema == 1 else f"@{self.schema}"
+        schema = "" if self._schema is None else f"@{self._schema}"
         return (
             f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, "
             f"{self.name}{schema})"

@@ -45,6 +45,7 @@ from flowweaver.errors import (
 )
 from flowweaver.ports import Append, RecordedEvent, RunPage, RunRow
 from flowweaver.store.codec import (
+    CURRENT_NAMES,
     SNAPSHOT_TOPIC,
     WORKFLOW_NAME,
     WORKFLOW_TOPIC,
@@ -168,11 +169,13 @@ class RecorderEventStore:
             return []
         with self._translate_errors([run_id]):
             rows = self._select_run(originator, after, upto, limit)
-        events: list[RecordedEvent] = []
-        for version, topic, data in rows:
-            name, schema = split_topic(topic)
-            events.append(RecordedEvent(run_id, version, None, name, data, schema=schema))
-        return events
+        current = CURRENT_NAMES.get  # a topic at its type's current version: no upcasting
+        return [
+            RecordedEvent(run_id, version, None, name, data)
+            if (name := current(topic)) is not None
+            else recorded_event(run_id, version, None, topic, data)
+            for version, topic, data in rows
+        ]
 
     def _select_run(
         self, originator: uuid.UUID, after: int, upto: int | None, limit: int | None
@@ -193,20 +196,15 @@ class RecorderEventStore:
                 topics=readable_topics(RUN_EVENT_NAMES),
                 inclusive_of_start=False,
             )
-        events: list[RecordedEvent] = []
-        for row in rows:
-            name, schema = split_topic(row.topic)
-            events.append(
-                RecordedEvent(
-                    str(row.originator_id),
-                    row.originator_version,
-                    row.id,
-                    name,
-                    row.state,
-                    schema=schema,
-                )
+        current = CURRENT_NAMES.get
+        return [
+            RecordedEvent(str(row.originator_id), row.originator_version, row.id, name, row.state)
+            if (name := current(row.topic)) is not None
+            else recorded_event(
+                str(row.originator_id), row.originator_version, row.id, row.topic, row.state
             )
-        return events
+            for row in rows
+        ]
 
     def max_position(self) -> int:
         with self._translate_errors([]):
@@ -438,6 +436,18 @@ class RecorderEventStore:
             raise ConcurrencyError(ids) from e
         except PersistenceError as e:
             raise StoreError(f"event store failed: {e}") from e
+
+
+def recorded_event(
+    run_id: str, version: int, position: int | None, topic: str, data: bytes
+) -> RecordedEvent:
+    """Return a stored run event whose topic may carry a schema version.
+
+    Reads build events at the current version directly (the topic is then the bare name);
+    this is the way for the others.
+    """
+    name, schema = split_topic(topic)
+    return RecordedEvent(run_id, version, position, name, data, schema=schema)
 
 
 def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:

@@ -73,8 +73,10 @@ WORKFLOW_TOPIC = topic(WORKFLOW_NAME, WORKFLOW_SCHEMA_VERSION)
 _EVENT_TOPICS: dict[type[Event], str] = {
     t: topic(t.__name__, t.schema_version) for t in RUN_EVENT_TYPES
 }
-CURRENT_TOPICS = frozenset(topic(name, v) for name, v in SCHEMA_VERSIONS.items())
-"""The topics of events and registrations at their current version: read without upcasting."""
+CURRENT_NAMES: dict[str, str] = {topic(name, v): name for name, v in SCHEMA_VERSIONS.items()}
+"""Type name by topic, for the topics of events and registrations at their current version:
+those are read without upcasting."""
+CURRENT_TOPICS = frozenset(CURRENT_NAMES)
 _readable: dict[tuple[tuple[str, ...], tuple[tuple[str, int], ...]], tuple[str, ...]] = {}
 
 
