@@ -347,3 +347,17 @@ def test_after_a_snapshot_version_bump_old_snapshots_are_not_read(
     ]
     assert store.run_state(run_id, at=5) == fold(events[:5], new_state(run_id))
     assert store.snapshots_ignored == 0
+
+
+def test_the_documented_upcaster_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upcaster example of docs/concepts.md registers and turns a stored v1 event into v2."""
+    text = (Path(__file__).parents[2] / "docs" / "concepts.md").read_text()
+    section = text[text.index("## Event schema versions") :]
+    block = section[section.index("```python") + len("```python") : section.index("  ```\n\n")]
+    source = "\n".join(line.removeprefix("  ") for line in block.splitlines())
+    monkeypatch.setitem(codec.SCHEMA_VERSIONS, "TaskStarted", 2)  # as if TaskStarted were bumped
+    monkeypatch.setattr(codec, "UPCASTERS", {})
+    exec(compile(source, "docs/concepts.md", "exec"), {})  # noqa: S102 - our own docs
+    step = codec.UPCASTERS[("TaskStarted", 1)]
+    stored = {"type": "TaskStarted", "timestamp": "2024-05-01T12:00:00Z", "worker": "w-1"}
+    assert step(stored)["worker"] == {"name": "w-1", "host": None}
