@@ -443,8 +443,8 @@ def recorded_event(
 ) -> RecordedEvent:
     """Return a stored run event whose topic may carry a schema version.
 
-    Reads build events at the current version directly (the topic is then the bare name);
-    this is the way for the others.
+    Reads build events at their type's current version directly, the name looked up by
+    topic in ``CURRENT_NAMES``; this is the way for the others, upcast once here.
     """
     name, schema = split_topic(topic)
     return RecordedEvent(run_id, version, position, name, data, schema=schema)

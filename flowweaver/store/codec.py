@@ -111,7 +111,8 @@ def readable_topics(names: Iterable[str]) -> tuple[str, ...]:
     """Return every topic records of these types can be read from.
 
     That is each version from the oldest with an unbroken chain of upcasters up to the
-    current one; a store filters its log by these.
+    current one; a store filters its log by these, so a record of a version newer than this
+    code (a downgrade) is left out of the log rather than failing every reader of it.
     """
     key = (tuple(names), tuple(UPCASTERS))
     found = _readable.get(key)
