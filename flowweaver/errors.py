@@ -84,6 +84,11 @@ class StoreError(FlowweaverError):
     retryable = True
 
 
+class EventSchemaError(FlowweaverError):
+    """A stored record this code cannot read: a schema version newer than it knows, or one
+    with no upcaster to the current version (downgrading past a schema change)."""
+
+
 class StoreConfigError(FlowweaverError):
     """A store URL that names no known store or carries bad options."""
 
@@ -104,6 +109,7 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "EngineClosedError",
+    "EventSchemaError",
     "FieldError",
     "FlowweaverError",
     "HandlerError",

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from flowweaver.domain.events import RunEvent
+from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RunEvent
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
@@ -28,11 +28,27 @@ class Append(msgspec.Struct, frozen=True):
 class RecordedEvent:
     """A stored run event: where it sits (run version, global position) and its JSON.
 
-    The JSON is decoded only when ``event`` is first read, so streaming stored events
-    to clients costs no decoding.
+    ``name`` is the event's type, ``raw`` its JSON as stored and ``schema`` the schema version
+    it was stored at (None given: its type's current version, the common case). An event at
+    the current version is served as stored (``current_raw`` is ``raw``) and decoded only when
+    ``event`` is first read, so streaming stored events to clients costs no decoding. One
+    stored at an older version is upcast here, once: ``current_raw`` is then its JSON re-encoded
+    in the current shape.
+
+    Raises:
+        EventSchemaError: (on construction) stored at a version this code cannot upcast.
     """
 
-    __slots__ = ("_event", "name", "position", "raw", "run_id", "version")
+    __slots__ = (
+        "_event",
+        "_schema",
+        "current_raw",
+        "name",
+        "position",
+        "raw",
+        "run_id",
+        "version",
+    )
 
     def __init__(
         self,
@@ -42,6 +58,7 @@ class RecordedEvent:
         name: str,
         raw: bytes,
         event: RunEvent | None = None,
+        schema: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.version = version
@@ -49,18 +66,35 @@ class RecordedEvent:
         self.name = name
         self.raw = raw
         self._event = event
+        if schema is None or schema == EVENT_SCHEMA_VERSIONS.get(name):
+            self._schema: int | None = None
+            self.current_raw = raw
+        else:
+            from flowweaver.store.codec import topic, upcast  # noqa: PLC0415 - port stays light
+
+            self._schema = schema
+            self.current_raw = upcast(topic(name, schema), raw)
+
+    @property
+    def schema(self) -> int:
+        """Return the schema version the event's JSON was stored at."""
+        return EVENT_SCHEMA_VERSIONS.get(self.name, 1) if self._schema is None else self._schema
 
     @property
     def event(self) -> RunEvent:
-        """Return the decoded domain event."""
+        """Return the decoded domain event, in its type's current schema."""
         if self._event is None:
             from flowweaver.store.codec import decode_event  # noqa: PLC0415 - port stays light
 
-            self._event = decode_event(self.raw)
+            self._event = decode_event(self.current_raw)
         return self._event
 
     def __repr__(self) -> str:
-        return f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, {self.name})"
+        schema = "" if self._schema is None else f"@{self._schema}"
+        return (
+            f"RecordedEvent({self.run_id!r}, v{self.version}, #{self.position}, "
+            f"{self.name}{schema})"
+        )
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

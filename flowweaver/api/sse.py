@@ -50,10 +50,11 @@ def event_json(rec: RecordedEvent) -> bytes:
     """Return the event's API JSON: type, runId, version, timestamp, then its own fields.
 
     The stored JSON starts with ``{"type":"Name",``; the run id and version are spliced in
-    after it, so nothing is decoded. A store that reformats JSON falls back to decoding.
+    after it, so nothing is decoded. A store that reformats JSON falls back to decoding. An
+    event stored at an older schema version is upcast and re-encoded first (``current_raw``).
     """
     name = rec.name.encode()
-    raw = rec.raw
+    raw = rec.current_raw
     prefix_len = len(name) + 11  # len('{"type":"",')
     if raw[:prefix_len] == b'{"type":"' + name + b'",':
         return b'{"type":"%b","runId":"%b","version":%d,%b' % (

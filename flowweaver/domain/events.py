@@ -2,12 +2,18 @@
 
 The JSON of an event (camelCase, ``type`` first) is both what the store keeps and the
 body of the REST and SSE answers, so the shape here is part of the contract.
+
+Stored events outlive the code: each type has a ``schema_version``, recorded with every stored
+event. Change a type's JSON in a way old JSON no longer decodes to (a field renamed, removed or
+made required, a value's meaning changed) and its version goes up by one, with an upcaster from
+the old version in :mod:`flowweaver.store.codec`; docs/concepts.md ("Event schema versions")
+has the rules.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -31,6 +37,9 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel", tag_field="type", tag=True):
     """Base of every run event."""
+
+    schema_version: ClassVar[int] = 1
+    """The version of this type's stored JSON; 1 is the shape first stored."""
 
     timestamp: datetime
 
@@ -147,6 +156,8 @@ RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     RunFailed,
 )
 RUN_EVENT_NAMES: tuple[str, ...] = tuple(t.__name__ for t in RUN_EVENT_TYPES)
+EVENT_SCHEMA_VERSIONS: dict[str, int] = {t.__name__: t.schema_version for t in RUN_EVENT_TYPES}
+"""The current schema version of each run event type, by name."""
 TERMINAL_EVENT_NAMES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]

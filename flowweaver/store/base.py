@@ -3,6 +3,9 @@
 Every backend (memory, SQLite, PostgreSQL, Redis) provides an ``ApplicationRecorder`` for the
 log, an ``AggregateRecorder`` for snapshots and a :class:`RunIndex` for the read model; all
 the rest (mapping, time travel, snapshots, workflows, waiting for new events) lives here.
+
+Every record is stored under a topic that names its type and schema version (see
+:mod:`flowweaver.store.codec`); reads split it into ``RecordedEvent.name`` and ``.schema``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import msgspec
+import structlog
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -33,6 +37,7 @@ from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered, WorkflowVersions, register
 from flowweaver.errors import (
     ConcurrencyError,
+    EventSchemaError,
     FieldError,
     NotFoundError,
     StoreError,
@@ -40,16 +45,24 @@ from flowweaver.errors import (
 )
 from flowweaver.ports import Append, RecordedEvent, RunPage, RunRow
 from flowweaver.store.codec import (
+    CURRENT_NAMES,
     SNAPSHOT_TOPIC,
+    WORKFLOW_NAME,
     WORKFLOW_TOPIC,
     decode_event,
     decode_registration,
-    decode_state,
+    decode_snapshot,
     encode,
+    event_topic,
+    readable_topics,
+    snapshot_originator,
+    split_topic,
 )
 
+log = structlog.get_logger("flowweaver.store")
+
 DEFAULT_SNAPSHOT_INTERVAL = 1000
-INDEX_TOPICS = ("RunStarted", *sorted(TERMINAL_EVENT_NAMES), WORKFLOW_TOPIC)
+INDEX_TYPES = ("RunStarted", *sorted(TERMINAL_EVENT_NAMES), WORKFLOW_NAME)
 INDEX_PAGE = 2000
 MAX_PAGE = 1000
 REGISTRATION_CACHE = 1024
@@ -121,6 +134,8 @@ class RecorderEventStore:
         # store object is seen at once, one registered by another process within latest_ttl.
         self._latest: dict[str, tuple[float, WorkflowRegistered]] = {}
         self.latest_ttl = 1.0
+        self.snapshots_ignored = 0
+        """Snapshots :meth:`run_state` could not use (another schema version, undecodable)."""
         self._closed = False
 
     # --- writing -------------------------------------------------------------------------
@@ -135,7 +150,8 @@ class RecorderEventStore:
         return list(positions or [])
 
     def save_snapshot(self, state: RunState) -> None:
-        snapshot = StoredEvent(uuid.UUID(state.id), state.version, SNAPSHOT_TOPIC, encode(state))
+        originator = snapshot_originator(uuid.UUID(state.id))
+        snapshot = StoredEvent(originator, state.version, SNAPSHOT_TOPIC, encode(state))
         try:
             self._snapshots.insert_events([snapshot])
         except IntegrityError:
@@ -153,7 +169,13 @@ class RecorderEventStore:
             return []
         with self._translate_errors([run_id]):
             rows = self._select_run(originator, after, upto, limit)
-        return [RecordedEvent(run_id, version, None, topic, data) for version, topic, data in rows]
+        current = CURRENT_NAMES.get  # a topic at its type's current version: no upcasting
+        return [
+            RecordedEvent(run_id, version, None, name, data)
+            if (name := current(topic)) is not None
+            else recorded_event(run_id, version, None, topic, data)
+            for version, topic, data in rows
+        ]
 
     def _select_run(
         self, originator: uuid.UUID, after: int, upto: int | None, limit: int | None
@@ -169,10 +191,16 @@ class RecorderEventStore:
     def read_log(self, *, after: int = 0, limit: int = MAX_PAGE) -> list[RecordedEvent]:
         with self._translate_errors([]):
             rows = self._events.select_notifications(
-                start=after, limit=limit, topics=RUN_EVENT_NAMES, inclusive_of_start=False
+                start=after,
+                limit=limit,
+                topics=readable_topics(RUN_EVENT_NAMES),
+                inclusive_of_start=False,
             )
+        current = CURRENT_NAMES.get
         return [
-            RecordedEvent(
+            RecordedEvent(str(row.originator_id), row.originator_version, row.id, name, row.state)
+            if (name := current(row.topic)) is not None
+            else recorded_event(
                 str(row.originator_id), row.originator_version, row.id, row.topic, row.state
             )
             for row in rows
@@ -203,15 +231,39 @@ class RecorderEventStore:
         if originator is None:
             return None
         with self._translate_errors([run_id]):
-            snapshots = self._snapshots.select_events(originator, lte=at, desc=True, limit=1)
-            state = decode_state(snapshots[0].state) if snapshots else new_state(run_id)
+            snapshots = self._snapshots.select_events(
+                snapshot_originator(originator), lte=at, desc=True, limit=1
+            )
+            state = self._snapshot_state(run_id, snapshots[0]) if snapshots else None
+            if state is None:
+                state = new_state(run_id)
             rows = self._select_run(originator, state.version, at, None)
         interval = self.snapshot_interval
-        for _, _, data in rows:
-            apply(state, decode_event(data))
+        for _, topic, data in rows:
+            apply(state, decode_event(data, topic))
             if interval and state.version % interval == 0:
                 self.save_snapshot(state)
         return state if state.version else None
+
+    def _snapshot_state(self, run_id: str, snapshot: StoredEvent) -> RunState | None:
+        """Decode a snapshot, or count and log it and return None to replay the events."""
+        try:
+            state = decode_snapshot(snapshot.state, snapshot.topic)
+        except EventSchemaError as e:
+            reason = str(e)
+        else:
+            if state.id == run_id and state.version == snapshot.originator_version:
+                return state
+            reason = f"snapshot holds run {state.id} at version {state.version}"
+        self.snapshots_ignored += 1
+        log.warning(
+            "snapshot_ignored",
+            run_id=run_id,
+            version=snapshot.originator_version,
+            topic=snapshot.topic,
+            reason=reason,
+        )
+        return None
 
     # --- workflows -----------------------------------------------------------------------
 
@@ -242,7 +294,7 @@ class RecorderEventStore:
     def workflow_versions(self, workflow_id: str) -> list[WorkflowRegistered]:
         with self._translate_errors([workflow_id]):
             rows = self._events.select_events(workflow_aggregate_id(workflow_id))
-        return [decode_registration(row.state) for row in rows]
+        return [decode_registration(row.state, row.topic) for row in rows]
 
     def get_workflow(self, workflow_id: str, version: int | None = None) -> WorkflowRegistered:
         if version is None:
@@ -262,18 +314,21 @@ class RecorderEventStore:
         if not rows:
             what = workflow_id if version is None else f"{workflow_id} version {version}"
             raise NotFoundError("workflow", what)
-        registered = self._registration(workflow_id, rows[0].originator_version, rows[0].state)
+        row = rows[0]
+        registered = self._registration(workflow_id, row.originator_version, row.state, row.topic)
         if version is None:
             self._latest[workflow_id] = (time.monotonic(), registered)
         return registered
 
-    def _registration(self, workflow_id: str, version: int, data: bytes) -> WorkflowRegistered:
+    def _registration(
+        self, workflow_id: str, version: int, data: bytes, topic: str
+    ) -> WorkflowRegistered:
         """Decode a registration once: versions never change, and sharing one definition
         object across runs lets them share its DAG too."""
         key = (workflow_id, version)
         cached = self._registrations.get(key)
         if cached is None:
-            cached = self._registrations.setdefault(key, decode_registration(data))
+            cached = self._registrations.setdefault(key, decode_registration(data, topic))
             if len(self._registrations) > REGISTRATION_CACHE:
                 with contextlib.suppress(KeyError):  # another thread evicted first
                     self._registrations.popitem(last=False)
@@ -291,14 +346,18 @@ class RecorderEventStore:
             while True:
                 start = self._index.position()
                 rows = self._events.select_notifications(
-                    start=start, limit=INDEX_PAGE, topics=INDEX_TOPICS, inclusive_of_start=False
+                    start=start,
+                    limit=INDEX_PAGE,
+                    topics=readable_topics(INDEX_TYPES),
+                    inclusive_of_start=False,
                 )
                 if not rows:
                     return
                 changes = IndexChanges()
                 for row in rows:
-                    if row.topic == "RunStarted":
-                        started = decode_event(row.state)
+                    name, _ = split_topic(row.topic)
+                    if name == "RunStarted":
+                        started = decode_event(row.state, row.topic)
                         assert isinstance(started, RunStarted)
                         changes.started.append(
                             (
@@ -313,12 +372,12 @@ class RecorderEventStore:
                                 ),
                             )
                         )
-                    elif row.topic == WORKFLOW_TOPIC:
-                        registered = decode_registration(row.state)
+                    elif name == WORKFLOW_NAME:
+                        registered = decode_registration(row.state, row.topic)
                         changes.workflows[registered.workflow_id] = registered.version
                     else:
-                        ended = decode_event(row.state)
-                        status = _TERMINAL_STATUS[row.topic]
+                        ended = decode_event(row.state, row.topic)
+                        status = _TERMINAL_STATUS[name]
                         changes.ended.append((str(row.originator_id), status, ended.timestamp))
                 self._index.advance(start, rows[-1].id, changes)
 
@@ -379,6 +438,18 @@ class RecorderEventStore:
             raise StoreError(f"event store failed: {e}") from e
 
 
+def recorded_event(
+    run_id: str, version: int, position: int | None, topic: str, data: bytes
+) -> RecordedEvent:
+    """Return a stored run event whose topic may carry a schema version.
+
+    Reads build events at their type's current version directly, the name looked up by
+    topic in ``CURRENT_NAMES``; this is the way for the others, upcast once here.
+    """
+    name, schema = split_topic(topic)
+    return RecordedEvent(run_id, version, position, name, data, schema=schema)
+
+
 def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:
     """Map appends to the library's stored events: one per event, versions counted on."""
     stored: list[StoredEvent] = []
@@ -387,7 +458,7 @@ def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:
         version = append.expected_version
         for event in append.events:
             version += 1
-            stored.append(StoredEvent(originator, version, type(event).__name__, encode(event)))
+            stored.append(StoredEvent(originator, version, event_topic(event), encode(event)))
     return stored
 
 

@@ -19,6 +19,7 @@ nothing in the suite assumes the store starts empty beyond what ``create_store``
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +48,7 @@ from flowweaver.domain.run import (
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.errors import ConcurrencyError, NotFoundError, ValidationError
 from flowweaver.ports import Append, EventStore, RecordedEvent, RunRow
+from flowweaver.store.codec import UPCASTERS
 from flowweaver.testing.runs import T0, command_steps, simulate, task, workflow, workflow_specs
 
 _T = TypeVar("_T")
@@ -423,6 +426,36 @@ class EventStoreSuite(ABC):
         assert [r.version for r in log] == list(range(1, len(events) + 1))
         assert {r.run_id for r in log} == {state.id}
 
+    def test_an_event_stored_at_an_old_schema_version_reads_upcast(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The store keeps a versioned topic (``TaskStarted@0``): runs and the log read it back,
+        upcast to the current shape; the log's topic filter lets it through."""
+        recorder = getattr(store, "_events", None)
+        if not isinstance(recorder, ApplicationRecorder):
+            pytest.skip(f"{type(store).__name__} has no recorder to write an old event with")
+
+        def worker_was_by(document: dict[str, Any]) -> dict[str, Any]:
+            return {**{k: v for k, v in document.items() if k != "by"}, "worker": document["by"]}
+
+        monkeypatch.setitem(UPCASTERS, ("TaskStarted", 0), worker_was_by)
+        run_id = new_run_id()
+        old: dict[str, Any] = {"type": "TaskStarted", "timestamp": "2024-05-01T12:00:00Z"}
+        old |= {"taskId": "t", "attempt": 1, "by": "w-old"}
+        recorder.insert_events(
+            [StoredEvent(uuid.UUID(run_id), 1, "TaskStarted@0", msgspec.json.encode(old))]
+        )
+        store.append([Append(run_id=run_id, expected_version=1, events=[marker_event(2)])])
+        expected = [
+            TaskStarted(timestamp=T0, task_id="t", attempt=1, worker="w-old"),
+            marker_event(2),
+        ]
+        recorded = store.read_run(run_id)
+        assert [(r.name, r.schema) for r in recorded] == [("TaskStarted", 0), ("TaskStarted", 1)]
+        assert [r.event for r in recorded] == expected
+        assert msgspec.json.decode(recorded[0].current_raw)["worker"] == "w-old"
+        assert [r.event for r in store.read_log(after=0)] == expected
+
     def test_read_log_leaves_out_workflow_registrations(self, store: EventStore) -> None:
         """The run log holds run events only; registering a workflow adds nothing to it."""
         store.register_workflow(wide_workflow(), T0)
@@ -431,11 +464,42 @@ class EventStoreSuite(ABC):
         store.register_workflow(wide_workflow(2), T0)
         assert [r.run_id for r in store.read_log(after=0)] == [run_id]
 
+    def test_positions_increase_past_a_rejected_append(self, store: EventStore) -> None:
+        """A rejected append stores nothing; later positions still increase (they may skip)."""
+        run_id = new_run_id()
+        first = store.append([Append(run_id=run_id, expected_version=0, events=[marker_event(1)])])
+        with pytest.raises(ConcurrencyError):
+            store.append([Append(run_id=run_id, expected_version=0, events=[marker_event(2)])])
+        second = store.append(
+            [Append(run_id=new_run_id(), expected_version=0, events=[marker_event(3)])]
+        )
+        assert second[0] > first[0]
+        assert [r.position for r in store.read_log(after=0)] == first + second
+        assert store.max_position() == second[0]
+
     def test_log_order_holds_while_threads_append_and_one_reads(self, store: EventStore) -> None:
-        """A reader tailing the log during concurrent appends sees every event once, in order."""
+        """A reader tailing the log during concurrent appends, rejected ones among them, sees
+        every event once, in order: no position ever appears below one it has already read."""
         writers, batches, per_batch = 4, 12, 3
-        barrier = threading.Barrier(writers + 1, timeout=WAIT)
+        barrier = threading.Barrier(writers + 2, timeout=WAIT)
         writers_done = threading.Event()
+        rejected = 0
+        taken = new_run_id()
+        store.append([Append(run_id=taken, expected_version=0, events=[marker_event(0)])])
+        start = store.max_position()
+
+        def conflict() -> None:
+            # Appends that lose on a version already stored, as a repeated idempotency key
+            # does: in PostgreSQL each one uses up a position number.
+            nonlocal rejected
+            barrier.wait()
+            while not writers_done.is_set():
+                with contextlib.suppress(ConcurrencyError):
+                    store.append(
+                        [Append(run_id=taken, expected_version=0, events=[marker_event(1)])]
+                    )
+                    raise AssertionError("a second version 1 was stored")
+                rejected += 1
 
         def write(writer: int) -> list[tuple[str, int, int]]:
             run_id = new_run_id()
@@ -451,7 +515,7 @@ class EventStoreSuite(ABC):
 
         def read() -> list[tuple[str, int, int]]:
             seen: list[tuple[str, int, int]] = []
-            after = 0
+            after = start
             barrier.wait()
             while True:
                 page = store.read_log(after=after, limit=5)
@@ -466,15 +530,20 @@ class EventStoreSuite(ABC):
                 else:
                     store.wait_for_log(after, timeout=0.05)
 
-        with ThreadPoolExecutor(writers + 1) as pool:
+        with ThreadPoolExecutor(writers + 2) as pool:
             reader = pool.submit(read)
+            conflicting = pool.submit(conflict)
             writing = [pool.submit(write, w) for w in range(writers)]
             written = [entry for future in writing for entry in future.result(timeout=WAIT)]
             writers_done.set()
             seen = reader.result(timeout=WAIT)
+            conflicting.result(timeout=WAIT)
+        assert rejected > 0, "no append was rejected while the others ran"
         assert sorted(seen, key=lambda entry: entry[2]) == seen
         assert sorted(seen) == sorted(written)
         assert len({p for _, _, p in seen}) == writers * batches * per_batch
+        # Read again from the start: nothing was committed below a position the tail passed.
+        assert [(r.run_id, r.version, r.position) for r in store.read_log(after=start)] == seen
 
     def test_wait_for_log_returns_at_once_when_the_log_is_already_past(
         self, store: EventStore

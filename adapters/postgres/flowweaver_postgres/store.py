@@ -418,8 +418,10 @@ class PostgresLogListener:
 class PostgresEventStore(RecorderEventStore):
     """Runs and workflows in one PostgreSQL schema, shared by every process that opens it.
 
-    Global positions are the log's notification ids: gap-free and in commit order across
-    processes, because each append holds the table's EXCLUSIVE lock until it commits. That
+    Global positions are the log's notification ids: strictly increasing in commit order
+    across processes, because each append holds the table's EXCLUSIVE lock until it commits,
+    so no reader sees one appear below a position it has read. They may skip numbers: a
+    refused append (a version taken, a repeated idempotency key) used up its ids. That
     lock also serializes every append of every process: batch several runs' events into
     one :meth:`append` where you can (see benchmarks/postgres_store.py).
     """

@@ -1,0 +1,203 @@
+"""Write the golden logs of tests/golden/ that do not exist yet; never rewrite one.
+
+    .venv/bin/python tests/golden/write_golden.py
+
+Each scenario below is decided with the domain commands at fixed times and ids, stored in a
+real SQLite store, and written as the store keeps it: per record its aggregate id, version,
+topic and the exact stored JSON. A file that exists is left alone (and named on stderr): the
+golden logs are what an old database holds, so they must not follow the code. To cover a new
+event type or schema version, add a scenario under a new file name; see README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from flowweaver.domain.events import ErrorInfo, RunEvent
+from flowweaver.domain.ids import workflow_aggregate_id
+from flowweaver.domain.run import (
+    RunState,
+    record_completed,
+    record_failed,
+    record_retry_due,
+    record_started,
+    request_cancel,
+    start_run,
+)
+from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
+from flowweaver.ports import Append
+from flowweaver.store.sqlite import SQLiteEventStore
+
+HERE = Path(__file__).parent
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+RETRY_RUN = "00000000-0000-4000-8000-00000000a001"
+FAIL_RUN = "00000000-0000-4000-8000-00000000a002"
+CANCEL_RUN = "00000000-0000-4000-8000-00000000a003"
+
+RETRY_WORKFLOW: dict[str, Any] = {
+    "id": "golden-retry",
+    "name": "Retry then complete",
+    "defaults": {"timeout": 30},
+    "tasks": [
+        {
+            "id": "fetch",
+            "handler": "fail",
+            "inputs": {"times": 1, "source": "$.params.source"},
+            "outputs": {"data": "$.inputs.source"},
+            "retry": {"maxAttempts": 3, "initialDelay": 0.5, "backoffFactor": 2.0, "jitter": 0},
+        },
+        {
+            "id": "process",
+            "handler": "echo",
+            "dependencies": ["fetch"],
+            "inputs": {"data": "$.data", "all": "$.tasks.fetch"},
+            "timeout": 2.5,
+        },
+    ],
+}
+FAIL_WORKFLOW: dict[str, Any] = {
+    "id": "golden-fail",
+    "description": "A failure for good skips what depends on it",
+    "tasks": [
+        {"id": "broken", "handler": "fail", "retry": {"nonRetryable": ["ValueError"]}},
+        {"id": "after", "handler": "noop", "dependencies": ["broken"]},
+        {"id": "aside", "handler": "noop"},
+    ],
+}
+CANCEL_WORKFLOW: dict[str, Any] = {
+    "id": "golden-cancel",
+    "tasks": [
+        {"id": "slow", "handler": "sleep", "inputs": {"seconds": 60}},
+        {"id": "next", "handler": "noop", "dependencies": ["slow"]},
+    ],
+}
+
+
+def at(seconds: float) -> datetime:
+    """Return the scenario time ``seconds`` after T0."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def spec(document: dict[str, Any]) -> WorkflowSpec:
+    """Validate a workflow document."""
+    return workflow_from_builtins(document)
+
+
+def retry_run() -> tuple[RunState, list[RunEvent]]:
+    """A run that completes after one retry: TaskFailed with retryAt, then TaskRetried."""
+    state, events = start_run(
+        RETRY_RUN,
+        spec(RETRY_WORKFLOW),
+        1,
+        {"source": "golden"},
+        at(0),
+        idempotency_key="golden-key",
+        request_hash="4f1c0de5",
+        submitted_by="anonymous",
+    )
+    events += record_started(state, "fetch", 1, "worker-1", at(0.01))
+    error = ErrorInfo(type="RuntimeError", message="fail: attempt 1 of 1", retryable=True)
+    events += record_failed(state, "fetch", 1, error, at(0.02))
+    events += record_retry_due(state, "fetch", 1, at(0.52))
+    events += record_started(state, "fetch", 2, "worker-2", at(0.53))
+    events += record_completed(state, "fetch", 2, {"ok": True}, 1.25, at(0.54))
+    events += record_started(state, "process", 1, "worker-1", at(0.55))
+    events += record_completed(state, "process", 1, {"data": "golden"}, 0.5, at(0.56))
+    return state, events
+
+
+def fail_run() -> tuple[RunState, list[RunEvent]]:
+    """A run that fails: TaskFailed without retryAt, TaskSkipped downstream, RunFailed."""
+    state, events = start_run(FAIL_RUN, spec(FAIL_WORKFLOW), 1, {}, at(10))
+    events += record_started(state, "broken", 1, "worker-1", at(10.01))
+    events += record_started(state, "aside", 1, "worker-2", at(10.01))
+    error = ErrorInfo(type="ValueError", message="bad value", retryable=False)
+    events += record_failed(state, "broken", 1, error, at(10.02))
+    events += record_completed(state, "aside", 1, {}, 0.1, at(10.03))
+    return state, events
+
+
+def cancel_run() -> tuple[RunState, list[RunEvent]]:
+    """A run cancelled while a task runs: RunCancelRequested, the late outcome, RunCancelled."""
+    state, events = start_run(CANCEL_RUN, spec(CANCEL_WORKFLOW), 1, {"why": "golden"}, at(20))
+    events += record_started(state, "slow", 1, "worker-1", at(20.01))
+    events += request_cancel(state, "operator asked", at(21))
+    events += record_completed(state, "slow", 1, {"slept": 0.99}, 990.0, at(21.01))
+    return state, events
+
+
+Line = dict[str, Any]
+
+
+def stored_lines(
+    store: SQLiteEventStore, aggregate: uuid.UUID, snapshots: bool = False
+) -> list[Line]:
+    """Return an aggregate's records as the store keeps them, one golden line each."""
+    recorder = store._snapshots if snapshots else store._events
+    return [
+        {
+            "id": str(row.originator_id),
+            "version": row.originator_version,
+            "topic": row.topic,
+            "stored": row.state.decode(),
+        }
+        for row in recorder.select_events(aggregate)
+    ]
+
+
+def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
+    """Store every scenario and return the lines of each golden file, by file name."""
+    workflows: list[Line] = []
+    for document in (RETRY_WORKFLOW, FAIL_WORKFLOW, CANCEL_WORKFLOW):
+        store.register_workflow(spec(document), at(-1))
+        workflows += stored_lines(store, workflow_aggregate_id(document["id"]))
+    runs: list[Line] = []
+    snapshot: list[Line] = []
+    scenarios: list[Callable[[], tuple[RunState, list[RunEvent]]]] = [
+        retry_run,
+        fail_run,
+        cancel_run,
+    ]
+    for scenario in scenarios:
+        state, events = scenario()
+        store.append([Append(run_id=state.id, expected_version=0, events=events)])
+        runs += stored_lines(store, uuid.UUID(state.id))
+        if scenario is retry_run:
+            store.save_snapshot(state)
+            snapshot = stored_lines(store, uuid.UUID(state.id), snapshots=True)
+    return {"runs.jsonl": runs, "workflows.jsonl": workflows, "snapshots.jsonl": snapshot}
+
+
+def main() -> int:
+    """Write the golden files that are missing; return 0, or 1 when every file existed."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = SQLiteEventStore(str(Path(directory) / "golden.db"))
+        try:
+            files = build(store)
+        finally:
+            store.close()
+    written = 0
+    for name, lines in files.items():
+        path = HERE / name
+        if path.exists():
+            print(f"{path} exists: golden logs are never rewritten", file=sys.stderr)
+            continue
+        with path.open("wb") as out:
+            for line in lines:
+                out.write(msgspec.json.encode(line) + b"\n")
+        print(f"wrote {path} ({len(lines)} records)")
+        written += 1
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
