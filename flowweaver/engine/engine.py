@@ -58,6 +58,7 @@ log = structlog.get_logger("flowweaver.engine")
 
 MAX_KEY_LENGTH = 256
 START_REPLY_TIMEOUT_S = 60.0
+MAX_ACTOR_DEATHS = 5
 FINISHED_CACHE = 4096
 _json = msgspec.json.Encoder()
 
@@ -331,12 +332,14 @@ class Engine:
             if self._closed:
                 return
             live = self._live.get(run_id)
+            if mailbox is not None and (live is None or live.mailbox is not mailbox):
+                return  # a replacement for an actor of a run given up here meanwhile
             if live is not None and mailbox is None:
                 return  # already live here
             if live is None and not self.leases.acquire(run_id):
                 return  # another process owns this run
             if live is None:
-                live = _LiveRun(mailbox=mailbox or Mailbox(), ref=None)
+                live = _LiveRun(mailbox=Mailbox(), ref=None)
                 self._live[run_id] = live
             metrics.live_runs.set(len(self._live))
         # The spawner thread starts the actor: starting a thread waits for it to run, and the
@@ -355,21 +358,32 @@ class Engine:
             live.ref = RunActor.start(self, run_id, live.mailbox, state)
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
-        """Called by a run actor that raised: rebuild it by replay, keeping its mailbox."""
+        """Called by a run actor that raised (starting or later): rebuild it by replay.
+
+        The new actor keeps the mailbox and gets ``pending`` back. After the first death it
+        starts after a growing delay; past the death limit the run is given up here: its
+        inputs are refused, its lease released (another node may have better luck), and it
+        leaves the live table, so nothing waits on a mailbox nobody drains.
+        """
         with self._lock:
             live = self._live.get(run_id)
             if live is None or live.mailbox is not mailbox or self._closed:
                 refuse(pending)
                 return
             live.deaths += 1
-            if live.deaths > 5:
-                log.error("run_actor_keeps_failing", run_id=run_id, deaths=live.deaths)
+            deaths = live.deaths
+            if deaths > MAX_ACTOR_DEATHS:
                 del self._live[run_id]
-                refuse(list(pending) + mailbox.close())
-                return
+                metrics.live_runs.set(len(self._live))
+        if deaths > MAX_ACTOR_DEATHS:
+            log.error("run_actor_keeps_failing", run_id=run_id, deaths=deaths)
+            refuse(list(pending) + mailbox.close())
+            self.leases.release(run_id)
+            return
         for item in pending:
             mailbox.put(item)
-        self._spawn(run_id, None, mailbox)
+        delay = 0.0 if deaths == 1 else min(1.0, 0.02 * 2**deaths)
+        self.timers.call_later(delay, lambda: self._spawn(run_id, None, mailbox))
 
     def run_finished(self, run_id: str, state: RunState) -> None:
         """Called by a run actor when its run ended."""

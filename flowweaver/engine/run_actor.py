@@ -163,12 +163,25 @@ class RunActor(pykka.ThreadingActor):
     # --- lifecycle ---------------------------------------------------------------------
 
     def on_start(self) -> None:
+        # pykka calls on_failure only for errors while handling messages: an error here
+        # would stop the actor and leave its run live with a mailbox nobody drains.
+        try:
+            self._start()
+        except Exception:
+            self.log.exception("run_actor_start_failed")
+            pending = self._processing + self._retry
+            self._processing, self._retry = [], []
+            self.engine.actor_died(self.run_id, self.mailbox, pending)
+            self.stop()
+
+    def _start(self) -> None:
         if not self.mailbox.bind(self.actor_ref):
             self.stop()  # the run was closed here before this actor got going
             return
         if not self.engine.leases.holds(self.run_id):
             self._give_up([])
             return
+        faults.hit("actor_start")
         if self.state is None:
             self._resume()
         elif self.state.is_terminal:
