@@ -59,6 +59,7 @@ log = structlog.get_logger("flowweaver.engine")
 MAX_KEY_LENGTH = 256
 START_REPLY_TIMEOUT_S = 60.0
 MAX_ACTOR_DEATHS = 5
+PARKED_RETRY_S = 0.1
 FINISHED_CACHE = 4096
 _json = msgspec.json.Encoder()
 
@@ -113,6 +114,10 @@ class Engine:
         self._waiters: dict[str, list[threading.Event]] = {}
         # Final states of runs that ended here lately: waiters need no replay for them.
         self._finished: OrderedDict[str, RunState] = OrderedDict()
+        # Outcomes of attempts that ran here for runs with no actor here (the lease was lost,
+        # the store was down): held until a run actor of this engine stores them, or the
+        # store shows the attempt was settled without them. Never silently dropped.
+        self._parked: dict[str, dict[tuple[str, int], Completed | Failed]] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -341,6 +346,8 @@ class Engine:
             if live is None:
                 live = _LiveRun(mailbox=Mailbox(), ref=None)
                 self._live[run_id] = live
+                for outcome in self._parked.pop(run_id, {}).values():
+                    live.mailbox.put(outcome)
             metrics.live_runs.set(len(self._live))
         # The spawner thread starts the actor: starting a thread waits for it to run, and the
         # caller (an API request, a dying actor) need not. Inputs that arrive meanwhile wait
@@ -377,7 +384,7 @@ class Engine:
                 metrics.live_runs.set(len(self._live))
         if deaths > MAX_ACTOR_DEATHS:
             log.error("run_actor_keeps_failing", run_id=run_id, deaths=deaths)
-            refuse(list(pending) + mailbox.close())
+            self.park(run_id, list(pending) + mailbox.close())
             self.leases.release(run_id)
             return
         for item in pending:
@@ -400,55 +407,159 @@ class Engine:
         for done in waiters:
             done.set()
 
-    def run_lost(self, run_id: str) -> None:
-        """Called by a run actor that found another writer on its run."""
+    def run_lost(self, run_id: str, pending: Sequence[RunInput] = ()) -> None:
+        """Called by a run actor that found another writer on its run, or lost its lease.
+
+        Outcomes among ``pending`` and the run's mailbox are parked (see :meth:`park`).
+        """
         with self._lock:
             live = self._live.pop(run_id, None)
         self.leases.release(run_id)
-        if live is not None:
-            refuse(live.mailbox.close())
+        self.park(run_id, list(pending) + (live.mailbox.close() if live is not None else []))
         log.warning("run_lost", run_id=run_id)
+
+    def park(self, run_id: str, items: Sequence[RunInput]) -> None:
+        """Hold the outcomes among ``items`` for the run's next actor here; refuse the rest.
+
+        A worker's outcome is a handler's work done: losing it runs the handler again. So
+        an outcome that cannot reach a run actor now (leases lost, the store down, the actor
+        gone) waits here. The takeover loop tries to own the run again at once and often;
+        when it does, the new actor finds the outcomes in its mailbox and counts their
+        attempts as alive, so none is recorded as Interrupted. When the store shows that
+        the attempt was settled meanwhile (another node took the run and interrupted it, or
+        the run ended), the outcome is dropped with a warning. A closing engine drops them:
+        the next one records those attempts as Interrupted.
+        """
+        refused: list[RunInput] = []
+        with self._lock:
+            for item in items:
+                if isinstance(item, Completed | Failed) and not self._closed:
+                    held = self._parked.setdefault(run_id, {})
+                    held[item.task_id, item.attempt] = item
+                    log.warning(
+                        "outcome_parked", run_id=run_id, task_id=item.task_id, attempt=item.attempt
+                    )
+                else:
+                    refused.append(item)
+        refuse(refused)
+
+    def unpark(self, run_id: str, mailbox: Mailbox) -> None:
+        """Move the outcomes parked for ``run_id`` into its live mailbox."""
+        with self._lock:
+            held = self._parked.pop(run_id, {})
+        for outcome in held.values():
+            if not mailbox.put(outcome):
+                self.park(run_id, [outcome])
+
+    def parked(self) -> dict[str, list[tuple[str, int]]]:
+        """Return the attempts whose outcome is parked, by run."""
+        with self._lock:
+            return {run_id: list(held) for run_id, held in self._parked.items()}
 
     def _leases_lost(self) -> None:
         """Every lease lapsed (the lease connection died): stop every run actor here.
 
         Other processes may own those runs now; the takeover scan takes back whatever
-        nobody owns once leases can be had again.
+        nobody owns once leases can be had again. Outcomes waiting in the mailboxes are
+        parked, and their runs are the first this engine tries to own again.
         """
         with self._lock:
             lives = list(self._live.items())
             self._live.clear()
         for run_id, live in lives:
-            refuse(live.mailbox.close())
+            self.park(run_id, live.mailbox.close())
             if live.ref is not None:
                 live.ref.stop(block=False)
             log.warning("run_lease_lost", run_id=run_id)
 
     def _takeover_loop(self) -> None:
-        """Now and then, resume every unfinished run that no process owns."""
-        while not self._stop_takeover.wait(self.takeover_interval):
+        """Now and then, resume every unfinished run that no process owns.
+
+        While outcomes are parked, their runs are tried every PARKED_RETRY_S: the engine
+        holding a handler's result should be the one that owns its run next.
+        """
+        next_scan = time.monotonic() + self.takeover_interval
+        while True:
+            wait = max(0.0, next_scan - time.monotonic())
+            if self._parked:
+                wait = min(wait, PARKED_RETRY_S)
+            if self._stop_takeover.wait(wait):
+                return
+            scan = time.monotonic() >= next_scan
             try:
-                for run_id in self.store.active_run_ids():
-                    if run_id not in self._live and not self._closed:
-                        self._spawn(run_id, None)
+                self._reclaim_parked(check_store=scan)
+                if scan:
+                    for run_id in self.store.active_run_ids():
+                        if run_id not in self._live and not self._closed:
+                            self._spawn(run_id, None)
             except FlowweaverError as e:
                 log.warning("takeover_scan_failed", error=str(e))
             except Exception:  # a bug must not end the scan for the life of the process
                 log.exception("takeover_scan_crashed")
+            if scan:
+                next_scan = time.monotonic() + self.takeover_interval
+
+    def _reclaim_parked(self, *, check_store: bool) -> None:
+        """Own again the runs of parked outcomes; drop those the store shows were settled."""
+        for run_id in list(self._parked):
+            if self._closed:
+                return
+            live = self._live.get(run_id)
+            if live is None:
+                self._spawn(run_id, None)  # takes the parked outcomes along when it owns it
+                live = self._live.get(run_id)
+            if live is not None:
+                self.unpark(run_id, live.mailbox)
+            elif check_store:
+                self._drop_settled(run_id)
+
+    def _drop_settled(self, run_id: str) -> None:
+        """Drop parked outcomes whose attempt is no longer running in the store."""
+        state = self.store.run_state(run_id)
+        with self._lock:
+            held = self._parked.get(run_id, {})
+            for (task_id, attempt), outcome in list(held.items()):
+                task = state.tasks.get(task_id) if state is not None else None
+                if (
+                    state is not None
+                    and not state.is_terminal
+                    and task is not None
+                    and task.status == "running"
+                    and task.attempts == attempt
+                ):
+                    continue  # still undecided: whoever owns the run may yet be us
+                del held[task_id, attempt]
+                log.warning(
+                    "outcome_dropped",
+                    run_id=run_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    outcome=type(outcome).__name__,
+                    reason="the attempt was settled without it (another node owns the run)",
+                )
+            if not held:
+                self._parked.pop(run_id, None)
 
     def _deliver(self, run_id: str, item: RunInput) -> None:
         live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
         if live is None and not self._closed:
             try:
                 state = self.store.run_state(run_id)
-            except FlowweaverError as e:  # the store is down: the run's next owner resumes it
+            except FlowweaverError as e:  # the store is down: park an outcome, refuse the rest
                 log.warning("deliver_failed", run_id=run_id, error=str(e))
                 state = None
-            if state is not None and not state.is_terminal:
+            if state is not None and state.is_terminal:
+                refuse([item])
+                return
+            if state is not None:
                 self._spawn(run_id, None)
-                with self._lock:
-                    live = self._live.get(run_id)
-        if live is None or not live.mailbox.put(item):
+        with self._lock:
+            live = self._live.get(run_id)
+            if live is not None and live.mailbox.put(item):
+                return
+        if self.leases.shared:
+            self.park(run_id, [item])  # the takeover loop brings it back to its run
+        else:
             refuse([item])
 
     # --- the pool's router -----------------------------------------------------------------
