@@ -32,6 +32,7 @@ from flowweaver.engine.messages import (
     Completed,
     Dropped,
     Failed,
+    Reply,
     RunInput,
     StartRequest,
 )
@@ -60,6 +61,7 @@ MAX_KEY_LENGTH = 256
 START_REPLY_TIMEOUT_S = 60.0
 MAX_ACTOR_DEATHS = 5
 PARKED_RETRY_S = 0.1
+ACTOR_STOP_TIMEOUT_S = 5.0
 FINISHED_CACHE = 4096
 _json = msgspec.json.Encoder()
 
@@ -118,6 +120,8 @@ class Engine:
         # the store was down): held until a run actor of this engine stores them, or the
         # store shows the attempt was settled without them. Never silently dropped.
         self._parked: dict[str, dict[tuple[str, int], Completed | Failed]] = {}
+        # Start requests of workers waiting for an answer: closing says no to them at once.
+        self._starting: set[Reply] = set()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -565,13 +569,22 @@ class Engine:
     # --- the pool's router -----------------------------------------------------------------
 
     def request_start(self, job: Job, worker: str) -> bool:
-        reply: pykka.Future[bool] = pykka.ThreadingFuture()
-        self._deliver(job.run_id, StartRequest(job.task_id, job.attempt, worker, reply))
+        reply = Reply()
+        with self._lock:
+            if self._closed:
+                return False
+            self._starting.add(reply)
         try:
-            return bool(reply.get(timeout=START_REPLY_TIMEOUT_S))
-        except pykka.Timeout:
+            self._deliver(job.run_id, StartRequest(job.task_id, job.attempt, worker, reply))
+            answer = reply.wait(START_REPLY_TIMEOUT_S)
+        finally:
+            with self._lock:
+                self._starting.discard(reply)
+        if answer is None:
+            reply.set(False)  # an answer given later changes nothing: the job is dropped
             log.warning("start_request_unanswered", run_id=job.run_id, task_id=job.task_id)
             return False
+        return answer
 
     def report(self, job: Job, outcome: Completed | Failed) -> None:
         self._deliver(job.run_id, outcome)
@@ -599,12 +612,18 @@ class Engine:
     def close(self, grace: float = 10.0) -> None:
         """Stop taking work, let running handlers finish within ``grace``, stop every thread.
 
-        Unfinished runs stay in the store and resume when an engine opens it again.
+        No new attempt starts once closing begins: workers waiting to start one are told
+        no at once, so a failing store (whose actors cannot record TaskStarted) does not
+        hold the close for the grace period. Unfinished runs stay in the store and resume
+        when an engine opens it again.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            waiting, self._starting = list(self._starting), set()
+        for reply in waiting:
+            reply.set(False)
         self._stop_takeover.set()
         if self._takeover is not None:
             self._takeover.join(timeout=10)
@@ -614,11 +633,20 @@ class Engine:
         with self._lock:
             lives = list(self._live.values())
             self._live.clear()
+        refs = []
         for live in lives:
-            refuse(live.mailbox.close())
+            refuse(live.mailbox.close())  # stops each actor, after the message it handles
             if live.ref is not None:
-                with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-                    live.ref.stop(block=True, timeout=5)
+                refs.append(live.ref)
+        # Together, not one after another: an actor inside an append to a store that hangs
+        # holds its stop for the store's own timeout.
+        deadline = time.monotonic() + ACTOR_STOP_TIMEOUT_S
+        for ref in refs:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.stop(block=False)
+        for ref in refs:
+            if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("run_actor_still_busy_at_close", actor=str(ref))
         self.leases.close()
         self.timers.close()
         if self._loop is not None and self._loop_thread is not None:

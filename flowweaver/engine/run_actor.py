@@ -248,6 +248,8 @@ class RunActor(pykka.ThreadingActor):
         limit = self.engine.interruption_limit
         for item in inputs:
             if isinstance(item, StartRequest):
+                if item.reply.answered:  # refused meanwhile (the engine is closing)
+                    continue
                 decided = commands.record_started(
                     state, item.task_id, item.attempt, item.worker, now
                 )

@@ -4,6 +4,7 @@ append failing under a run, a store that stays down while the engine closes."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from flowweaver.errors import StoreError
 from flowweaver.handlers import HandlerRegistry, TaskContext
 from flowweaver.ports import Append
 from flowweaver.store import MemoryEventStore
-from tests.engine.conftest import EngineFactory, chain
+from tests.engine.conftest import EngineFactory, Gate, chain
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +154,39 @@ def test_completions_held_through_a_longer_outage_are_stored_once_it_ends(
     assert state.status == "completed"
     assert calls == {f"p{i}": 1 for i in range(4)}
     assert not [e for e in store.read_run(run.run_id) if e.name == "TaskFailed"]
+
+
+def test_close_is_prompt_while_the_store_fails(registry: HandlerRegistry, gate: Gate) -> None:
+    """With every append failing and a worker waiting on a start request, close(grace=10)
+    answers the request with no at once and returns in well under the grace period."""
+    store = FlakyStore()
+    engine = Engine(store, handlers=registry, workers=1)
+    closed = False
+    try:
+        engine.register_workflow(
+            {"id": "two", "tasks": [{"id": "g", "handler": "gate"}, {"id": "n", "handler": "noop"}]}
+        )
+        run = engine.start_run("two")  # g starts on the one worker; n waits for it
+        assert gate.entered.wait(10)
+        store.fail_when = lambda appends: True  # the store goes down
+        gate.opened.set()  # g's result cannot be stored; the worker asks to start n
+        assert wait_until(lambda: store.failures >= 2)
+        started = time.monotonic()
+        engine.close(grace=10)
+        closed = True
+        took = time.monotonic() - started
+    finally:
+        if not closed:
+            engine.close(grace=1)
+    assert took < 3.0, took
+    assert engine.store.run_state(run.run_id).status == "running"  # type: ignore[union-attr]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        threading.Event().wait(0.01)
+    return condition()

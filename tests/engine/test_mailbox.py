@@ -9,7 +9,14 @@ from typing import Any
 import pykka
 import pytest
 
-from flowweaver.engine.messages import DRAIN, CancelRequest, Dropped, RetryDue, StartRequest
+from flowweaver.engine.messages import (
+    DRAIN,
+    CancelRequest,
+    Dropped,
+    Reply,
+    RetryDue,
+    StartRequest,
+)
 from flowweaver.engine.run_actor import Mailbox, refuse
 
 
@@ -83,7 +90,7 @@ def test_close_refuses_inputs_returns_the_queued_ones_and_stops_the_bound_actor(
     """A closed mailbox refuses inputs, hands back what waited, and stops its owner."""
     ref, gate = actor
     assert mailbox.bind(ref)
-    start: pykka.Future[bool] = pykka.ThreadingFuture()
+    start = Reply()
     mailbox.put(StartRequest("t", 1, "w1", start))
     gate.set()
     left = mailbox.close()
@@ -91,15 +98,24 @@ def test_close_refuses_inputs_returns_the_queued_ones_and_stops_the_bound_actor(
     assert not mailbox.put(RetryDue("t", 1))
     assert not mailbox.bind(ref)
     refuse(left)
-    assert start.get(timeout=1) is False
+    assert start.wait(1) is False
     ref.actor_stopped.wait(5)
     assert not ref.is_alive()
 
 
 def test_refuse_answers_requests_and_ignores_the_rest() -> None:
     """Refused start and cancel requests get False; other inputs need no answer."""
-    start: pykka.Future[bool] = pykka.ThreadingFuture()
+    start = Reply()
     cancel: pykka.Future[bool] = pykka.ThreadingFuture()
     refuse([StartRequest("t", 1, "w", start), CancelRequest("why", cancel), RetryDue("t", 1)])
-    assert start.get(timeout=1) is False
+    assert start.wait(1) is False
     assert cancel.get(timeout=1) is False
+
+
+def test_a_reply_is_given_once() -> None:
+    """The first answer to a start request counts; later ones change nothing."""
+    reply = Reply()
+    assert reply.wait(0.01) is None and not reply.answered
+    assert reply.set(False)
+    assert not reply.set(True)
+    assert reply.answered and reply.wait(0) is False
