@@ -145,7 +145,9 @@ class Engine:
         self.pool = WorkerPool(
             workers, self.handlers, self, self.timers, self._event_loop, node=self.node
         )
-        if recover:
+        if recover and self.leases.shared:
+            self.take_over_orphans()  # as many as there is room for; the scan takes the rest
+        elif recover:
             self.recover()
         if self.leases.shared:
             self._takeover = threading.Thread(
@@ -336,17 +338,39 @@ class Engine:
             log.info("runs_recovered", count=len(run_ids))
         return run_ids
 
-    def _spawn(self, run_id: str, state: RunState | None, mailbox: Mailbox | None = None) -> None:
+    def take_over_orphans(self) -> int:
+        """Resume unfinished runs that no process owns, as many as this engine has room for.
+
+        Room is the workers not busy (running or queued jobs), and at least one run per
+        call, so that orphans are resumed even by nodes that are always busy. Taking
+        only that much leaves the rest of a dead node's runs to the other nodes' scans and
+        to a node that restarts, instead of piling them all behind the workers of the
+        first node to look. Oldest runs first. Return how many runs were taken.
+        """
+        budget = max(1, self.pool.size - self.pool.busy())
+        taken = 0
+        for run_id in self.store.active_run_ids():
+            if taken >= budget or self._closed:
+                break
+            if run_id not in self._live and self._spawn(run_id, None):
+                taken += 1
+        if taken:
+            log.info("runs_taken_over", count=taken, budget=budget)
+        return taken
+
+    def _spawn(self, run_id: str, state: RunState | None, mailbox: Mailbox | None = None) -> bool:
+        """Start an actor for ``run_id``; say whether this made the run live here."""
         with self._lock:
             if self._closed:
-                return
+                return False
             live = self._live.get(run_id)
             if mailbox is not None and (live is None or live.mailbox is not mailbox):
-                return  # a replacement for an actor of a run given up here meanwhile
+                return False  # a replacement for an actor of a run given up here meanwhile
             if live is not None and mailbox is None:
-                return  # already live here
+                return False  # already live here
             if live is None and not self.leases.acquire(run_id):
-                return  # another process owns this run
+                return False  # another process owns this run
+            created = live is None
             if live is None:
                 live = _LiveRun(mailbox=Mailbox(), ref=None)
                 self._live[run_id] = live
@@ -357,6 +381,7 @@ class Engine:
         # caller (an API request, a dying actor) need not. Inputs that arrive meanwhile wait
         # in the mailbox; attach() drains them.
         self._spawns.put((run_id, live, state))
+        return created
 
     def _spawner(self) -> None:
         while True:
@@ -477,7 +502,7 @@ class Engine:
             log.warning("run_lease_lost", run_id=run_id)
 
     def _takeover_loop(self) -> None:
-        """Now and then, resume every unfinished run that no process owns.
+        """Now and then, resume unfinished runs that no process owns (see take_over_orphans).
 
         While outcomes are parked, their runs are tried every PARKED_RETRY_S: the engine
         holding a handler's result should be the one that owns its run next.
@@ -493,9 +518,7 @@ class Engine:
             try:
                 self._reclaim_parked(check_store=scan)
                 if scan:
-                    for run_id in self.store.active_run_ids():
-                        if run_id not in self._live and not self._closed:
-                            self._spawn(run_id, None)
+                    self.take_over_orphans()
             except FlowweaverError as e:
                 log.warning("takeover_scan_failed", error=str(e))
             except Exception:  # a bug must not end the scan for the life of the process

@@ -142,3 +142,69 @@ def test_a_new_run_belongs_to_the_engine_that_started_it(
         b.close(grace=1)
         store_a.close()
         store_b.close()
+
+
+def test_orphaned_runs_are_spread_by_free_capacity(
+    tmp_path: Path, registry: HandlerRegistry, gate: Gate
+) -> None:
+    """A dead node's runs are not piled onto the first survivor: each scan takes what its
+    idle workers can run (at least one), so a node that starts later takes its share."""
+    table = LeaseTable()
+    db = str(tmp_path / "shared.db")
+    stores = [SQLiteEventStore(db) for _ in range(3)]
+    never = 3600.0  # scans run when the test says
+    a = Engine(
+        stores[0],
+        handlers=registry,
+        leases=(leases_a := FakeLeases(table, "a")),
+        node="a",
+        workers=2,
+        takeover_interval=never,
+    )
+    engines = [a]
+    try:
+        a.register_workflow({"id": "held", "tasks": [{"id": "g", "handler": "gate"}]})
+        runs = [a.start_run("held").run_id for _ in range(10)]
+        leases_a.expire()  # A is gone: ten orphaned runs
+        b = Engine(
+            stores[1],
+            handlers=registry,
+            leases=FakeLeases(table, "b"),
+            node="b",
+            workers=2,
+            takeover_interval=never,
+        )
+        engines.append(b)
+        assert owned(table, "b") == 2  # its start-up recovery took what two workers can run
+        assert wait_for(lambda: b.pool.busy() == 2)
+        assert b.take_over_orphans() == 1  # busy: one run per scan, no more
+        c = Engine(
+            stores[2],
+            handlers=registry,
+            leases=FakeLeases(table, "c"),
+            node="c",
+            workers=4,
+            takeover_interval=never,
+        )  # the node that restarted
+        engines.append(c)
+        assert owned(table, "c") == 4
+        while len(table.owners) < len(runs):
+            b.take_over_orphans()
+            c.take_over_orphans()
+        assert owned(table, "b") + owned(table, "c") == 10
+        assert owned(table, "c") >= 5, table.owners
+        gate.opened.set()
+        for run_id in runs:
+            assert c.wait_run_finished(run_id, timeout=15).status == "completed"
+    finally:
+        gate.opened.set()
+        for engine in engines:
+            engine.close(grace=1)
+        for store in stores:
+            store.close()
+
+
+def owned(table: LeaseTable, node: str) -> int:
+    """Return how many runs ``node`` owns."""
+    with table.lock:
+        return sum(1 for owner in table.owners.values() if owner == node)
