@@ -656,13 +656,11 @@ class Engine:
         with self._lock:
             lives = list(self._live.values())
             self._live.clear()
-        refs = []
-        for live in lives:
-            refuse(live.mailbox.close())  # stops each actor, after the message it handles
-            if live.ref is not None:
-                refs.append(live.ref)
-        # Together, not one after another: an actor inside an append to a store that hangs
-        # holds its stop for the store's own timeout.
+        # Each actor stops after the wake-ups already in its inbox: the outcomes of handlers
+        # that finished within the grace period are stored first (or, with the store down,
+        # tried once). All together, not one after another: an actor inside an append to a
+        # store that hangs holds its stop for the store's own timeout.
+        refs = [live.ref for live in lives if live.ref is not None]
         deadline = time.monotonic() + ACTOR_STOP_TIMEOUT_S
         for ref in refs:
             with contextlib.suppress(pykka.ActorDeadError):
@@ -670,6 +668,8 @@ class Engine:
         for ref in refs:
             if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("run_actor_still_busy_at_close", actor=str(ref))
+        for live in lives:
+            refuse(live.mailbox.close())
         self.leases.close()
         self.timers.close()
         if self._loop is not None and self._loop_thread is not None:

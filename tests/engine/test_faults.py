@@ -190,3 +190,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         threading.Event().wait(0.01)
     return condition()
+
+
+def test_results_of_handlers_that_finish_within_the_grace_period_are_stored(
+    make_engine: EngineFactory, gate: Gate
+) -> None:
+    """close(grace) lets a running handler finish and stores its result before stopping."""
+    engine = make_engine()
+    engine.register_workflow({"id": "one", "tasks": [{"id": "g", "handler": "gate"}]})
+    run = engine.start_run("one")
+    assert gate.entered.wait(10)
+    opener = threading.Timer(0.2, gate.opened.set)
+    opener.start()
+    engine.close(grace=5)
+    opener.join()
+    names = [e.name for e in engine.store.read_run(run.run_id)]
+    assert "TaskCompleted" in names, names
