@@ -569,6 +569,8 @@ class Engine:
 
     def _deliver(self, run_id: str, item: RunInput) -> None:
         live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
+        if live is not None and live.mailbox.put(item):
+            return
         if live is None and not self._closed:
             try:
                 state = self.store.run_state(run_id)
@@ -584,7 +586,8 @@ class Engine:
             live = self._live.get(run_id)
             if live is not None and live.mailbox.put(item):
                 return
-        if self.leases.shared:
+            ended_here = run_id in self._finished
+        if self.leases.shared and not ended_here:
             self.park(run_id, [item])  # the takeover loop brings it back to its run
         else:
             refuse([item])
