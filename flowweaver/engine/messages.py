@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from pykka import Future
 
 from flowweaver.domain.events import ErrorInfo
+
+
+class Reply:
+    """A yes or no given once: the first :meth:`set` wins, later ones change nothing.
+
+    A closing engine says no to every worker still waiting to start an attempt, whatever
+    its run actor (perhaps stuck retrying an append) says later.
+    """
+
+    __slots__ = ("_answer", "_given", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._given = threading.Event()
+        self._answer = False
+
+    def set(self, answer: bool) -> bool:
+        """Give the answer unless one was given; say whether this one counts."""
+        with self._lock:
+            if self._given.is_set():
+                return False
+            self._answer = answer
+            self._given.set()
+            return True
+
+    @property
+    def answered(self) -> bool:
+        """Say whether an answer was given."""
+        return self._given.is_set()
+
+    def wait(self, timeout: float) -> bool | None:
+        """Block until answered and return the answer; None after ``timeout`` seconds."""
+        if not self._given.wait(timeout):
+            return None
+        return self._answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +53,7 @@ class StartRequest:
     task_id: str
     attempt: int
     worker: str
-    reply: Future[bool]
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ that lives outside the actor, so none is lost when an actor dies and is rebuilt.
 drains the whole mailbox, decides on every input, and stores all resulting events in one
 append; only then does it act on them (reply, dispatch, arm timers). A failed append leaves
 the inputs in place and the state is rebuilt from the store before they are tried again.
+
+A worker's outcome that the actor holds (queued, or waiting for the store to come back) is a
+handler's finished work: rebuilding the state counts its attempt as alive, so a store outage
+never records it as Interrupted, and the outcome is stored once the store takes writes again.
 """
 
 from __future__ import annotations
@@ -105,6 +109,15 @@ class Mailbox:
             with self._lock:
                 self._kicked = False  # the engine attaches a new actor and kicks again
 
+    def outcomes(self) -> list[tuple[str, int]]:
+        """Return (task id, attempt) of every worker outcome queued, without taking them."""
+        with self._lock:
+            return [
+                (item.task_id, item.attempt)
+                for item in self._items
+                if isinstance(item, Completed | Failed)
+            ]
+
     def take(self) -> list[RunInput]:
         """Remove and return everything queued."""
         with self._lock:
@@ -163,12 +176,25 @@ class RunActor(pykka.ThreadingActor):
     # --- lifecycle ---------------------------------------------------------------------
 
     def on_start(self) -> None:
+        # pykka calls on_failure only for errors while handling messages: an error here
+        # would stop the actor and leave its run live with a mailbox nobody drains.
+        try:
+            self._start()
+        except Exception:
+            self.log.exception("run_actor_start_failed")
+            pending = self._processing + self._retry
+            self._processing, self._retry = [], []
+            self.engine.actor_died(self.run_id, self.mailbox, pending)
+            self.stop()
+
+    def _start(self) -> None:
         if not self.mailbox.bind(self.actor_ref):
             self.stop()  # the run was closed here before this actor got going
             return
         if not self.engine.leases.holds(self.run_id):
             self._give_up([])
             return
+        faults.hit("actor_start")
         if self.state is None:
             self._resume()
         elif self.state.is_terminal:
@@ -187,8 +213,9 @@ class RunActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         # Stopped from outside (leases lost, engine closing) while inputs waited for a retry
         # of a failed append: a worker waiting on a start request must hear no at once, not
-        # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile.
-        refuse(self._retry)
+        # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile; an
+        # outcome goes back to the engine, which holds it for the run's next actor.
+        self.engine.park(self.run_id, self._retry)
         self._retry = []
 
     def on_receive(self, message: Any) -> Any:
@@ -208,7 +235,7 @@ class RunActor(pykka.ThreadingActor):
         self._processing = []
 
     def _decide_and_act(self, inputs: list[RunInput]) -> None:
-        if self.state is None and not self._reload():
+        if self.state is None and not self._reload(held=inputs):
             self._later(inputs)
             return
         state = self.state
@@ -221,6 +248,8 @@ class RunActor(pykka.ThreadingActor):
         limit = self.engine.interruption_limit
         for item in inputs:
             if isinstance(item, StartRequest):
+                if item.reply.answered:  # refused meanwhile (the engine is closing)
+                    continue
                 decided = commands.record_started(
                     state, item.task_id, item.attempt, item.worker, now
                 )
@@ -291,10 +320,12 @@ class RunActor(pykka.ThreadingActor):
         return True
 
     def _give_up(self, inputs: list[RunInput]) -> None:
-        """Another process owns the run now: answer what is pending and stop."""
-        refuse(inputs + self._retry)
-        self._retry = []
-        self.engine.run_lost(self.run_id)
+        """Another process owns the run now: hand what is pending to the engine and stop.
+
+        The engine answers requests with no and holds outcomes (see ``Engine.park``).
+        """
+        pending, self._retry = inputs + self._retry, []
+        self.engine.run_lost(self.run_id, pending)
         self.stop()
 
     def _later(self, inputs: list[RunInput]) -> None:
@@ -381,7 +412,7 @@ class RunActor(pykka.ThreadingActor):
 
     # --- recovery ------------------------------------------------------------------------
 
-    def _reload(self, *, starting: bool = False) -> bool:
+    def _reload(self, *, starting: bool = False, held: Sequence[RunInput] = ()) -> bool:
         try:
             self.state = self.engine.store.run_state(self.run_id)
         except StoreError as e:
@@ -392,7 +423,7 @@ class RunActor(pykka.ThreadingActor):
             self.log.error("run_vanished")
             self.stop()
             return False
-        self._reconcile(starting=starting)
+        self._reconcile(starting=starting, held=held)
         return self.state is not None
 
     def _resume(self) -> None:
@@ -405,21 +436,32 @@ class RunActor(pykka.ThreadingActor):
         if state.is_terminal:
             self._finish()
 
-    def _reconcile(self, *, starting: bool = False) -> None:
+    def _reconcile(self, *, starting: bool = False, held: Sequence[RunInput] = ()) -> None:
         """Interrupt lost attempts, schedule what is ready, redispatch, re-arm timers.
 
         ``starting``: called as the actor starts, before it takes its mailbox; inputs that
-        are already queued are handled first.
+        are already queued are handled first. ``held``: inputs this actor took and has not
+        stored yet (a retry after a failed append).
         """
         # Which attempts run here, looked at before the mailbox: a worker reports its
         # outcome before it leaves the in-flight set, so an attempt missing from this list
-        # either left its outcome in the mailbox (handled just below) or was really lost.
+        # either left its outcome with us (held, queued, or parked by the engine) or was
+        # really lost. Only a lost one is interrupted: a store outage is not a lost attempt.
         alive = self.engine.pool.inflight(self.run_id)
+        self.engine.unpark(self.run_id, self.mailbox)
+        alive += self.mailbox.outcomes()
+        alive += [
+            (item.task_id, item.attempt) for item in held if isinstance(item, Completed | Failed)
+        ]
         queued = self.mailbox.take() if starting else []
         if queued:
             self._processing = queued
             self._decide_and_act(queued)
             self._processing = []
+            # Those decisions may have started attempts here (a completion that made the
+            # next task ready): they are alive too, running or with their outcome queued.
+            alive += self.engine.pool.inflight(self.run_id)
+            alive += self.mailbox.outcomes()
         state = self.state
         if state is None or state.is_terminal:
             return

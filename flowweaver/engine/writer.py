@@ -5,7 +5,8 @@ together with whatever other callers queued meanwhile; followers wait for the le
 them how their part went. A leader serves at most ``max_rounds`` rounds, then hands the
 role to the oldest waiting follower, so no actor is held up for long by others' work. When
 a combined append fails, each part is retried alone, so one run's conflict never fails
-another run's append.
+another run's append. Whatever a commit raises, every waiting caller is woken and told, and
+the role of leader passes on: a bug in a store must fail appends, never hang them.
 """
 
 from __future__ import annotations
@@ -71,14 +72,24 @@ class GroupCommitter:
             raise request.error
 
     def _lead(self) -> None:
-        for _ in range(self.max_rounds):
-            with self._lock:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                if not batch:
-                    self._busy = False
-                    return
-            self._commit(batch)
+        handed_off = False
+        try:
+            for _ in range(self.max_rounds):
+                with self._lock:
+                    batch = self._queue[: self.max_batch]
+                    del self._queue[: self.max_batch]
+                    if not batch:
+                        self._busy = False
+                        handed_off = True
+                        return
+                self._commit(batch)
+        finally:
+            # Also when a commit raised past its own handling (KeyboardInterrupt in the
+            # leader's thread): the next caller in line leads, or nobody is busy.
+            if not handed_off:
+                self._hand_off()
+
+    def _hand_off(self) -> None:
         with self._lock:
             if not self._queue:
                 self._busy = False
@@ -88,17 +99,41 @@ class GroupCommitter:
         successor.wake()
 
     def _commit(self, batch: Sequence[_Request]) -> None:
+        settled = False
         try:
-            self.store.append([r.append for r in batch])
-        except (ConcurrencyError, StoreError) as e:
-            if len(batch) == 1:
-                batch[0].error = e
-            else:
+            try:
+                self.store.append([r.append for r in batch])
+            except (ConcurrencyError, StoreError) as e:
+                if len(batch) == 1:
+                    batch[0].error = e
+                else:
+                    for request in batch:
+                        request.error = self._append_alone(request.append)
+            except Exception as e:  # noqa: BLE001 - a store bug fails these appends, not the committer
                 for request in batch:
-                    try:
-                        self.store.append([request.append])
-                    except (ConcurrencyError, StoreError) as single:
-                        request.error = single
-        for request in batch:
-            if not request.lead:
-                request.wake()
+                    request.error = _unexpected(e)
+            settled = True
+        finally:
+            if not settled:  # the leader's thread was interrupted: nobody knows what was stored
+                for request in batch:
+                    if request.error is None:
+                        request.error = StoreError("the append was interrupted")
+            for request in batch:
+                if not request.lead:
+                    request.wake()
+
+    def _append_alone(self, append: Append) -> ConcurrencyError | StoreError | None:
+        try:
+            self.store.append([append])
+        except (ConcurrencyError, StoreError) as e:
+            return e
+        except Exception as e:  # noqa: BLE001 - translated once, here, for the caller
+            return _unexpected(e)
+        return None
+
+
+def _unexpected(error: Exception) -> StoreError:
+    """Translate an error a store should not raise into the StoreError callers handle."""
+    wrapped = StoreError(f"the store failed unexpectedly: {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from structlog.testing import capture_logs
 
 from flowweaver.engine import Engine
 from flowweaver.handlers import HandlerRegistry
@@ -40,8 +45,15 @@ def test_runs_of_an_engine_that_lost_its_leases_are_taken_over(
         leases_a.expire()  # A is cut off: B's scan takes the run and reruns g
         assert gate.entered.wait(10)
         assert table.owners[run.run_id] == "b"
-        gate.opened.set()  # both attempts return; only B's counts
-        state = b.wait_run_finished(run.run_id, timeout=10)
+        with capture_logs() as logs:
+            gate.opened.set()  # both attempts return; only B's counts
+            state = b.wait_run_finished(run.run_id, timeout=10)
+            # A held its attempt's result until the store showed B had settled that attempt.
+            assert wait_for(lambda: a.parked() == {})
+        dropped = [e for e in logs if e["event"] == "outcome_dropped"]
+        assert [(e["run_id"], e["task_id"], e["attempt"]) for e in dropped] == [
+            (run.run_id, "g", 1)
+        ]
         assert state.status == "completed"
         g = state.tasks["g"]
         assert (g.attempts, g.interruptions) == (2, 1)
@@ -56,6 +68,55 @@ def test_runs_of_an_engine_that_lost_its_leases_are_taken_over(
         b.close(grace=1)
         store_a.close()
         store_b.close()
+
+
+def test_an_outcome_that_arrives_while_leases_are_lost_is_stored_once_they_are_back(
+    tmp_path: Path, registry: HandlerRegistry, gate: Gate
+) -> None:
+    """A handler finishing while its engine's leases are lost keeps its result: the engine
+    owns the run again and stores it; the handler is not run again, nothing is Interrupted."""
+    table = LeaseTable()
+    store = SQLiteEventStore(str(tmp_path / "alone.db"))
+    leases = FakeLeases(table, "a")
+    engine = Engine(store, handlers=registry, leases=leases, node="a", takeover_interval=0.05)
+    try:
+        engine.register_workflow(
+            {
+                "id": "held",
+                "tasks": [
+                    {"id": "g", "handler": "gate"},
+                    {"id": "after", "handler": "noop", "dependencies": ["g"]},
+                ],
+            }
+        )
+        run = engine.start_run("held")
+        assert gate.entered.wait(10)
+        with capture_logs() as logs:
+            leases.expire()  # the lease session died (the database went away)
+            gate.opened.set()
+            assert wait_for(lambda: engine.parked() == {run.run_id: [("g", 1)]})
+            leases.reconnect()
+            state = engine.wait_run_finished(run.run_id, timeout=10)
+        assert state.status == "completed"
+        assert gate.calls == 1
+        assert (state.tasks["g"].attempts, state.tasks["g"].interruptions) == (1, 0)
+        assert not [e.event for e in store.read_run(run.run_id) if e.name == "TaskFailed"]
+        assert "outcome_parked" in [e["event"] for e in logs]
+        assert engine.parked() == {}
+    finally:
+        engine.close(grace=1)
+        store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    done = threading.Event()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        done.wait(0.01)
+    return condition()
 
 
 def test_a_new_run_belongs_to_the_engine_that_started_it(
@@ -81,3 +142,69 @@ def test_a_new_run_belongs_to_the_engine_that_started_it(
         b.close(grace=1)
         store_a.close()
         store_b.close()
+
+
+def test_orphaned_runs_are_spread_by_free_capacity(
+    tmp_path: Path, registry: HandlerRegistry, gate: Gate
+) -> None:
+    """A dead node's runs are not piled onto the first survivor: each scan takes what its
+    idle workers can run (at least one), so a node that starts later takes its share."""
+    table = LeaseTable()
+    db = str(tmp_path / "shared.db")
+    stores = [SQLiteEventStore(db) for _ in range(3)]
+    never = 3600.0  # scans run when the test says
+    a = Engine(
+        stores[0],
+        handlers=registry,
+        leases=(leases_a := FakeLeases(table, "a")),
+        node="a",
+        workers=2,
+        takeover_interval=never,
+    )
+    engines = [a]
+    try:
+        a.register_workflow({"id": "held", "tasks": [{"id": "g", "handler": "gate"}]})
+        runs = [a.start_run("held").run_id for _ in range(10)]
+        leases_a.expire()  # A is gone: ten orphaned runs
+        b = Engine(
+            stores[1],
+            handlers=registry,
+            leases=FakeLeases(table, "b"),
+            node="b",
+            workers=2,
+            takeover_interval=never,
+        )
+        engines.append(b)
+        assert owned(table, "b") == 2  # its start-up recovery took what two workers can run
+        assert wait_for(lambda: b.pool.busy() == 2)
+        assert b.take_over_orphans() == 1  # busy: one run per scan, no more
+        c = Engine(
+            stores[2],
+            handlers=registry,
+            leases=FakeLeases(table, "c"),
+            node="c",
+            workers=4,
+            takeover_interval=never,
+        )  # the node that restarted
+        engines.append(c)
+        assert owned(table, "c") == 4
+        while len(table.owners) < len(runs):
+            b.take_over_orphans()
+            c.take_over_orphans()
+        assert owned(table, "b") + owned(table, "c") == 10
+        assert owned(table, "c") >= 5, table.owners
+        gate.opened.set()
+        for run_id in runs:
+            assert c.wait_run_finished(run_id, timeout=15).status == "completed"
+    finally:
+        gate.opened.set()
+        for engine in engines:
+            engine.close(grace=1)
+        for store in stores:
+            store.close()
+
+
+def owned(table: LeaseTable, node: str) -> int:
+    """Return how many runs ``node`` owns."""
+    with table.lock:
+        return sum(1 for owner in table.owners.values() if owner == node)
