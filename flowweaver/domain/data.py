@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from jsonpath import JSONPath, JSONPathEnvironment
 from jsonpath.exceptions import JSONPathError
 from jsonpath.token import TOKEN_FUNCTION, TOKEN_RE, TOKEN_RE_FLAGS, TOKEN_RE_PATTERN
@@ -256,3 +257,31 @@ def publish(result: Any, inputs: Mapping[str, Any], outputs: Mapping[str, str]) 
         except TaskInputError as e:
             raise TaskInputError(f"output {name!r}: {e}") from e
     return published
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_size(value: Any, stop_above: int | None = None) -> int:
+    """Return the length of ``value`` as compact JSON, the way events store it.
+
+    With ``stop_above``, counting stops as soon as the size passes it and the count so far
+    is returned: a value that refers to one large object many times is never encoded whole.
+    """
+    size = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            size += 2 * len(node) + 1 if node else 2  # braces, colons and commas
+            for key, item in node.items():
+                size += len(_encoder.encode(key if isinstance(key, str) else str(key)))
+                stack.append(item)
+        elif isinstance(node, list | tuple):
+            size += len(node) + 1 if node else 2  # brackets and commas
+            stack.extend(node)
+        else:
+            size += len(_encoder.encode(node))
+        if stop_above is not None and size > stop_above:
+            break
+    return size

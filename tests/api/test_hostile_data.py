@@ -1,4 +1,4 @@
-"""Hostile data over REST: regex filters cannot freeze the server."""
+"""Hostile data over REST: regex filters cannot freeze the server, task data is capped."""
 
 from __future__ import annotations
 
@@ -93,5 +93,40 @@ def test_a_regex_stored_before_the_rule_fails_its_task_without_freezing(
             task = body["tasks"][0]
             assert task["lastError"]["type"] == "InputError"
             assert "regular expressions are not supported" in task["lastError"]["message"]
+
+    run(main())
+
+
+def test_task_inputs_over_the_default_cap_fail_the_run_over_rest(server: LiveServer) -> None:
+    """A 600 KB parameter referenced twice (1.2 MB of inputs) fails with InputTooLarge."""
+    workflow = {
+        "id": "amplify",
+        "tasks": [
+            {"id": "t", "handler": "echo", "inputs": {"a": "$.params.big", "b": "$.params.big"}}
+        ],
+    }
+
+    async def main() -> None:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            status, _ = await _status(s, "POST", f"{server.url}/workflows", json=workflow)
+            assert status == 201
+            status, body = await _status(
+                s,
+                "POST",
+                f"{server.url}/runs",
+                json={"workflowId": "amplify", "parameters": {"big": "x" * 600_000}},
+                headers={"Prefer": "wait=10"},
+            )
+            assert status == 201
+            assert body["status"] == "failed"
+            error = body["tasks"][0]["lastError"]
+            assert error["type"] == "InputTooLarge"
+            assert error["retryable"] is False
+            assert "task 't'" in error["message"] and "1048576 bytes" in error["message"]
+            async with s.get(f"{server.url}/runs/{body['id']}/events") as response:
+                history = await response.read()
+            # RunStarted holds the parameter once; no event holds it twice over.
+            assert len(history) < 700_000
 
     run(main())
