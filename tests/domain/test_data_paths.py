@@ -171,3 +171,45 @@ def test_parameter_values_are_data_never_paths() -> None:
     spec = workflow(task("t", inputs={"x": "$.params.p"}))
     state, _ = start_run("run", spec, 1, {"p": CATASTROPHIC}, T0)
     assert state.task("t").inputs == {"x": CATASTROPHIC}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("$.params..*..*", "at most 1 descendant segment"),
+        ("$..a[?@..b]", "at most 1 descendant segment"),
+        ("$.params[0,1][0,1][0,1][0,1]", "multiply to at most 8"),
+        ("$.params[?@['a','a']['a','a']['a','a']['a','a']]", "multiply to at most 8"),
+    ],
+)
+def test_paths_that_select_nodes_many_times_over_are_refused(path: str, message: str) -> None:
+    """A second `..`, or unions that multiply past MAX_FAN_OUT, are refused at their path."""
+    with pytest.raises(ValidationError) as exc:
+        workflow(task("t", inputs={"x": path}))
+    assert message in _errors(exc)["$.tasks[0].inputs.x"]
+
+
+@pytest.mark.parametrize(
+    "path", ["$..book[?@.price < 10]", "$.a['x','y','z']", "$.a[0,1][0,1][0,1]", "$.a[*].b[*]"]
+)
+def test_one_descendant_segment_and_small_unions_are_allowed(path: str) -> None:
+    """Ordinary uses of `..` and unions still validate."""
+    assert path_error(path) is None
+
+
+def test_a_multiplying_path_stored_before_the_rule_cannot_run() -> None:
+    """`$..*` six times over a 60-deep object (hours before) fails its task at once."""
+    path = "$.params" + "..*" * 6 + "[?@.z]"
+    document = {"id": "old", "tasks": [{"id": "t", "handler": "noop", "inputs": {"x": path}}]}
+    spec = msgspec.convert(document, WorkflowSpec)  # no validate_workflow: as if stored long ago
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(60):
+        node["a"] = {}
+        node = node["a"]  # type: ignore[assignment]
+    started = time.perf_counter()
+    state, events = start_run("run", spec, 1, {"deep": deep}, T0)
+    assert time.perf_counter() - started < 1.0
+    failed = [e for e in events if isinstance(e, TaskFailed)]
+    assert "descendant segment" in failed[0].error.message
+    assert state.status == "failed"
