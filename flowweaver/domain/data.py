@@ -64,7 +64,8 @@ def parse_path(path: str) -> ParsedPath:
     """Check and compile ``path`` without caching it.
 
     Raises:
-        ValueError: the path is too long, uses a regular expression or does not parse.
+        ValueError: the path is too long, uses a regular expression, could select nodes
+            many times over (see :data:`MAX_FAN_OUT`), or does not parse.
     """
     if len(path) > MAX_PATH_LENGTH:
         raise ValueError(
@@ -183,7 +184,7 @@ def compile_path(path: str) -> JSONPath:
     """Return the compiled ``path``, cached for the next run that uses it.
 
     Raises:
-        ValueError: the path is too long, uses a regular expression or does not parse.
+        ValueError: as for :func:`parse_path`.
     """
     return PATH_CACHE.get(path).compiled
 
