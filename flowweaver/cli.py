@@ -32,7 +32,7 @@ from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
-from flowweaver.domain.run import RunState
+from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
 from flowweaver.domain.spec import decode_workflow
 from flowweaver.engine import Engine
 from flowweaver.errors import FieldError, FlowweaverError, ValidationError
@@ -74,7 +74,7 @@ def _size(text: str) -> int:
     )
     value = int(match[1]) * factor
     if value < 1024:
-        raise argparse.ArgumentTypeError("the body limit must be at least 1KiB")
+        raise argparse.ArgumentTypeError(f"must be at least 1KiB, not {value} bytes")
     return value
 
 
@@ -257,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds running handlers get to finish (FLOWWEAVER_GRACE; "
         "default %(default)s)",
     )
+    serve.add_argument(
+        "--max-task-data",
+        type=_size,
+        default=_from_env("MAX_TASK_DATA", _size, DEFAULT_MAX_TASK_IO_BYTES),
+        help="largest resolved inputs, and largest published output, of one task as JSON; "
+        "more fails the task (FLOWWEAVER_MAX_TASK_DATA; default 1MiB)",
+    )
 
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
     run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
@@ -366,7 +373,13 @@ def _serve(args: argparse.Namespace) -> int:
     # Stores whose server settings can lose acknowledged events say so (Redis, see docs/redis.md).
     for warning in getattr(store, "durability_warnings", list)():
         log.warning("store_durability", detail=warning)
-    engine = Engine(store, handlers=registry, workers=args.workers, owns_store=True)
+    engine = Engine(
+        store,
+        handlers=registry,
+        workers=args.workers,
+        owns_store=True,
+        max_task_io_bytes=args.max_task_data,
+    )
     try:
         return asyncio.run(_serve_async(engine, config, args))
     finally:

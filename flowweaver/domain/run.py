@@ -17,7 +17,13 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain.dag import Dag
-from flowweaver.domain.data import input_context, may_read_tasks, publish, resolve_inputs
+from flowweaver.domain.data import (
+    input_context,
+    json_size,
+    may_read_tasks,
+    publish,
+    resolve_inputs,
+)
 from flowweaver.domain.events import (
     INTERRUPTED,
     TERMINAL_RUN_STATUSES,
@@ -44,6 +50,8 @@ from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.errors import TaskInputError
 
 DEFAULT_INTERRUPTION_LIMIT = 3
+DEFAULT_MAX_TASK_IO_BYTES = 1024 * 1024
+"""Largest resolved inputs, and largest published output, of one task (as JSON bytes)."""
 
 
 class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
@@ -288,8 +296,12 @@ def start_run(
     idempotency_key: str | None = None,
     request_hash: str = "",
     submitted_by: str | None = None,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> tuple[RunState, list[RunEvent]]:
-    """Decide a run's first events: RunStarted, then TaskScheduled for every root task."""
+    """Decide a run's first events: RunStarted, then TaskScheduled for every root task.
+
+    ``max_io_bytes`` caps each task's resolved inputs (see :func:`record_completed`).
+    """
     state = new_state(run_id)
     d = Decision(state)
     d.emit(
@@ -304,7 +316,7 @@ def start_run(
             submitted_by=submitted_by,
         )
     )
-    _schedule(d, dag_of(spec).roots(), now)
+    _schedule(d, dag_of(spec).roots(), now, max_io_bytes)
     _finish_if_done(d, now)
     return state, d.events
 
@@ -334,20 +346,30 @@ def record_completed(
     result: Any,
     duration_ms: float,
     now: datetime,
+    *,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> list[RunEvent]:
     """Decide TaskCompleted and whatever it makes ready, or nothing for a stale attempt.
 
-    An output path that matches nothing fails the task for good instead.
+    An output path that matches nothing, or a published output of more than
+    ``max_io_bytes`` as JSON, fails the task for good instead; so does a task made ready
+    whose resolved inputs pass that size.
     """
     task = state.tasks.get(task_id)
     if task is None or task.status != "running" or task.attempts != attempt:
         return []
     spec = state.spec.task(task_id)
     d = Decision(state)
+    error: ErrorInfo | None = None
     try:
         output = publish(result, task.inputs or {}, spec.outputs)
     except TaskInputError as e:
         error = ErrorInfo(type="OutputError", message=str(e), retryable=False)
+    else:
+        size = json_size(output, stop_above=max_io_bytes)
+        if size > max_io_bytes:
+            error = _too_large("OutputTooLarge", task_id, "published output", size, max_io_bytes)
+    if error is not None:
         d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=attempt, error=error))
         _skip_downstream(d, task_id, now)
         _finish_if_done(d, now)
@@ -367,7 +389,7 @@ def record_completed(
             for t in dag_of(state.spec).dependents[task_id]
             if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
         ]
-        _schedule(d, ready, now)
+        _schedule(d, ready, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
@@ -456,7 +478,9 @@ def interrupt_running(
     return d.events
 
 
-def settle(state: RunState, now: datetime) -> list[RunEvent]:
+def settle(
+    state: RunState, now: datetime, *, max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES
+) -> list[RunEvent]:
     """Decide what a resumed run still owes: schedule ready tasks, end the run if all ended."""
     if state.is_terminal or state.definition is None:
         return []
@@ -467,12 +491,12 @@ def settle(state: RunState, now: datetime) -> list[RunEvent]:
             for t in dag_of(state.spec).order
             if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
         ]
-        _schedule(d, ready, now)
+        _schedule(d, ready, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
 
-def _schedule(d: Decision, task_ids: Iterable[str], now: datetime) -> None:
+def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes: int) -> None:
     state = d.state
     spec = state.spec
     everything: dict[str, Any] | None = None
@@ -490,12 +514,25 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime) -> None:
                 task_spec.inputs, input_context(upstream, state.parameters, everything or {})
             )
         except TaskInputError as e:
-            d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
             error = ErrorInfo(type="InputError", message=str(e), retryable=False)
-            d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error))
-            _skip_downstream(d, task_id, now)
-            continue
-        d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
+        else:
+            size = json_size(inputs, stop_above=max_io_bytes)
+            if size <= max_io_bytes:
+                d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
+                continue
+            error = _too_large("InputTooLarge", task_id, "resolved inputs", size, max_io_bytes)
+        # The task fails where it stands, with empty inputs: nothing huge is stored.
+        d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
+        d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error))
+        _skip_downstream(d, task_id, now)
+
+
+def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> ErrorInfo:
+    message = (
+        f"task {task_id!r}: its {what} take at least {size} bytes as JSON, "
+        f"over the limit of {limit} bytes"
+    )
+    return ErrorInfo(type=kind, message=message, retryable=False)
 
 
 def _skip_downstream(d: Decision, task_id: str, now: datetime) -> None:

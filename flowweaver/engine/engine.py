@@ -25,7 +25,11 @@ import structlog
 from flowweaver.domain import run as commands
 from flowweaver.domain.events import RunStarted
 from flowweaver.domain.ids import request_hash, run_id_for_key
-from flowweaver.domain.run import DEFAULT_INTERRUPTION_LIMIT, RunState
+from flowweaver.domain.run import (
+    DEFAULT_INTERRUPTION_LIMIT,
+    DEFAULT_MAX_TASK_IO_BYTES,
+    RunState,
+)
 from flowweaver.domain.spec import WorkflowSpec, decode_workflow, workflow_from_builtins
 from flowweaver.engine.messages import (
     CancelRequest,
@@ -103,11 +107,14 @@ class Engine:
         recover: bool = True,
         leases: Leases | None = None,
         takeover_interval: float = 1.0,
+        max_task_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
         self.clock: Clock = clock or SystemClock()
         self.interruption_limit = interruption_limit
+        # A task whose resolved inputs or published output pass this (as JSON) fails.
+        self.max_task_io_bytes = max_task_io_bytes
         self.snapshot_interval = snapshot_interval
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self._owns_store = owns_store
@@ -237,6 +244,7 @@ class Engine:
             idempotency_key=idempotency_key,
             request_hash=digest,
             submitted_by=submitted_by,
+            max_io_bytes=self.max_task_io_bytes,
         )
         try:
             self.writer.append(Append(run_id, 0, events))

@@ -256,7 +256,13 @@ class RunActor(pykka.ThreadingActor):
                 replies.append((item.reply, bool(decided)))
             elif isinstance(item, Completed):
                 decided = commands.record_completed(
-                    state, item.task_id, item.attempt, item.result, item.duration_ms, now
+                    state,
+                    item.task_id,
+                    item.attempt,
+                    item.result,
+                    item.duration_ms,
+                    now,
+                    max_io_bytes=self.engine.max_task_io_bytes,
                 )
             elif isinstance(item, Failed):
                 decided = commands.record_failed(
@@ -473,7 +479,7 @@ class RunActor(pykka.ThreadingActor):
             still_running=alive,
             interruption_limit=self.engine.interruption_limit,
         )
-        events += commands.settle(state, now)
+        events += commands.settle(state, now, max_io_bytes=self.engine.max_task_io_bytes)
         if events and not self._append(base, events):
             return
         for event in events:
