@@ -14,6 +14,7 @@ import inspect
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -231,8 +232,11 @@ def _sleep(inputs: dict[str, Any], context: TaskContext) -> dict[str, Any]:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise ValueError("sleep needs inputs.seconds, a number >= 0")
     seconds = min(float(seconds), MAX_SLEEP_S)
+    began = time.monotonic()
     interrupted = context.cancelled.wait(seconds)
-    return {"slept": seconds, "cancelled": interrupted}
+    # Cancelled, it slept less than asked: report what it really slept.
+    slept = min(seconds, time.monotonic() - began) if interrupted else seconds
+    return {"slept": round(slept, 3), "cancelled": interrupted}
 
 
 def _fail(inputs: dict[str, Any], context: TaskContext) -> dict[str, Any]:
