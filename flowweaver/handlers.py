@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import re
 import sys
 import threading
 import time
@@ -23,11 +22,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from flowweaver.domain.ids import is_handler_name
 from flowweaver.errors import HandlerError
 
 ENTRY_POINT_GROUP = "flowweaver.handlers"
 MAX_SLEEP_S = 3600.0
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 
 HandlerFunc = Callable[..., Any]
 F = TypeVar("F", bound=HandlerFunc)
@@ -74,7 +73,7 @@ class Handler:
 
 
 def _make_handler(name: str, func: HandlerFunc) -> Handler:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not is_handler_name(name):
         raise HandlerError(f"invalid handler name {name!r}")
     if not callable(func):
         raise HandlerError(f"handler {name!r} is not callable")

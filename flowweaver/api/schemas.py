@@ -15,7 +15,7 @@ import msgspec
 
 from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import ID_PATTERN, WorkflowSpec, field_error_from_msgspec
+from flowweaver.domain.spec import Ident, WorkflowSpec, field_error_from_msgspec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.errors import ValidationError
 from flowweaver.ports import RunPage
@@ -24,7 +24,6 @@ from .errors import ApiError
 
 MAX_KEY_LENGTH = 256
 
-Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=128)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 
 

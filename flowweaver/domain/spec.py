@@ -12,10 +12,9 @@ from typing import Annotated, Any
 import msgspec
 
 from flowweaver.domain.data import is_path, path_error
+from flowweaver.domain.ids import HANDLER_PATTERN, ID_PATTERN, whole_string
 from flowweaver.errors import FieldError, ValidationError
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$"
 MAX_TASKS = 10_000
 MAX_DEPENDENCIES = 10_000
 MAX_ATTEMPTS = 100
@@ -23,14 +22,9 @@ MAX_DELAY_S = 86_400.0
 MAX_TIMEOUT_S = 86_400.0
 
 
-def _whole_string(pattern: str) -> str:
-    # msgspec matches with re.search, where `$` also matches before a final newline, so
-    # "a\n" would pass as an id; the lookahead closes that and reads the same in JSON Schema.
-    return pattern.removesuffix("$") + r"(?!\n)$"
-
-
-Ident = Annotated[str, msgspec.Meta(pattern=_whole_string(ID_PATTERN), max_length=128)]
-HandlerName = Annotated[str, msgspec.Meta(pattern=_whole_string(HANDLER_PATTERN), max_length=128)]
+Ident = Annotated[str, msgspec.Meta(pattern=whole_string(ID_PATTERN), max_length=128)]
+"""A workflow or task id, as the wire and the domain both check it."""
+HandlerName = Annotated[str, msgspec.Meta(pattern=whole_string(HANDLER_PATTERN), max_length=128)]
 ErrorTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
@@ -170,7 +164,7 @@ def validate_workflow(spec: WorkflowSpec) -> None:
     Raises:
         ValidationError: with one entry per problem found.
     """
-    from flowweaver.domain.dag import find_cycle  # noqa: PLC0415 - dag imports spec
+    from flowweaver.domain.dag import cycle_in  # noqa: PLC0415 - dag imports spec
 
     errors: list[FieldError] = []
     if not spec.tasks:
@@ -221,10 +215,15 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
-    if not errors:
-        cycle = find_cycle(spec)
-        if cycle:
-            errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
+    # Cycles are reported with the other errors, on the graph of the edges that are otherwise
+    # valid (a self-dependency and an unknown task are reported above).
+    graph: dict[str, list[str]] = {}
+    for task in spec.tasks:
+        edges = graph.setdefault(task.id, [])
+        edges.extend(d for d in task.dependencies if d != task.id and d in seen)
+    cycle = cycle_in(graph)
+    if cycle:
+        errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
     if errors:
         raise ValidationError(errors)
 

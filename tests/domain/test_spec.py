@@ -120,6 +120,25 @@ def test_two_task_cycle_is_named_in_run_order() -> None:
     assert errors == [FieldError("$.tasks", "dependency cycle: a -> b -> a")]
 
 
+def test_a_cycle_is_reported_together_with_the_other_errors() -> None:
+    """A cycle is reported beside other problems, not only once they are fixed."""
+    errors = errors_of(
+        doc(
+            task("a", "b", "ghost"),
+            task("b", "a", retry={"initialDelay": 5, "maxDelay": 1}),
+            task("c", "c"),
+        )
+    )
+    assert FieldError("$.tasks", "dependency cycle: a -> b -> a") in errors
+    assert {e.path for e in errors} == {
+        "$.tasks",
+        "$.tasks[0].dependencies[1]",
+        "$.tasks[1].retry.maxDelay",
+        "$.tasks[2].dependencies[0]",
+    }
+    assert sum("cycle" in e.message for e in errors) == 1  # the self-dependency is not one too
+
+
 def test_longer_cycle_is_named_with_arrows_pointing_downstream() -> None:
     """Each arrow in the cycle message points from a task to one that depends on it."""
     # b depends on a, c depends on b, a depends on c: a runs before b, b before c, c before a.
