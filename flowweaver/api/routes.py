@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flowweaver.domain.events import RUN_STATUSES
+from flowweaver.domain.ids import canonical_run_id
 from flowweaver.errors import FieldError, NotFoundError, ValidationError
 from flowweaver.observability import metrics
 
@@ -102,6 +103,19 @@ def _int_query(
     return value
 
 
+def _run_id(request: web.Request) -> str:
+    """Return the path's run id in its canonical spelling (any spelling uuid.UUID reads).
+
+    Raises:
+        NotFoundError: the id is no UUID, so no run has it.
+    """
+    raw = request.match_info["runId"]
+    run_id = canonical_run_id(raw)
+    if run_id is None:
+        raise NotFoundError("run", raw[:80])
+    return run_id
+
+
 def _wants_event_stream(request: web.Request) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
@@ -183,7 +197,7 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     """Return the run's state, or its state as of event ``?at=N``."""
     at = _int_query(request, "at", default=None, minimum=1, maximum=2**63 - 1)
-    state = await request.app[BRIDGE].get_run(request.match_info["runId"], at)
+    state = await request.app[BRIDGE].get_run(_run_id(request), at)
     if at is not None and state.version < at:
         raise bad_request(
             f"the run has {state.version} events; at must be at most that", path="$.query.at"
@@ -193,7 +207,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def get_run_events(request: web.Request) -> web.StreamResponse:
     """Return a page of the run's history, or its SSE stream for ``Accept: text/event-stream``."""
-    run_id = request.match_info["runId"]
+    run_id = _run_id(request)
     app = request.app
     if _wants_event_stream(request):
         return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
@@ -216,11 +230,12 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
 
 async def cancel_run(request: web.Request) -> web.Response:
     """Ask a run to stop: 202 with its state once the request is recorded."""
+    run_id = _run_id(request)
     body = await _read_json_body(request, required=False)
     reason = ""
     if body is not None:
         reason = schemas.decode_body(schemas.cancel_request_decoder, body).reason
-    state = await request.app[BRIDGE].cancel_run(request.match_info["runId"], reason)
+    state = await request.app[BRIDGE].cancel_run(run_id, reason)
     return _json(schemas.run_out(state), status=202)
 
 
@@ -230,9 +245,7 @@ async def cancel_run(request: web.Request) -> web.Response:
 async def get_run_stream(request: web.Request) -> web.StreamResponse:
     """Stream one run's events (the original API's path)."""
     app = request.app
-    return await run_stream(
-        request, app[BRIDGE], app[HUB], app[STREAMS], request.match_info["runId"]
-    )
+    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], _run_id(request))
 
 
 async def get_log_stream(request: web.Request) -> web.StreamResponse:
