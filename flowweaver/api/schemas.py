@@ -23,6 +23,8 @@ from flowweaver.ports import RunPage
 from .errors import ApiError
 
 MAX_KEY_LENGTH = 256
+MAX_VERSION = 2**31
+"""The highest workflow version a request may name (as ``?version=`` on GET /workflows/{id})."""
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 
@@ -40,7 +42,7 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     workflow_id: Ident
     idempotency_key: IdempotencyKey | None = None
     parameters: dict[str, Any] | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
 
 
 class CancelRequest(_Wire, forbid_unknown_fields=True):
@@ -167,6 +169,8 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise ValidationError([field_error_from_msgspec(e)]) from e
     except msgspec.DecodeError as e:
         raise ApiError(400, "malformed-json", f"the body is not valid JSON: {e}") from e
+    except RecursionError as e:  # msgspec decodes on the C stack, bounded by Python's limit
+        raise ApiError(400, "malformed-json", "the body's JSON is nested too deeply") from e
 
 
 def workflow_out(registered: WorkflowRegistered) -> WorkflowOut:
