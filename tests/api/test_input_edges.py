@@ -7,6 +7,8 @@ import socket
 from typing import Any
 
 import aiohttp
+import msgspec
+import pytest
 
 from flowweaver.api import schemas
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
@@ -33,8 +35,10 @@ def _problem(answer: tuple[int, str, Any], *statuses: int) -> Any:
 
 def test_the_wire_uses_the_domains_id_type() -> None:
     """The run request's workflowId is checked by the very type the workflow document uses."""
-    assert schemas.RunRequest.__annotations__["workflow_id"] in ("Ident", spec.Ident)
     assert schemas.Ident is spec.Ident
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.workflowId"):
+        schemas.run_request_decoder.decode(b'{"workflowId": "etl\\n"}')
+    assert schemas.run_request_decoder.decode(b'{"workflowId": "etl"}').workflow_id == "etl"
 
 
 def test_a_workflow_id_with_a_trailing_newline_is_refused(server: LiveServer) -> None:
