@@ -1,0 +1,79 @@
+"""Flowweaver: an event-sourced workflow engine.
+
+The names users write: ``@flowweaver.handler("name")``, ``flowweaver.Engine``, the errors, ...
+The engine and the stores load on first use, so ``import flowweaver`` in a handler file stays
+cheap (importing the engine costs about 0.4 s: pykka, eventsourcing, the stores).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from flowweaver.errors import (
+    ConcurrencyError,
+    ConflictError,
+    EngineClosedError,
+    EventSchemaError,
+    FieldError,
+    FlowweaverError,
+    HandlerError,
+    IdempotencyConflictError,
+    InvalidCommandError,
+    NotFoundError,
+    StoreConfigError,
+    StoreError,
+    TaskInputError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from flowweaver.engine import Engine, RunHandle
+    from flowweaver.handlers import HandlerRegistry, TaskContext, handler
+    from flowweaver.store import open_store
+
+_LAZY = {
+    "Engine": "flowweaver.engine",
+    "HandlerRegistry": "flowweaver.handlers",
+    "RunHandle": "flowweaver.engine",
+    "TaskContext": "flowweaver.handlers",
+    "handler": "flowweaver.handlers",
+    "open_store": "flowweaver.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowweaver' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = [
+    "ConcurrencyError",
+    "ConflictError",
+    "Engine",
+    "EngineClosedError",
+    "EventSchemaError",
+    "FieldError",
+    "FlowweaverError",
+    "HandlerError",
+    "HandlerRegistry",
+    "IdempotencyConflictError",
+    "InvalidCommandError",
+    "NotFoundError",
+    "RunHandle",
+    "StoreConfigError",
+    "StoreError",
+    "TaskContext",
+    "TaskInputError",
+    "ValidationError",
+    "handler",
+    "open_store",
+]

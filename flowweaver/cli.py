@@ -32,6 +32,7 @@ from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
+from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
 from flowweaver.domain.spec import decode_workflow
 from flowweaver.engine import Engine
@@ -112,6 +113,14 @@ def _offset(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
     return int(text)
+
+
+def _run_id(text: str) -> str:
+    """Any spelling of a run's UUID, as the canonical one runs are stored under.
+
+    Text that is no UUID stays as it is: the command then says no such run is in the store.
+    """
+    return canonical_run_id(text) or text
 
 
 def _flag(text: str) -> bool:
@@ -279,18 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     handler_options(run)
 
     status = commands.add_parser("status", help="show a run's state")
-    status.add_argument("run_id", metavar="RUN_ID")
+    status.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
     store_option(status)
 
     events = commands.add_parser("events", help="print a run's events as JSON lines")
-    events.add_argument("run_id", metavar="RUN_ID")
+    events.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
     store_option(events)
 
     replay = commands.add_parser("replay", help="show a run's state as of event N")
-    replay.add_argument("run_id", metavar="RUN_ID")
+    replay.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     store_option(replay)

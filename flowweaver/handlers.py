@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from flowweaver.domain.ids import is_handler_name
 from flowweaver.errors import HandlerError
 
 ENTRY_POINT_GROUP = "flowweaver.handlers"
 MAX_SLEEP_S = 3600.0
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 
 HandlerFunc = Callable[..., Any]
 F = TypeVar("F", bound=HandlerFunc)
@@ -73,7 +73,7 @@ class Handler:
 
 
 def _make_handler(name: str, func: HandlerFunc) -> Handler:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not is_handler_name(name):
         raise HandlerError(f"invalid handler name {name!r}")
     if not callable(func):
         raise HandlerError(f"handler {name!r} is not callable")
@@ -231,8 +231,11 @@ def _sleep(inputs: dict[str, Any], context: TaskContext) -> dict[str, Any]:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise ValueError("sleep needs inputs.seconds, a number >= 0")
     seconds = min(float(seconds), MAX_SLEEP_S)
+    began = time.monotonic()
     interrupted = context.cancelled.wait(seconds)
-    return {"slept": seconds, "cancelled": interrupted}
+    # Cancelled, it slept less than asked: report what it really slept.
+    slept = min(seconds, time.monotonic() - began) if interrupted else seconds
+    return {"slept": round(slept, 3), "cancelled": interrupted}
 
 
 def _fail(inputs: dict[str, Any], context: TaskContext) -> dict[str, Any]:

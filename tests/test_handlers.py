@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,19 @@ def test_sleep_is_bounded_and_wakes_on_cancel() -> None:
     ctx = context()
     threading.Timer(0.05, ctx.cancelled.set).start()
     assert sleep.call({"seconds": 30}, ctx)["cancelled"] is True
+
+
+def test_sleep_reports_the_seconds_it_slept_when_cancelled() -> None:
+    """Cancelled, sleep reports the seconds it really slept, not the seconds asked for."""
+    sleep = builtin_registry().get("sleep")
+    ctx = context()
+    ctx.cancelled.set()
+    began = time.monotonic()
+    result = sleep.call({"seconds": 30}, ctx)
+    elapsed = time.monotonic() - began
+    assert result["cancelled"] is True
+    assert 0 <= result["slept"] <= elapsed + 0.001
+    assert sleep.call({"seconds": 0.01}, context()) == {"slept": 0.01, "cancelled": False}
 
 
 def test_unknown_name_is_a_clear_error() -> None:

@@ -153,7 +153,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(
             e.status, e.slug, e.detail, errors=e.errors, instance=request.path, headers=e.headers
         )
-        if e.status in (408, 413):
+        if e.status in (408, 413) or e.slug == "bad-body":
             response.force_close()  # the rest of the body may still be on its way
         return response
     except FlowweaverError as e:

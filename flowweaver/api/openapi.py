@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain.events import RUN_EVENT_NAMES, RUN_STATUSES
-from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 
 from . import schemas
 from .errors import Problem
@@ -101,12 +101,35 @@ _WORKFLOW_ID = {
     "required": True,
     "schema": {"type": "string"},
 }
+_SSE_EXAMPLE = (
+    "retry: 1000\n\n"
+    "id: 1\nevent: RunStarted\n"
+    'data: {"type":"RunStarted","runId":"d3d648da-52b7-5a89-b411-23579625e03a","version":1,'
+    '"timestamp":"2026-11-26T02:40:06.099067Z","workflowId":"example-workflow",...}\n\n'
+    ": keep-alive\n\n"
+)
+_SSE_MEDIA = {
+    "schema": {
+        "type": "string",
+        "description": (
+            "text/event-stream (WHATWG HTML, server-sent events). First a `retry:` line; then "
+            "one message per stored event, oldest first: `id:` its offset (the run version on "
+            "per-run streams, the global log position on /events), `event:` the event name "
+            "(one of RunEvent.type), `data:` the event as one line of JSON, a RunEvent object "
+            "(#/components/schemas/RunEvent); and a `: keep-alive` comment line while idle. "
+            "Per-run streams close after the run's terminal event (RunCompleted, RunFailed or "
+            "RunCancelled). Resume with `Last-Event-ID` or `?after=`: no gap, no duplicate."
+        ),
+    },
+    "example": _SSE_EXAMPLE,
+    "x-sse-data": _ref("RunEvent"),
+}
 _SSE_BODY = {
-    "description": (
-        "An event stream: a `retry:` line, then one message per event (`id:` the offset, "
-        "`event:` the event name, `data:` the event JSON) and `: keep-alive` comments."
-    ),
-    "content": {SSE: {"schema": {"type": "string"}}},
+    "description": "The event stream (see the media type's schema for its messages)",
+    "headers": {
+        "Cache-Control": {"description": "`no-cache`", "schema": {"type": "string"}},
+    },
+    "content": {SSE: _SSE_MEDIA},
 }
 _BAD_BODY = {
     "400": _problem("The body is not JSON"),
@@ -237,25 +260,46 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "getRunEvents",
                 "summary": "A page of a run's history; SSE with `Accept: text/event-stream`",
+                "description": (
+                    "Without `Accept: text/event-stream` (the JSON history), the query "
+                    "parameters are `after` and `limit`; `Last-Event-ID` is ignored. With it "
+                    "(the SSE stream, as GET /events/{runId}), they are `after` and the "
+                    "`Last-Event-ID` header, which wins over `after`; `limit` is ignored. "
+                    "Other query parameters are ignored."
+                ),
                 "parameters": [
                     _RUN_ID,
-                    _offset_param("after", "Return events with a version greater than this."),
+                    _offset_param(
+                        "after",
+                        "Both forms: return (or replay) events with a version greater than "
+                        "this. The JSON history answers an empty page past the end; the "
+                        "stream answers 400 past the end.",
+                    ),
                     {
                         "name": "limit",
                         "in": "query",
+                        "required": False,
+                        "description": "JSON history only: events per page (default 100).",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
-                    _LAST_EVENT_ID,
+                    {
+                        **_LAST_EVENT_ID,
+                        "description": "SSE only: resume after this offset; wins over `after`.",
+                    },
                 ],
                 "responses": {
                     "200": {
-                        "description": "The events, oldest first (or the SSE stream)",
-                        "content": {
-                            JSON: {"schema": _ref("EventPage")},
-                            SSE: _SSE_BODY["content"][SSE],  # type: ignore[index]
-                        },
+                        "description": (
+                            "The events, oldest first, as JSON; or, for "
+                            "`Accept: text/event-stream`, the SSE stream"
+                        ),
+                        "headers": _SSE_BODY["headers"],
+                        "content": {JSON: {"schema": _ref("EventPage")}, SSE: _SSE_MEDIA},
                     },
-                    "400": _problem("A malformed offset or limit"),
+                    "400": _problem(
+                        "A malformed offset or limit; for the stream, an offset beyond the "
+                        "run's last event"
+                    ),
                     "404": _problem("No such run"),
                 },
             }
@@ -389,6 +433,11 @@ def build_document() -> dict[str, Any]:
     """Return the OpenAPI 3.1 document as a dict."""
     _, components = msgspec.json.schema_components(_WIRE_TYPES, ref_template=REF)
     components = _ecma_patterns(components)
+    # validate_workflow enforces these (with its own message, beside the other errors), so
+    # the type does not: say so in the schema all the same.
+    tasks = components["WorkflowSpec"]["properties"]["tasks"]
+    tasks["minItems"] = 1
+    tasks["maxItems"] = MAX_TASKS
     components["RunEvent"] = _EVENT_SCHEMA
     components["EventPage"] = _EVENT_PAGE
     return {

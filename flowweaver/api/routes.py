@@ -6,10 +6,13 @@ import asyncio
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flowweaver.domain.events import RUN_STATUSES
+from flowweaver.domain.ids import canonical_run_id
+from flowweaver.domain.spec import nesting_error
 from flowweaver.errors import FieldError, NotFoundError, ValidationError
 from flowweaver.observability import metrics
 
@@ -26,20 +29,49 @@ MAX_PAGE = 1000
 def add_routes(app: web.Application) -> None:
     """Register every route of the API on ``app``."""
     r = app.router
-    r.add_post("/workflows", post_workflow)
-    r.add_get("/workflows", list_workflows)
-    r.add_get("/workflows/{workflowId}", get_workflow)
-    r.add_post("/runs", post_run)
-    r.add_get("/runs", list_runs)
-    r.add_get("/runs/{runId}", get_run)
-    r.add_get("/runs/{runId}/events", get_run_events)
-    r.add_post("/runs/{runId}/cancel", cancel_run)
-    r.add_get("/events/{runId}", get_run_stream)
-    r.add_get("/events", get_log_stream)
-    r.add_get("/openapi.json", get_openapi)
-    r.add_get("/metrics", get_metrics)
-    r.add_get("/healthz", get_healthz)
-    r.add_get("/readyz", get_readyz)
+    r.add_post("/workflows", post_workflow, expect_handler=_expect)
+    r.add_get("/workflows", list_workflows, expect_handler=_expect)
+    r.add_get("/workflows/{workflowId}", get_workflow, expect_handler=_expect)
+    r.add_post("/runs", post_run, expect_handler=_expect)
+    r.add_get("/runs", list_runs, expect_handler=_expect)
+    r.add_get("/runs/{runId}", get_run, expect_handler=_expect)
+    r.add_get("/runs/{runId}/events", get_run_events, expect_handler=_expect)
+    r.add_post("/runs/{runId}/cancel", cancel_run, expect_handler=_expect)
+    r.add_get("/events/{runId}", get_run_stream, expect_handler=_expect)
+    r.add_get("/events", get_log_stream, expect_handler=_expect)
+    r.add_get("/openapi.json", get_openapi, expect_handler=_expect)
+    r.add_get("/metrics", get_metrics, expect_handler=_expect)
+    r.add_get("/healthz", get_healthz, expect_handler=_expect)
+    r.add_get("/readyz", get_readyz, expect_handler=_expect)
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """Answer ``Expect: 100-continue``: 413 at once for a body over the limit, else 100.
+
+    aiohttp's own handler sends 100 first, and the client then uploads a body the server
+    will refuse. This runs before the middleware, so it answers problems itself.
+    """
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no interim answers; the body follows anyway
+    expect = request.headers.get("Expect", "")
+    if expect.lower() != "100-continue":
+        return problem_response(
+            417, None, f"unknown expectation {expect[:40]!r}", instance=request.path
+        )
+    limit = request.app[CONFIG].body_limit
+    length = request.content_length
+    if length is not None and length > limit:
+        response = problem_response(
+            413,
+            "body-too-large",
+            f"the body is {length} bytes; the limit is {limit}",
+            instance=request.path,
+        )
+        response.force_close()  # the body was never asked for: do not read it as a request
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response's size
+    return None
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -81,6 +113,11 @@ async def _read_json_body(request: web.Request, *, required: bool = True) -> byt
             "body-timeout",
             f"the request body did not arrive within {config.body_timeout:g} s",
         ) from None
+    except (web.RequestPayloadError, BadHttpMessage) as e:
+        # e.g. Content-Encoding: gzip on a body that is not gzip
+        cause = e.__cause__ if isinstance(e.__cause__, BadHttpMessage) else e
+        detail = cause.message if isinstance(cause, BadHttpMessage) else str(cause)
+        raise ApiError(400, "bad-body", f"the body cannot be read: {detail.strip()}") from e
     if not body.strip():
         if required:
             raise ApiError(400, "malformed-json", "the request needs a JSON body")
@@ -100,6 +137,19 @@ def _int_query(
     if not minimum <= value <= maximum:
         raise bad_request(f"{name} must be between {minimum} and {maximum}", path=f"$.query.{name}")
     return value
+
+
+def _run_id(request: web.Request) -> str:
+    """Return the path's run id in its canonical spelling (any spelling uuid.UUID reads).
+
+    Raises:
+        NotFoundError: the id is no UUID, so no run has it.
+    """
+    raw = request.match_info["runId"]
+    run_id = canonical_run_id(raw)
+    if run_id is None:
+        raise NotFoundError("run", raw[:80])
+    return run_id
 
 
 def _wants_event_stream(request: web.Request) -> bool:
@@ -143,9 +193,17 @@ async def post_run(request: web.Request) -> web.Response:
     body = await _read_json_body(request)
     assert body is not None
     run = schemas.decode_body(schemas.run_request_decoder, body)
+    deep = nesting_error(run.parameters, "$.parameters")
+    if deep is not None:
+        raise ValidationError([deep])
     key = run.idempotency_key
     header_key = request.headers.get("Idempotency-Key")
     if header_key is not None:
+        if not header_key.isprintable():  # undecodable bytes arrive as lone surrogates
+            raise bad_request(
+                "the Idempotency-Key header must be printable UTF-8 text",
+                path="$.headers.Idempotency-Key",
+            )
         if key is not None and key != header_key:
             raise ValidationError(
                 [FieldError("$.idempotencyKey", "differs from the Idempotency-Key header")]
@@ -183,7 +241,7 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     """Return the run's state, or its state as of event ``?at=N``."""
     at = _int_query(request, "at", default=None, minimum=1, maximum=2**63 - 1)
-    state = await request.app[BRIDGE].get_run(request.match_info["runId"], at)
+    state = await request.app[BRIDGE].get_run(_run_id(request), at)
     if at is not None and state.version < at:
         raise bad_request(
             f"the run has {state.version} events; at must be at most that", path="$.query.at"
@@ -193,7 +251,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def get_run_events(request: web.Request) -> web.StreamResponse:
     """Return a page of the run's history, or its SSE stream for ``Accept: text/event-stream``."""
-    run_id = request.match_info["runId"]
+    run_id = _run_id(request)
     app = request.app
     if _wants_event_stream(request):
         return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
@@ -216,11 +274,12 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
 
 async def cancel_run(request: web.Request) -> web.Response:
     """Ask a run to stop: 202 with its state once the request is recorded."""
+    run_id = _run_id(request)
     body = await _read_json_body(request, required=False)
     reason = ""
     if body is not None:
         reason = schemas.decode_body(schemas.cancel_request_decoder, body).reason
-    state = await request.app[BRIDGE].cancel_run(request.match_info["runId"], reason)
+    state = await request.app[BRIDGE].cancel_run(run_id, reason)
     return _json(schemas.run_out(state), status=202)
 
 
@@ -230,9 +289,7 @@ async def cancel_run(request: web.Request) -> web.Response:
 async def get_run_stream(request: web.Request) -> web.StreamResponse:
     """Stream one run's events (the original API's path)."""
     app = request.app
-    return await run_stream(
-        request, app[BRIDGE], app[HUB], app[STREAMS], request.match_info["runId"]
-    )
+    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], _run_id(request))
 
 
 async def get_log_stream(request: web.Request) -> web.StreamResponse:

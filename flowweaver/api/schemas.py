@@ -15,7 +15,7 @@ import msgspec
 
 from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import ID_PATTERN, WorkflowSpec, field_error_from_msgspec
+from flowweaver.domain.spec import Ident, WorkflowSpec, field_error_from_msgspec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.errors import ValidationError
 from flowweaver.ports import RunPage
@@ -23,8 +23,9 @@ from flowweaver.ports import RunPage
 from .errors import ApiError
 
 MAX_KEY_LENGTH = 256
+MAX_VERSION = 2**31
+"""The highest workflow version a request may name (as ``?version=`` on GET /workflows/{id})."""
 
-Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=128)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 
 
@@ -41,7 +42,7 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     workflow_id: Ident
     idempotency_key: IdempotencyKey | None = None
     parameters: dict[str, Any] | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
 
 
 class CancelRequest(_Wire, forbid_unknown_fields=True):
@@ -168,6 +169,8 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise ValidationError([field_error_from_msgspec(e)]) from e
     except msgspec.DecodeError as e:
         raise ApiError(400, "malformed-json", f"the body is not valid JSON: {e}") from e
+    except RecursionError as e:  # msgspec decodes on the C stack, bounded by Python's limit
+        raise ApiError(400, "malformed-json", "the body's JSON is nested too deeply") from e
 
 
 def workflow_out(registered: WorkflowRegistered) -> WorkflowOut:

@@ -90,9 +90,13 @@ def find_cycle(spec: WorkflowSpec) -> list[str] | None:
 
     So ``a -> b -> a`` reads the way users draw DAGs: ``a -> b`` means a runs before b.
     """
-    deps = {t.id: t.dependencies for t in spec.tasks}
+    return cycle_in({t.id: t.dependencies for t in spec.tasks})
+
+
+def cycle_in(dependencies: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """Return one cycle of a graph given as task -> its dependencies, as :func:`find_cycle`."""
     try:
-        topological_order(deps)
+        topological_order(dependencies)
     except graphlib.CycleError as e:
         # graphlib lists each node as an immediate predecessor (a dependency) of the next,
         # which is already run order.

@@ -1,8 +1,9 @@
-"""Deterministic ids: idempotent run ids and workflow aggregate ids."""
+"""Ids: the one pattern workflow, task and handler names follow, run ids, deterministic ids."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from functools import lru_cache
 from typing import Any
@@ -12,6 +13,49 @@ import msgspec
 NAMESPACE = uuid.UUID("5f2d7b0e-3c1a-4e8f-9a57-6b1d2c9e4f30")
 
 _canonical = msgspec.json.Encoder(order="sorted")
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""Workflow and task ids (DESIGN.md). The wire, the domain and the docs all use this one."""
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$"
+"""Handler names: like ids, but not starting with a digit."""
+
+
+def whole_string(pattern: str) -> str:
+    """Return ``^...$`` with its ``$`` closed to a final newline, for msgspec's ``Meta(pattern=)``.
+
+    msgspec matches with ``re.search``, where ``$`` also matches before a final newline, so
+    ``"a\\n"`` would pass as an id; the lookahead closes that and reads the same in JSON Schema.
+    """
+    return pattern.removesuffix("$") + r"(?!\n)$"
+
+
+_ID = re.compile(whole_string(ID_PATTERN))
+_HANDLER = re.compile(whole_string(HANDLER_PATTERN))
+
+
+def is_ident(text: str) -> bool:
+    """Say whether ``text`` is a valid workflow or task id (the whole string, no newline)."""
+    return _ID.search(text) is not None
+
+
+def is_handler_name(text: str) -> bool:
+    """Say whether ``text`` is a valid handler name (the whole string, no newline)."""
+    return _HANDLER.search(text) is not None
+
+
+def canonical_run_id(text: str) -> str | None:
+    """Return the canonical spelling of a run id, or None when ``text`` is no UUID.
+
+    ``uuid.UUID`` also reads upper case, no hyphens, braces and ``urn:uuid:``; every such
+    spelling names the same run, and only the canonical one (lower case, hyphenated) is used
+    as a key anywhere (the store, the SSE fan-out, answers).
+    """
+    if len(text) > 64:  # the longest spelling uuid.UUID reads is 45 characters
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
 
 
 def run_id_for_key(workflow_id: str, idempotency_key: str) -> str:

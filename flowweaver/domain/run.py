@@ -415,6 +415,11 @@ def record_failed(
         return []
     d = Decision(state)
     retry_at = _retry_at(state, task, error, now, jitter_sample, interruption_limit)
+    if error.retryable and error.type != INTERRUPTED:
+        policy = state.spec.retry_policy(state.spec.task(task_id))
+        if error.type in policy.non_retryable:
+            # The policy says retrying this type never helps: the stored error says so too.
+            error = msgspec.structs.replace(error, retryable=False)
     if error.type == INTERRUPTED and task.interruptions + 1 >= interruption_limit:
         error = ErrorInfo(
             type=INTERRUPTED,

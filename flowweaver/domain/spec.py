@@ -7,30 +7,28 @@ Validation reports every problem it finds, each with the JSON path it belongs to
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
 
 from flowweaver.domain.data import is_path, path_error
+from flowweaver.domain.ids import HANDLER_PATTERN, ID_PATTERN, whole_string
 from flowweaver.errors import FieldError, ValidationError
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$"
 MAX_TASKS = 10_000
 MAX_DEPENDENCIES = 10_000
 MAX_ATTEMPTS = 100
 MAX_DELAY_S = 86_400.0
 MAX_TIMEOUT_S = 86_400.0
+MAX_NESTING = 64
+"""How deep a JSON value in a document (task inputs, run parameters) may nest. Deeper values
+would make recursive code (validation, a `$..` path, encoders) run out of stack."""
 
 
-def _whole_string(pattern: str) -> str:
-    # msgspec matches with re.search, where `$` also matches before a final newline, so
-    # "a\n" would pass as an id; the lookahead closes that and reads the same in JSON Schema.
-    return pattern.removesuffix("$") + r"(?!\n)$"
-
-
-Ident = Annotated[str, msgspec.Meta(pattern=_whole_string(ID_PATTERN), max_length=128)]
-HandlerName = Annotated[str, msgspec.Meta(pattern=_whole_string(HANDLER_PATTERN), max_length=128)]
+Ident = Annotated[str, msgspec.Meta(pattern=whole_string(ID_PATTERN), max_length=128)]
+"""A workflow or task id, as the wire and the domain both check it."""
+HandlerName = Annotated[str, msgspec.Meta(pattern=whole_string(HANDLER_PATTERN), max_length=128)]
 ErrorTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
@@ -141,6 +139,8 @@ def decode_workflow(data: bytes | str) -> WorkflowSpec:
         spec = _decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise ValidationError([field_error_from_msgspec(e)]) from e
+    except RecursionError as e:  # msgspec decodes on the C stack, bounded by Python's limit
+        raise ValidationError([FieldError("$", TOO_DEEP)]) from e
     validate_workflow(spec)
     return spec
 
@@ -155,6 +155,8 @@ def workflow_from_builtins(obj: Any) -> WorkflowSpec:
         spec = msgspec.convert(obj, WorkflowSpec)
     except msgspec.ValidationError as e:
         raise ValidationError([field_error_from_msgspec(e)]) from e
+    except RecursionError as e:
+        raise ValidationError([FieldError("$", TOO_DEEP)]) from e
     validate_workflow(spec)
     return spec
 
@@ -170,7 +172,7 @@ def validate_workflow(spec: WorkflowSpec) -> None:
     Raises:
         ValidationError: with one entry per problem found.
     """
-    from flowweaver.domain.dag import find_cycle  # noqa: PLC0415 - dag imports spec
+    from flowweaver.domain.dag import cycle_in  # noqa: PLC0415 - dag imports spec
 
     errors: list[FieldError] = []
     if not spec.tasks:
@@ -216,17 +218,67 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             )
             if problem:
                 errors.append(FieldError(f"$.tasks[{index}].outputs.{name}", problem))
-        errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
+        deep = nesting_error(task.inputs, f"$.tasks[{index}].inputs")
+        if deep is not None:
+            errors.append(deep)
+        else:
+            errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
         if task.retry is not None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
-    if not errors:
-        cycle = find_cycle(spec)
-        if cycle:
-            errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
+    # Cycles are reported with the other errors, on the graph of the edges that are otherwise
+    # valid (a self-dependency and an unknown task are reported above).
+    graph: dict[str, list[str]] = {}
+    for task in spec.tasks:
+        edges = graph.setdefault(task.id, [])
+        edges.extend(d for d in task.dependencies if d != task.id and d in seen)
+    cycle = cycle_in(graph)
+    if cycle:
+        errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
     if errors:
         raise ValidationError(errors)
+
+
+TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
+
+
+def nesting_error(value: Any, path: str, limit: int = MAX_NESTING) -> FieldError | None:
+    """Return an error at the first object or array nested deeper than ``limit``, else None.
+
+    ``value`` itself is level 1 when it is an object or array. Walks without recursion.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return FieldError(_path_to_depth(value, path, limit + 1), TOO_DEEP)
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _path_to_depth(value: Any, path: str, depth: int) -> str:
+    """Return the path of the first object or array found at ``depth`` (1 is ``value``)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, path)]
+    while stack:
+        node, level, where = stack.pop()
+        if not isinstance(node, dict | list | tuple):
+            continue
+        if level >= depth:
+            return where
+        if isinstance(node, dict):
+            stack.extend((v, level + 1, f"{where}.{k}") for k, v in reversed(node.items()))
+        else:
+            stack.extend(
+                (v, level + 1, f"{where}[{i}]") for i, v in reversed(list(enumerate(node)))
+            )
+    return path
 
 
 def _check_input_paths(value: Any, path: str) -> list[FieldError]:

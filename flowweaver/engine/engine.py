@@ -24,7 +24,7 @@ import structlog
 
 from flowweaver.domain import run as commands
 from flowweaver.domain.events import RunStarted
-from flowweaver.domain.ids import request_hash, run_id_for_key
+from flowweaver.domain.ids import canonical_run_id, request_hash, run_id_for_key
 from flowweaver.domain.run import (
     DEFAULT_INTERRUPTION_LIMIT,
     DEFAULT_MAX_TASK_IO_BYTES,
@@ -273,6 +273,7 @@ class Engine:
         Raises:
             NotFoundError: no such run.
         """
+        run_id = _canonical(run_id)
         state = self.store.run_state(run_id, at=at)
         if state is None:
             raise NotFoundError("run", run_id)
@@ -285,6 +286,7 @@ class Engine:
             NotFoundError: no such run.
             TimeoutError: ``timeout`` seconds passed first.
         """
+        run_id = _canonical(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         done = threading.Event()
         with self._lock:
@@ -318,6 +320,7 @@ class Engine:
             NotFoundError: no such run.
             InvalidCommandError: the run already ended.
         """
+        run_id = _canonical(run_id)
         state = self.get_run(run_id)
         if state.is_terminal:
             raise InvalidCommandError(run_id, f"the run already ended ({state.status})")
@@ -704,6 +707,18 @@ def _as_spec(definition: WorkflowSpec | dict[str, Any] | bytes | str) -> Workflo
     if isinstance(definition, bytes | str):
         return decode_workflow(definition)
     return workflow_from_builtins(definition)
+
+
+def _canonical(run_id: str) -> str:
+    """Return the run id as runs are keyed (any spelling of the UUID names the same run).
+
+    Raises:
+        NotFoundError: it is no UUID, so no run has it.
+    """
+    canonical = canonical_run_id(run_id) if isinstance(run_id, str) else None
+    if canonical is None:
+        raise NotFoundError("run", str(run_id)[:80])
+    return canonical
 
 
 def _check_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:

@@ -349,6 +349,25 @@ def test_non_retryable_error_type_fails_at_once() -> None:
     assert names(events) == ["TaskFailed", "RunFailed"]
 
 
+def test_non_retryable_error_type_is_recorded_as_not_retryable() -> None:
+    """A failure of a nonRetryable type is stored with retryable false and no retry_at."""
+    state = started(retrying(maxAttempts=5, nonRetryable=["KeyError"]))
+    [failed, _] = fail_attempt(state, "a", ErrorInfo(type="KeyError", message="k"))
+    assert isinstance(failed, TaskFailed)
+    assert failed.error == ErrorInfo(type="KeyError", message="k", retryable=False)
+    assert failed.retry_at is None
+    assert state.task("a").last_error == failed.error
+
+
+def test_other_error_types_stay_retryable_under_a_non_retryable_list() -> None:
+    """Only the listed types are marked not retryable; others keep retryable true."""
+    state = started(retrying(maxAttempts=5, nonRetryable=["KeyError"]))
+    [failed] = fail_attempt(state, "a", ErrorInfo(type="ValueError", message="v"))
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.retryable is True
+    assert failed.retry_at is not None
+
+
 def test_error_marked_not_retryable_fails_at_once() -> None:
     """An error whose ``retryable`` is false is not retried whatever the policy."""
     state = started(retrying(maxAttempts=5))

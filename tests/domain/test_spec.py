@@ -9,11 +9,14 @@ import msgspec
 import pytest
 
 from flowweaver.domain.spec import (
+    MAX_NESTING,
     MAX_TASKS,
+    TOO_DEEP,
     RetryPolicy,
     WorkflowSpec,
     decode_workflow,
     encode_workflow,
+    nesting_error,
     workflow_from_builtins,
 )
 from flowweaver.errors import FieldError, ValidationError
@@ -118,6 +121,25 @@ def test_two_task_cycle_is_named_in_run_order() -> None:
     """A cycle of two tasks is reported as ``a -> b -> a``."""
     errors = errors_of(doc(task("a", "b"), task("b", "a")))
     assert errors == [FieldError("$.tasks", "dependency cycle: a -> b -> a")]
+
+
+def test_a_cycle_is_reported_together_with_the_other_errors() -> None:
+    """A cycle is reported beside other problems, not only once they are fixed."""
+    errors = errors_of(
+        doc(
+            task("a", "b", "ghost"),
+            task("b", "a", retry={"initialDelay": 5, "maxDelay": 1}),
+            task("c", "c"),
+        )
+    )
+    assert FieldError("$.tasks", "dependency cycle: a -> b -> a") in errors
+    assert {e.path for e in errors} == {
+        "$.tasks",
+        "$.tasks[0].dependencies[1]",
+        "$.tasks[1].retry.maxDelay",
+        "$.tasks[2].dependencies[0]",
+    }
+    assert sum("cycle" in e.message for e in errors) == 1  # the self-dependency is not one too
 
 
 def test_longer_cycle_is_named_with_arrows_pointing_downstream() -> None:
@@ -334,3 +356,36 @@ def test_jitter_never_pushes_a_delay_past_max_delay() -> None:
     policy = RetryPolicy(max_attempts=5, initial_delay=10, max_delay=10, jitter=0.5)
     assert policy.delay_before(5, jitter_sample=1.0) == 10
     assert policy.delay_before(2, jitter_sample=-1.0) == 5
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_inputs_nested_too_deeply_are_one_located_error() -> None:
+    """Inputs deeper than MAX_NESTING are refused at the first too-deep path, not a crash."""
+    errors = errors_of(doc(task("a", inputs={"x": [_nested(500)]})))
+    assert len(errors) == 1
+    assert errors[0].path == "$.tasks[0].inputs.x[0]" + ".a" * (MAX_NESTING - 2)
+    assert "nested more than 64 levels" in errors[0].message
+    assert workflow_from_builtins(doc(task("a", inputs=_nested(MAX_NESTING - 1))))
+
+
+def test_a_document_nested_beyond_the_stack_is_a_validation_error() -> None:
+    """JSON nested 100,000 deep is a ValidationError from decode_workflow, not a RecursionError."""
+    body = b'{"id":"x","tasks":[{"id":"t","handler":"echo","inputs":%b}]}' % (
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    )
+    with pytest.raises(ValidationError, match="nested"):
+        decode_workflow(body)
+
+
+def test_nesting_error_counts_levels_from_the_value() -> None:
+    """A scalar is level 0, an object level 1; lists count like objects."""
+    assert nesting_error(1, "$") is None
+    assert nesting_error(_nested(3), "$", limit=3) is None
+    assert nesting_error(_nested(4), "$", limit=3) == FieldError("$.a.a.a", TOO_DEEP)
+    assert nesting_error([[[[]]]], "$.p", limit=3) == FieldError("$.p[0][0][0]", TOO_DEEP)

@@ -208,6 +208,11 @@ def test_non_retryable_error_types_fail_at_once(engine: Engine) -> None:
     assert state.tasks["f"].attempts == 1
     assert state.tasks["f"].last_error is not None
     assert state.tasks["f"].last_error.type == "FailError"
+    assert state.tasks["f"].last_error.retryable is False
+    [failed] = [r.event for r in engine.store.read_run(state.id) if r.name == "TaskFailed"]
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.retryable is False
+    assert failed.retry_at is None
 
 
 def test_input_path_matching_nothing_fails_the_task_clearly(engine: Engine) -> None:
