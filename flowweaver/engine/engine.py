@@ -589,6 +589,15 @@ class Engine:
                 log.warning("deliver_failed", run_id=run_id, error=str(e))
                 state = None
             if state is not None and state.is_terminal:
+                if isinstance(item, Completed | Failed):
+                    log.warning(
+                        "outcome_dropped",
+                        run_id=run_id,
+                        task_id=item.task_id,
+                        attempt=item.attempt,
+                        outcome=type(item).__name__,
+                        reason="the run ended without it",
+                    )
                 refuse([item])
                 return
             if state is not None:
