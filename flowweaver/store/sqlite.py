@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +19,8 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
+from flowweaver.errors import StoreLockedError
+from flowweaver.ports import Leases, LocalLeases
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
 from flowweaver.store.sql import SQLRunIndex
 
@@ -58,6 +63,53 @@ class _Datastore(SQLiteDatastore):
         )
 
 
+class SQLiteLeases(LocalLeases):
+    """Every run is ours, for as long as this process holds the store's lock file.
+
+    The lock is ``flock`` on ``<database>.lock``, which holds the holder's pid for the error
+    others see. The kernel drops it when the holder's file is closed, so a killed process
+    never leaves the store locked; ``O_CLOEXEC`` keeps handlers' subprocesses from inheriting
+    it. The file itself stays: removing it would let a newcomer lock a fresh file while an
+    older process still held the removed one.
+
+    Raises:
+        StoreLockedError: another engine (in this process or another) holds the lock.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}.lock"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise StoreLockedError(database, holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def close(self) -> None:
+        """Give the store up to the next engine."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # before unlocking: the next holder writes its own pid
+        os.close(fd)  # closing the only descriptor of the open file releases the flock
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 class SQLiteEventStore(RecorderEventStore):
     """Runs and workflows in one SQLite file.
 
@@ -83,6 +135,18 @@ class SQLiteEventStore(RecorderEventStore):
         snapshots.create_table()
         index.create_tables()
         super().__init__(events, snapshots, index, snapshot_interval=snapshot_interval)
+
+    def open_leases(self, node: str) -> Leases:
+        """Take the store for one engine (the engine calls this as it starts).
+
+        An in-memory database (``:memory:``) belongs to this process alone and needs no lock.
+
+        Raises:
+            StoreLockedError: another engine drives this store.
+        """
+        if self._datastore.pool.is_sqlite_memory_mode:
+            return LocalLeases()
+        return SQLiteLeases(self.path)
 
     def _select_run(
         self, originator: uuid.UUID, after: int, upto: int | None, limit: int | None
