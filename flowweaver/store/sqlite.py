@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Literal
 
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
@@ -19,13 +22,19 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from flowweaver.errors import StoreLockedError
-from flowweaver.ports import Leases, LocalLeases
+from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.errors import StoreError, StoreLockedError
+from flowweaver.ports import Append, Leases, LocalLeases
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
 from flowweaver.store.sql import SQLRunIndex
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 EVENTS_TABLE = "fw_events"
+_CREATE_PROBE = "CREATE TABLE IF NOT EXISTS fw_probe (data BLOB)"
+_PROBE = "INSERT INTO fw_probe (data) VALUES (zeroblob(?))"
+# What a write probe asks room for: more than most appends (a RunStarted carries the pinned
+# definition), so a store that passes it takes ordinary work again.
+PROBE_BYTES = 64 * 1024
 _SELECT_RUN = (  # the table is EVENTS_TABLE
     "SELECT originator_version, topic, state FROM fw_events "
     "WHERE originator_id=? AND originator_version>? "
@@ -134,7 +143,81 @@ class SQLiteEventStore(RecorderEventStore):
         events.create_table()
         snapshots.create_table()
         index.create_tables()
+        with self._datastore.transaction(commit=True) as cursor:
+            cursor.execute(_CREATE_PROBE)
         super().__init__(events, snapshots, index, snapshot_interval=snapshot_interval)
+        # Readiness: the last write that failed, until a write or a probe succeeds after it.
+        self._health = threading.Lock()
+        self._write_error: str | None = None
+        self._write_failures = 0
+
+    # --- writes and readiness --------------------------------------------------------------
+
+    def append(self, appends: Sequence[Append]) -> list[int]:
+        with self._writing():
+            return super().append(appends)
+
+    def register_workflow(self, spec: WorkflowSpec, now: datetime) -> tuple[int, bool]:
+        with self._writing():
+            return super().register_workflow(spec, now)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError as e:
+            with self._health:
+                self._write_error = str(e)
+                self._write_failures += 1
+            raise
+        if self._write_error is not None:
+            with self._health:
+                self._write_error = None
+
+    def ping(self) -> None:
+        """Return when the store answers reads and takes writes.
+
+        Reads are checked every time. Writes are checked by the real ones: after one failed
+        (a full disk, the page limit), the store stays unready until a later write or a
+        :meth:`probe_write` succeeds.
+
+        Raises:
+            StoreError: it does not answer, or it refuses writes.
+        """
+        super().ping()
+        with self._health:
+            failed, seen = self._write_error, self._write_failures
+        if failed is None:
+            return
+        try:
+            self.probe_write()
+        except StoreError as e:
+            raise StoreError(f"the event store refuses writes: {e}") from e
+        with self._health:
+            if self._write_failures == seen:  # no write failed while the probe ran
+                self._write_error = None
+
+    def probe_write(self) -> None:
+        """Check that an append of :data:`PROBE_BYTES` would fit now, storing nothing.
+
+        The probe allocates the pages in a transaction it rolls back (so the page budget is
+        checked), and asks the file system for the room that committing it would take.
+
+        Raises:
+            StoreError: it would not.
+        """
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            room = os.statvfs(directory)
+        except OSError as e:
+            raise StoreError(f"cannot inspect the file system of {self.path}: {e}") from e
+        if room.f_bavail * room.f_frsize < 2 * PROBE_BYTES:
+            raise StoreError(f"the file system of {self.path} is full")
+        try:
+            with self._datastore.transaction(commit=False) as cursor:
+                cursor.execute(_PROBE, (PROBE_BYTES,))
+        except PersistenceError as e:
+            raise StoreError(str(e)) from e
 
     def open_leases(self, node: str) -> Leases:
         """Take the store for one engine (the engine calls this as it starts).
