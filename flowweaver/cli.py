@@ -48,6 +48,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+CHECKPOINT_QUIET_S = 1.0
 _encoder = msgspec.json.Encoder()
 
 
@@ -419,13 +420,37 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         workers=args.workers,
         handlers=engine.handlers.names(),
     )
+    checkpoints = asyncio.create_task(_checkpoint_when_quiet(engine.store))
     await stop.wait()
+    checkpoints.cancel()
     log.info("server_draining", grace=args.grace)
     # Stop accepting, end SSE streams, let in-flight requests answer; then the engine.
     await runner.cleanup()
     await asyncio.to_thread(engine.close, args.grace)
     log.info("server_stopped")
     return EXIT_OK
+
+
+async def _checkpoint_when_quiet(store: EventStore, quiet: float = CHECKPOINT_QUIET_S) -> None:
+    """Checkpoint a SQLite store once its log has been still for ``quiet`` seconds.
+
+    SQLite copies its WAL into the database file only every 1000 pages, so on a quiet server
+    the file held none of the events (a copy of it alone, say a backup, missed them all).
+    """
+    checkpoint = getattr(store, "checkpoint", None)
+    if not callable(checkpoint):
+        return
+    seen = done = -1
+    while True:
+        await asyncio.sleep(quiet)
+        try:
+            top = await asyncio.to_thread(store.max_position)
+            if top == seen and top != done:
+                await asyncio.to_thread(checkpoint)
+                done = top
+            seen = top
+        except FlowweaverError as e:
+            log.warning("checkpoint_failed", error=str(e))
 
 
 # --- run --------------------------------------------------------------------------------------
