@@ -113,6 +113,11 @@ def test_second_engine_beside_a_live_server_refuses_and_the_servers_runs_finish(
     assert f"(pid {server.pid})" in errors[0]
     assert second.stdout == ""
 
+    # So does a second server on the file, before it listens.
+    serve = _fw("serve", "--port", "0", "--store", "sqlite:///fw.db", cwd=tmp_path)
+    assert serve.returncode == 1
+    assert [line for line in serve.stderr.splitlines() if "error" in line] == errors
+
     # The embedded API refuses the same way.
     with pytest.raises(StoreLockedError) as refused:
         Engine.open(f"sqlite:///{tmp_path / 'fw.db'}")
