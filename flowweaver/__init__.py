@@ -23,6 +23,7 @@ from flowweaver.errors import (
     NotFoundError,
     StoreConfigError,
     StoreError,
+    StoreLockedError,
     TaskInputError,
     ValidationError,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "RunHandle",
     "StoreConfigError",
     "StoreError",
+    "StoreLockedError",
     "TaskContext",
     "TaskInputError",
     "ValidationError",

@@ -3,6 +3,7 @@
     flowweaver serve [--host 127.0.0.1] [--port 3000] [--store URL] [--workers N] ...
     flowweaver run WORKFLOW.json [--params JSON] [--wait]
     flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
+    flowweaver cancel RUN_ID [--reason TEXT]
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -34,9 +35,9 @@ from flowweaver.api.sse import event_json
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
-from flowweaver.domain.spec import decode_workflow
+from flowweaver.domain.spec import WorkflowSpec, decode_workflow
 from flowweaver.engine import Engine
-from flowweaver.errors import FieldError, FlowweaverError, ValidationError
+from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
 from flowweaver.ports import EventStore
@@ -47,6 +48,8 @@ log = structlog.get_logger("flowweaver.cli")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+CHECKPOINT_QUIET_S = 1.0
 _encoder = msgspec.json.Encoder()
 
 
@@ -298,12 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
     store_option(events)
 
+    store_option(_cancel_parser(commands))
+
     replay = commands.add_parser("replay", help="show a run's state as of event N")
     replay.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     store_option(replay)
     return parser
+
+
+def _cancel_parser(commands: Any) -> argparse.ArgumentParser:
+    cancel: argparse.ArgumentParser = commands.add_parser(
+        "cancel", help="cancel a run of a store that no server drives"
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    cancel.add_argument("--reason", default="", help="why, recorded with the request")
+    cancel.add_argument(
+        "--timeout", type=_seconds, default=30.0, help="wait this long for RunCancelled"
+    )
+    return cancel
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -425,7 +442,9 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         workers=args.workers,
         handlers=engine.handlers.names(),
     )
+    checkpoints = asyncio.create_task(_checkpoint_when_quiet(engine.store))
     await stop.wait()
+    checkpoints.cancel()
     log.info("server_draining", grace=args.grace)
     # Stop accepting, end SSE streams, let in-flight requests answer; then the engine.
     await runner.cleanup()
@@ -434,11 +453,33 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
     return EXIT_OK
 
 
+async def _checkpoint_when_quiet(store: EventStore, quiet: float = CHECKPOINT_QUIET_S) -> None:
+    """Checkpoint a SQLite store once its log has been still for ``quiet`` seconds.
+
+    SQLite copies its WAL into the database file only every 1000 pages, so on a quiet server
+    the file held none of the events (a copy of it alone, say a backup, missed them all).
+    """
+    checkpoint = getattr(store, "checkpoint", None)
+    if not callable(checkpoint):
+        return
+    seen = done = -1
+    while True:
+        await asyncio.sleep(quiet)
+        try:
+            top = await asyncio.to_thread(store.max_position)
+            if top == seen and top != done:
+                await asyncio.to_thread(checkpoint)
+                done = top
+            seen = top
+        except FlowweaverError as e:
+            log.warning("checkpoint_failed", error=str(e))
+
+
 # --- run --------------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace) -> int:
-    configure_logging(json=False, level="WARNING")
+def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any], HandlerRegistry]:
+    """Check everything ``run`` was given before any store opens."""
     try:
         params = msgspec.json.decode(args.params)
     except msgspec.DecodeError as e:
@@ -456,14 +497,23 @@ def _run(args: argparse.Namespace) -> int:
         raise ValidationError(
             [FieldError("$.tasks", "handler(s) not registered: " + ", ".join(missing))]
         )
+    return spec, params, registry
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(json=False, level="WARNING")
+    spec, params, registry = _run_request(args)
     out = sys.stdout
-    with Engine(
+    engine = Engine(
         open_store(args.store),
         handlers=registry,
         workers=args.workers,
         owns_store=True,
         recover=False,
-    ) as engine:
+    )
+    run_id = None
+    grace = 10.0
+    try:
         version, _ = engine.register_workflow(spec)
         handle = engine.start_run(spec.id, parameters=params, idempotency_key=args.key)
         run_id = handle.run_id
@@ -471,12 +521,31 @@ def _run(args: argparse.Namespace) -> int:
             engine.recover()  # a repeated key whose run was interrupted: resume it here
         print(f"run {run_id} ({spec.id} v{version})", file=out, flush=True)
         started = time.monotonic()
+        deadline = started + args.timeout
         if args.wait:
-            _progress(engine.store, run_id, out, deadline=started + args.timeout)
+            _progress(engine.store, run_id, out, deadline=deadline)
         try:
-            state = engine.wait_run_finished(run_id, timeout=args.timeout)
-        except TimeoutError as e:
-            raise CommandError(f"run {run_id} did not finish within {args.timeout:g} s") from e
+            state = engine.wait_run_finished(run_id, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            grace = 0.0  # the run stays in the store: no reason to wait for its handlers
+            raise CommandError(
+                f"run {run_id} did not finish within {args.timeout:g} s; it "
+                + _left_running(run_id, args)
+            ) from None
+    except KeyboardInterrupt:
+        grace = 0.0
+        if run_id is None:
+            raise
+        print(
+            f"flowweaver: interrupted; run {run_id} {_left_running(run_id, args)}", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        if grace == 0.0:
+            # A handler still running is left to the process's exit; the next engine records
+            # its attempt as interrupted. Its "still busy" warning would only repeat that.
+            configure_logging(json=False, level="ERROR")
+        engine.close(grace)
     elapsed = time.monotonic() - started
     print(f"run {run_id} {state.status} in {elapsed * 1000:.0f} ms", file=out)
     if state.status != "completed":
@@ -485,6 +554,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"failed tasks: {', '.join(failed)}", file=out)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _left_running(run_id: str, args: argparse.Namespace) -> str:
+    """Say what becomes of a run this process stops driving, and how to end it."""
+    store = "" if args.store == DEFAULT_STORE_URL else f" --store {_redact(args.store)}"
+    again = f" or with `flowweaver run` and --key {args.key}" if args.key else ""
+    return (
+        f"stays in the store unfinished and resumes when an engine next opens "
+        f"it (`flowweaver serve`{again}); to stop it: flowweaver cancel {run_id}{store}"
+    )
 
 
 def _progress(store: EventStore, run_id: str, out: TextIO, *, deadline: float) -> None:
@@ -557,8 +636,16 @@ def _events(args: argparse.Namespace) -> int:
     store = _open_existing(args.store)
     out = sys.stdout.buffer
     try:
-        if not store.read_run(args.run_id, upto=1):
-            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        # One read checks the run and the offset (like the API: version N must exist).
+        first = store.read_run(args.run_id, after=max(args.after - 1, 0), limit=1)
+        if not first:
+            if args.after <= 1 or not store.read_run(args.run_id, upto=1):
+                raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+            latest = store.run_state(args.run_id)
+            count = latest.version if latest is not None else 0
+            raise CommandError(f"run {args.run_id} has {count} events; --after is {args.after}")
+        if args.after > 0 and first[0].name in TERMINAL_EVENT_NAMES:
+            return EXIT_OK  # it ended at that very event: nothing follows, ever
         last = args.after
         while True:
             top = store.max_position()
@@ -579,6 +666,45 @@ def _events(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    configure_logging(json=False, level="WARNING")
+    store = _open_existing(args.store)
+    try:
+        state = store.run_state(args.run_id)
+        if state is None:
+            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        if state.is_terminal:
+            raise CommandError(f"run {args.run_id} already ended ({state.status})")
+        # Driving the run takes the store: refused while a server (or a `run`) drives it.
+        engine = Engine(store, workers=1, recover=False)
+    except StoreLockedError as e:
+        store.close()
+        holder = f"pid {e.pid}" if e.pid is not None else "another process"
+        raise CommandError(
+            f"run {args.run_id} is driven by another engine on this store ({holder}); "
+            f"cancel it through that server: POST /runs/{args.run_id}/cancel"
+        ) from None
+    except BaseException:
+        store.close()
+        raise
+    try:
+        # Recovery resumes the run here with the request already in its mailbox, so no task
+        # of it starts in this process.
+        engine.cancel_run(args.run_id, args.reason)
+        try:
+            state = engine.wait_run_finished(args.run_id, timeout=args.timeout)
+        except TimeoutError as e:
+            raise CommandError(
+                f"run {args.run_id} did not end within {args.timeout:g} s of the request; "
+                "it is cancelled when its running tasks end"
+            ) from e
+    finally:
+        engine.close(1.0)
+        store.close()
+    print(f"run {args.run_id} {state.status}")
+    return EXIT_OK if state.status == "cancelled" else EXIT_FAILURE
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -587,6 +713,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _status,
     "events": _events,
     "replay": _replay,
+    "cancel": _cancel,
 }
 
 
@@ -608,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("flowweaver: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
 

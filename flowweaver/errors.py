@@ -105,6 +105,24 @@ class EngineClosedError(FlowweaverError):
     """The engine was closed; it accepts no more work."""
 
 
+class StoreLockedError(FlowweaverError):
+    """Another engine drives this embedded store; this process may only read it.
+
+    A SQLite file takes one engine at a time: the one holding its lock file. The holder's
+    pid is None when it could not be read.
+    """
+
+    def __init__(self, store: str, pid: int | None) -> None:
+        self.store = store
+        self.pid = pid
+        holder = f"pid {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"the store {store} is driven by another engine ({holder}); a SQLite store takes one "
+            "engine at a time: send the work to that one or stop it first (status, events "
+            "and replay still read the store)"
+        )
+
+
 __all__ = [
     "ConcurrencyError",
     "ConflictError",
@@ -118,6 +136,7 @@ __all__ = [
     "NotFoundError",
     "StoreConfigError",
     "StoreError",
+    "StoreLockedError",
     "TaskInputError",
     "ValidationError",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
+from tests.serve_process import ServeProcess
 
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
 
@@ -260,3 +261,121 @@ def test_unknown_run_and_busy_port(tmp_path: Path, workflow_file: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+NAP = {"id": "nap", "tasks": [{"id": "t", "handler": "sleep", "inputs": {"seconds": 30}}]}
+
+
+def test_run_timeout_returns_at_once_and_cancel_ends_the_run(tmp_path: Path) -> None:
+    """run --timeout 2 exits 1 after about 2 s saying how to cancel; cancel RUN_ID ends it."""
+    (tmp_path / "nap.json").write_text(json.dumps(NAP))
+    store = f"sqlite:///{tmp_path / 'n.db'}"
+    process = subprocess.Popen(
+        [FLOWWEAVER, "run", "nap.json", "--wait", "--timeout", "2", "--store", store],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    run_id = process.stdout.readline().split()[1]  # printed as the run starts
+    began = time.monotonic()
+    _, stderr = process.communicate(timeout=20)
+    took = time.monotonic() - began
+    assert process.returncode == 1, stderr
+    assert took < 3.0, took  # the 2 s asked for, not the 30 s handler nor a grace period
+    errors = stderr.splitlines()
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith(f"flowweaver: error: run {run_id} did not finish within 2 s;")
+    assert f"flowweaver cancel {run_id} --store {store}" in errors[0]
+    shown = fw("status", run_id, "--json", "--store", store, cwd=tmp_path)
+    assert json.loads(shown.stdout)["status"] == "running"
+
+    began = time.monotonic()
+    cancelled = fw("cancel", run_id, "--reason", "too slow", "--store", store, cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == f"run {run_id} cancelled\n"
+    assert time.monotonic() - began < 5
+    events = fw("events", run_id, "--store", store, cwd=tmp_path).stdout.splitlines()
+    kinds = [json.loads(line)["type"] for line in events]
+    assert kinds[-2:] == ["TaskFailed", "RunCancelled"]  # the attempt of the gone process
+    assert json.loads(events[kinds.index("RunCancelRequested")])["reason"] == "too slow"
+
+    for args, message in [
+        ([run_id], f"run {run_id} already ended (cancelled)"),
+        (["00000000-0000-0000-0000-000000000000"], "no run 00000000-"),
+    ]:
+        refused = fw("cancel", *args, "--store", store, cwd=tmp_path)
+        assert refused.returncode == 1
+        lines = refused.stderr.splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("flowweaver: error: ")
+        assert message in lines[0]
+
+
+def test_ctrl_c_stops_run_at_once_and_cancel_beside_a_server_says_where(tmp_path: Path) -> None:
+    """SIGINT ends `run --wait` without waiting for the handler; cancel defers to a server."""
+    (tmp_path / "nap.json").write_text(json.dumps(NAP))
+    store = f"sqlite:///{tmp_path / 'n.db'}"
+    process = subprocess.Popen(
+        [FLOWWEAVER, "run", "nap.json", "--wait", "--store", store],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        run_id = first.split()[1]
+        for line in process.stdout:
+            if "started" in line:
+                break
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - began < 2
+        assert process.returncode == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"flowweaver: interrupted; run {run_id} stays in the store")
+    assert f"flowweaver cancel {run_id}" in lines[0]
+
+    server = ServeProcess(store, tmp_path)
+    try:
+        server.wait_started()  # it resumes the run: the attempt is interrupted and rerun
+        refused = fw("cancel", run_id, "--store", store, cwd=tmp_path)
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [
+            f"flowweaver: error: run {run_id} is driven by another engine on this store "
+            f"(pid {server.pid}); cancel it through that server: POST /runs/{run_id}/cancel"
+        ]
+        assert server.request("POST", f"/runs/{run_id}/cancel")[0] == 202
+        assert _stream_until(f"http://127.0.0.1:{server.port}/events/{run_id}", "RunCancelled")
+    finally:
+        server.close()
+
+
+def test_events_after_past_the_end_is_an_error_like_the_api(
+    tmp_path: Path, workflow_file: Path
+) -> None:
+    """events --after beyond the run's last event exits 1 with one line; at the end it is empty."""
+    store = f"sqlite:///{tmp_path / 'e.db'}"
+    run_id = fw("run", str(workflow_file), "--store", store, cwd=tmp_path).stdout.split()[1]
+    count = json.loads(fw("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout)[
+        "version"
+    ]
+    past = fw("events", run_id, "--after", str(count + 1), "--store", store, cwd=tmp_path)
+    assert past.returncode == 1
+    assert past.stderr == (
+        f"flowweaver: error: run {run_id} has {count} events; --after is {count + 1}\n"
+    )
+    for extra in ([], ["--follow"]):  # the last event is terminal: nothing to follow
+        at_end = fw("events", run_id, "--after", str(count), *extra, "--store", store, cwd=tmp_path)
+        assert (at_end.returncode, at_end.stdout, at_end.stderr) == (0, "", "")

@@ -318,12 +318,14 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    """Answer 200 only when the event store answers (readiness)."""
+    """Answer 200 only when the event store answers and takes writes (readiness)."""
     try:
         async with asyncio.timeout(request.app[CONFIG].ready_timeout):
             await request.app[BRIDGE].ping()
     except Exception as e:  # noqa: BLE001 - whatever the store raises, it is not ready
-        detail = "the event store does not answer" + (f": {e}" if str(e) else "")
+        detail = (
+            f"the event store is not ready: {e}" if str(e) else "the event store does not answer"
+        )
         return problem_response(
             503, "not-ready", detail, instance=request.path, headers={"Retry-After": "1"}
         )

@@ -134,7 +134,12 @@ class Engine:
         self._loop_thread: threading.Thread | None = None
         if leases is None:
             opener = getattr(store, "open_leases", None)
-            leases = opener(self.node) if callable(opener) else LocalLeases()
+            try:  # a SQLite store refuses a second engine here (StoreLockedError)
+                leases = opener(self.node) if callable(opener) else LocalLeases()
+            except BaseException:
+                if owns_store:
+                    store.close()
+                raise
         self.leases: Leases = leases
         self.leases.on_lost(self._leases_lost)
         self.takeover_interval = takeover_interval
