@@ -9,10 +9,12 @@ tailer is running a stream subscribes first and reads once; otherwise it replays
 and reads again. Per-run streams count by run version, the global feed by log position.
 
 The hub is one asyncio task that waits on the store in a thread of the bridge and fans each new
-page of the log out: straight to the socket of each stream that is waiting and whose socket
-takes data, else into the stream's bounded queue. A stream that falls ``buffer`` events behind
-is dropped with an ``event: error`` message and closed, so a slow client never holds the others
-back nor grows the server's memory.
+page of the log out into the queue of every stream that follows it; each stream's coroutine
+writes what it takes through its aiohttp ``StreamResponse``, which frames, buffers and counts
+the bytes. A stream's backlog (queued, being written, and waiting in its connection's write
+buffer) is bounded in bytes: a stream whose client stops reading is dropped with an
+``event: error`` message and closed, so a slow client never holds the others back nor grows
+the server's memory. The final flush of an ended stream has a deadline too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.errors import NotFoundError, StoreError
@@ -39,6 +42,7 @@ from .errors import bad_request
 log = structlog.get_logger("flowweaver.api.sse")
 
 MAX_OFFSET = 2**63 - 1
+HEARTBEAT = b": keep-alive\n\n"
 _TERMINAL = frozenset(name.encode() for name in TERMINAL_EVENT_NAMES)
 _encoder = msgspec.json.Encoder()
 
@@ -113,142 +117,116 @@ class LiveEvent:
 # --- the hub ----------------------------------------------------------------------------------
 
 
-DIRECT_WRITE_LIMIT = 64 * 1024
+WRITE_SLICE = 64 * 1024
+"""The largest piece handed to the response at once: what waits in the transport stays small."""
+QUICK_WRITE = 32 * 1024
+"""A write no larger, to a transport with nothing waiting, cannot wait (high water: 64 KiB)."""
+
+
+def _buffered(transport: asyncio.BaseTransport | None) -> int:
+    """Return the bytes waiting in ``transport``'s write buffer (0 once it is closing)."""
+    if transport is None or transport.is_closing():
+        return 0
+    assert isinstance(transport, asyncio.WriteTransport)
+    return transport.get_write_buffer_size()
 
 
 class Subscriber:
-    """One stream's live side: a fast path straight to its socket, and a bounded queue.
+    """One stream's live side: the events the hub queued for it, bounded in bytes.
 
-    While the stream's coroutine waits for news (``idle``) and its socket takes data (less
-    than :data:`DIRECT_WRITE_LIMIT` waiting in the transport), the hub writes a round's
-    frames to the transport at once: no task switch per subscriber, one write per round.
-    Otherwise the events are queued for the coroutine, which writes them with backpressure.
-
-    The queue's bound applies to the backlog: a round's page is delivered whole, but a
-    subscriber that still holds ``limit`` events from earlier rounds when a new one arrives
-    is dropped. So it never exceeds ``limit`` plus one page, and a burst alone drops nobody.
+    The hub queues each round's events; the stream's coroutine takes them and writes them
+    through its response. The subscriber's backlog is what it has not yet taken in: the bytes
+    queued, the bytes taken but not yet handed to the transport (``inflight``) and the bytes
+    waiting in the transport's write buffer. A round that would take the backlog past
+    ``limit`` is not queued: the subscriber is dropped instead. An empty backlog takes a round
+    whatever its size, so that one large event (or page) does not cut off a client that keeps
+    up. ``peak`` is the largest backlog the subscriber ever had.
     """
 
     __slots__ = (
+        "beat",
         "by_position",
-        "chunked",
         "closed",
         "dropped",
         "ended",
-        "idle",
+        "inflight",
         "last",
+        "last_write",
         "limit",
+        "peak",
         "queue",
-        "round",
+        "queued",
         "run_id",
         "transport",
         "wake",
     )
 
-    def __init__(self, run_id: str | None, limit: int) -> None:
+    def __init__(
+        self, run_id: str | None, limit: int, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.run_id = run_id
         self.limit = limit
+        self.transport = transport
         self.queue: deque[LiveEvent] = deque()
+        self.queued = 0
+        self.inflight = 0
+        self.peak = 0
         self.wake = asyncio.Event()
         self.dropped = False
         self.closed = False
         self.ended = False
-        self.round = 0
         self.by_position = run_id is None
         self.last = 0
-        self.idle = False
-        self.transport: asyncio.Transport | None = None
-        self.chunked = False
+        self.last_write = time.monotonic()
+        self.beat = False
 
-    def attach(self, transport: asyncio.Transport | None, *, chunked: bool, last: int) -> None:
-        """Let the hub write to this stream's socket directly, from offset ``last`` on."""
-        self.transport = transport
-        self.chunked = chunked
-        self.last = last
+    def backlog(self) -> int:
+        """Return the bytes this stream has been given and its client has not yet read."""
+        return self.queued + self.inflight + _buffered(self.transport)
+
+    def fits(self, size: int) -> bool:
+        """Say whether ``size`` more bytes keep the backlog within the limit."""
+        return self.backlog() + size <= self.limit
+
+    def offer(self, events: list[LiveEvent], size: int) -> bool:
+        """Queue one round's events (``size`` bytes); False when the subscriber is dropped."""
+        if self.dropped or self.closed or self.ended:
+            return True
+        backlog = self.backlog()
+        if backlog and backlog + size > self.limit:
+            self.drop()
+            return False
+        self.queue.extend(events)
+        self.queued += size
+        self.peak = max(self.peak, backlog + size)
+        if not self.wake.is_set():
+            self.wake.set()
+        return True
+
+    def drop(self) -> None:
+        """Give up on this stream's client: forget what is queued, and wake the stream."""
+        self.dropped = True
+        self.queue.clear()
+        self.queued = 0
+        self.wake.set()
+
+    def take(self) -> list[LiveEvent]:
+        """Return every queued event and empty the queue (its bytes are now in flight)."""
+        items = list(self.queue)
+        self.queue.clear()
+        self.inflight += self.queued
+        self.queued = 0
+        self.wake.clear()
+        return items
 
     def offset(self, event: LiveEvent) -> int:
         """Return the event's offset in this stream (log position or run version)."""
         return (event.rec.position or 0) if self.by_position else event.rec.version
 
-    def deliver_batch(self, events: list[LiveEvent], round_: int, shared: _SharedFrames) -> int:
-        """Hand over one round's events for this stream; return how many were written.
-
-        Returns -1 when the subscriber overflowed and is dropped.
-        """
-        if self.dropped or self.closed or self.ended:
-            return 0
-        transport = self.transport
-        if (
-            self.idle
-            and not self.queue
-            and transport is not None
-            and not transport.is_closing()
-            and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
-        ):
-            start = 0
-            while start < len(events) and self.offset(events[start]) <= self.last:
-                start += 1  # already sent by the replay
-            if start == len(events):
-                return 0
-            if self.by_position or self.offset(events[start]) == self.last + 1:
-                transport.write(shared.framed(start, self.chunked))
-                self.last = self.offset(events[-1])
-                if not self.by_position and shared.terminal:
-                    self.ended = True
-                    self.wake.set()
-                return len(events) - start
-        for event in events:
-            if not self.deliver(event, round_):
-                return -1
-        return 0
-
-    def deliver(self, event: LiveEvent, round_: int) -> bool:
-        """Queue ``event`` of fan-out round ``round_``; False when the subscriber overflowed."""
-        if self.round != round_:
-            self.round = round_
-            if len(self.queue) >= self.limit:
-                self.dropped = True
-                self.queue.clear()
-                self.wake.set()
-                return False
-        self.queue.append(event)
-        if not self.wake.is_set():
-            self.wake.set()
-        return True
-
-    def take(self) -> list[LiveEvent]:
-        """Return every queued event and empty the queue."""
-        items = list(self.queue)
-        self.queue.clear()
-        self.wake.clear()
-        return items
-
     def close(self) -> None:
         """End the stream (the server is shutting down)."""
         self.closed = True
         self.wake.set()
-
-
-class _SharedFrames:
-    """One round's frames for one kind of stream, joined (and chunk-framed) once for all."""
-
-    __slots__ = ("_cache", "by_position", "events", "terminal")
-
-    def __init__(self, events: list[LiveEvent], *, by_position: bool) -> None:
-        self.events = events
-        self.by_position = by_position
-        self.terminal = not by_position and events[-1].rec.name.encode() in _TERMINAL
-        self._cache: dict[tuple[int, bool], bytes] = {}
-
-    def framed(self, start: int, chunked: bool) -> bytes:
-        key = (start, chunked)
-        data = self._cache.get(key)
-        if data is None:
-            events = self.events[start:]
-            body = b"".join(e.log_frame if self.by_position else e.run_frame for e in events)
-            data = b"%x\r\n%b\r\n" % (len(body), body) if chunked else body
-            self._cache[key] = data
-        return data
 
 
 class Hub:
@@ -264,13 +242,15 @@ class Hub:
         self,
         bridge: EngineBridge,
         *,
-        buffer: int = 1000,
+        buffer: int = 1024 * 1024,
         page: int = 1000,
         wait: float = 1.0,
         linger: float = 5.0,
+        heartbeat: float = 15.0,
     ) -> None:
         self.bridge = bridge
         self.buffer = buffer
+        self.heartbeat = heartbeat
         self.page = page
         self.wait = wait
         self.linger = linger
@@ -280,8 +260,8 @@ class Hub:
         self._global: set[Subscriber] = set()
         self._count = 0
         self._task: asyncio.Task[None] | None = None
+        self._beats: asyncio.Task[None] | None = None
         self._closing = False
-        self._round = 0
         self._parked = True
         self._joining = 0
         self._active = asyncio.Event()
@@ -292,12 +272,23 @@ class Hub:
         """Return how many streams follow live events."""
         return self._count
 
+    def backlogs(self) -> list[tuple[int, int]]:
+        """Return each live subscriber's (backlog, peak backlog) in bytes."""
+        subs = [*self._global, *(s for subs in self._by_run.values() for s in subs)]
+        return [(sub.backlog(), sub.peak) for sub in subs]
+
     async def start(self) -> None:
         """Start the tailer (parked until someone subscribes)."""
         self._task = asyncio.create_task(self._tail(), name="flowweaver-sse-tailer")
+        self._beats = asyncio.create_task(self._beat(), name="flowweaver-sse-heartbeat")
 
-    async def subscribe(self, run_id: str | None) -> Subscriber:
+    async def subscribe(
+        self, run_id: str | None, transport: asyncio.BaseTransport | None = None
+    ) -> Subscriber:
         """Register a stream (a run's, or the global feed with None) for live events.
+
+        ``transport`` is the stream's connection: what waits in its write buffer counts
+        against the subscriber's backlog.
 
         Every event past :attr:`position` at the moment this returns will be delivered.
 
@@ -316,21 +307,23 @@ class Hub:
                     if self._resync is resync and resync.done():
                         self._resync = None
             if self._closing:
-                sub = Subscriber(run_id, self.buffer)
+                sub = Subscriber(run_id, self.buffer, transport)
                 sub.close()
                 return sub
-            return self._register(run_id)
+            return self._register(run_id, transport)
         finally:
             self._joining -= 1
 
-    def try_subscribe(self, run_id: str | None) -> Subscriber | None:
+    def try_subscribe(
+        self, run_id: str | None, transport: asyncio.BaseTransport | None = None
+    ) -> Subscriber | None:
         """Register at once if the tailer is running, else None (then use :meth:`subscribe`)."""
         if self._parked or self._closing:
             return None
-        return self._register(run_id)
+        return self._register(run_id, transport)
 
-    def _register(self, run_id: str | None) -> Subscriber:
-        sub = Subscriber(run_id, self.buffer)
+    def _register(self, run_id: str | None, transport: asyncio.BaseTransport | None) -> Subscriber:
+        sub = Subscriber(run_id, self.buffer, transport)
         if run_id is None:
             self._global.add(sub)
         else:
@@ -365,10 +358,24 @@ class Hub:
         self._active.set()
         for sub in [*self._global, *(s for subs in self._by_run.values() for s in subs)]:
             sub.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._beats):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _beat(self) -> None:
+        # One timer for every stream (a timeout per stream and wait costs more than the
+        # writes themselves with a thousand streams): a stream that has sent nothing for
+        # `heartbeat` seconds is told to send a keep-alive comment.
+        while not self._closing:
+            await asyncio.sleep(self.heartbeat / 4)
+            due = time.monotonic() - self.heartbeat
+            for subs in (self._global, *self._by_run.values()):
+                for sub in subs:
+                    if sub.last_write <= due and not sub.beat:
+                        sub.beat = True
+                        sub.wake.set()
 
     async def _tail(self) -> None:
         failures = 0
@@ -403,8 +410,6 @@ class Hub:
                 self.position = max(self.position, top)
 
     def _fan_out(self, page: Iterable[RecordedEvent]) -> None:
-        self._round += 1
-        round_ = self._round
         every: list[LiveEvent] = []
         by_run: dict[str, list[LiveEvent]] = {}
         for rec in page:
@@ -419,27 +424,16 @@ class Hub:
                 every.append(event)
             if rec.run_id in self._by_run:
                 by_run.setdefault(rec.run_id, []).append(event)
-        written = 0
         dropped: list[Subscriber] = []
         for run_id, events in by_run.items():
-            shared = _SharedFrames(events, by_position=False)
-            for sub in self._by_run[run_id]:
-                n = sub.deliver_batch(events, round_, shared)
-                if n < 0:
-                    dropped.append(sub)
-                written += max(n, 0)
+            size = sum(len(e.run_frame) for e in events)
+            dropped.extend(s for s in self._by_run[run_id] if not s.offer(events, size))
         if every:
-            shared = _SharedFrames(every, by_position=True)
-            for sub in self._global:
-                n = sub.deliver_batch(every, round_, shared)
-                if n < 0:
-                    dropped.append(sub)
-                written += max(n, 0)
+            size = sum(len(e.log_frame) for e in every)
+            dropped.extend(s for s in self._global if not s.offer(every, size))
         for sub in dropped:
             self.unsubscribe(sub)
             metrics.sse_dropped.inc()
-        if written:
-            metrics.sse_events_sent.inc(written)
 
 
 # --- the streams ------------------------------------------------------------------------------
@@ -452,6 +446,7 @@ class StreamSettings:
     retry_ms: int = 3000
     heartbeat: float = 15.0
     write_timeout: float = 30.0
+    drain_timeout: float = 5.0
     replay_page: int = 2000
 
 
@@ -476,13 +471,28 @@ def _offset(text: str, what: str, path: str) -> int:
     return int(text)
 
 
+class _SseResponse(web.StreamResponse):
+    """A stream response whose byte count survives a connection the server aborts.
+
+    aiohttp counts a response's bytes when its end is written; a stream cut off before that
+    keeps the count of what was handed to the connection, for the access log.
+    """
+
+    cut_at = 0
+
+    @property
+    def body_length(self) -> int:
+        return super().body_length or self.cut_at
+
+
 class _Stream:
-    """An open SSE response with bounded writes."""
+    """An open SSE response with bounded writes, all through aiohttp's response writer."""
 
     def __init__(self, request: web.Request, settings: StreamSettings) -> None:
         self.request = request
         self.settings = settings
-        self.response = web.StreamResponse(
+        self.writer: AbstractStreamWriter | None = None
+        self.response = _SseResponse(
             status=200,
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -490,30 +500,74 @@ class _Stream:
                 "X-Accel-Buffering": "no",
             },
         )
-        if request.version >= (1, 1):
-            # Explicit, so that `chunked` says how the hub must frame what it writes directly.
-            self.response.enable_chunked_encoding()
 
     async def open(self) -> None:
-        await self.response.prepare(self.request)
+        self.writer = await self.response.prepare(self.request)
         metrics.sse_subscribers.inc()
 
     def retry_line(self) -> bytes:
         return b"retry: %d\n\n" % self.settings.retry_ms
 
-    async def send(self, data: bytes, events: int = 0) -> None:
-        """Write ``data``; a client that does not take it within the write timeout is cut."""
+    async def send(
+        self,
+        data: bytes,
+        events: int = 0,
+        sub: Subscriber | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Write ``data``; a client that does not take it within the write timeout is cut.
+
+        Large data goes to the response in slices of :data:`WRITE_SLICE`, each waiting for
+        the connection to drain, so the transport never holds much more than one slice.
+        ``sub``'s bytes in flight go down as the slices are handed over.
+        """
+        if sub is not None:
+            sub.last_write = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.write_timeout):
+            if len(data) <= QUICK_WRITE and not _buffered(self.request.transport):
+                # With nothing waiting in the transport, a write this small cannot fill it
+                # past its high-water mark, so it does not wait to drain: no timer needed.
                 await self.response.write(data)
+                return
+            async with asyncio.timeout(timeout or self.settings.write_timeout):
+                if len(data) <= WRITE_SLICE:
+                    await self.response.write(data)
+                else:
+                    view = memoryview(data)
+                    for start in range(0, len(data), WRITE_SLICE):
+                        piece = view[start : start + WRITE_SLICE]
+                        await self.response.write(piece)
+                        if sub is not None:
+                            sub.inflight = max(0, sub.inflight - len(piece))
         except TimeoutError:
             self.abort()
             raise
-        if events:
-            metrics.sse_events_sent.inc(events)
+        finally:
+            if sub is not None:
+                sub.inflight = 0
+            if events:
+                metrics.sse_events_sent.inc(events)
+
+    async def finish(self) -> None:
+        """Write the end of the response; a client that does not take it in time is cut.
+
+        aiohttp would otherwise wait without limit for a client that stopped reading to
+        drain what was written, holding the connection and its buffer.
+        """
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self.response.write_eof()
+        except TimeoutError:
+            metrics.sse_flush_timeouts.inc()
+            log.info("sse_flush_timeout", timeout=self.settings.drain_timeout)
+            self.abort()
+        except ConnectionResetError:
+            pass
 
     def abort(self) -> None:
         """Drop the connection at once."""
+        if self.writer is not None and not self.response.cut_at:
+            self.response.cut_at = self.writer.output_size
         self.response.force_close()
         transport = self.request.transport
         if transport is not None:
@@ -541,7 +595,7 @@ async def run_stream(
     # When the tailer is running, subscribing first lets one read of the store both check
     # the offset and replay everything before the live events (duplicates are skipped by
     # version). A long history, or a parked tailer, takes the two-step way in _follow_run.
-    early = hub.try_subscribe(run_id)
+    early = hub.try_subscribe(run_id, request.transport)
     try:
         # One read both checks the offset (version `after` must exist) and starts the replay.
         first = await bridge.read_run(
@@ -564,12 +618,12 @@ async def run_stream(
         stream = _Stream(request, settings)
         await stream.open()
         try:
-            if request.method == "HEAD":
-                return stream.response  # the checks passed; a HEAD gets the headers only
-            if ended:
-                await stream.send(stream.retry_line())
-            else:
-                await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
+            if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
+                if ended:
+                    await stream.send(stream.retry_line())
+                else:
+                    await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
+            await stream.finish()
         except (ConnectionResetError, TimeoutError):
             pass
         except StoreError as e:
@@ -602,13 +656,13 @@ async def _follow_run(
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub = await hub.subscribe(run_id)
+        sub = await hub.subscribe(run_id, stream.request.transport)
     try:
         if early is None:
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub.attach(stream.request.transport, chunked=stream.response.chunked, last=last)
+        sub.last = last
         while True:
             items = await _next_live(stream, sub, settings)
             if items is None:
@@ -633,7 +687,7 @@ async def _follow_run(
                     break
             sub.last = last
             if frames:
-                await stream.send(b"".join(frames), len(frames))
+                await stream.send(b"".join(frames), len(frames), sub)
             if sub.ended:
                 return
     finally:
@@ -686,10 +740,10 @@ async def log_stream(
     stream = _Stream(request, settings)
     await stream.open()
     try:
-        if request.method == "HEAD":
-            return stream.response  # the checks passed; a HEAD gets the headers only
-        await stream.send(stream.retry_line())
-        await _follow_log(stream, bridge, hub, settings, after)
+        if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
+            await stream.send(stream.retry_line())
+            await _follow_log(stream, bridge, hub, settings, after)
+        await stream.finish()
     except (ConnectionResetError, TimeoutError):
         pass
     except StoreError as e:
@@ -703,12 +757,12 @@ async def _follow_log(
     stream: _Stream, bridge: EngineBridge, hub: Hub, settings: StreamSettings, last: int
 ) -> None:
     last = await _replay_log(stream, bridge, settings, last, None)
-    sub = await hub.subscribe(None)
+    sub = await hub.subscribe(None, stream.request.transport)
     try:
         # Everything up to the hub's position at subscription is stored: read it; what
         # comes after is delivered live.
         last = await _replay_log(stream, bridge, settings, last, hub.position)
-        sub.attach(stream.request.transport, chunked=stream.response.chunked, last=last)
+        sub.last = last
         while True:
             items = await _next_live(stream, sub, settings)
             if items is None:
@@ -716,7 +770,7 @@ async def _follow_log(
             frames = [e.log_frame for e in items if (e.rec.position or 0) > sub.last]
             if frames:
                 sub.last = max(sub.last, items[-1].rec.position or 0)
-                await stream.send(b"".join(frames), len(frames))
+                await stream.send(b"".join(frames), len(frames), sub)
     finally:
         hub.unsubscribe(sub)
 
@@ -744,33 +798,31 @@ async def _replay_log(
 async def _next_live(
     stream: _Stream, sub: Subscriber, settings: StreamSettings
 ) -> list[LiveEvent] | None:
-    """Wait for queued events, sending heartbeats meanwhile; None when the stream must end.
-
-    While this waits the subscriber is ``idle``: the hub may write to the socket directly.
-    """
+    """Wait for queued events, sending heartbeats meanwhile; None when the stream must end."""
     while True:
         if sub.ended:
             return None
         if sub.closed:
             with contextlib.suppress(ConnectionResetError, TimeoutError):
-                await stream.send(b": server shutting down\n\n")
+                await stream.send(b": server shutting down\n\n", timeout=settings.drain_timeout)
             stream.response.force_close()
             return None
         if sub.dropped:
-            await _send_overflow(stream, sub)
+            await _send_overflow(stream, sub, settings)
             return None
         items = sub.take()
         if items:
             return items
-        sub.idle = True
-        try:
-            async with asyncio.timeout(settings.heartbeat):
-                await sub.wake.wait()
-        except TimeoutError:
-            sub.idle = False
-            await stream.send(b": keep-alive\n\n")
-        finally:
-            sub.idle = False
+        if sub.beat:
+            sub.beat = False
+            if not sub.fits(len(HEARTBEAT)):
+                # Not even a heartbeat fits: the client has read nothing for a while.
+                sub.drop()
+                metrics.sse_dropped.inc()
+                continue
+            await stream.send(HEARTBEAT, sub=sub)
+            continue
+        await sub.wake.wait()
 
 
 async def _send_store_error(stream: _Stream, error: StoreError) -> None:
@@ -787,7 +839,8 @@ async def _send_store_error(stream: _Stream, error: StoreError) -> None:
     stream.response.force_close()
 
 
-async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:
+async def _send_overflow(stream: _Stream, sub: Subscriber, settings: StreamSettings) -> None:
+    """End a dropped stream: a last error message (small, so past the limit), then close."""
     last = sub.last
     log.warning("sse_subscriber_dropped", run_id=sub.run_id, last_event_id=last)
     body = _encoder.encode(
@@ -798,7 +851,7 @@ async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:
         }
     )
     with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await stream.send(b"event: error\ndata: %b\n\n" % body)
+        await stream.send(b"event: error\ndata: %b\n\n" % body, timeout=settings.drain_timeout)
     stream.response.force_close()
 
 
