@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -117,6 +117,8 @@ class LiveEvent:
 # --- the hub ----------------------------------------------------------------------------------
 
 
+DIRECT_WRITE_LIMIT = 64 * 1024
+"""The hub writes directly only to a connection with no more than this waiting to be sent."""
 WRITE_SLICE = 64 * 1024
 """The largest piece handed to the response at once: what waits in the transport stays small."""
 QUICK_WRITE = 32 * 1024
@@ -131,24 +133,72 @@ def _buffered(transport: asyncio.BaseTransport | None) -> int:
     return transport.get_write_buffer_size()
 
 
-class Subscriber:
-    """One stream's live side: the events the hub queued for it, bounded in bytes.
+class DirectWriter:
+    """Writes a round of live frames straight to a stream's connection, as aiohttp would.
 
-    The hub queues each round's events; the stream's coroutine takes them and writes them
-    through its response. The subscriber's backlog is what it has not yet taken in: the bytes
-    queued, the bytes taken but not yet handed to the transport (``inflight``) and the bytes
-    waiting in the transport's write buffer. A round that would take the backlog past
-    ``limit`` is not queued: the subscriber is dropped instead. An empty backlog takes a round
-    whatever its size, so that one large event (or page) does not cut off a client that keeps
-    up. ``peak`` is the largest backlog the subscriber ever had.
+    Everything else a stream sends goes through its aiohttp ``StreamResponse``, which frames,
+    buffers and counts bytes. Live events to a stream that keeps up are the exception: with a
+    thousand streams on a run, waking each stream's coroutine to write every round costs more
+    than the writes (the fan-out benchmark in docs/sse.md: p50 delay 19 ms this way, 136 ms or
+    more through each coroutine). So the hub writes the round's frames itself, here, and this
+    writer keeps what the response would have guaranteed:
+
+    - headers first: a stream hands out a writer only after its first write through the
+      response (headers and ``retry:`` line) has returned;
+    - framing: one chunk per write when the response is chunked (HTTP/1.1), the bare bytes
+      otherwise; SSE responses are never compressed;
+    - order: the hub uses it only while the stream's coroutine waits for news, so nothing the
+      response writes is ever cut in two;
+    - counting: what it writes is added to the response's byte count for the access log.
+    """
+
+    __slots__ = ("chunked", "response", "transport")
+
+    def __init__(self, response: _SseResponse, transport: asyncio.Transport) -> None:
+        assert not response.compression, "SSE responses are sent uncompressed"
+        self.response = response
+        self.transport = transport
+        # What the response announced is how the client parses the body.
+        self.chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def buffered(self) -> int:
+        """Return the bytes waiting in the connection's write buffer."""
+        return _buffered(self.transport)
+
+    def usable(self) -> bool:
+        """Say whether the connection is open."""
+        return not self.transport.is_closing()
+
+    def write(self, framed: bytes) -> None:
+        """Write bytes already framed for this response (see :meth:`_SharedFrames.framed`)."""
+        self.transport.write(framed)
+        self.response.direct_bytes += len(framed)
+
+
+class Subscriber:
+    """One stream's live side: a direct write while it keeps up, else a queue bounded in bytes.
+
+    While the stream's coroutine waits for news (``idle``) with nothing queued, and its
+    connection has at most :data:`DIRECT_WRITE_LIMIT` waiting to be sent, the hub writes the
+    round's frames through the stream's :class:`DirectWriter`: no task switch per stream.
+    Otherwise the events are queued for the coroutine, which writes them through its response.
+
+    The subscriber's backlog is what its client has not yet taken in: the bytes queued, the
+    bytes taken but not yet handed to the transport (``inflight``) and the bytes waiting in
+    the transport's write buffer. A round that would take the backlog past ``limit`` is
+    neither written nor queued: the subscriber is dropped instead. An empty backlog takes a
+    round whatever its size, so that one large event (or page) does not cut off a client that
+    keeps up. ``peak`` is the largest backlog the subscriber ever had.
     """
 
     __slots__ = (
         "beat",
         "by_position",
         "closed",
+        "cut",
         "dropped",
         "ended",
+        "idle",
         "inflight",
         "last",
         "last_write",
@@ -159,6 +209,7 @@ class Subscriber:
         "run_id",
         "transport",
         "wake",
+        "writer",
     )
 
     def __init__(
@@ -167,6 +218,8 @@ class Subscriber:
         self.run_id = run_id
         self.limit = limit
         self.transport = transport
+        self.writer: DirectWriter | None = None
+        self.cut: Callable[[], None] | None = None
         self.queue: deque[LiveEvent] = deque()
         self.queued = 0
         self.inflight = 0
@@ -175,10 +228,20 @@ class Subscriber:
         self.dropped = False
         self.closed = False
         self.ended = False
+        self.idle = False
         self.by_position = run_id is None
         self.last = 0
         self.last_write = time.monotonic()
         self.beat = False
+
+    def attach(self, writer: DirectWriter | None, last: int, cut: Callable[[], None]) -> None:
+        """Let the hub write to this stream directly, from offset ``last`` on.
+
+        ``cut`` ends a write of the stream's coroutine that waits for the client, at once.
+        """
+        self.writer = writer
+        self.last = last
+        self.cut = cut
 
     def backlog(self) -> int:
         """Return the bytes this stream has been given and its client has not yet read."""
@@ -188,27 +251,59 @@ class Subscriber:
         """Say whether ``size`` more bytes keep the backlog within the limit."""
         return self.backlog() + size <= self.limit
 
-    def offer(self, events: list[LiveEvent], size: int) -> bool:
-        """Queue one round's events (``size`` bytes); False when the subscriber is dropped."""
+    def offset(self, event: LiveEvent) -> int:
+        """Return the event's offset in this stream (log position or run version)."""
+        return (event.rec.position or 0) if self.by_position else event.rec.version
+
+    def offer(self, events: list[LiveEvent], shared: _SharedFrames) -> int:
+        """Hand over one round's events: return how many were written directly, -1 if dropped."""
         if self.dropped or self.closed or self.ended:
-            return True
+            return 0
+        writer = self.writer
+        if self.idle and not self.queue and writer is not None and writer.usable():
+            buffered = writer.buffered()
+            if buffered <= DIRECT_WRITE_LIMIT:
+                start = 0
+                while start < len(events) and self.offset(events[start]) <= self.last:
+                    start += 1  # already sent by the replay
+                if start == len(events):
+                    return 0
+                if self.by_position or self.offset(events[start]) == self.last + 1:
+                    framed = shared.framed(start, writer.chunked)
+                    if buffered and buffered + len(framed) > self.limit:
+                        self.drop()
+                        return -1
+                    writer.write(framed)
+                    self.peak = max(self.peak, buffered + len(framed))
+                    self.last = self.offset(events[-1])
+                    self.last_write = time.monotonic()
+                    if not self.by_position and shared.terminal:
+                        self.ended = True
+                        self.wake.set()
+                    return len(events) - start
         backlog = self.backlog()
-        if backlog and backlog + size > self.limit:
+        if backlog and backlog + shared.size > self.limit:
             self.drop()
-            return False
+            return -1
         self.queue.extend(events)
-        self.queued += size
-        self.peak = max(self.peak, backlog + size)
+        self.queued += shared.size
+        self.peak = max(self.peak, backlog + shared.size)
         if not self.wake.is_set():
             self.wake.set()
-        return True
+        return 0
 
     def drop(self) -> None:
-        """Give up on this stream's client: forget what is queued, and wake the stream."""
+        """Give up on this stream's client: forget what is queued, and wake the stream.
+
+        A write the stream's coroutine is waiting in ends now: past the limit, nothing more
+        (not even the error message) can reach the client in time.
+        """
         self.dropped = True
         self.queue.clear()
         self.queued = 0
         self.wake.set()
+        if self.cut is not None:
+            self.cut()
 
     def take(self) -> list[LiveEvent]:
         """Return every queued event and empty the queue (its bytes are now in flight)."""
@@ -219,14 +314,34 @@ class Subscriber:
         self.wake.clear()
         return items
 
-    def offset(self, event: LiveEvent) -> int:
-        """Return the event's offset in this stream (log position or run version)."""
-        return (event.rec.position or 0) if self.by_position else event.rec.version
-
     def close(self) -> None:
         """End the stream (the server is shutting down)."""
         self.closed = True
         self.wake.set()
+
+
+class _SharedFrames:
+    """One round's frames for one kind of stream, joined (and chunk-framed) once for all."""
+
+    __slots__ = ("_cache", "by_position", "events", "size", "terminal")
+
+    def __init__(self, events: list[LiveEvent], *, by_position: bool) -> None:
+        self.events = events
+        self.by_position = by_position
+        self.terminal = not by_position and events[-1].rec.name.encode() in _TERMINAL
+        self.size = sum(len(e.log_frame if by_position else e.run_frame) for e in events)
+        self._cache: dict[tuple[int, bool], bytes] = {}
+
+    def framed(self, start: int, chunked: bool) -> bytes:
+        """Return the frames from ``events[start]`` on, as one HTTP/1.1 chunk if ``chunked``."""
+        key = (start, chunked)
+        data = self._cache.get(key)
+        if data is None:
+            events = self.events[start:]
+            body = b"".join(e.log_frame if self.by_position else e.run_frame for e in events)
+            data = b"%x\r\n%b\r\n" % (len(body), body) if chunked else body
+            self._cache[key] = data
+        return data
 
 
 class Hub:
@@ -259,6 +374,8 @@ class Hub:
         self._by_run: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
         self._count = 0
+        self.peak = 0  # the largest backlog of any subscriber gone, in bytes
+        self.direct_writes = 0  # rounds written to a stream by its DirectWriter
         self._task: asyncio.Task[None] | None = None
         self._beats: asyncio.Task[None] | None = None
         self._closing = False
@@ -272,10 +389,10 @@ class Hub:
         """Return how many streams follow live events."""
         return self._count
 
-    def backlogs(self) -> list[tuple[int, int]]:
-        """Return each live subscriber's (backlog, peak backlog) in bytes."""
+    def peak_backlog(self) -> int:
+        """Return the largest backlog, in bytes, any subscriber has had (gone ones included)."""
         subs = [*self._global, *(s for subs in self._by_run.values() for s in subs)]
-        return [(sub.backlog(), sub.peak) for sub in subs]
+        return max([self.peak, *(sub.peak for sub in subs)])
 
     async def start(self) -> None:
         """Start the tailer (parked until someone subscribes)."""
@@ -351,6 +468,7 @@ class Hub:
                     del self._by_run[sub.run_id]
         if found:
             self._count -= 1
+            self.peak = max(self.peak, sub.peak)
 
     async def close(self) -> None:
         """End every stream and stop tailing."""
@@ -424,16 +542,34 @@ class Hub:
                 every.append(event)
             if rec.run_id in self._by_run:
                 by_run.setdefault(rec.run_id, []).append(event)
+        written = 0
         dropped: list[Subscriber] = []
         for run_id, events in by_run.items():
-            size = sum(len(e.run_frame) for e in events)
-            dropped.extend(s for s in self._by_run[run_id] if not s.offer(events, size))
+            shared = _SharedFrames(events, by_position=False)
+            for sub in self._by_run[run_id]:
+                n = sub.offer(events, shared)
+                if n < 0:
+                    dropped.append(sub)
+                elif n:
+                    written += n
+                    self.direct_writes += 1
         if every:
-            size = sum(len(e.log_frame) for e in every)
-            dropped.extend(s for s in self._global if not s.offer(every, size))
+            shared = _SharedFrames(every, by_position=True)
+            for sub in self._global:
+                n = sub.offer(every, shared)
+                if n < 0:
+                    dropped.append(sub)
+                elif n:
+                    written += n
+                    self.direct_writes += 1
         for sub in dropped:
             self.unsubscribe(sub)
             metrics.sse_dropped.inc()
+            log.warning(
+                "sse_subscriber_dropped", run_id=sub.run_id, last_event_id=sub.last, limit=sub.limit
+            )
+        if written:
+            metrics.sse_events_sent.inc(written)
 
 
 # --- the streams ------------------------------------------------------------------------------
@@ -479,10 +615,11 @@ class _SseResponse(web.StreamResponse):
     """
 
     cut_at = 0
+    direct_bytes = 0  # written by the stream's DirectWriter
 
     @property
     def body_length(self) -> int:
-        return super().body_length or self.cut_at
+        return (super().body_length or self.cut_at) + self.direct_bytes
 
 
 class _Stream:
@@ -492,6 +629,9 @@ class _Stream:
         self.request = request
         self.settings = settings
         self.writer: AbstractStreamWriter | None = None
+        self.sent = False
+        self.finished = False
+        self._waiting: asyncio.Timeout | None = None  # the deadline of a write that waits
         self.response = _SseResponse(
             status=200,
             headers={
@@ -500,10 +640,20 @@ class _Stream:
                 "X-Accel-Buffering": "no",
             },
         )
+        if request.version >= (1, 1):
+            self.response.enable_chunked_encoding()
 
     async def open(self) -> None:
         self.writer = await self.response.prepare(self.request)
         metrics.sse_subscribers.inc()
+
+    def direct_writer(self) -> DirectWriter | None:
+        """Return a writer for the hub, once the headers went out through the response."""
+        transport = self.request.transport
+        if not self.sent or transport is None:
+            return None
+        assert isinstance(transport, asyncio.Transport)
+        return DirectWriter(self.response, transport)
 
     def retry_line(self) -> bytes:
         return b"retry: %d\n\n" % self.settings.retry_ms
@@ -528,8 +678,10 @@ class _Stream:
                 # With nothing waiting in the transport, a write this small cannot fill it
                 # past its high-water mark, so it does not wait to drain: no timer needed.
                 await self.response.write(data)
+                self.sent = True
                 return
-            async with asyncio.timeout(timeout or self.settings.write_timeout):
+            async with asyncio.timeout(timeout or self.settings.write_timeout) as waiting:
+                self._waiting = waiting
                 if len(data) <= WRITE_SLICE:
                     await self.response.write(data)
                 else:
@@ -539,23 +691,34 @@ class _Stream:
                         await self.response.write(piece)
                         if sub is not None:
                             sub.inflight = max(0, sub.inflight - len(piece))
+            self.sent = True
         except TimeoutError:
             self.abort()
             raise
         finally:
+            self._waiting = None
             if sub is not None:
                 sub.inflight = 0
             if events:
                 metrics.sse_events_sent.inc(events)
 
-    async def finish(self) -> None:
-        """Write the end of the response; a client that does not take it in time is cut.
+    async def finish(self, last: bytes = b"") -> None:
+        """Write ``last`` and the end of the response, and wait until the client took it all.
 
-        aiohttp would otherwise wait without limit for a client that stopped reading to
-        drain what was written, holding the connection and its buffer.
+        A client that does not take it within the drain timeout is cut: the server would
+        otherwise hold the connection and its unsent bytes for as long as the client likes.
         """
+        if self.finished:
+            return
+        self.finished = True
+        transport = self.request.transport
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
+                if last:
+                    await self.response.write(last)
+                if transport is not None and not transport.is_closing():
+                    # With no high-water mark, the end's drain waits for an empty buffer.
+                    transport.set_write_buffer_limits(high=0)
                 await self.response.write_eof()
         except TimeoutError:
             metrics.sse_flush_timeouts.inc()
@@ -563,6 +726,14 @@ class _Stream:
             self.abort()
         except ConnectionResetError:
             pass
+        finally:
+            if transport is not None and not transport.is_closing():
+                transport.set_write_buffer_limits()
+
+    def cut(self) -> None:
+        """End a write that waits for the client now, as if its timeout had passed."""
+        if self._waiting is not None:
+            self._waiting.reschedule(asyncio.get_running_loop().time())
 
     def abort(self) -> None:
         """Drop the connection at once."""
@@ -662,7 +833,7 @@ async def _follow_run(
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub.last = last
+        sub.attach(stream.direct_writer(), last, stream.cut)
         while True:
             items = await _next_live(stream, sub, settings)
             if items is None:
@@ -762,7 +933,7 @@ async def _follow_log(
         # Everything up to the hub's position at subscription is stored: read it; what
         # comes after is delivered live.
         last = await _replay_log(stream, bridge, settings, last, hub.position)
-        sub.last = last
+        sub.attach(stream.direct_writer(), last, stream.cut)
         while True:
             items = await _next_live(stream, sub, settings)
             if items is None:
@@ -803,12 +974,11 @@ async def _next_live(
         if sub.ended:
             return None
         if sub.closed:
-            with contextlib.suppress(ConnectionResetError, TimeoutError):
-                await stream.send(b": server shutting down\n\n", timeout=settings.drain_timeout)
             stream.response.force_close()
+            await stream.finish(b": server shutting down\n\n")
             return None
         if sub.dropped:
-            await _send_overflow(stream, sub, settings)
+            await _send_overflow(stream, sub)
             return None
         items = sub.take()
         if items:
@@ -819,10 +989,20 @@ async def _next_live(
                 # Not even a heartbeat fits: the client has read nothing for a while.
                 sub.drop()
                 metrics.sse_dropped.inc()
+                log.warning(
+                    "sse_subscriber_dropped",
+                    run_id=sub.run_id,
+                    last_event_id=sub.last,
+                    limit=sub.limit,
+                )
                 continue
             await stream.send(HEARTBEAT, sub=sub)
             continue
-        await sub.wake.wait()
+        sub.idle = True  # the hub may write to the connection directly meanwhile
+        try:
+            await sub.wake.wait()
+        finally:
+            sub.idle = False
 
 
 async def _send_store_error(stream: _Stream, error: StoreError) -> None:
@@ -834,15 +1014,13 @@ async def _send_store_error(stream: _Stream, error: StoreError) -> None:
             "detail": "the event store failed; reconnect with Last-Event-ID to resume",
         }
     )
-    with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await stream.send(b"event: error\ndata: %b\n\n" % body)
     stream.response.force_close()
+    await stream.finish(b"event: error\ndata: %b\n\n" % body)
 
 
-async def _send_overflow(stream: _Stream, sub: Subscriber, settings: StreamSettings) -> None:
+async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:
     """End a dropped stream: a last error message (small, so past the limit), then close."""
     last = sub.last
-    log.warning("sse_subscriber_dropped", run_id=sub.run_id, last_event_id=last)
     body = _encoder.encode(
         {
             "type": "SubscriberOverflow",
@@ -850,9 +1028,8 @@ async def _send_overflow(stream: _Stream, sub: Subscriber, settings: StreamSetti
             "lastEventId": last,
         }
     )
-    with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await stream.send(b"event: error\ndata: %b\n\n" % body, timeout=settings.drain_timeout)
     stream.response.force_close()
+    await stream.finish(b"event: error\ndata: %b\n\n" % body)
 
 
 __all__ = [
