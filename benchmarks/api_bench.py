@@ -385,10 +385,13 @@ async def replay(url: str, run_id: str, total: int) -> dict[str, float]:
     async with _session() as s:
         started = time.perf_counter()
         count = 0
+        tail = b""  # a marker may straddle two reads
         async with s.get(f"{url}/events/{run_id}") as r:
             assert r.status == 200
             async for chunk in r.content.iter_any():
-                count += chunk.count(b"\nevent: ")
+                data = tail + chunk
+                count += data.count(b"\nevent: ")
+                tail = data[-7:] if not data.endswith(b"\nevent: ") else b""
         elapsed = time.perf_counter() - started
     assert count == total, (count, total)
     return {"events_per_s": total / elapsed, "seconds": elapsed, "events": float(total)}

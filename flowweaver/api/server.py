@@ -92,9 +92,11 @@ class _GuardedProtocol(asyncio.Protocol):
     """Forwards to aiohttp's protocol; enforces the header deadline and the connection bounds.
 
     ``between`` is true while the connection waits for a new request (from its opening, and
-    after a response when nothing more arrived meanwhile): the first byte then starts the
-    header deadline. Bytes that arrive while a request is handled (its body, or a pipelined
-    request) start the deadline when that request ends, unless another request starts first.
+    after each response): the first byte then starts the header deadline, which the end of
+    the headers or the start of the request's handler stops. Bytes that arrive while a request
+    is handled are its body, or a pipelined request: those fall under aiohttp's keep-alive
+    timeout, which closes a connection still waiting for a complete request that long after
+    its last response.
     """
 
     def __init__(self, guard: ConnectionGuard) -> None:
@@ -108,7 +110,6 @@ class _GuardedProtocol(asyncio.Protocol):
         self.health_only = False
         self.between = True
         self.in_flight = 0
-        self.pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -168,7 +169,6 @@ class _GuardedProtocol(asyncio.Protocol):
     def request_started(self) -> None:
         """A request's handler runs (its headers were complete)."""
         self.in_flight += 1
-        self.pending = False
         self.between = False
         self._disarm()
 
@@ -179,20 +179,13 @@ class _GuardedProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()  # one health check per reserved connection
             return
-        if self.in_flight:
-            return
-        if self.pending:
-            self.pending = False
-            self._arm()  # what arrived meanwhile may be the start of the next request
-        else:
+        if not self.in_flight:
             self.between = True
 
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
             return
-        if self.in_flight:
-            self.pending = True
-        elif self.between:
+        if self.between and not self.in_flight:
             self._arm()
         if self.deadline is not None:
             window = self.tail + data

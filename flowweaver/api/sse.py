@@ -139,8 +139,8 @@ class DirectWriter:
     Everything else a stream sends goes through its aiohttp ``StreamResponse``, which frames,
     buffers and counts bytes. Live events to a stream that keeps up are the exception: with a
     thousand streams on a run, waking each stream's coroutine to write every round costs more
-    than the writes (the fan-out benchmark in docs/sse.md: p50 delay 19 ms this way, 136 ms or
-    more through each coroutine). So the hub writes the round's frames itself, here, and this
+    than the writes (the fan-out benchmark in docs/benchmarks.md: p50 delay 10 ms this way,
+    79 ms through each coroutine). So the hub writes the round's frames itself, here, and this
     writer keeps what the response would have guaranteed:
 
     - headers first: a stream hands out a writer only after its first write through the
@@ -623,7 +623,10 @@ class _SseResponse(web.StreamResponse):
 
 
 class _Stream:
-    """An open SSE response with bounded writes, all through aiohttp's response writer."""
+    """An open SSE response with bounded writes, through aiohttp's response writer.
+
+    (Live pages the hub writes to a stream that keeps up go through its :class:`DirectWriter`.)
+    """
 
     def __init__(self, request: web.Request, settings: StreamSettings) -> None:
         self.request = request
@@ -663,7 +666,6 @@ class _Stream:
         data: bytes,
         events: int = 0,
         sub: Subscriber | None = None,
-        timeout: float | None = None,
     ) -> None:
         """Write ``data``; a client that does not take it within the write timeout is cut.
 
@@ -680,7 +682,7 @@ class _Stream:
                 await self.response.write(data)
                 self.sent = True
                 return
-            async with asyncio.timeout(timeout or self.settings.write_timeout) as waiting:
+            async with asyncio.timeout(self.settings.write_timeout) as waiting:
                 self._waiting = waiting
                 if len(data) <= WRITE_SLICE:
                     await self.response.write(data)
@@ -835,7 +837,7 @@ async def _follow_run(
                 return
         sub.attach(stream.direct_writer(), last, stream.cut)
         while True:
-            items = await _next_live(stream, sub, settings)
+            items = await _next_live(stream, sub)
             if items is None:
                 return
             frames: list[bytes] = []
@@ -935,7 +937,7 @@ async def _follow_log(
         last = await _replay_log(stream, bridge, settings, last, hub.position)
         sub.attach(stream.direct_writer(), last, stream.cut)
         while True:
-            items = await _next_live(stream, sub, settings)
+            items = await _next_live(stream, sub)
             if items is None:
                 return
             frames = [e.log_frame for e in items if (e.rec.position or 0) > sub.last]
@@ -966,9 +968,7 @@ async def _replay_log(
     return last
 
 
-async def _next_live(
-    stream: _Stream, sub: Subscriber, settings: StreamSettings
-) -> list[LiveEvent] | None:
+async def _next_live(stream: _Stream, sub: Subscriber) -> list[LiveEvent] | None:
     """Wait for queued events, sending heartbeats meanwhile; None when the stream must end."""
     while True:
         if sub.ended:
