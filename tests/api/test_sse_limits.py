@@ -282,3 +282,35 @@ def test_the_end_of_a_stream_its_client_does_not_take_is_cut_after_the_drain_tim
     received = _read_to_end(stuck)
     stuck.close()
     assert b"event: RunCompleted" not in received
+
+
+def test_the_serve_flags_of_the_limits_parse_sizes_and_refuse_event_counts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--sse-buffer takes bytes (an old count of events is refused); the new flags parse."""
+    from flowweaver.cli import build_parser  # noqa: PLC0415 - the CLI is not under test elsewhere here
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--sse-buffer",
+            "4MiB",
+            "--sse-drain-timeout",
+            "2",
+            "--max-connections-per-client",
+            "16",
+            "--health-connections",
+            "3",
+        ]
+    )
+    assert (args.sse_buffer, args.sse_drain_timeout) == (4 * 1024 * 1024, 2.0)
+    assert (args.max_connections_per_client, args.health_connections) == (16, 3)
+    defaults = parser.parse_args(["serve"])
+    assert (defaults.sse_buffer, defaults.keepalive_timeout) == (1024 * 1024, 15.0)
+    monkeypatch.setenv("FLOWWEAVER_SSE_BUFFER", "256KiB")
+    assert build_parser().parse_args(["serve"]).sse_buffer == 256 * 1024
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["serve", "--sse-buffer", "1000"])
+    assert exited.value.code == 2
+    assert "--sse-buffer: must be at least 1KiB, not 1000 bytes" in capsys.readouterr().err
