@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_size,
         default=_from_env("SSE_BUFFER", _size, DEFAULT_SSE_BUFFER),
         help="bytes an SSE client may leave unread before it is dropped "
-        "(FLOWWEAVER_SSE_BUFFER; default 1MiB)",
+        "(FLOWWEAVER_SSE_BUFFER; default 4MiB)",
     )
     serve.add_argument(
         "--sse-drain-timeout",

@@ -16,7 +16,7 @@ from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
-DEFAULT_SSE_BUFFER = 1024 * 1024
+DEFAULT_SSE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -118,7 +119,11 @@ class LiveEvent:
 
 
 DIRECT_WRITE_LIMIT = 64 * 1024
-"""The hub writes directly only to a connection with no more than this waiting to be sent."""
+"""The hub writes a round directly only if the connection's buffer stays within this.
+
+Larger rounds are queued: the frames are shared by every stream, and each stream's coroutine
+writes them in pieces as its connection drains, so no stream copies a whole round.
+"""
 WRITE_SLICE = 64 * 1024
 """The largest piece handed to the response at once: what waits in the transport stays small."""
 QUICK_WRITE = 32 * 1024
@@ -178,10 +183,11 @@ class DirectWriter:
 class Subscriber:
     """One stream's live side: a direct write while it keeps up, else a queue bounded in bytes.
 
-    While the stream's coroutine waits for news (``idle``) with nothing queued, and its
-    connection has at most :data:`DIRECT_WRITE_LIMIT` waiting to be sent, the hub writes the
-    round's frames through the stream's :class:`DirectWriter`: no task switch per stream.
-    Otherwise the events are queued for the coroutine, which writes them through its response.
+    While the stream's coroutine waits for news (``idle``) with nothing queued, and the round
+    fits in its connection's buffer with at most :data:`DIRECT_WRITE_LIMIT` waiting there, the
+    hub writes the round's frames through the stream's :class:`DirectWriter`: no task switch
+    per stream. Otherwise the events are queued for the coroutine, which writes them through
+    its response, piece by piece as the connection drains.
 
     The subscriber's backlog is what its client has not yet taken in: the bytes queued, the
     bytes taken but not yet handed to the transport (``inflight``) and the bytes waiting in
@@ -195,7 +201,6 @@ class Subscriber:
         "beat",
         "by_position",
         "closed",
-        "cut",
         "dropped",
         "ended",
         "idle",
@@ -219,7 +224,6 @@ class Subscriber:
         self.limit = limit
         self.transport = transport
         self.writer: DirectWriter | None = None
-        self.cut: Callable[[], None] | None = None
         self.queue: deque[LiveEvent] = deque()
         self.queued = 0
         self.inflight = 0
@@ -234,14 +238,10 @@ class Subscriber:
         self.last_write = time.monotonic()
         self.beat = False
 
-    def attach(self, writer: DirectWriter | None, last: int, cut: Callable[[], None]) -> None:
-        """Let the hub write to this stream directly, from offset ``last`` on.
-
-        ``cut`` ends a write of the stream's coroutine that waits for the client, at once.
-        """
+    def attach(self, writer: DirectWriter | None, last: int) -> None:
+        """Let the hub write to this stream directly, from offset ``last`` on."""
         self.writer = writer
         self.last = last
-        self.cut = cut
 
     def backlog(self) -> int:
         """Return the bytes this stream has been given and its client has not yet read."""
@@ -262,7 +262,7 @@ class Subscriber:
         writer = self.writer
         if self.idle and not self.queue and writer is not None and writer.usable():
             buffered = writer.buffered()
-            if buffered <= DIRECT_WRITE_LIMIT:
+            if buffered + shared.size <= DIRECT_WRITE_LIMIT:
                 start = 0
                 while start < len(events) and self.offset(events[start]) <= self.last:
                     start += 1  # already sent by the replay
@@ -270,9 +270,6 @@ class Subscriber:
                     return 0
                 if self.by_position or self.offset(events[start]) == self.last + 1:
                     framed = shared.framed(start, writer.chunked)
-                    if buffered and buffered + len(framed) > self.limit:
-                        self.drop()
-                        return -1
                     writer.write(framed)
                     self.peak = max(self.peak, buffered + len(framed))
                     self.last = self.offset(events[-1])
@@ -295,15 +292,14 @@ class Subscriber:
     def drop(self) -> None:
         """Give up on this stream's client: forget what is queued, and wake the stream.
 
-        A write the stream's coroutine is waiting in ends now: past the limit, nothing more
-        (not even the error message) can reach the client in time.
+        A write the stream's coroutine waits in goes on until the client takes it or the
+        write timeout cuts the connection: cancelling it would leave aiohttp's connection
+        unable to write again (its drain waiter is shared, and would stay cancelled).
         """
         self.dropped = True
         self.queue.clear()
         self.queued = 0
         self.wake.set()
-        if self.cut is not None:
-            self.cut()
 
     def take(self) -> list[LiveEvent]:
         """Return every queued event and empty the queue (its bytes are now in flight)."""
@@ -584,6 +580,7 @@ class StreamSettings:
     write_timeout: float = 30.0
     drain_timeout: float = 5.0
     replay_page: int = 2000
+    socket_buffer: int = 64 * 1024  # SO_SNDBUF of a stream's connection (Linux doubles it)
 
 
 def parse_offset(request: web.Request, name: str = "after") -> int:
@@ -622,6 +619,20 @@ class _SseResponse(web.StreamResponse):
         return (super().body_length or self.cut_at) + self.direct_bytes
 
 
+def _pieces(frames: list[bytes]) -> Iterator[bytes]:
+    """Group ``frames`` into pieces of at most :data:`WRITE_SLICE` bytes (a larger one alone)."""
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > WRITE_SLICE:
+            yield group[0] if len(group) == 1 else b"".join(group)
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame)
+    if group:
+        yield group[0] if len(group) == 1 else b"".join(group)
+
+
 class _Stream:
     """An open SSE response with bounded writes, through aiohttp's response writer.
 
@@ -634,7 +645,6 @@ class _Stream:
         self.writer: AbstractStreamWriter | None = None
         self.sent = False
         self.finished = False
-        self._waiting: asyncio.Timeout | None = None  # the deadline of a write that waits
         self.response = _SseResponse(
             status=200,
             headers={
@@ -647,8 +657,23 @@ class _Stream:
             self.response.enable_chunked_encoding()
 
     async def open(self) -> None:
+        self._limit_kernel_buffer()
         self.writer = await self.response.prepare(self.request)
         metrics.sse_subscribers.inc()
+
+    def _limit_kernel_buffer(self) -> None:
+        """Cap the kernel's send buffer of the connection (Linux grows it up to 4 MiB).
+
+        What a client has not read also waits there, out of reach of the backlog limit; a
+        thousand stalled clients would pin gigabytes of kernel memory, and filling it costs
+        the server time every other client waits for.
+        """
+        size = self.settings.socket_buffer
+        transport = self.request.transport
+        raw = transport.get_extra_info("socket") if transport is not None else None
+        if size and raw is not None:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def direct_writer(self) -> DirectWriter | None:
         """Return a writer for the hub, once the headers went out through the response."""
@@ -663,46 +688,47 @@ class _Stream:
 
     async def send(
         self,
-        data: bytes,
+        frames: bytes | list[bytes],
         events: int = 0,
         sub: Subscriber | None = None,
     ) -> None:
-        """Write ``data``; a client that does not take it within the write timeout is cut.
+        """Write ``frames``; a client that does not take them within the write timeout is cut.
 
-        Large data goes to the response in slices of :data:`WRITE_SLICE`, each waiting for
-        the connection to drain, so the transport never holds much more than one slice.
-        ``sub``'s bytes in flight go down as the slices are handed over.
+        They go to the response in pieces of at most :data:`WRITE_SLICE` bytes (a larger
+        frame alone), each waiting for the connection to drain: the transport never holds
+        much more than one piece, and a stream never copies a whole batch of shared frames.
+        ``sub``'s bytes in flight go down as the pieces are handed over.
         """
+        if isinstance(frames, bytes):
+            frames = [frames]
         if sub is not None:
             sub.last_write = time.monotonic()
         try:
-            if len(data) <= QUICK_WRITE and not _buffered(self.request.transport):
+            if len(frames) == 1 and len(frames[0]) <= QUICK_WRITE and not self.buffered():
                 # With nothing waiting in the transport, a write this small cannot fill it
                 # past its high-water mark, so it does not wait to drain: no timer needed.
-                await self.response.write(data)
+                await self.response.write(frames[0])
                 self.sent = True
                 return
-            async with asyncio.timeout(self.settings.write_timeout) as waiting:
-                self._waiting = waiting
-                if len(data) <= WRITE_SLICE:
-                    await self.response.write(data)
-                else:
-                    view = memoryview(data)
-                    for start in range(0, len(data), WRITE_SLICE):
-                        piece = view[start : start + WRITE_SLICE]
-                        await self.response.write(piece)
-                        if sub is not None:
-                            sub.inflight = max(0, sub.inflight - len(piece))
+            async with asyncio.timeout(self.settings.write_timeout):
+                for piece in _pieces(frames):
+                    await self.response.write(piece)
+                    if sub is not None:
+                        sub.inflight = max(0, sub.inflight - len(piece))
             self.sent = True
         except TimeoutError:
+            # A cancelled drain leaves aiohttp's connection unable to write again: cut it.
             self.abort()
             raise
         finally:
-            self._waiting = None
             if sub is not None:
                 sub.inflight = 0
             if events:
                 metrics.sse_events_sent.inc(events)
+
+    def buffered(self) -> int:
+        """Return the bytes waiting in the connection's write buffer."""
+        return _buffered(self.request.transport)
 
     async def finish(self, last: bytes = b"") -> None:
         """Write ``last`` and the end of the response, and wait until the client took it all.
@@ -731,11 +757,6 @@ class _Stream:
         finally:
             if transport is not None and not transport.is_closing():
                 transport.set_write_buffer_limits()
-
-    def cut(self) -> None:
-        """End a write that waits for the client now, as if its timeout had passed."""
-        if self._waiting is not None:
-            self._waiting.reschedule(asyncio.get_running_loop().time())
 
     def abort(self) -> None:
         """Drop the connection at once."""
@@ -835,36 +856,41 @@ async def _follow_run(
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub.attach(stream.direct_writer(), last, stream.cut)
-        while True:
-            items = await _next_live(stream, sub)
-            if items is None:
-                return
-            frames: list[bytes] = []
-            last = sub.last
-            for event in items:
-                version = event.rec.version
-                if version <= last:
-                    continue  # already sent by the replay
-                if version != last + 1:
-                    # The store has events the live feed skipped past (a page boundary
-                    # race in another store): fill the hole from the store, in order.
-                    hole = await bridge.read_run(run_id, after=last, upto=version - 1)
-                    for rec in hole:
-                        frames.append(sse_frame(rec.version, rec))
-                        last = rec.version
-                frames.append(event.run_frame)
-                last = version
-                if event.rec.name.encode() in _TERMINAL:
-                    sub.ended = True
-                    break
-            sub.last = last
-            if frames:
-                await stream.send(b"".join(frames), len(frames), sub)
-            if sub.ended:
-                return
+        sub.attach(stream.direct_writer(), last)
+        await _live_run(stream, bridge, sub, run_id)
     finally:
         hub.unsubscribe(sub)
+
+
+async def _live_run(stream: _Stream, bridge: EngineBridge, sub: Subscriber, run_id: str) -> None:
+    """Write the run's live events until it ends (or the stream is dropped or closed)."""
+    while True:
+        items = await _next_live(stream, sub)
+        if items is None:
+            return
+        frames: list[bytes] = []
+        last = sub.last
+        for event in items:
+            version = event.rec.version
+            if version <= last:
+                continue  # already sent by the replay
+            if version != last + 1:
+                # The store has events the live feed skipped past (a page boundary
+                # race in another store): fill the hole from the store, in order.
+                hole = await bridge.read_run(run_id, after=last, upto=version - 1)
+                for rec in hole:
+                    frames.append(sse_frame(rec.version, rec))
+                    last = rec.version
+            frames.append(event.run_frame)
+            last = version
+            if event.rec.name.encode() in _TERMINAL:
+                sub.ended = True
+                break
+        sub.last = last
+        if frames:
+            await stream.send(frames, len(frames), sub)
+        if sub.ended:
+            return
 
 
 async def _send_page(
@@ -880,7 +906,7 @@ async def _send_page(
             ended = True
             break
     if frames:
-        await stream.send(b"".join(frames), len(frames) - (1 if prefix else 0))
+        await stream.send(frames, len(frames) - (1 if prefix else 0))
     return last, ended
 
 
@@ -935,7 +961,7 @@ async def _follow_log(
         # Everything up to the hub's position at subscription is stored: read it; what
         # comes after is delivered live.
         last = await _replay_log(stream, bridge, settings, last, hub.position)
-        sub.attach(stream.direct_writer(), last, stream.cut)
+        sub.attach(stream.direct_writer(), last)
         while True:
             items = await _next_live(stream, sub)
             if items is None:
@@ -943,7 +969,7 @@ async def _follow_log(
             frames = [e.log_frame for e in items if (e.rec.position or 0) > sub.last]
             if frames:
                 sub.last = max(sub.last, items[-1].rec.position or 0)
-                await stream.send(b"".join(frames), len(frames), sub)
+                await stream.send(frames, len(frames), sub)
     finally:
         hub.unsubscribe(sub)
 
@@ -962,7 +988,7 @@ async def _replay_log(
             return last
         frames = [sse_frame(rec.position or 0, rec) for rec in page]
         last = page[-1].position or last
-        await stream.send(b"".join(frames), len(frames))
+        await stream.send(frames, len(frames))
         if len(page) < page_size:
             return last
     return last

@@ -146,10 +146,10 @@ def test_live_frames_follow_the_headers_and_the_access_log_counts_every_byte(
 
 
 def _shrink_send_buffers(server: LiveServer, clients: list[socket.socket]) -> None:
-    """Give the server's side of these connections a small kernel send buffer.
+    """Give the server's side of these connections a smaller kernel send buffer still.
 
-    Linux grows a socket's send buffer up to 4 MiB; shrunk, what a client leaves unread stays
-    in the server's own buffers (as with a real slow network), where the limit applies.
+    The server caps it at 64 KiB (Linux doubles that); at 4 KiB what a client leaves unread
+    reaches the server's own buffers, where the limit applies, with little data.
     """
     ports = {sock.getsockname()[1] for sock in clients}
     hub = _hub(server)
@@ -211,11 +211,12 @@ def test_clients_that_stop_reading_are_dropped_within_the_byte_limit(
 
     A reader of the same busy run meanwhile gets every event, promptly.
     """
-    limit = 256 * 1024  # more than a round (5 events of about 8 KB)
+    limit = 1024 * 1024  # a reader may lag this far; each stream carries 2.4 MB
     server = servers(
         handlers=example_registry(gates),
         sse_buffer=limit,
         sse_drain_timeout=0.3,
+        sse_write_timeout=1.0,  # a stuck client's last write waits this long at most
         heartbeat=0.05,
         tail_page=5,  # the flood reaches subscribers over many rounds
     )
@@ -307,7 +308,7 @@ def test_the_serve_flags_of_the_limits_parse_sizes_and_refuse_event_counts(
     assert (args.sse_buffer, args.sse_drain_timeout) == (4 * 1024 * 1024, 2.0)
     assert (args.max_connections_per_client, args.health_connections) == (16, 3)
     defaults = parser.parse_args(["serve"])
-    assert (defaults.sse_buffer, defaults.keepalive_timeout) == (1024 * 1024, 15.0)
+    assert (defaults.sse_buffer, defaults.keepalive_timeout) == (4 * 1024 * 1024, 15.0)
     monkeypatch.setenv("FLOWWEAVER_SSE_BUFFER", "256KiB")
     assert build_parser().parse_args(["serve"]).sse_buffer == 256 * 1024
     with pytest.raises(SystemExit) as exited:
