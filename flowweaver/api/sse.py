@@ -9,12 +9,13 @@ tailer is running a stream subscribes first and reads once; otherwise it replays
 and reads again. Per-run streams count by run version, the global feed by log position.
 
 The hub is one asyncio task that waits on the store in a thread of the bridge and fans each new
-page of the log out into the queue of every stream that follows it; each stream's coroutine
-writes what it takes through its aiohttp ``StreamResponse``, which frames, buffers and counts
-the bytes. A stream's backlog (queued, being written, and waiting in its connection's write
-buffer) is bounded in bytes: a stream whose client stops reading is dropped with an
-``event: error`` message and closed, so a slow client never holds the others back nor grows
-the server's memory. The final flush of an ended stream has a deadline too.
+page of the log out: a small page straight to the connection of each stream that keeps up
+(:class:`DirectWriter`, one place, with the response's framing and byte count), else into the
+stream's queue, which its coroutine writes through its aiohttp ``StreamResponse``. A stream's
+backlog (queued, being written, and waiting in its connection's buffer) is bounded in bytes: a
+stream whose client stops reading is dropped with an ``event: error`` message and closed, so a
+slow client never holds the others back nor grows the server's memory. The final flush of an
+ended stream has a deadline too.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class DirectWriter:
     Everything else a stream sends goes through its aiohttp ``StreamResponse``, which frames,
     buffers and counts bytes. Live events to a stream that keeps up are the exception: with a
     thousand streams on a run, waking each stream's coroutine to write every round costs more
-    than the writes (the fan-out benchmark in docs/benchmarks.md: p50 delay 10 ms this way,
+    than the writes (the fan-out benchmark in docs/benchmarks.md: p50 delay 9 ms this way,
     79 ms through each coroutine). So the hub writes the round's frames itself, here, and this
     writer keeps what the response would have guaranteed:
 
