@@ -7,8 +7,11 @@ W3 concurrent over REST: 500 chain3 runs posted at once, each followed over SSE:
 SSE fan-out:           1,000 subscribers on one run; delay from an event's timestamp (taken
                        just before its append) to its arrival at each subscriber: p50/p99.
 SSE replay:            a 100,000-event run streamed from offset 0 to one client: events/s.
+SSE stalled clients:   100 clients that never read and one that does, on one run of large
+                       events: the reader's delay p50/p99, the server's resident memory before
+                       and at its peak (VmHWM), and how many stalled clients were dropped.
 
-    python benchmarks/api_bench.py [--repeats 3] [--only w1,w2,w3,fanout,replay] [--quick]
+    python benchmarks/api_bench.py [--repeats 3] [--only w1,w2,w3,fanout,replay,stall] [--quick]
 
 The server runs as a subprocess (``flowweaver serve``, SQLite, log level WARNING so that access
 lines are not part of the figure) on a fresh store for each repeat; the client is aiohttp for
@@ -84,9 +87,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_PIDS: dict[str, int] = {}  # base URL -> pid of the serve process
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """Return the process's VmRSS and VmHWM (peak) in KiB, from /proc."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
 @contextmanager
-def server(store_path: Path, *, workers: int = 8) -> Iterator[str]:
-    """Run ``flowweaver serve`` on ``store_path`` and yield its base URL."""
+def server(store_path: Path, *, workers: int = 8, limits: bool = False) -> Iterator[str]:
+    """Run ``flowweaver serve`` on ``store_path`` and yield its base URL.
+
+    The limits on connections per client and on an SSE client's backlog are lifted, for the
+    thousand subscribers of one process, unless ``limits`` keeps the defaults.
+    """
     port = _free_port()
     env = {
         k: v
@@ -109,10 +129,9 @@ def server(store_path: Path, *, workers: int = 8) -> Iterator[str]:
             "json",
             "--max-connections",
             "4000",
-            "--sse-buffer",
-            "100000",
             "--heartbeat",
             "0.5",
+            *(() if limits else ("--max-connections-per-client", "4000", "--sse-buffer", "64MiB")),
         ],
         env=env,
     )
@@ -129,6 +148,7 @@ def server(store_path: Path, *, workers: int = 8) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        SERVER_PIDS[url] = process.pid
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -383,13 +403,76 @@ async def replay(url: str, run_id: str, total: int) -> dict[str, float]:
     async with _session() as s:
         started = time.perf_counter()
         count = 0
+        tail = b""  # a marker may straddle two reads
         async with s.get(f"{url}/events/{run_id}") as r:
             assert r.status == 200
             async for chunk in r.content.iter_any():
-                count += chunk.count(b"\nevent: ")
+                data = tail + chunk
+                count += data.count(b"\nevent: ")
+                tail = data[-7:] if not data.endswith(b"\nevent: ") else b""
         elapsed = time.perf_counter() - started
     assert count == total, (count, total)
     return {"events_per_s": total / elapsed, "seconds": elapsed, "events": float(total)}
+
+
+# --- SSE clients that stop reading -------------------------------------------------------------
+
+
+async def stall(url: str, stalled: int, tasks: int, blob: int) -> dict[str, float]:
+    """Stalled clients and one reader follow a run of ``tasks`` echoes of a ``blob``-byte value.
+
+    The stalled clients shrink their receive buffer, send the request and never read.
+    """
+    workflow: dict[str, Any] = {
+        "id": "stall",
+        "tasks": [
+            {"id": "hold", "handler": "sleep", "inputs": {"seconds": "$.params.hold"}},
+            *(
+                {
+                    "id": f"t{i}",
+                    "handler": "echo",
+                    "dependencies": ["hold"],
+                    "inputs": {"blob": "$.params.blob"},
+                }
+                for i in range(tasks)
+            ),
+        ],
+    }
+    pid = SERVER_PIDS[url]
+    port = int(url.rsplit(":", 1)[1])
+    async with _session() as s:
+        await _register(s, url, workflow)
+        run_id = await _start(s, url, "stall", {"hold": 3.0, "blob": "x" * blob})
+        before = _memory_kib(pid)["VmRSS"]
+        socks = []
+        for _ in range(stalled):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(f"GET /events/{run_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            socks.append(sock)
+        delays = []
+        async with s.get(f"{url}/events/{run_id}") as r:
+            assert r.status == 200
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    stamp = json.loads(line[6:])["timestamp"]
+                    delays.append(time.time() - datetime.fromisoformat(stamp).timestamp())
+        after = _memory_kib(pid)
+        async with s.get(f"{url}/metrics") as r:
+            text = await r.text()
+        for sock in socks:
+            sock.close()
+    dropped = re.search(r"^flowweaver_sse_dropped_total ([0-9.e+]+)$", text, re.MULTILINE)
+    live = delays[3:]  # after the replayed head of the run
+    return {
+        "reader_p50_ms": statistics.median(live) * 1000,
+        "reader_p99_ms": percentile(live, 0.99) * 1000,
+        "rss_before_mb": before / 1024,
+        "rss_peak_mb": after["VmHWM"] / 1024,
+        "rss_after_mb": after["VmRSS"] / 1024,
+        "dropped": float(dropped[1]) if dropped else -1.0,
+    }
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -403,11 +486,12 @@ def measure(
     params: dict[str, Any],
     *,
     store: Path | None = None,
+    limits: bool = False,
 ) -> None:
     samples = []
     for i in range(repeats):
         path = store or directory / f"{name}-{i}.db"
-        with server(path) as url:
+        with server(path, limits=limits) as url:
             samples.append(asyncio.run(workload(url)))
     line = {
         "benchmark": name,
@@ -424,7 +508,7 @@ def measure(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="w1,w2,w3,fanout,replay")
+    parser.add_argument("--only", default="w1,w2,w3,fanout,replay,stall")
     parser.add_argument("--quick", action="store_true", help="1 repeat, smaller workloads")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument(
@@ -453,6 +537,16 @@ def main(argv: list[str] | None = None) -> None:
                 directory,
                 lambda u: fanout(u, subs, 20, args.pause),
                 {"subscribers": subs, "chained_tasks": 20, "task_seconds": args.pause},
+            )
+        if "stall" in only:
+            n = 100 // scale
+            measure(
+                "SSE_stalled_clients",
+                repeats,
+                directory,
+                lambda u: stall(u, n, 150, 20_000),
+                {"stalled": n, "tasks": 150, "value_bytes": 20_000},
+                limits=True,
             )
         if "replay" in only:
             target = 100_000 // scale

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
-from flowweaver.api.app import DEFAULT_BODY_LIMIT, ApiConfig, create_app
+from flowweaver.api.app import DEFAULT_BODY_LIMIT, DEFAULT_SSE_BUFFER, ApiConfig, create_app
 from flowweaver.api.examples import EXAMPLE_HANDLERS
 from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
@@ -229,16 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--sse-buffer",
-        type=_positive_int,
-        default=_from_env("SSE_BUFFER", _positive_int, 1000),
-        help="events an SSE client may lag before it is dropped "
-        "(FLOWWEAVER_SSE_BUFFER; default %(default)s)",
+        type=_size,
+        default=_from_env("SSE_BUFFER", _size, DEFAULT_SSE_BUFFER),
+        help="bytes an SSE client may leave unread before it is dropped "
+        "(FLOWWEAVER_SSE_BUFFER; default 4MiB)",
+    )
+    serve.add_argument(
+        "--sse-drain-timeout",
+        type=_seconds,
+        default=_from_env("SSE_DRAIN_TIMEOUT", _seconds, 5.0),
+        help="seconds an ended SSE stream's client has to take its last bytes "
+        "(FLOWWEAVER_SSE_DRAIN_TIMEOUT; default %(default)s)",
     )
     serve.add_argument(
         "--header-timeout",
         type=_seconds,
         default=_from_env("HEADER_TIMEOUT", _seconds, 10.0),
-        help="seconds a new connection has to send its request headers "
+        help="seconds a request has to send its headers, from the connection's opening or "
+        "the request's first byte "
         "(FLOWWEAVER_HEADER_TIMEOUT; default %(default)s)",
     )
     serve.add_argument(
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--keepalive-timeout",
         type=_seconds,
-        default=_from_env("KEEPALIVE_TIMEOUT", _seconds, 75.0),
+        default=_from_env("KEEPALIVE_TIMEOUT", _seconds, 15.0),
         help="seconds an idle kept-alive connection stays open "
         "(FLOWWEAVER_KEEPALIVE_TIMEOUT; default %(default)s)",
     )
@@ -261,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=_from_env("MAX_CONNECTIONS", _positive_int, 1024),
         help="open connections at most; more get 503 (FLOWWEAVER_MAX_CONNECTIONS; "
         "default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections-per-client",
+        type=_positive_int,
+        default=_from_env("MAX_CONNECTIONS_PER_CLIENT", _positive_int, 128),
+        help="open connections at most from one client address; more get 503 "
+        "(FLOWWEAVER_MAX_CONNECTIONS_PER_CLIENT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--health-connections",
+        type=_positive_int,
+        default=_from_env("HEALTH_CONNECTIONS", _positive_int, 8),
+        help="connections kept beyond --max-connections for /healthz and /readyz "
+        "(FLOWWEAVER_HEALTH_CONNECTIONS; default %(default)s)",
     )
     serve.add_argument(
         "--grace",
@@ -390,10 +412,13 @@ def _serve(args: argparse.Namespace) -> int:
         body_limit=args.body_limit,
         heartbeat=args.heartbeat,
         sse_buffer=args.sse_buffer,
+        sse_drain_timeout=args.sse_drain_timeout,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         keepalive_timeout=args.keepalive_timeout,
         max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+        health_connections=args.health_connections,
     )
     store = open_store(args.store)
     # Stores whose server settings can lose acknowledged events say so (Redis, see docs/redis.md).
@@ -424,6 +449,8 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         args.port,
         header_timeout=config.header_timeout,
         max_connections=config.max_connections,
+        max_connections_per_client=config.max_connections_per_client,
+        health_connections=config.health_connections,
     )
     try:
         await site.start()

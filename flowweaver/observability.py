@@ -62,7 +62,12 @@ class Metrics:
         )
         self.sse_dropped = Counter(
             "flowweaver_sse_dropped",
-            "SSE subscribers dropped because they fell too far behind",
+            "SSE subscribers dropped because their unread backlog passed the byte limit",
+            registry=r,
+        )
+        self.sse_flush_timeouts = Counter(
+            "flowweaver_sse_flush_timeouts",
+            "SSE streams cut because their client did not take the end of the stream in time",
             registry=r,
         )
         self.http_requests = Counter(

@@ -12,9 +12,11 @@ from flowweaver.engine import Engine
 
 from .bridge import EngineBridge
 from .errors import problem_middleware
+from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
+DEFAULT_SSE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,9 @@ class ApiConfig:
     body_limit: int = DEFAULT_BODY_LIMIT
     heartbeat: float = 15.0
     sse_retry_ms: int = 3000
-    sse_buffer: int = 1000
+    sse_buffer: int = DEFAULT_SSE_BUFFER  # bytes a stream's client may leave unread
     sse_write_timeout: float = 30.0
+    sse_drain_timeout: float = 5.0
     replay_page: int = 2000
     tail_page: int = 1000
     tail_wait: float = 1.0
@@ -33,7 +36,9 @@ class ApiConfig:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 1024
-    keepalive_timeout: float = 75.0
+    max_connections_per_client: int = 128
+    health_connections: int = 8  # beyond max_connections, for /healthz and /readyz only
+    keepalive_timeout: float = 15.0
     shutdown_timeout: float = 10.0
     threads: int = 16
     ready_timeout: float = 2.0
@@ -55,7 +60,9 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     from .routes import add_routes  # noqa: PLC0415 - routes import this module's keys
 
     config = config or ApiConfig()
-    app = web.Application(middlewares=[problem_middleware], client_max_size=config.body_limit)
+    app = web.Application(
+        middlewares=[problem_middleware, connection_middleware], client_max_size=config.body_limit
+    )
     bridge = EngineBridge(engine, threads=config.threads)
     app[CONFIG] = config
     app[ENGINE] = engine
@@ -66,11 +73,13 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
         page=config.tail_page,
         wait=config.tail_wait,
         linger=config.tail_linger,
+        heartbeat=config.heartbeat,
     )
     app[STREAMS] = StreamSettings(
         retry_ms=config.sse_retry_ms,
         heartbeat=config.heartbeat,
         write_timeout=config.sse_write_timeout,
+        drain_timeout=config.sse_drain_timeout,
         replay_page=config.replay_page,
     )
     app.cleanup_ctx.append(_tailer)

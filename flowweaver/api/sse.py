@@ -9,24 +9,29 @@ tailer is running a stream subscribes first and reads once; otherwise it replays
 and reads again. Per-run streams count by run version, the global feed by log position.
 
 The hub is one asyncio task that waits on the store in a thread of the bridge and fans each new
-page of the log out: straight to the socket of each stream that is waiting and whose socket
-takes data, else into the stream's bounded queue. A stream that falls ``buffer`` events behind
-is dropped with an ``event: error`` message and closed, so a slow client never holds the others
-back nor grows the server's memory.
+page of the log out: a small page straight to the connection of each stream that keeps up
+(:class:`DirectWriter`, one place, with the response's framing and byte count), else into the
+stream's queue, which its coroutine writes through its aiohttp ``StreamResponse``. A stream's
+backlog (queued, being written, and waiting in its connection's buffer) is bounded in bytes: a
+stream whose client stops reading is dropped with an ``event: error`` message and closed, so a
+slow client never holds the others back nor grows the server's memory. The final flush of an
+ended stream has a deadline too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.errors import NotFoundError, StoreError
@@ -39,6 +44,7 @@ from .errors import bad_request
 log = structlog.get_logger("flowweaver.api.sse")
 
 MAX_OFFSET = 2**63 - 1
+HEARTBEAT = b": keep-alive\n\n"
 _TERMINAL = frozenset(name.encode() for name in TERMINAL_EVENT_NAMES)
 _encoder = msgspec.json.Encoder()
 
@@ -115,112 +121,194 @@ class LiveEvent:
 
 
 DIRECT_WRITE_LIMIT = 64 * 1024
+"""The hub writes a round directly only if the connection's buffer stays within this.
+
+Larger rounds are queued: the frames are shared by every stream, and each stream's coroutine
+writes them in pieces as its connection drains, so no stream copies a whole round.
+"""
+WRITE_SLICE = 64 * 1024
+"""The largest piece handed to the response at once: what waits in the transport stays small."""
+QUICK_WRITE = 32 * 1024
+"""A write no larger, to a transport with nothing waiting, cannot wait (high water: 64 KiB)."""
+
+
+def _buffered(transport: asyncio.BaseTransport | None) -> int:
+    """Return the bytes waiting in ``transport``'s write buffer (0 once it is closing)."""
+    if transport is None or transport.is_closing():
+        return 0
+    assert isinstance(transport, asyncio.WriteTransport)
+    return transport.get_write_buffer_size()
+
+
+class DirectWriter:
+    """Writes a round of live frames straight to a stream's connection, as aiohttp would.
+
+    Everything else a stream sends goes through its aiohttp ``StreamResponse``, which frames,
+    buffers and counts bytes. Live events to a stream that keeps up are the exception: with a
+    thousand streams on a run, waking each stream's coroutine to write every round costs more
+    than the writes (the fan-out benchmark in docs/benchmarks.md: p50 delay 9 ms this way,
+    79 ms through each coroutine). So the hub writes the round's frames itself, here, and this
+    writer keeps what the response would have guaranteed:
+
+    - headers first: a stream hands out a writer only after its first write through the
+      response (headers and ``retry:`` line) has returned;
+    - framing: one chunk per write when the response is chunked (HTTP/1.1), the bare bytes
+      otherwise; SSE responses are never compressed;
+    - order: the hub uses it only while the stream's coroutine waits for news, so nothing the
+      response writes is ever cut in two;
+    - counting: what it writes is added to the response's byte count for the access log.
+    """
+
+    __slots__ = ("chunked", "response", "transport")
+
+    def __init__(self, response: _SseResponse, transport: asyncio.Transport) -> None:
+        assert not response.compression, "SSE responses are sent uncompressed"
+        self.response = response
+        self.transport = transport
+        # What the response announced is how the client parses the body.
+        self.chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def buffered(self) -> int:
+        """Return the bytes waiting in the connection's write buffer."""
+        return _buffered(self.transport)
+
+    def usable(self) -> bool:
+        """Say whether the connection is open."""
+        return not self.transport.is_closing()
+
+    def write(self, framed: bytes) -> None:
+        """Write bytes already framed for this response (see :meth:`_SharedFrames.framed`)."""
+        self.transport.write(framed)
+        self.response.direct_bytes += len(framed)
 
 
 class Subscriber:
-    """One stream's live side: a fast path straight to its socket, and a bounded queue.
+    """One stream's live side: a direct write while it keeps up, else a queue bounded in bytes.
 
-    While the stream's coroutine waits for news (``idle``) and its socket takes data (less
-    than :data:`DIRECT_WRITE_LIMIT` waiting in the transport), the hub writes a round's
-    frames to the transport at once: no task switch per subscriber, one write per round.
-    Otherwise the events are queued for the coroutine, which writes them with backpressure.
+    While the stream's coroutine waits for news (``idle``) with nothing queued, and the round
+    fits in its connection's buffer with at most :data:`DIRECT_WRITE_LIMIT` waiting there, the
+    hub writes the round's frames through the stream's :class:`DirectWriter`: no task switch
+    per stream. Otherwise the events are queued for the coroutine, which writes them through
+    its response, piece by piece as the connection drains.
 
-    The queue's bound applies to the backlog: a round's page is delivered whole, but a
-    subscriber that still holds ``limit`` events from earlier rounds when a new one arrives
-    is dropped. So it never exceeds ``limit`` plus one page, and a burst alone drops nobody.
+    The subscriber's backlog is what its client has not yet taken in: the bytes queued, the
+    bytes taken but not yet handed to the transport (``inflight``) and the bytes waiting in
+    the transport's write buffer. A round that would take the backlog past ``limit`` is
+    neither written nor queued: the subscriber is dropped instead. An empty backlog takes a
+    round whatever its size, so that one large event (or page) does not cut off a client that
+    keeps up. ``peak`` is the largest backlog the subscriber ever had.
     """
 
     __slots__ = (
+        "beat",
         "by_position",
-        "chunked",
         "closed",
         "dropped",
         "ended",
         "idle",
+        "inflight",
         "last",
+        "last_write",
         "limit",
+        "peak",
         "queue",
-        "round",
+        "queued",
         "run_id",
         "transport",
         "wake",
+        "writer",
     )
 
-    def __init__(self, run_id: str | None, limit: int) -> None:
+    def __init__(
+        self, run_id: str | None, limit: int, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.run_id = run_id
         self.limit = limit
+        self.transport = transport
+        self.writer: DirectWriter | None = None
         self.queue: deque[LiveEvent] = deque()
+        self.queued = 0
+        self.inflight = 0
+        self.peak = 0
         self.wake = asyncio.Event()
         self.dropped = False
         self.closed = False
         self.ended = False
-        self.round = 0
+        self.idle = False
         self.by_position = run_id is None
         self.last = 0
-        self.idle = False
-        self.transport: asyncio.Transport | None = None
-        self.chunked = False
+        self.last_write = time.monotonic()
+        self.beat = False
 
-    def attach(self, transport: asyncio.Transport | None, *, chunked: bool, last: int) -> None:
-        """Let the hub write to this stream's socket directly, from offset ``last`` on."""
-        self.transport = transport
-        self.chunked = chunked
+    def attach(self, writer: DirectWriter | None, last: int) -> None:
+        """Let the hub write to this stream directly, from offset ``last`` on."""
+        self.writer = writer
         self.last = last
+
+    def backlog(self) -> int:
+        """Return the bytes this stream has been given and its client has not yet read."""
+        return self.queued + self.inflight + _buffered(self.transport)
+
+    def fits(self, size: int) -> bool:
+        """Say whether ``size`` more bytes keep the backlog within the limit."""
+        return self.backlog() + size <= self.limit
 
     def offset(self, event: LiveEvent) -> int:
         """Return the event's offset in this stream (log position or run version)."""
         return (event.rec.position or 0) if self.by_position else event.rec.version
 
-    def deliver_batch(self, events: list[LiveEvent], round_: int, shared: _SharedFrames) -> int:
-        """Hand over one round's events for this stream; return how many were written.
-
-        Returns -1 when the subscriber overflowed and is dropped.
-        """
+    def offer(self, events: list[LiveEvent], shared: _SharedFrames) -> int:
+        """Hand over one round's events: return how many were written directly, -1 if dropped."""
         if self.dropped or self.closed or self.ended:
             return 0
-        transport = self.transport
-        if (
-            self.idle
-            and not self.queue
-            and transport is not None
-            and not transport.is_closing()
-            and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
-        ):
-            start = 0
-            while start < len(events) and self.offset(events[start]) <= self.last:
-                start += 1  # already sent by the replay
-            if start == len(events):
-                return 0
-            if self.by_position or self.offset(events[start]) == self.last + 1:
-                transport.write(shared.framed(start, self.chunked))
-                self.last = self.offset(events[-1])
-                if not self.by_position and shared.terminal:
-                    self.ended = True
-                    self.wake.set()
-                return len(events) - start
-        for event in events:
-            if not self.deliver(event, round_):
-                return -1
-        return 0
-
-    def deliver(self, event: LiveEvent, round_: int) -> bool:
-        """Queue ``event`` of fan-out round ``round_``; False when the subscriber overflowed."""
-        if self.round != round_:
-            self.round = round_
-            if len(self.queue) >= self.limit:
-                self.dropped = True
-                self.queue.clear()
-                self.wake.set()
-                return False
-        self.queue.append(event)
+        writer = self.writer
+        if self.idle and not self.queue and writer is not None and writer.usable():
+            buffered = writer.buffered()
+            if buffered + shared.size <= DIRECT_WRITE_LIMIT:
+                start = 0
+                while start < len(events) and self.offset(events[start]) <= self.last:
+                    start += 1  # already sent by the replay
+                if start == len(events):
+                    return 0
+                if self.by_position or self.offset(events[start]) == self.last + 1:
+                    framed = shared.framed(start, writer.chunked)
+                    writer.write(framed)
+                    self.peak = max(self.peak, buffered + len(framed))
+                    self.last = self.offset(events[-1])
+                    self.last_write = time.monotonic()
+                    if not self.by_position and shared.terminal:
+                        self.ended = True
+                        self.wake.set()
+                    return len(events) - start
+        backlog = self.backlog()
+        if backlog and backlog + shared.size > self.limit:
+            self.drop()
+            return -1
+        self.queue.extend(events)
+        self.queued += shared.size
+        self.peak = max(self.peak, backlog + shared.size)
         if not self.wake.is_set():
             self.wake.set()
-        return True
+        return 0
+
+    def drop(self) -> None:
+        """Give up on this stream's client: forget what is queued, and wake the stream.
+
+        A write the stream's coroutine waits in goes on until the client takes it or the
+        write timeout cuts the connection: cancelling it would leave aiohttp's connection
+        unable to write again (its drain waiter is shared, and would stay cancelled).
+        """
+        self.dropped = True
+        self.queue.clear()
+        self.queued = 0
+        self.wake.set()
 
     def take(self) -> list[LiveEvent]:
-        """Return every queued event and empty the queue."""
+        """Return every queued event and empty the queue (its bytes are now in flight)."""
         items = list(self.queue)
         self.queue.clear()
+        self.inflight += self.queued
+        self.queued = 0
         self.wake.clear()
         return items
 
@@ -233,15 +321,17 @@ class Subscriber:
 class _SharedFrames:
     """One round's frames for one kind of stream, joined (and chunk-framed) once for all."""
 
-    __slots__ = ("_cache", "by_position", "events", "terminal")
+    __slots__ = ("_cache", "by_position", "events", "size", "terminal")
 
     def __init__(self, events: list[LiveEvent], *, by_position: bool) -> None:
         self.events = events
         self.by_position = by_position
         self.terminal = not by_position and events[-1].rec.name.encode() in _TERMINAL
+        self.size = sum(len(e.log_frame if by_position else e.run_frame) for e in events)
         self._cache: dict[tuple[int, bool], bytes] = {}
 
     def framed(self, start: int, chunked: bool) -> bytes:
+        """Return the frames from ``events[start]`` on, as one HTTP/1.1 chunk if ``chunked``."""
         key = (start, chunked)
         data = self._cache.get(key)
         if data is None:
@@ -265,13 +355,15 @@ class Hub:
         self,
         bridge: EngineBridge,
         *,
-        buffer: int = 1000,
+        buffer: int = 1024 * 1024,
         page: int = 1000,
         wait: float = 1.0,
         linger: float = 5.0,
+        heartbeat: float = 15.0,
     ) -> None:
         self.bridge = bridge
         self.buffer = buffer
+        self.heartbeat = heartbeat
         self.page = page
         self.wait = wait
         self.linger = linger
@@ -280,9 +372,11 @@ class Hub:
         self._by_run: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
         self._count = 0
+        self.peak = 0  # the largest backlog of any subscriber gone, in bytes
+        self.direct_writes = 0  # rounds written to a stream by its DirectWriter
         self._task: asyncio.Task[None] | None = None
+        self._beats: asyncio.Task[None] | None = None
         self._closing = False
-        self._round = 0
         self._parked = True
         self._joining = 0
         self._active = asyncio.Event()
@@ -293,12 +387,23 @@ class Hub:
         """Return how many streams follow live events."""
         return self._count
 
+    def peak_backlog(self) -> int:
+        """Return the largest backlog, in bytes, any subscriber has had (gone ones included)."""
+        subs = [*self._global, *(s for subs in self._by_run.values() for s in subs)]
+        return max([self.peak, *(sub.peak for sub in subs)])
+
     async def start(self) -> None:
         """Start the tailer (parked until someone subscribes)."""
         self._task = asyncio.create_task(self._tail(), name="flowweaver-sse-tailer")
+        self._beats = asyncio.create_task(self._beat(), name="flowweaver-sse-heartbeat")
 
-    async def subscribe(self, run_id: str | None) -> Subscriber:
+    async def subscribe(
+        self, run_id: str | None, transport: asyncio.BaseTransport | None = None
+    ) -> Subscriber:
         """Register a stream (a run's, or the global feed with None) for live events.
+
+        ``transport`` is the stream's connection: what waits in its write buffer counts
+        against the subscriber's backlog.
 
         Every event past :attr:`position` at the moment this returns will be delivered.
 
@@ -317,21 +422,23 @@ class Hub:
                     if self._resync is resync and resync.done():
                         self._resync = None
             if self._closing:
-                sub = Subscriber(run_id, self.buffer)
+                sub = Subscriber(run_id, self.buffer, transport)
                 sub.close()
                 return sub
-            return self._register(run_id)
+            return self._register(run_id, transport)
         finally:
             self._joining -= 1
 
-    def try_subscribe(self, run_id: str | None) -> Subscriber | None:
+    def try_subscribe(
+        self, run_id: str | None, transport: asyncio.BaseTransport | None = None
+    ) -> Subscriber | None:
         """Register at once if the tailer is running, else None (then use :meth:`subscribe`)."""
         if self._parked or self._closing:
             return None
-        return self._register(run_id)
+        return self._register(run_id, transport)
 
-    def _register(self, run_id: str | None) -> Subscriber:
-        sub = Subscriber(run_id, self.buffer)
+    def _register(self, run_id: str | None, transport: asyncio.BaseTransport | None) -> Subscriber:
+        sub = Subscriber(run_id, self.buffer, transport)
         if run_id is None:
             self._global.add(sub)
         else:
@@ -359,6 +466,7 @@ class Hub:
                     del self._by_run[sub.run_id]
         if found:
             self._count -= 1
+            self.peak = max(self.peak, sub.peak)
 
     async def close(self) -> None:
         """End every stream and stop tailing."""
@@ -366,10 +474,24 @@ class Hub:
         self._active.set()
         for sub in [*self._global, *(s for subs in self._by_run.values() for s in subs)]:
             sub.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._beats):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _beat(self) -> None:
+        # One timer for every stream (a timeout per stream and wait costs more than the
+        # writes themselves with a thousand streams): a stream that has sent nothing for
+        # `heartbeat` seconds is told to send a keep-alive comment.
+        while not self._closing:
+            await asyncio.sleep(self.heartbeat / 4)
+            due = time.monotonic() - self.heartbeat
+            for subs in (self._global, *self._by_run.values()):
+                for sub in subs:
+                    if sub.last_write <= due and not sub.beat:
+                        sub.beat = True
+                        sub.wake.set()
 
     async def _tail(self) -> None:
         failures = 0
@@ -404,8 +526,6 @@ class Hub:
                 self.position = max(self.position, top)
 
     def _fan_out(self, page: Iterable[RecordedEvent]) -> None:
-        self._round += 1
-        round_ = self._round
         every: list[LiveEvent] = []
         by_run: dict[str, list[LiveEvent]] = {}
         for rec in page:
@@ -425,20 +545,27 @@ class Hub:
         for run_id, events in by_run.items():
             shared = _SharedFrames(events, by_position=False)
             for sub in self._by_run[run_id]:
-                n = sub.deliver_batch(events, round_, shared)
+                n = sub.offer(events, shared)
                 if n < 0:
                     dropped.append(sub)
-                written += max(n, 0)
+                elif n:
+                    written += n
+                    self.direct_writes += 1
         if every:
             shared = _SharedFrames(every, by_position=True)
             for sub in self._global:
-                n = sub.deliver_batch(every, round_, shared)
+                n = sub.offer(every, shared)
                 if n < 0:
                     dropped.append(sub)
-                written += max(n, 0)
+                elif n:
+                    written += n
+                    self.direct_writes += 1
         for sub in dropped:
             self.unsubscribe(sub)
             metrics.sse_dropped.inc()
+            log.warning(
+                "sse_subscriber_dropped", run_id=sub.run_id, last_event_id=sub.last, limit=sub.limit
+            )
         if written:
             metrics.sse_events_sent.inc(written)
 
@@ -453,7 +580,9 @@ class StreamSettings:
     retry_ms: int = 3000
     heartbeat: float = 15.0
     write_timeout: float = 30.0
+    drain_timeout: float = 5.0
     replay_page: int = 2000
+    socket_buffer: int = 64 * 1024  # SO_SNDBUF of a stream's connection (Linux doubles it)
 
 
 def parse_offset(request: web.Request, name: str = "after") -> int:
@@ -477,13 +606,48 @@ def _offset(text: str, what: str, path: str) -> int:
     return int(text)
 
 
+class _SseResponse(web.StreamResponse):
+    """A stream response whose byte count survives a connection the server aborts.
+
+    aiohttp counts a response's bytes when its end is written; a stream cut off before that
+    keeps the count of what was handed to the connection, for the access log.
+    """
+
+    cut_at = 0
+    direct_bytes = 0  # written by the stream's DirectWriter
+
+    @property
+    def body_length(self) -> int:
+        return (super().body_length or self.cut_at) + self.direct_bytes
+
+
+def _pieces(frames: list[bytes]) -> Iterator[bytes]:
+    """Group ``frames`` into pieces of at most :data:`WRITE_SLICE` bytes (a larger one alone)."""
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > WRITE_SLICE:
+            yield group[0] if len(group) == 1 else b"".join(group)
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame)
+    if group:
+        yield group[0] if len(group) == 1 else b"".join(group)
+
+
 class _Stream:
-    """An open SSE response with bounded writes."""
+    """An open SSE response with bounded writes, through aiohttp's response writer.
+
+    (Live pages the hub writes to a stream that keeps up go through its :class:`DirectWriter`.)
+    """
 
     def __init__(self, request: web.Request, settings: StreamSettings) -> None:
         self.request = request
         self.settings = settings
-        self.response = web.StreamResponse(
+        self.writer: AbstractStreamWriter | None = None
+        self.sent = False
+        self.finished = False
+        self.response = _SseResponse(
             status=200,
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -492,29 +656,114 @@ class _Stream:
             },
         )
         if request.version >= (1, 1):
-            # Explicit, so that `chunked` says how the hub must frame what it writes directly.
             self.response.enable_chunked_encoding()
 
     async def open(self) -> None:
-        await self.response.prepare(self.request)
+        self._limit_kernel_buffer()
+        self.writer = await self.response.prepare(self.request)
         metrics.sse_subscribers.inc()
+
+    def _limit_kernel_buffer(self) -> None:
+        """Cap the kernel's send buffer of the connection (Linux grows it up to 4 MiB).
+
+        What a client has not read also waits there, out of reach of the backlog limit; a
+        thousand stalled clients would pin gigabytes of kernel memory, and filling it costs
+        the server time every other client waits for.
+        """
+        size = self.settings.socket_buffer
+        transport = self.request.transport
+        raw = transport.get_extra_info("socket") if transport is not None else None
+        if size and raw is not None:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+    def direct_writer(self) -> DirectWriter | None:
+        """Return a writer for the hub, once the headers went out through the response."""
+        transport = self.request.transport
+        if not self.sent or transport is None:
+            return None
+        assert isinstance(transport, asyncio.Transport)
+        return DirectWriter(self.response, transport)
 
     def retry_line(self) -> bytes:
         return b"retry: %d\n\n" % self.settings.retry_ms
 
-    async def send(self, data: bytes, events: int = 0) -> None:
-        """Write ``data``; a client that does not take it within the write timeout is cut."""
+    async def send(
+        self,
+        frames: bytes | list[bytes],
+        events: int = 0,
+        sub: Subscriber | None = None,
+    ) -> None:
+        """Write ``frames``; a client that does not take them within the write timeout is cut.
+
+        They go to the response in pieces of at most :data:`WRITE_SLICE` bytes (a larger
+        frame alone), each waiting for the connection to drain: the transport never holds
+        much more than one piece, and a stream never copies a whole batch of shared frames.
+        ``sub``'s bytes in flight go down as the pieces are handed over.
+        """
+        if isinstance(frames, bytes):
+            frames = [frames]
+        if sub is not None:
+            sub.last_write = time.monotonic()
         try:
+            if len(frames) == 1 and len(frames[0]) <= QUICK_WRITE and not self.buffered():
+                # With nothing waiting in the transport, a write this small cannot fill it
+                # past its high-water mark, so it does not wait to drain: no timer needed.
+                await self.response.write(frames[0])
+                self.sent = True
+                return
             async with asyncio.timeout(self.settings.write_timeout):
-                await self.response.write(data)
+                for piece in _pieces(frames):
+                    await self.response.write(piece)
+                    if sub is not None:
+                        sub.inflight = max(0, sub.inflight - len(piece))
+            self.sent = True
         except TimeoutError:
+            # A cancelled drain leaves aiohttp's connection unable to write again: cut it.
             self.abort()
             raise
-        if events:
-            metrics.sse_events_sent.inc(events)
+        finally:
+            if sub is not None:
+                sub.inflight = 0
+            if events:
+                metrics.sse_events_sent.inc(events)
+
+    def buffered(self) -> int:
+        """Return the bytes waiting in the connection's write buffer."""
+        return _buffered(self.request.transport)
+
+    async def finish(self, last: bytes = b"") -> None:
+        """Write ``last`` and the end of the response, and wait until the client took it all.
+
+        A client that does not take it within the drain timeout is cut: the server would
+        otherwise hold the connection and its unsent bytes for as long as the client likes.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        transport = self.request.transport
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                if last:
+                    await self.response.write(last)
+                if transport is not None and not transport.is_closing():
+                    # With no high-water mark, the end's drain waits for an empty buffer.
+                    transport.set_write_buffer_limits(high=0)
+                await self.response.write_eof()
+        except TimeoutError:
+            metrics.sse_flush_timeouts.inc()
+            log.info("sse_flush_timeout", timeout=self.settings.drain_timeout)
+            self.abort()
+        except ConnectionResetError:
+            pass
+        finally:
+            if transport is not None and not transport.is_closing():
+                transport.set_write_buffer_limits()
 
     def abort(self) -> None:
         """Drop the connection at once."""
+        if self.writer is not None and not self.response.cut_at:
+            self.response.cut_at = self.writer.output_size
         self.response.force_close()
         transport = self.request.transport
         if transport is not None:
@@ -542,7 +791,7 @@ async def run_stream(
     # When the tailer is running, subscribing first lets one read of the store both check
     # the offset and replay everything before the live events (duplicates are skipped by
     # version). A long history, or a parked tailer, takes the two-step way in _follow_run.
-    early = hub.try_subscribe(run_id)
+    early = hub.try_subscribe(run_id, request.transport)
     try:
         # One read both checks the offset (version `after` must exist) and starts the replay.
         first = await bridge.read_run(
@@ -565,12 +814,12 @@ async def run_stream(
         stream = _Stream(request, settings)
         await stream.open()
         try:
-            if request.method == "HEAD":
-                return stream.response  # the checks passed; a HEAD gets the headers only
-            if ended:
-                await stream.send(stream.retry_line())
-            else:
-                await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
+            if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
+                if ended:
+                    await stream.send(stream.retry_line())
+                else:
+                    await _follow_run(stream, bridge, hub, settings, run_id, after, first, early)
+            await stream.finish()
         except (ConnectionResetError, TimeoutError):
             pass
         except StoreError as e:
@@ -603,42 +852,47 @@ async def _follow_run(
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub = await hub.subscribe(run_id)
+        sub = await hub.subscribe(run_id, stream.request.transport)
     try:
         if early is None:
             last, ended = await _replay_run(stream, bridge, settings, run_id, last)
             if ended:
                 return
-        sub.attach(stream.request.transport, chunked=stream.response.chunked, last=last)
-        while True:
-            items = await _next_live(stream, sub, settings)
-            if items is None:
-                return
-            frames: list[bytes] = []
-            last = sub.last
-            for event in items:
-                version = event.rec.version
-                if version <= last:
-                    continue  # already sent by the replay
-                if version != last + 1:
-                    # The store has events the live feed skipped past (a page boundary
-                    # race in another store): fill the hole from the store, in order.
-                    hole = await bridge.read_run(run_id, after=last, upto=version - 1)
-                    for rec in hole:
-                        frames.append(sse_frame(rec.version, rec))
-                        last = rec.version
-                frames.append(event.run_frame)
-                last = version
-                if event.rec.name.encode() in _TERMINAL:
-                    sub.ended = True
-                    break
-            sub.last = last
-            if frames:
-                await stream.send(b"".join(frames), len(frames))
-            if sub.ended:
-                return
+        sub.attach(stream.direct_writer(), last)
+        await _live_run(stream, bridge, sub, run_id)
     finally:
         hub.unsubscribe(sub)
+
+
+async def _live_run(stream: _Stream, bridge: EngineBridge, sub: Subscriber, run_id: str) -> None:
+    """Write the run's live events until it ends (or the stream is dropped or closed)."""
+    while True:
+        items = await _next_live(stream, sub)
+        if items is None:
+            return
+        frames: list[bytes] = []
+        last = sub.last
+        for event in items:
+            version = event.rec.version
+            if version <= last:
+                continue  # already sent by the replay
+            if version != last + 1:
+                # The store has events the live feed skipped past (a page boundary
+                # race in another store): fill the hole from the store, in order.
+                hole = await bridge.read_run(run_id, after=last, upto=version - 1)
+                for rec in hole:
+                    frames.append(sse_frame(rec.version, rec))
+                    last = rec.version
+            frames.append(event.run_frame)
+            last = version
+            if event.rec.name.encode() in _TERMINAL:
+                sub.ended = True
+                break
+        sub.last = last
+        if frames:
+            await stream.send(frames, len(frames), sub)
+        if sub.ended:
+            return
 
 
 async def _send_page(
@@ -654,7 +908,7 @@ async def _send_page(
             ended = True
             break
     if frames:
-        await stream.send(b"".join(frames), len(frames) - (1 if prefix else 0))
+        await stream.send(frames, len(frames) - (1 if prefix else 0))
     return last, ended
 
 
@@ -687,10 +941,10 @@ async def log_stream(
     stream = _Stream(request, settings)
     await stream.open()
     try:
-        if request.method == "HEAD":
-            return stream.response  # the checks passed; a HEAD gets the headers only
-        await stream.send(stream.retry_line())
-        await _follow_log(stream, bridge, hub, settings, after)
+        if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
+            await stream.send(stream.retry_line())
+            await _follow_log(stream, bridge, hub, settings, after)
+        await stream.finish()
     except (ConnectionResetError, TimeoutError):
         pass
     except StoreError as e:
@@ -704,20 +958,20 @@ async def _follow_log(
     stream: _Stream, bridge: EngineBridge, hub: Hub, settings: StreamSettings, last: int
 ) -> None:
     last = await _replay_log(stream, bridge, settings, last, None)
-    sub = await hub.subscribe(None)
+    sub = await hub.subscribe(None, stream.request.transport)
     try:
         # Everything up to the hub's position at subscription is stored: read it; what
         # comes after is delivered live.
         last = await _replay_log(stream, bridge, settings, last, hub.position)
-        sub.attach(stream.request.transport, chunked=stream.response.chunked, last=last)
+        sub.attach(stream.direct_writer(), last)
         while True:
-            items = await _next_live(stream, sub, settings)
+            items = await _next_live(stream, sub)
             if items is None:
                 return
             frames = [e.log_frame for e in items if (e.rec.position or 0) > sub.last]
             if frames:
                 sub.last = max(sub.last, items[-1].rec.position or 0)
-                await stream.send(b"".join(frames), len(frames))
+                await stream.send(frames, len(frames), sub)
     finally:
         hub.unsubscribe(sub)
 
@@ -736,26 +990,20 @@ async def _replay_log(
             return last
         frames = [sse_frame(rec.position or 0, rec) for rec in page]
         last = page[-1].position or last
-        await stream.send(b"".join(frames), len(frames))
+        await stream.send(frames, len(frames))
         if len(page) < page_size:
             return last
     return last
 
 
-async def _next_live(
-    stream: _Stream, sub: Subscriber, settings: StreamSettings
-) -> list[LiveEvent] | None:
-    """Wait for queued events, sending heartbeats meanwhile; None when the stream must end.
-
-    While this waits the subscriber is ``idle``: the hub may write to the socket directly.
-    """
+async def _next_live(stream: _Stream, sub: Subscriber) -> list[LiveEvent] | None:
+    """Wait for queued events, sending heartbeats meanwhile; None when the stream must end."""
     while True:
         if sub.ended:
             return None
         if sub.closed:
-            with contextlib.suppress(ConnectionResetError, TimeoutError):
-                await stream.send(b": server shutting down\n\n")
             stream.response.force_close()
+            await stream.finish(b": server shutting down\n\n")
             return None
         if sub.dropped:
             await _send_overflow(stream, sub)
@@ -763,13 +1011,24 @@ async def _next_live(
         items = sub.take()
         if items:
             return items
-        sub.idle = True
+        if sub.beat:
+            sub.beat = False
+            if not sub.fits(len(HEARTBEAT)):
+                # Not even a heartbeat fits: the client has read nothing for a while.
+                sub.drop()
+                metrics.sse_dropped.inc()
+                log.warning(
+                    "sse_subscriber_dropped",
+                    run_id=sub.run_id,
+                    last_event_id=sub.last,
+                    limit=sub.limit,
+                )
+                continue
+            await stream.send(HEARTBEAT, sub=sub)
+            continue
+        sub.idle = True  # the hub may write to the connection directly meanwhile
         try:
-            async with asyncio.timeout(settings.heartbeat):
-                await sub.wake.wait()
-        except TimeoutError:
-            sub.idle = False
-            await stream.send(b": keep-alive\n\n")
+            await sub.wake.wait()
         finally:
             sub.idle = False
 
@@ -783,14 +1042,13 @@ async def _send_store_error(stream: _Stream, error: StoreError) -> None:
             "detail": "the event store failed; reconnect with Last-Event-ID to resume",
         }
     )
-    with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await stream.send(b"event: error\ndata: %b\n\n" % body)
     stream.response.force_close()
+    await stream.finish(b"event: error\ndata: %b\n\n" % body)
 
 
 async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:
+    """End a dropped stream: a last error message (small, so past the limit), then close."""
     last = sub.last
-    log.warning("sse_subscriber_dropped", run_id=sub.run_id, last_event_id=last)
     body = _encoder.encode(
         {
             "type": "SubscriberOverflow",
@@ -798,9 +1056,8 @@ async def _send_overflow(stream: _Stream, sub: Subscriber) -> None:
             "lastEventId": last,
         }
     )
-    with contextlib.suppress(ConnectionResetError, TimeoutError):
-        await stream.send(b"event: error\ndata: %b\n\n" % body)
     stream.response.force_close()
+    await stream.finish(b"event: error\ndata: %b\n\n" % body)
 
 
 __all__ = [

@@ -150,6 +150,8 @@ class LiveServer:
             0,
             header_timeout=self.config.header_timeout,
             max_connections=self.config.max_connections,
+            max_connections_per_client=self.config.max_connections_per_client,
+            health_connections=self.config.health_connections,
         )
         await self.site.start()
         self._ready.set_result(self.site.port)

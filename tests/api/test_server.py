@@ -74,8 +74,8 @@ def test_prompt_requests_are_not_cut(servers: Any) -> None:
 
 
 def test_connections_beyond_the_bound_get_503(servers: Any) -> None:
-    """With max_connections=2, a third connection is refused with 503; a slot frees on close."""
-    server = servers(max_connections=2)
+    """With max_connections=2 and no health slots, a third connection gets 503; a slot frees."""
+    server = servers(max_connections=2, health_connections=0)
     first = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     second = _connect(server)
     try:

@@ -505,7 +505,12 @@ async def _live(response: aiohttp.ClientResponse) -> list[Message]:
 def test_slow_subscriber_is_dropped_and_others_are_not_held(servers: Any, gates: Gates) -> None:
     """A client that stops reading is dropped with `event: error`; a reading client gets all."""
     # Small tail pages: the flood reaches subscribers over many rounds, so a backlog builds.
-    server = servers(handlers=example_registry(gates), sse_buffer=50, heartbeat=0.05, tail_page=10)
+    server = servers(
+        handlers=example_registry(gates),
+        sse_buffer=4 * 1024 * 1024,  # about 200 of its events (the run has 300 large ones)
+        heartbeat=0.05,
+        tail_page=10,
+    )
     blob = "x" * 20_000
     workflow = {
         "id": "wide",
