@@ -150,46 +150,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"flowweaver: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser; defaults come from FLOWWEAVER_* environment variables."""
-    parser = _Parser(
-        prog="flowweaver",
-        description="Event-sourced workflow engine.",
-        epilog="Every serve flag has an environment variable: FLOWWEAVER_<FLAG>.",
+def _store_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        default=_env("STORE", DEFAULT_STORE_URL),
+        help="event store URL (FLOWWEAVER_STORE; default %(default)s)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def store_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--store",
-            default=_env("STORE", DEFAULT_STORE_URL),
-            help="event store URL (FLOWWEAVER_STORE; default %(default)s)",
-        )
 
-    def handler_options(p: argparse.ArgumentParser) -> None:
-        env = _env("HANDLERS", "")
-        p.add_argument(
-            "--handlers",
-            nargs="+",
-            metavar="MODULE_OR_FILE",
-            default=[h for h in re.split(r"[,\s]+", env) if h],
-            help="modules or .py files whose @handler functions to load "
-            "(FLOWWEAVER_HANDLERS, comma-separated)",
-        )
-        p.add_argument(
-            "--workers",
-            type=_positive_int,
-            default=_from_env("WORKERS", _positive_int, 8),
-            help="handler worker threads (FLOWWEAVER_WORKERS; default %(default)s)",
-        )
-        p.add_argument(
-            "--example-handlers",
-            type=_flag,
-            default=_from_env("EXAMPLE_HANDLERS", _flag, True),
-            help="register the original README's fetch_data, process_data and save_result "
-            "where no loaded handler has the name (FLOWWEAVER_EXAMPLE_HANDLERS; default 1)",
-        )
+def _handler_options(p: argparse.ArgumentParser) -> None:
+    env = _env("HANDLERS", "")
+    p.add_argument(
+        "--handlers",
+        nargs="+",
+        metavar="MODULE_OR_FILE",
+        default=[h for h in re.split(r"[,\s]+", env) if h],
+        help="modules or .py files whose @handler functions to load "
+        "(FLOWWEAVER_HANDLERS, comma-separated)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=_from_env("WORKERS", _positive_int, 8),
+        help="handler worker threads (FLOWWEAVER_WORKERS; default %(default)s)",
+    )
+    p.add_argument(
+        "--example-handlers",
+        type=_flag,
+        default=_from_env("EXAMPLE_HANDLERS", _flag, True),
+        help="register the original README's fetch_data, process_data and save_result "
+        "where no loaded handler has the name (FLOWWEAVER_EXAMPLE_HANDLERS; default 1)",
+    )
 
+
+def _serve_parser(commands: Any) -> None:
+    """Add `serve` and its flags, each with a FLOWWEAVER_* environment variable."""
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument(
         "--host", default=_env("HOST", "127.0.0.1"), help="(FLOWWEAVER_HOST; default %(default)s)"
@@ -200,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=_from_env("PORT", _port, 3000),
         help="(FLOWWEAVER_PORT; default %(default)s)",
     )
-    store_option(serve)
-    handler_options(serve)
+    _store_option(serve)
+    _handler_options(serve)
     serve.add_argument(
         "--log-format",
         choices=("json", "console", "auto"),
@@ -299,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
         "more fails the task (FLOWWEAVER_MAX_TASK_DATA; default 1MiB)",
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; defaults come from FLOWWEAVER_* environment variables."""
+    parser = _Parser(
+        prog="flowweaver",
+        description="Event-sourced workflow engine.",
+        epilog="Every serve flag has an environment variable: FLOWWEAVER_<FLAG>.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    _serve_parser(commands)
+
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
     run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
     run.add_argument("--params", default="{}", help="run parameters, a JSON object")
@@ -309,27 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
     )
-    store_option(run)
-    handler_options(run)
+    _store_option(run)
+    _handler_options(run)
 
     status = commands.add_parser("status", help="show a run's state")
     status.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    store_option(status)
+    _store_option(status)
 
     events = commands.add_parser("events", help="print a run's events as JSON lines")
     events.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
-    store_option(events)
+    _store_option(events)
 
-    store_option(_cancel_parser(commands))
+    _store_option(_cancel_parser(commands))
 
     replay = commands.add_parser("replay", help="show a run's state as of event N")
     replay.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
-    store_option(replay)
+    _store_option(replay)
     return parser
 
 
