@@ -8,6 +8,7 @@ cheap (importing the engine costs about 0.4 s: pykka, eventsourcing, the stores)
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from flowweaver.errors import (
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from flowweaver.engine import Engine, RunHandle
     from flowweaver.handlers import HandlerRegistry, TaskContext, handler
     from flowweaver.store import open_store
+
+__version__ = importlib.metadata.version("flowweaver")
 
 _LAZY = {
     "Engine": "flowweaver.engine",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -129,3 +132,40 @@ def test_the_command_line_runs_a_handler_file_written_as_the_docs_say(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert "completed" in done.stdout
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    """flowweaver.__version__ is the version the package metadata carries (pyproject's)."""
+    assert flowweaver.__version__ == importlib.metadata.version("flowweaver")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert flowweaver.__version__ == pyproject["project"]["version"]
+
+
+def test_the_testing_extra_installs_what_flowweaver_testing_imports() -> None:
+    """Every outside package that flowweaver.testing imports is a dependency or in [testing]."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    declared = {
+        re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in [*project["dependencies"], *project["optional-dependencies"]["testing"]]
+    }
+    imported: set[str] = set()
+    for path in (ROOT / "flowweaver" / "testing").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    outside = {
+        name
+        for name in imported
+        if name != "flowweaver" and name not in sys.stdlib_module_names and name != "__future__"
+    }
+    distributions = importlib.metadata.packages_distributions()
+    needed = {
+        dist.lower().replace("_", "-")
+        for name in outside
+        for dist in distributions.get(name, [name])
+    }
+    assert {"pytest", "hypothesis"} <= needed
+    assert needed <= declared, sorted(needed - declared)
