@@ -339,7 +339,12 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def _route_name(request: web.BaseRequest) -> str:
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = getattr(request, "match_info", None)
+    except AssertionError:
+        # A request aiohttp's parser refused (a control character in a header) is answered
+        # 400 before routing, and web.Request.match_info asserts that routing happened.
+        return "unmatched"
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if resource is None:

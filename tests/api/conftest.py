@@ -86,7 +86,10 @@ class RecordingAccessLogger(AccessLogger):
 
     def log(self, request: Any, response: Any, time: float) -> None:
         super().log(request, response, time)
-        server: LiveServer = request.app[SERVER]
+        try:
+            server: LiveServer = request.app[SERVER]
+        except AssertionError:  # refused by the HTTP parser before routing: no app to ask
+            return
         with server.logged_changed:
             server.logged.append(Logged(request.method, request.path_qs, response.status))
             server.logged_changed.notify_all()

@@ -182,3 +182,18 @@ def test_health_checks_are_answered_while_idle_connections_hold_every_slot(
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_request_the_http_parser_refuses_is_logged_without_an_error(server: LiveServer) -> None:
+    """A header aiohttp's parser refuses (a control character) is answered 400 and access-logged."""
+    with capture_logs() as logs:
+        with _connect(server) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Odd: a\x01b\r\n\r\n")
+            answer = _read_to_end(sock)
+        deadline = time.monotonic() + 5
+        while not [e for e in logs if e["event"] == "http_request"]:
+            assert time.monotonic() < deadline, "the refused request was never access-logged"
+            time.sleep(0.01)
+    assert answer.split(b" ", 2)[1] == b"400"  # aiohttp answers a request it cannot parse as 1.0
+    [logged] = [e for e in logs if e["event"] == "http_request"]
+    assert (logged["status"], logged["route"]) == (400, "unmatched")
