@@ -40,7 +40,7 @@ from flowweaver.engine import Engine
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
-from flowweaver.ports import EventStore
+from flowweaver.ports import Checkpoints, DurabilityReport, EventStore, StoreReader
 from flowweaver.store import DEFAULT_STORE_URL, open_store
 
 log = structlog.get_logger("flowweaver.cli")
@@ -429,8 +429,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     store = open_store(args.store)
     # Stores whose server settings can lose acknowledged events say so (Redis, see docs/redis.md).
-    for warning in getattr(store, "durability_warnings", list)():
-        log.warning("store_durability", detail=warning)
+    if isinstance(store, DurabilityReport):
+        for warning in store.durability_warnings():
+            log.warning("store_durability", detail=warning)
     engine = Engine(
         store,
         handlers=registry,
@@ -493,8 +494,7 @@ async def _checkpoint_when_quiet(store: EventStore, quiet: float = CHECKPOINT_QU
     SQLite copies its WAL into the database file only every 1000 pages, so on a quiet server
     the file held none of the events (a copy of it alone, say a backup, missed them all).
     """
-    checkpoint = getattr(store, "checkpoint", None)
-    if not callable(checkpoint):
+    if not isinstance(store, Checkpoints):
         return
     seen = done = -1
     while True:
@@ -502,7 +502,7 @@ async def _checkpoint_when_quiet(store: EventStore, quiet: float = CHECKPOINT_QU
         try:
             top = await asyncio.to_thread(store.max_position)
             if top == seen and top != done:
-                await asyncio.to_thread(checkpoint)
+                await asyncio.to_thread(store.checkpoint)
                 done = top
             seen = top
         except FlowweaverError as e:
@@ -600,7 +600,7 @@ def _left_running(run_id: str, args: argparse.Namespace) -> str:
     )
 
 
-def _progress(store: EventStore, run_id: str, out: TextIO, *, deadline: float) -> None:
+def _progress(store: StoreReader, run_id: str, out: TextIO, *, deadline: float) -> None:
     """Print one line per event of the run as it is stored, until the terminal event."""
     last = 0
     while time.monotonic() < deadline:

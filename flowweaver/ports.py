@@ -1,6 +1,11 @@
 """The small Protocols the core needs from the outside: the event store and the clock.
 
-Every store implementation passes :mod:`flowweaver.testing.store_suite`.
+The store is split by what its users call (:class:`LogWriter`, :class:`LogReader`,
+:class:`LogFeed`, :class:`RunReader`, :class:`SnapshotWriter`, :class:`WorkflowRegistry`,
+:class:`RunQueries`, :class:`StoreLifecycle`); :class:`EventStore` is all of them. What only
+some stores can do (:class:`LeaseProvider`, :class:`DurabilityReport`, :class:`Checkpoints`)
+is asked with ``isinstance``. Every store implementation passes
+:mod:`flowweaver.testing.store_suite`.
 """
 
 from __future__ import annotations
@@ -115,9 +120,19 @@ class RunPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
+# --- the store, as the small Protocols its users need -----------------------------------------
+#
+# Each user of the store asks only for what it calls: the engine's writer appends
+# (LogWriter), the API's tailer waits on the log and reads it (LogFeed, LogReader), the run
+# actor folds and snapshots runs (RunReader, SnapshotWriter). EventStore is all of them:
+# what a store implements, and what the conformance suite (flowweaver.testing.store_suite)
+# checks. Optional capabilities, which only some stores have, are separate Protocols
+# further down, checked with isinstance.
+
+
 @runtime_checkable
-class EventStore(Protocol):
-    """Where runs and workflow definitions are recorded, and read back."""
+class LogWriter(Protocol):
+    """Appends run events to the log."""
 
     def append(self, appends: Sequence[Append]) -> list[int]:
         """Store every event of every append atomically, and return their global positions.
@@ -128,6 +143,11 @@ class EventStore(Protocol):
             StoreError: the store failed; nothing of the batch was stored.
         """
         ...
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """Reads the log: one run's events, or every run's in log order."""
 
     def read_run(
         self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
@@ -143,17 +163,40 @@ class EventStore(Protocol):
         """Return the highest global position, 0 when the log is empty."""
         ...
 
+
+@runtime_checkable
+class LogFeed(Protocol):
+    """Says when the log grows, so tailers wait instead of polling."""
+
     def wait_for_log(self, after: int, timeout: float) -> bool:
-        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False)."""
+        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
+
+        A closed store answers False.
+        """
         ...
+
+
+@runtime_checkable
+class RunReader(Protocol):
+    """Folds a run's events into its state."""
 
     def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
         """Return the run's state as of version ``at`` (latest when None), None if unknown."""
         ...
 
+
+@runtime_checkable
+class SnapshotWriter(Protocol):
+    """Records folded states, so that later folds start from them."""
+
     def save_snapshot(self, state: RunState) -> None:
         """Record ``state`` so that later reads of this version or after start from it."""
         ...
+
+
+@runtime_checkable
+class WorkflowRegistry(Protocol):
+    """The versioned workflow definitions."""
 
     def register_workflow(self, spec: WorkflowSpec, now: datetime) -> tuple[int, bool]:
         """Record ``spec`` as a new version unless it equals the latest: (version, created).
@@ -179,6 +222,11 @@ class EventStore(Protocol):
         """Return the latest version of every workflow, by id."""
         ...
 
+
+@runtime_checkable
+class RunQueries(Protocol):
+    """The run list, a read model kept from the log."""
+
     def list_runs(
         self,
         *,
@@ -198,6 +246,11 @@ class EventStore(Protocol):
         """Return the ids of every run that has not reached a terminal event."""
         ...
 
+
+@runtime_checkable
+class StoreLifecycle(Protocol):
+    """Whether the store answers, and its end."""
+
     def ping(self) -> None:
         """Return when the store answers.
 
@@ -209,6 +262,31 @@ class EventStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...
+
+
+@runtime_checkable
+class StoreReader(
+    LogReader, LogFeed, RunReader, WorkflowRegistry, RunQueries, StoreLifecycle, Protocol
+):
+    """What the readers of a store use (the API and the CLI): everything but appends."""
+
+
+@runtime_checkable
+class EventStore(
+    LogWriter,
+    LogReader,
+    LogFeed,
+    RunReader,
+    SnapshotWriter,
+    WorkflowRegistry,
+    RunQueries,
+    StoreLifecycle,
+    Protocol,
+):
+    """Where runs and workflow definitions are recorded, and read back: every part above.
+
+    Every store implementation passes :mod:`flowweaver.testing.store_suite`.
+    """
 
 
 class Leases(Protocol):
@@ -264,6 +342,56 @@ class LocalLeases:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+# --- optional capabilities: only some stores have them; ask with isinstance -----------------
+
+
+@runtime_checkable
+class LeaseProvider(Protocol):
+    """A store that says which process owns which run.
+
+    SQLite's file lock, PostgreSQL's advisory locks. The engine opens its leases here as it
+    starts; on a store without this capability every run is the engine's (:class:`LocalLeases`).
+    """
+
+    def open_leases(self, node: str) -> Leases:
+        """Open this node's leases; one engine per store.
+
+        Raises:
+            StoreLockedError: (SQLite) another engine drives the store.
+            StoreConfigError: this store already has open leases.
+            StoreError: the leases cannot be opened.
+        """
+        ...
+
+
+@runtime_checkable
+class DurabilityReport(Protocol):
+    """A store that says how its server's settings may lose acknowledged events.
+
+    Redis, depending on its persistence settings; ``serve`` logs each warning as it starts.
+    """
+
+    def durability_warnings(self) -> list[str]:
+        """Return how the server's settings can lose acknowledged events; never raises."""
+        ...
+
+
+@runtime_checkable
+class Checkpoints(Protocol):
+    """A store with a write-ahead log to copy into its main file.
+
+    SQLite's WAL; ``serve`` checkpoints once the log has been quiet for a while.
+    """
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy committed pages into the main file: (frames in the WAL, frames copied).
+
+        Raises:
+            StoreError: the checkpoint failed.
+        """
+        ...
 
 
 class Clock(Protocol):

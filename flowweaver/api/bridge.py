@@ -19,7 +19,7 @@ from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import StoreError
-from flowweaver.ports import EventStore, RecordedEvent, RunPage
+from flowweaver.ports import RecordedEvent, RunPage, StoreReader
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ class EngineBridge:
 
     def __init__(self, engine: Engine, *, threads: int = 16) -> None:
         self.engine = engine
-        self.store: EventStore = engine.store
+        self.store: StoreReader = engine.store
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="flowweaver-api")
         self._tail_executor = ThreadPoolExecutor(1, thread_name_prefix="flowweaver-tailer")
         # Readiness probes get their own thread, one probe at a time: a store that hangs

@@ -8,15 +8,12 @@ effects. Time and randomness come in as arguments: replay is deterministic.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from flowweaver.domain.dag import Dag
 from flowweaver.domain.data import (
     input_context,
     json_size,
@@ -129,30 +126,6 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
 
 # --- the fold ---------------------------------------------------------------------------------
 
-_DAGS: OrderedDict[int, tuple[WorkflowSpec, Dag]] = OrderedDict()
-_DAGS_LOCK = threading.Lock()
-_DAG_CACHE_SIZE = 1024
-
-
-def dag_of(spec: WorkflowSpec) -> Dag:
-    """Return the Dag of a pinned definition, built once per definition object.
-
-    Runs of one workflow version share one definition object (the store decodes each
-    version once), so they share its Dag as well.
-    """
-    key = id(spec)
-    with _DAGS_LOCK:
-        hit = _DAGS.get(key)
-        if hit is not None and hit[0] is spec:
-            _DAGS.move_to_end(key)
-            return hit[1]
-    dag = Dag(spec)
-    with _DAGS_LOCK:
-        _DAGS[key] = (spec, dag)
-        if len(_DAGS) > _DAG_CACHE_SIZE:
-            _DAGS.popitem(last=False)
-    return dag
-
 
 def new_state(run_id: str) -> RunState:
     """Return the state of a run before its first event."""
@@ -178,7 +151,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             task.output = event.output
             task.completed_at = event.timestamp
             task.retry_at = None
-            for successor in dag_of(state.spec).dependents[task.id]:
+            for successor in state.spec.dag.dependents[task.id]:
                 state.tasks[successor].waiting_for -= 1
         elif isinstance(event, TaskScheduled):
             _move(state, task, "scheduled")
@@ -316,7 +289,7 @@ def start_run(
             submitted_by=submitted_by,
         )
     )
-    _schedule(d, dag_of(spec).roots(), now, max_io_bytes)
+    _schedule(d, spec.dag.roots(), now, max_io_bytes)
     _finish_if_done(d, now)
     return state, d.events
 
@@ -386,7 +359,7 @@ def record_completed(
     if not state.cancel_requested:
         ready = [
             t
-            for t in dag_of(state.spec).dependents[task_id]
+            for t in state.spec.dag.dependents[task_id]
             if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
         ]
         _schedule(d, ready, now, max_io_bytes)
@@ -493,7 +466,7 @@ def settle(
     if not state.cancel_requested:
         ready = [
             t
-            for t in dag_of(state.spec).order
+            for t in state.spec.dag.order
             if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
         ]
         _schedule(d, ready, now, max_io_bytes)
@@ -541,7 +514,7 @@ def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> Err
 
 
 def _skip_downstream(d: Decision, task_id: str, now: datetime) -> None:
-    for descendant in dag_of(d.state.spec).descendants(task_id):
+    for descendant in d.state.spec.dag.descendants(task_id):
         if d.state.tasks[descendant].status == "pending":
             d.emit(
                 TaskSkipped(

@@ -6,15 +6,19 @@ Validation reports every problem it finds, each with the JSON path it belongs to
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from flowweaver.domain.data import is_path, path_error
 from flowweaver.domain.ids import HANDLER_PATTERN, ID_PATTERN, whole_string
 from flowweaver.errors import FieldError, ValidationError
+
+if TYPE_CHECKING:
+    from flowweaver.domain.dag import Dag
 
 MAX_TASKS = 10_000
 MAX_DEPENDENCIES = 10_000
@@ -86,14 +90,29 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     timeout: Timeout | None = None
 
 
-class WorkflowSpec(_Document, frozen=True, kw_only=True):
-    """A workflow definition: a DAG of tasks with shared defaults."""
+class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
+    """A workflow definition: a DAG of tasks with shared defaults.
+
+    ``dict=True`` gives each definition a ``__dict__`` beside its fields, where
+    :attr:`dag` keeps the graph it builds once; fields alone are encoded and compared.
+    """
 
     id: Ident
     tasks: tuple[TaskSpec, ...]
     name: Text | None = None
     description: Text | None = None
     defaults: Defaults = Defaults()
+
+    @functools.cached_property
+    def dag(self) -> Dag:
+        """Return the task graph, built on first use and kept with the definition.
+
+        Runs of one workflow version share one definition object (the store decodes each
+        version once), so they share its graph as well.
+        """
+        from flowweaver.domain.dag import Dag  # noqa: PLC0415 - dag imports spec
+
+        return Dag(self)
 
     def task(self, task_id: str) -> TaskSpec:
         """Return the task with this id.

@@ -56,7 +56,15 @@ from flowweaver.errors import (
 )
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import metrics
-from flowweaver.ports import Append, Clock, EventStore, Leases, LocalLeases, SystemClock
+from flowweaver.ports import (
+    Append,
+    Clock,
+    EventStore,
+    LeaseProvider,
+    Leases,
+    LocalLeases,
+    SystemClock,
+)
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL
 
 log = structlog.get_logger("flowweaver.engine")
@@ -133,9 +141,12 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         if leases is None:
-            opener = getattr(store, "open_leases", None)
             try:  # a SQLite store refuses a second engine here (StoreLockedError)
-                leases = opener(self.node) if callable(opener) else LocalLeases()
+                leases = (
+                    store.open_leases(self.node)
+                    if isinstance(store, LeaseProvider)
+                    else LocalLeases()
+                )
             except BaseException:
                 if owns_store:
                     store.close()

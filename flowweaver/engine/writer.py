@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from flowweaver.errors import ConcurrencyError, StoreError
-from flowweaver.ports import Append, EventStore
+from flowweaver.ports import Append, LogWriter
 
 
 class _Request:
@@ -44,7 +44,7 @@ class _Request:
 class GroupCommitter:
     """Funnels appends into as few store transactions as the load allows."""
 
-    def __init__(self, store: EventStore, *, max_batch: int = 256, max_rounds: int = 4) -> None:
+    def __init__(self, store: LogWriter, *, max_batch: int = 256, max_rounds: int = 4) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_rounds = max_rounds

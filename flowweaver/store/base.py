@@ -211,20 +211,40 @@ class RecorderEventStore:
             return self._events.max_notification_id() or 0
 
     def wait_for_log(self, after: int, timeout: float) -> bool:
+        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
+
+        The one loop of every backend: look at the end of the log, then block in
+        :meth:`_await_append` until an append may have moved it, and look again. A closed
+        store answers False before it touches its connections.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
         deadline = time.monotonic() + timeout
         while True:
             with self._appended:
+                if self._closed:
+                    return False
                 seen = self._wakeups
             if self.max_position() > after:
                 return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0:
                 return False
-            with self._appended:
-                # An append between looking and here was counted: look again instead of
-                # sleeping through it until the next poll.
-                if self._wakeups == seen and not self._closed:
-                    self._appended.wait(min(remaining, self.poll_interval))
+            self._await_append(after, seen, remaining)
+
+    def _await_append(self, after: int, seen: int, timeout: float) -> None:
+        """Block until an append may have moved the log past ``after``, at most ``timeout`` s.
+
+        Wakes on this store's appends (and on a backend's :meth:`_wake_waiters`, such as
+        PostgreSQL's NOTIFY listener), and polls every ``poll_interval`` seconds for other
+        processes' appends. ``seen`` counts the wake-ups when the log was looked at: one that
+        came since returns at once, so no append between looking and waiting is slept through.
+        A backend that can block on the log itself overrides this (Redis, XREAD BLOCK).
+        """
+        with self._appended:
+            if self._wakeups == seen and not self._closed:
+                self._appended.wait(min(timeout, self.poll_interval))
 
     def run_state(self, run_id: str, *, at: int | None = None) -> RunState | None:
         originator = _run_uuid(run_id)

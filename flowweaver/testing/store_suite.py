@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import pytest
@@ -86,6 +86,13 @@ def completed_run(
     return state, events
 
 
+@runtime_checkable
+class SnapshotInterval(Protocol):
+    """A store that snapshots a run every ``snapshot_interval`` events it folds (0: never)."""
+
+    snapshot_interval: int
+
+
 class EventStoreSuite(ABC):
     """Reusable tests of the :class:`~flowweaver.ports.EventStore` contract.
 
@@ -106,7 +113,7 @@ class EventStoreSuite(ABC):
 
     def configure_snapshots(self, store: EventStore, interval: int) -> None:
         """Make ``store`` save a snapshot every ``interval`` events it folds, or skip the test."""
-        if not hasattr(store, "snapshot_interval"):
+        if not isinstance(store, SnapshotInterval):
             pytest.skip(f"{type(store).__name__} has no snapshot_interval to configure")
         store.snapshot_interval = interval
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 
 from flowweaver.domain.dag import Dag, find_cycle, topological_order
+from flowweaver.domain.spec import decode_workflow, encode_workflow
 from flowweaver.testing.runs import dags, task, workflow
 
 
@@ -124,3 +125,22 @@ def test_running_ready_sets_to_exhaustion_completes_every_task(
             assert set(graph[node]) <= completed
         completed.update(wave)
     assert completed == set(graph)
+
+
+def test_a_definition_builds_its_graph_once_and_keeps_it() -> None:
+    """``spec.dag`` is built on first use and the same object afterwards."""
+    spec = workflow(task("a"), task("b", "a"))
+    dag = spec.dag
+    assert spec.dag is dag
+    assert dag.dependents == {"a": ("b",), "b": ()}
+
+
+def test_the_kept_graph_is_not_part_of_the_definition() -> None:
+    """A definition whose graph was built encodes and compares as before."""
+    spec = workflow(task("a"), task("b", "a"))
+    before = encode_workflow(spec)
+    assert isinstance(spec.dag, Dag)
+    twin = decode_workflow(before)
+    assert encode_workflow(spec) == before
+    assert spec == twin
+    assert twin.dag is not spec.dag  # one graph per definition object

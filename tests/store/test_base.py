@@ -67,3 +67,11 @@ def test_close_wakes_waiters_with_false() -> None:
         assert waiting.wait(WAIT)
         store.close()
         assert woken.result(timeout=WAIT) is False
+
+
+def test_a_closed_store_answers_false_even_with_events_past_after() -> None:
+    """wait_for_log on a closed store is False at once, whatever the log holds."""
+    store = MemoryEventStore()
+    store.append([Append(run_id=new_run_id(), expected_version=0, events=[marker_event(1)])])
+    store.close()
+    assert store.wait_for_log(0, timeout=WAIT) is False

@@ -28,7 +28,6 @@ import re
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -548,32 +547,6 @@ class PostgresEventStore(RecorderEventStore):
     def _transaction(self, commit: bool) -> Iterator[psycopg.Cursor[DictRow]]:
         with self._datastore.transaction(commit=commit) as cursor:
             yield cursor
-
-    def wait_for_log(self, after: int, timeout: float) -> bool:
-        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
-
-        Wakes on this process's appends and on NOTIFY from any process, and polls every
-        ``poll_interval`` seconds in case a notification was lost. Unlike the base class, a
-        closed store answers False before touching its closed pool.
-
-        Raises:
-            StoreError: the database cannot be reached.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._appended:
-                if self._closed:
-                    return False
-                seen = self._wakeups
-            if self.max_position() > after:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with self._appended:
-                # A wake-up between reading the position and here is not lost: it was counted.
-                if self._wakeups == seen and not self._closed:
-                    self._appended.wait(min(remaining, self.poll_interval))
 
     def ping(self) -> None:
         """Return when the database answers, within about ``ping_timeout`` seconds.

@@ -406,52 +406,47 @@ class RedisEventStore(RecorderEventStore):
 
     # --- waiting for the log -----------------------------------------------------------
 
-    def wait_for_log(self, after: int, timeout: float) -> bool:
-        """Block until the log holds a position > ``after`` (True) or ``timeout`` passes (False).
+    def _await_append(self, after: int, seen: int, timeout: float) -> None:
+        """Block in ``XREAD BLOCK`` on the log stream, at most :attr:`max_block` seconds.
 
-        Waits in ``XREAD BLOCK`` on the log stream, so an append by any process that shares
-        the prefix wakes it at once; each read blocks at most :attr:`max_block` seconds.
-        Where the server refuses blocking reads (an ACL without ``@blocking``), it polls
-        every ``poll_interval`` seconds instead.
+        An append by any process that shares the prefix ends the read at once, so
+        :meth:`wait_for_log` wakes without polling. Where the server refuses blocking reads
+        (an ACL without ``@blocking``), it polls every ``poll_interval`` seconds instead.
 
         Raises:
             StoreError: Redis cannot be reached.
         """
         if self._blocking_refused:
-            return super().wait_for_log(after, timeout)
-        deadline = time.monotonic() + timeout
+            super()._await_append(after, seen, timeout)
+            return
         waiter = self._borrow_waiter()
         if waiter is None:
-            return False  # closed
+            return  # closed: wait_for_log answers False
         client, client_id = waiter
         healthy = False
         try:
-            stream_id = f"{max(after, 0)}-0"
-            while True:
-                remaining = deadline - time.monotonic()
-                command: list[bytes | str | int] = ["XREAD", "COUNT", 1]
-                if remaining > 0:
-                    command += ("BLOCK", max(1, int(min(remaining, self.max_block) * 1000)))
-                reply = self._datastore.execute(
-                    *command, "STREAMS", self.log_key, stream_id, client=client
-                )
-                if reply:
-                    healthy = True
-                    return True
-                if self._closed or deadline - time.monotonic() <= 0:
-                    healthy = True
-                    return False
+            block = max(1, int(min(timeout, self.max_block) * 1000))
+            self._datastore.execute(
+                "XREAD",
+                "COUNT",
+                1,
+                "BLOCK",
+                block,
+                "STREAMS",
+                self.log_key,
+                f"{max(after, 0)}-0",
+                client=client,
+            )
+            healthy = True
         except rexc.ResponseError as e:
             healthy = True
             if not _refused(e):
                 raise StoreError(f"Redis failed to read the log: {e}") from e
             self._blocking_refused = True
             log.warning("store_blocking_read_refused", error=str(e), poll=self.poll_interval)
-            return super().wait_for_log(after, max(0.0, deadline - time.monotonic()))
         except rexc.RedisError as e:
-            if self._closed:
-                return False
-            raise StoreError(f"Redis failed to read the log: {e}") from e
+            if not self._closed:
+                raise StoreError(f"Redis failed to read the log: {e}") from e
         finally:
             self._return_waiter(client, client_id, keep=healthy)
 

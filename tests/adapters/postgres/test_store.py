@@ -12,7 +12,7 @@ from flowweaver_postgres import PostgresEventStore, parse_url
 from flowweaver_postgres.store import channel_name
 
 from flowweaver.errors import ConcurrencyError, StoreConfigError, StoreError
-from flowweaver.ports import Append
+from flowweaver.ports import Append, Checkpoints, DurabilityReport, EventStore, LeaseProvider
 from flowweaver.store import open_store
 from tests.adapters.postgres.conftest import OpenStore
 from tests.adapters.postgres.support import (
@@ -367,3 +367,12 @@ def test_close_stops_the_listener_promptly(open_pg_store: OpenStore) -> None:
     assert time.monotonic() - started < 1
     assert not store.listener.alive
     assert store.listener.backend_pid is None
+
+
+def test_the_store_is_an_event_store_that_offers_leases(open_pg_store: OpenStore) -> None:
+    """A PostgreSQL store is an EventStore and a LeaseProvider, with no other capability."""
+    store = open_pg_store()
+    assert isinstance(store, EventStore)
+    assert isinstance(store, LeaseProvider)
+    assert not isinstance(store, Checkpoints)
+    assert not isinstance(store, DurabilityReport)

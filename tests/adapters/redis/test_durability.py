@@ -10,6 +10,7 @@ import redis.exceptions as rexc
 from flowweaver_redis import durability_warnings
 from flowweaver_redis.store import open_store
 
+from flowweaver.ports import Checkpoints, DurabilityReport, EventStore, LeaseProvider
 from tests.adapters.redis.support import REDIS_URL, Relay
 
 
@@ -146,3 +147,16 @@ def test_config_disabled_gives_one_warning_that_nothing_could_be_checked(
     [warning] = durability_warnings(RefusingConfig(aof))  # type: ignore[arg-type]
     assert warning.startswith("cannot read the persistence settings")
     assert words in warning
+
+
+@pytest.mark.redis
+def test_the_store_is_an_event_store_that_reports_durability(key_prefix: str) -> None:
+    """A Redis store is an EventStore and a DurabilityReport, with no other capability."""
+    store = open_store(f"{REDIS_URL}?prefix={key_prefix}")
+    try:
+        assert isinstance(store, EventStore)
+        assert isinstance(store, DurabilityReport)
+        assert not isinstance(store, LeaseProvider)
+        assert not isinstance(store, Checkpoints)
+    finally:
+        store.close()
