@@ -490,23 +490,10 @@ class EventStoreSuite(ABC):
         writers, batches, per_batch = 4, 12, 3
         barrier = threading.Barrier(writers + 2, timeout=WAIT)
         writers_done = threading.Event()
-        rejected = 0
+        rejecting = threading.Event()  # writers go past their first batch only once it is set
         taken = new_run_id()
         store.append([Append(run_id=taken, expected_version=0, events=[marker_event(0)])])
         start = store.max_position()
-
-        def conflict() -> None:
-            # Appends that lose on a version already stored, as a repeated idempotency key
-            # does: in PostgreSQL each one uses up a position number.
-            nonlocal rejected
-            barrier.wait()
-            while not writers_done.is_set():
-                with contextlib.suppress(ConcurrencyError):
-                    store.append(
-                        [Append(run_id=taken, expected_version=0, events=[marker_event(1)])]
-                    )
-                    raise AssertionError("a second version 1 was stored")
-                rejected += 1
 
         def write(writer: int) -> list[tuple[str, int, int]]:
             run_id = new_run_id()
@@ -518,6 +505,8 @@ class EventStoreSuite(ABC):
                     [Append(run_id=run_id, expected_version=b * per_batch, events=events)]
                 )
                 written += [(run_id, b * per_batch + n + 1, p) for n, p in enumerate(positions)]
+                if b == 0:  # so that rejected appends really interleave with the rest
+                    assert rejecting.wait(WAIT)
             return written
 
         def read() -> list[tuple[str, int, int]]:
@@ -539,13 +528,12 @@ class EventStoreSuite(ABC):
 
         with ThreadPoolExecutor(writers + 2) as pool:
             reader = pool.submit(read)
-            conflicting = pool.submit(conflict)
+            conflicting = pool.submit(_reject_until, store, taken, barrier, rejecting, writers_done)
             writing = [pool.submit(write, w) for w in range(writers)]
             written = [entry for future in writing for entry in future.result(timeout=WAIT)]
             writers_done.set()
             seen = reader.result(timeout=WAIT)
-            conflicting.result(timeout=WAIT)
-        assert rejected > 0, "no append was rejected while the others ran"
+            assert conflicting.result(timeout=WAIT) > 0, "no append was rejected meanwhile"
         assert sorted(seen, key=lambda entry: entry[2]) == seen
         assert sorted(seen) == sorted(written)
         assert len({p for _, _, p in seen}) == writers * batches * per_batch
@@ -914,3 +902,26 @@ __all__ = [
     "new_run_id",
     "wide_workflow",
 ]
+
+
+def _reject_until(
+    store: EventStore,
+    taken: str,
+    barrier: threading.Barrier,
+    rejecting: threading.Event,
+    done: threading.Event,
+) -> int:
+    """Append version 1 of ``taken`` again and again until ``done``; return how often it lost.
+
+    These appends lose on a version already stored, as a repeated idempotency key does: in
+    PostgreSQL each one uses up a position number. ``rejecting`` is set after the first.
+    """
+    rejected = 0
+    barrier.wait()
+    while not done.is_set():
+        with contextlib.suppress(ConcurrencyError):
+            store.append([Append(run_id=taken, expected_version=0, events=[marker_event(1)])])
+            raise AssertionError("a second version 1 was stored")
+        rejected += 1
+        rejecting.set()
+    return rejected
