@@ -160,6 +160,7 @@ class _Option:
     shown: str = "%(default)s"
     choices: tuple[str, ...] | None = None
     many: bool = False
+    metavar: str | None = None
 
     @property
     def env(self) -> str:
@@ -171,10 +172,12 @@ class _Option:
         default = _from_env(self.env, self.convert, self.default, many=self.many)
         if self.many:
             suffix = f"({self.env}, comma-separated)"
-            extra: dict[str, Any] = {"nargs": "+", "metavar": "MODULE_OR_FILE"}
+            extra: dict[str, Any] = {"nargs": "+"}
         else:
             suffix = f"({self.env}; default {self.shown})"
             extra = {"choices": self.choices} if self.choices else {}
+        if self.metavar:
+            extra["metavar"] = self.metavar
         help_text = f"{self.help} {suffix}" if self.help else suffix
         parser.add_argument(self.flag, type=self.convert, default=default, help=help_text, **extra)
 
@@ -187,6 +190,7 @@ _HANDLERS = (
         [],
         "modules or .py files whose @handler functions to load",
         many=True,
+        metavar="MODULE_OR_FILE",
     ),
     _Option("--workers", _positive_int, 8, "handler worker threads"),
     _Option(
