@@ -20,8 +20,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -44,13 +45,15 @@ from flowweaver.ports import Checkpoints, DurabilityReport, EventStore, StoreRea
 from flowweaver.store import DEFAULT_STORE_URL, open_store
 
 log = structlog.get_logger("flowweaver.cli")
+_encoder = msgspec.json.Encoder()
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-CHECKPOINT_QUIET_S = 1.0
-_encoder = msgspec.json.Encoder()
+
+
+_N = TypeVar("_N", int, float)
 
 
 class UsageError(Exception):
@@ -62,10 +65,6 @@ class CommandError(Exception):
 
 
 # --- environment-backed options -------------------------------------------------------------
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"FLOWWEAVER_{name}", default)
 
 
 def _size(text: str) -> int:
@@ -82,31 +81,30 @@ def _size(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, convert: Callable[[str], _N], what: str) -> _N:
+    """Return ``convert(text)``, or raise argparse's error saying ``text`` is not ``what``."""
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    value = _number(text, int, "a port")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = _number(text, float, "a number of seconds")
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, not {value}")
     return value
@@ -134,14 +132,140 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (use 1 or 0)")
 
 
-def _from_env(name: str, convert: Callable[[str], Any], default: Any) -> Any:
-    raw = os.environ.get(f"FLOWWEAVER_{name}")
+def _from_env(env: str, convert: Callable[[str], Any], default: Any, *, many: bool = False) -> Any:
+    raw = os.environ.get(env)
     if raw is None or raw == "":
         return default
     try:
+        if many:
+            return [convert(item) for item in re.split(r"[,\s]+", raw) if item]
         return convert(raw)
     except argparse.ArgumentTypeError as e:
-        raise UsageError(f"FLOWWEAVER_{name}: {e}") from None
+        raise UsageError(f"{env}: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """A flag whose default the environment variable FLOWWEAVER_<FLAG> can set.
+
+    ``convert`` parses the flag's text and the variable's alike; ``shown`` is the default as the
+    help states it. A ``many`` flag takes several values, and its variable a comma- or
+    space-separated list.
+    """
+
+    flag: str
+    convert: Callable[[str], Any]
+    default: Any
+    help: str = ""
+    shown: str = "%(default)s"
+    choices: tuple[str, ...] | None = None
+    many: bool = False
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        """Return the option's environment variable."""
+        return "FLOWWEAVER_" + self.flag.removeprefix("--").replace("-", "_").upper()
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add the flag to ``parser`` with its default from the environment."""
+        default = _from_env(self.env, self.convert, self.default, many=self.many)
+        if self.many:
+            suffix = f"({self.env}, comma-separated)"
+            extra: dict[str, Any] = {"nargs": "+"}
+        else:
+            suffix = f"({self.env}; default {self.shown})"
+            extra = {"choices": self.choices} if self.choices else {}
+        if self.metavar:
+            extra["metavar"] = self.metavar
+        help_text = f"{self.help} {suffix}" if self.help else suffix
+        parser.add_argument(self.flag, type=self.convert, default=default, help=help_text, **extra)
+
+
+_STORE = (_Option("--store", str, DEFAULT_STORE_URL, "event store URL"),)
+_HANDLERS = (
+    _Option(
+        "--handlers",
+        str,
+        [],
+        "modules or .py files whose @handler functions to load",
+        many=True,
+        metavar="MODULE_OR_FILE",
+    ),
+    _Option("--workers", _positive_int, 8, "handler worker threads"),
+    _Option(
+        "--example-handlers",
+        _flag,
+        True,
+        "register the original README's fetch_data, process_data and save_result "
+        "where no loaded handler has the name",
+        shown="1",
+    ),
+)
+_SERVE = (
+    _Option("--host", str, "127.0.0.1"),
+    _Option("--port", _port, 3000),
+    *_STORE,
+    *_HANDLERS,
+    _Option(
+        "--log-format",
+        str,
+        "auto",
+        shown="auto: console on a terminal, JSON otherwise",
+        choices=("json", "console", "auto"),
+    ),
+    _Option("--log-level", str.upper, "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    _Option("--body-limit", _size, DEFAULT_BODY_LIMIT, "largest request body", shown="1MiB"),
+    _Option("--heartbeat", _seconds, 15.0, "SSE keep-alive comment interval, s"),
+    _Option(
+        "--sse-buffer",
+        _size,
+        DEFAULT_SSE_BUFFER,
+        "bytes an SSE client may leave unread before it is dropped",
+        shown="4MiB",
+    ),
+    _Option(
+        "--sse-drain-timeout",
+        _seconds,
+        5.0,
+        "seconds an ended SSE stream's client has to take its last bytes",
+    ),
+    _Option(
+        "--header-timeout",
+        _seconds,
+        10.0,
+        "seconds a request has to send its headers, from the connection's opening or "
+        "the request's first byte",
+    ),
+    _Option("--body-timeout", _seconds, 30.0, "seconds a request has to send its whole body"),
+    _Option(
+        "--keepalive-timeout", _seconds, 15.0, "seconds an idle kept-alive connection stays open"
+    ),
+    _Option("--max-connections", _positive_int, 1024, "open connections at most; more get 503"),
+    _Option(
+        "--max-connections-per-client",
+        _positive_int,
+        128,
+        "open connections at most from one client address; more get 503",
+    ),
+    _Option(
+        "--health-connections",
+        _positive_int,
+        8,
+        "connections kept beyond --max-connections for /healthz and /readyz",
+    ),
+    _Option("--grace", _seconds, 30.0, "on SIGTERM, seconds running handlers get to finish"),
+    _Option(
+        "--max-task-data",
+        _size,
+        DEFAULT_MAX_TASK_IO_BYTES,
+        "largest resolved inputs, and largest published output, of one task as JSON; "
+        "more fails the task",
+        shown="1MiB",
+    ),
+)
+"""Every ``serve`` flag; those named as a field of :class:`ApiConfig` set that field."""
+_API_FIELDS = frozenset(f.name for f in fields(ApiConfig))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,149 +274,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"flowweaver: error: {message}\n")
 
 
-def _store_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--store",
-        default=_env("STORE", DEFAULT_STORE_URL),
-        help="event store URL (FLOWWEAVER_STORE; default %(default)s)",
-    )
+def _add_options(parser: argparse.ArgumentParser, *options: _Option) -> argparse.ArgumentParser:
+    for option in options:
+        option.add_to(parser)
+    return parser
 
 
-def _handler_options(p: argparse.ArgumentParser) -> None:
-    env = _env("HANDLERS", "")
-    p.add_argument(
-        "--handlers",
-        nargs="+",
-        metavar="MODULE_OR_FILE",
-        default=[h for h in re.split(r"[,\s]+", env) if h],
-        help="modules or .py files whose @handler functions to load "
-        "(FLOWWEAVER_HANDLERS, comma-separated)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=_from_env("WORKERS", _positive_int, 8),
-        help="handler worker threads (FLOWWEAVER_WORKERS; default %(default)s)",
-    )
-    p.add_argument(
-        "--example-handlers",
-        type=_flag,
-        default=_from_env("EXAMPLE_HANDLERS", _flag, True),
-        help="register the original README's fetch_data, process_data and save_result "
-        "where no loaded handler has the name (FLOWWEAVER_EXAMPLE_HANDLERS; default 1)",
-    )
-
-
-def _serve_parser(commands: Any) -> None:
-    """Add `serve` and its flags, each with a FLOWWEAVER_* environment variable."""
-    serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument(
-        "--host", default=_env("HOST", "127.0.0.1"), help="(FLOWWEAVER_HOST; default %(default)s)"
-    )
-    serve.add_argument(
-        "--port",
-        type=_port,
-        default=_from_env("PORT", _port, 3000),
-        help="(FLOWWEAVER_PORT; default %(default)s)",
-    )
-    _store_option(serve)
-    _handler_options(serve)
-    serve.add_argument(
-        "--log-format",
-        choices=("json", "console", "auto"),
-        default=_env("LOG_FORMAT", "auto"),
-        help="(FLOWWEAVER_LOG_FORMAT; default auto: console on a terminal, JSON otherwise)",
-    )
-    serve.add_argument(
-        "--log-level",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        type=str.upper,
-        default=_env("LOG_LEVEL", "INFO").upper(),
-        help="(FLOWWEAVER_LOG_LEVEL; default %(default)s)",
-    )
-    serve.add_argument(
-        "--body-limit",
-        type=_size,
-        default=_from_env("BODY_LIMIT", _size, DEFAULT_BODY_LIMIT),
-        help="largest request body (FLOWWEAVER_BODY_LIMIT; default 1MiB)",
-    )
-    serve.add_argument(
-        "--heartbeat",
-        type=_seconds,
-        default=_from_env("HEARTBEAT", _seconds, 15.0),
-        help="SSE keep-alive comment interval, s (FLOWWEAVER_HEARTBEAT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--sse-buffer",
-        type=_size,
-        default=_from_env("SSE_BUFFER", _size, DEFAULT_SSE_BUFFER),
-        help="bytes an SSE client may leave unread before it is dropped "
-        "(FLOWWEAVER_SSE_BUFFER; default 4MiB)",
-    )
-    serve.add_argument(
-        "--sse-drain-timeout",
-        type=_seconds,
-        default=_from_env("SSE_DRAIN_TIMEOUT", _seconds, 5.0),
-        help="seconds an ended SSE stream's client has to take its last bytes "
-        "(FLOWWEAVER_SSE_DRAIN_TIMEOUT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--header-timeout",
-        type=_seconds,
-        default=_from_env("HEADER_TIMEOUT", _seconds, 10.0),
-        help="seconds a request has to send its headers, from the connection's opening or "
-        "the request's first byte "
-        "(FLOWWEAVER_HEADER_TIMEOUT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--body-timeout",
-        type=_seconds,
-        default=_from_env("BODY_TIMEOUT", _seconds, 30.0),
-        help="seconds a request has to send its whole body "
-        "(FLOWWEAVER_BODY_TIMEOUT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--keepalive-timeout",
-        type=_seconds,
-        default=_from_env("KEEPALIVE_TIMEOUT", _seconds, 15.0),
-        help="seconds an idle kept-alive connection stays open "
-        "(FLOWWEAVER_KEEPALIVE_TIMEOUT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=_from_env("MAX_CONNECTIONS", _positive_int, 1024),
-        help="open connections at most; more get 503 (FLOWWEAVER_MAX_CONNECTIONS; "
-        "default %(default)s)",
-    )
-    serve.add_argument(
-        "--max-connections-per-client",
-        type=_positive_int,
-        default=_from_env("MAX_CONNECTIONS_PER_CLIENT", _positive_int, 128),
-        help="open connections at most from one client address; more get 503 "
-        "(FLOWWEAVER_MAX_CONNECTIONS_PER_CLIENT; default %(default)s)",
-    )
-    serve.add_argument(
-        "--health-connections",
-        type=_positive_int,
-        default=_from_env("HEALTH_CONNECTIONS", _positive_int, 8),
-        help="connections kept beyond --max-connections for /healthz and /readyz "
-        "(FLOWWEAVER_HEALTH_CONNECTIONS; default %(default)s)",
-    )
-    serve.add_argument(
-        "--grace",
-        type=_seconds,
-        default=_from_env("GRACE", _seconds, 30.0),
-        help="on SIGTERM, seconds running handlers get to finish (FLOWWEAVER_GRACE; "
-        "default %(default)s)",
-    )
-    serve.add_argument(
-        "--max-task-data",
-        type=_size,
-        default=_from_env("MAX_TASK_DATA", _size, DEFAULT_MAX_TASK_IO_BYTES),
-        help="largest resolved inputs, and largest published output, of one task as JSON; "
-        "more fails the task (FLOWWEAVER_MAX_TASK_DATA; default 1MiB)",
-    )
+def _run_command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """Add a command about one run of a store (its --store comes last, see build_parser)."""
+    command: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    command.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every serve flag has an environment variable: FLOWWEAVER_<FLAG>.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    _serve_parser(commands)
+    _add_options(commands.add_parser("serve", help="serve the HTTP API"), *_SERVE)
 
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
     run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
@@ -316,40 +307,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
     )
-    _store_option(run)
-    _handler_options(run)
+    _add_options(run, *_STORE, *_HANDLERS)
 
-    status = commands.add_parser("status", help="show a run's state")
-    status.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    status = _run_command(commands, "status", "show a run's state")
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    _store_option(status)
+    status.set_defaults(at=None)
 
-    events = commands.add_parser("events", help="print a run's events as JSON lines")
-    events.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    events = _run_command(commands, "events", "print a run's events as JSON lines")
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
-    _store_option(events)
 
-    _store_option(_cancel_parser(commands))
-
-    replay = commands.add_parser("replay", help="show a run's state as of event N")
-    replay.add_argument("run_id", metavar="RUN_ID", type=_run_id)
-    replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
-    replay.add_argument("--json", action="store_true", help="print the API's JSON")
-    _store_option(replay)
-    return parser
-
-
-def _cancel_parser(commands: Any) -> argparse.ArgumentParser:
-    cancel: argparse.ArgumentParser = commands.add_parser(
-        "cancel", help="cancel a run of a store that no server drives"
-    )
-    cancel.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    cancel = _run_command(commands, "cancel", "cancel a run of a store that no server drives")
     cancel.add_argument("--reason", default="", help="why, recorded with the request")
     cancel.add_argument(
         "--timeout", type=_seconds, default=30.0, help="wait this long for RunCancelled"
     )
-    return cancel
+
+    replay = _run_command(commands, "replay", "show a run's state as of event N")
+    replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
+    replay.add_argument("--json", action="store_true", help="print the API's JSON")
+    for command in (status, events, cancel, replay):
+        _add_options(command, *_STORE)
+    return parser
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -415,18 +394,7 @@ def _serve(args: argparse.Namespace) -> int:
     json_logs = {"json": True, "console": False}.get(args.log_format)
     configure_logging(json=json_logs, level=args.log_level)
     registry = _registry(args.handlers, examples=args.example_handlers)
-    config = ApiConfig(
-        body_limit=args.body_limit,
-        heartbeat=args.heartbeat,
-        sse_buffer=args.sse_buffer,
-        sse_drain_timeout=args.sse_drain_timeout,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        keepalive_timeout=args.keepalive_timeout,
-        max_connections=args.max_connections,
-        max_connections_per_client=args.max_connections_per_client,
-        health_connections=args.health_connections,
-    )
+    config = ApiConfig(**{k: v for k, v in vars(args).items() if k in _API_FIELDS})
     store = open_store(args.store)
     # Stores whose server settings can lose acknowledged events say so (Redis, see docs/redis.md).
     if isinstance(store, DurabilityReport):
@@ -486,6 +454,9 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
     await asyncio.to_thread(engine.close, args.grace)
     log.info("server_stopped")
     return EXIT_OK
+
+
+CHECKPOINT_QUIET_S = 1.0
 
 
 async def _checkpoint_when_quiet(store: EventStore, quiet: float = CHECKPOINT_QUIET_S) -> None:
@@ -632,35 +603,26 @@ def _progress_line(event: Any, name: str) -> str:
 # --- readers ----------------------------------------------------------------------------------
 
 
-def _status(args: argparse.Namespace) -> int:
+def _show(args: argparse.Namespace) -> int:
+    """Print a run's state (``status``), or its state as of event ``--at`` (``replay``)."""
     store = _open_existing(args.store)
     try:
         state = store.run_state(args.run_id)
         if state is None:
             raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
+        total = None
+        if args.at is not None:
+            if args.at > state.version:
+                raise CommandError(
+                    f"run {args.run_id} has {state.version} events; --at is {args.at}"
+                )
+            total = state.version
+            state = store.run_state(args.run_id, at=args.at)
+            assert state is not None
         if args.json:
             sys.stdout.buffer.write(_encoder.encode(run_out(state)) + b"\n")
         else:
-            _print_state(state, sys.stdout)
-    finally:
-        store.close()
-    return EXIT_OK
-
-
-def _replay(args: argparse.Namespace) -> int:
-    store = _open_existing(args.store)
-    try:
-        latest = store.run_state(args.run_id)
-        if latest is None:
-            raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
-        if args.at > latest.version:
-            raise CommandError(f"run {args.run_id} has {latest.version} events; --at is {args.at}")
-        state = store.run_state(args.run_id, at=args.at)
-        assert state is not None
-        if args.json:
-            sys.stdout.buffer.write(_encoder.encode(run_out(state)) + b"\n")
-        else:
-            _print_state(state, sys.stdout, total=latest.version)
+            _print_state(state, sys.stdout, total=total)
     finally:
         store.close()
     return EXIT_OK
@@ -744,9 +706,9 @@ def _cancel(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "run": _run,
-    "status": _status,
+    "status": _show,
     "events": _events,
-    "replay": _replay,
+    "replay": _show,
     "cancel": _cancel,
 }
 

@@ -10,7 +10,6 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from flowweaver.domain.events import RUN_STATUSES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.spec import nesting_error
 from flowweaver.errors import FieldError, NotFoundError, ValidationError
@@ -23,7 +22,6 @@ from .openapi import openapi_document
 from .sse import event_json, log_stream, run_stream
 
 JSON = "application/json"
-MAX_PAGE = 1000
 
 
 def add_routes(app: web.Application) -> None:
@@ -125,20 +123,6 @@ async def _read_json_body(request: web.Request, *, required: bool = True) -> byt
     return body
 
 
-def _int_query(
-    request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
-) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise bad_request(f"{name} must be an integer, not {raw[:40]!r}", path=f"$.query.{name}")
-    value = int(raw)
-    if not minimum <= value <= maximum:
-        raise bad_request(f"{name} must be between {minimum} and {maximum}", path=f"$.query.{name}")
-    return value
-
-
 def _run_id(request: web.Request) -> str:
     """Return the path's run id in its canonical spelling (any spelling uuid.UUID reads).
 
@@ -180,8 +164,8 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 async def get_workflow(request: web.Request) -> web.Response:
     """Return one workflow's latest version, or ``?version=N``."""
-    version = _int_query(request, "version", default=None, minimum=1, maximum=2**31)
-    found = await request.app[BRIDGE].get_workflow(request.match_info["workflowId"], version)
+    query = schemas.decode_query(request.query, schemas.WorkflowQuery)
+    found = await request.app[BRIDGE].get_workflow(request.match_info["workflowId"], query.version)
     return _json(schemas.workflow_out(found))
 
 
@@ -221,17 +205,13 @@ async def post_run(request: web.Request) -> web.Response:
 
 async def list_runs(request: web.Request) -> web.Response:
     """Return a page of runs, newest first, filtered by workflow and status."""
-    status = request.query.get("status")
-    if status is not None and status not in RUN_STATUSES:
-        raise bad_request(f"status must be one of {', '.join(RUN_STATUSES)}", path="$.query.status")
-    limit = _int_query(request, "limit", default=50, minimum=1, maximum=MAX_PAGE)
-    assert limit is not None
+    query = schemas.decode_query(request.query, schemas.RunListQuery)
     try:
         page = await request.app[BRIDGE].list_runs(
-            workflow_id=request.query.get("workflowId"),
-            status=status,
-            limit=limit,
-            cursor=request.query.get("cursor"),
+            workflow_id=query.workflow_id,
+            status=query.status,
+            limit=query.limit,
+            cursor=query.cursor,
         )
     except ValidationError as e:
         raise bad_request("cursor is not one this server issued", path="$.query.cursor") from e
@@ -240,7 +220,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     """Return the run's state, or its state as of event ``?at=N``."""
-    at = _int_query(request, "at", default=None, minimum=1, maximum=2**63 - 1)
+    at = schemas.decode_query(request.query, schemas.RunStateQuery).at
     state = await request.app[BRIDGE].get_run(_run_id(request), at)
     if at is not None and state.version < at:
         raise bad_request(
@@ -255,15 +235,12 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
     app = request.app
     if _wants_event_stream(request):
         return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
-    after = _int_query(request, "after", default=0, minimum=0, maximum=2**63 - 1)
-    limit = _int_query(request, "limit", default=100, minimum=1, maximum=MAX_PAGE)
-    assert after is not None
-    assert limit is not None
+    query = schemas.decode_query(request.query, schemas.HistoryQuery)
     bridge = app[BRIDGE]
-    page = await bridge.read_run(run_id, after=after, limit=limit)
+    page = await bridge.read_run(run_id, after=query.after, limit=query.limit)
     if not page and not await bridge.read_run(run_id, upto=1):
         raise NotFoundError("run", run_id)
-    next_after = page[-1].version if len(page) == limit else None
+    next_after = page[-1].version if len(page) == query.limit else None
     body = b'{"runId":%b,"events":[%b],"nextAfter":%b}' % (
         msgspec.json.encode(run_id),
         b",".join(event_json(rec) for rec in page),

@@ -8,6 +8,7 @@ Decoders are built once, here, at import time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -17,7 +18,7 @@ from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import Ident, WorkflowSpec, field_error_from_msgspec
 from flowweaver.domain.workflow import WorkflowRegistered
-from flowweaver.errors import ValidationError
+from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
 from .errors import ApiError
@@ -26,7 +27,14 @@ MAX_KEY_LENGTH = 256
 MAX_VERSION = 2**31
 """The highest workflow version a request may name (as ``?version=`` on GET /workflows/{id})."""
 
+MAX_PAGE = 1000
+"""The most items one page of a list or history holds (``?limit=``)."""
+MAX_OFFSET = 2**63 - 1
+"""The highest run version or log position a query may name: a signed 64-bit column."""
+
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
 
 
 class _Wire(msgspec.Struct, kw_only=True, rename="camel"):
@@ -49,6 +57,37 @@ class CancelRequest(_Wire, forbid_unknown_fields=True):
     """POST /runs/{id}/cancel: why the run should stop (optional)."""
 
     reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+# --- query strings (each decoded by decode_query; unknown parameters are ignored) ----------
+
+
+class WorkflowQuery(_Wire):
+    """GET /workflows/{id}: one version instead of the latest."""
+
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
+
+
+class RunListQuery(_Wire):
+    """GET /runs: filters, page size and the cursor of the page before."""
+
+    workflow_id: str | None = None
+    status: RunStatus | None = None
+    limit: PageLimit = 50
+    cursor: str | None = None
+
+
+class RunStateQuery(_Wire):
+    """GET /runs/{id}: the state as of event ``at`` instead of the latest."""
+
+    at: Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)] | None = None
+
+
+class HistoryQuery(_Wire):
+    """GET /runs/{id}/events as JSON: a page of events after version ``after``."""
+
+    after: Offset = 0
+    limit: PageLimit = 100
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -171,6 +210,29 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise ApiError(400, "malformed-json", f"the body is not valid JSON: {e}") from e
     except RecursionError as e:  # msgspec decodes on the C stack, bounded by Python's limit
         raise ApiError(400, "malformed-json", "the body's JSON is nested too deeply") from e
+
+
+Q = TypeVar("Q", bound=_Wire)
+
+
+def decode_query(query: Mapping[str, str], into: type[Q]) -> Q:
+    """Decode a query string (the first value of each parameter) into ``into``.
+
+    Raises:
+        ApiError: a parameter is malformed or out of range (400, the error at ``$.query.NAME``).
+    """
+    try:
+        return msgspec.convert(dict(query), into, strict=False)
+    except msgspec.ValidationError as e:
+        error = field_error_from_msgspec(e)
+        name = error.path.removeprefix("$.")
+        message = error.message.replace(" | null", "")  # a query string cannot say null
+        raise ApiError(
+            400,
+            "bad-request",
+            f"query parameter {name}: {message}",
+            errors=[FieldError(f"$.query.{name}", message)],
+        ) from e
 
 
 def workflow_out(registered: WorkflowRegistered) -> WorkflowOut:

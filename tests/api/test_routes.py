@@ -596,3 +596,35 @@ def test_head_on_streams_answers_headers_only(server: LiveServer) -> None:
                 assert r.status == 404
 
     run(main())
+
+
+def test_a_bad_query_parameter_is_a_400_that_names_it(server: LiveServer) -> None:
+    """Every malformed or out-of-range query parameter is a 400 located at $.query.NAME."""
+
+    async def main() -> None:
+        url = server.url
+        async with aiohttp.ClientSession() as s:
+            await _post(s, f"{url}/workflows", EXAMPLE_WORKFLOW)
+            _, _, body = await _post(s, f"{url}/runs", {"workflowId": "example-workflow"})
+            run_id = body["id"]
+            await wait_finished(s, url, run_id)
+            for path, name in [
+                ("/workflows/example-workflow?version=0", "version"),
+                (f"/workflows/example-workflow?version={2**31 + 1}", "version"),
+                ("/runs?status=weird", "status"),
+                ("/runs?limit=x&workflowId=example-workflow", "limit"),
+                (f"/runs/{run_id}?at=", "at"),
+                (f"/runs/{run_id}?at={2**63}", "at"),
+                (f"/runs/{run_id}/events?after=-1", "after"),
+                (f"/runs/{run_id}/events?limit=1001", "limit"),
+            ]:
+                answer = await _get(s, url + path)
+                _is_problem(*answer, 400)
+                problem = answer[2]
+                assert [e["path"] for e in problem["errors"]] == [f"$.query.{name}"], path
+                assert name in problem["detail"], problem
+            # Unknown parameters are ignored; a repeated one counts with its first value.
+            status, _, page = await _get(s, f"{url}/runs?limit=1&limit=x&colour=blue")
+            assert (status, len(page["runs"])) == (200, 1)
+
+    run(main())

@@ -43,6 +43,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from flowweaver.backoff import Backoff
 from flowweaver.errors import ConcurrencyError, StoreError
 from flowweaver.ports import Append
 
@@ -56,6 +57,8 @@ APPEND_FUNCTION = "fw_append"
 FENCE_SQLSTATE = "FW001"
 HEARTBEAT_INTERVAL = 0.5
 SESSION_TIMEOUT = 2.5
+_RECONNECT = Backoff(base=0.05, cap=1.0)
+"""Waits between failed connections of the lease session: 0.1 s, doubling to 1 s."""
 
 
 def lease_key(schema: str, run_id: str) -> int:
@@ -461,7 +464,7 @@ class PostgresLeases:
                     failures = 0
                 else:
                     failures += 1
-                    self._stopping.wait(min(1.0, 0.05 * 2**failures))
+                    self._stopping.wait(_RECONNECT.delay(failures))
                 continue
             self._beat()
 

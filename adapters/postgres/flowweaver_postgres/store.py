@@ -52,6 +52,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from flowweaver.backoff import Backoff
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import Append
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore, stored_events
@@ -316,7 +317,7 @@ class PostgresLogListener:
         self._connection_kwargs = connection_kwargs
         self._listen = SQL("LISTEN {0}").format(Identifier(channel))
         self._on_notify = on_notify
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(base=0.05, cap=max_backoff)
         self._stopping = threading.Event()
         self._stop_receiver, self._stop_sender = socket.socketpair()
         self._state = threading.Condition()
@@ -375,7 +376,7 @@ class PostgresLogListener:
                 failures += 1
                 if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th...: a line, not a flood
                     log.warning("log_listener_connect_failed", error=str(e), failures=failures)
-                self._stopping.wait(min(self._max_backoff, 0.05 * 2**failures))
+                self._stopping.wait(self._backoff.delay(failures))
                 continue
             try:
                 with connection:
@@ -387,7 +388,7 @@ class PostgresLogListener:
             except psycopg.Error as e:
                 failures += 1
                 log.warning("log_listener_lost", error=str(e))
-                self._stopping.wait(min(self._max_backoff, 0.05 * 2**failures))
+                self._stopping.wait(self._backoff.delay(failures))
             finally:
                 self._listening(None)
 

@@ -24,6 +24,7 @@ notification ids, and reads join it to the log inside one Lua script.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -43,6 +44,7 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
+from flowweaver.backoff import Backoff
 from flowweaver_redis import scripts
 from flowweaver_redis.datastore import RedisDatastore, translate_error, translated_errors
 
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 
 # Most log entries one topic-filtered read script looks at before giving the server back.
 SCAN_BUDGET: Final = 10_000
+# Waits between CLIENT UNBLOCKs sent to a read that may not have reached Redis yet: 1 ms,
+# doubling to 50 ms.
+UNBLOCK_BACKOFF: Final = Backoff(base=0.001, cap=0.05)
 
 
 def _score_bounds(gt: int | None, lte: int | None) -> tuple[str, str]:
@@ -482,18 +487,19 @@ class RedisSubscription(Subscription[RedisApplicationRecorder]):
         # The read may not have reached Redis yet, in which case CLIENT UNBLOCK misses it:
         # try again until the reader is idle, waiting a little longer each time.
         client = self._recorder.datastore.client
-        delay = 0.001
         waited = 0.0
-        while waited < self._block_ms / 1000:
+        for attempt in itertools.count():
+            if waited >= self._block_ms / 1000:
+                return
             try:
                 if client.client_unblock(reader_id):
                     return
             except rexc.RedisError:
                 return  # the read ends by itself within block_ms
+            delay = UNBLOCK_BACKOFF.delay(attempt)
             if self._idle.wait(delay):
                 return
             waited += delay
-            delay = min(delay * 2, 0.05)
 
     def __exit__(self, *args: object, **kwargs: Any) -> None:
         try:

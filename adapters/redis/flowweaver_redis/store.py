@@ -39,6 +39,7 @@ first, so two processes catching up at once cannot apply a stretch of the log tw
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import re
 import threading
@@ -65,7 +66,11 @@ from flowweaver.store.base import (
 )
 from flowweaver_redis.datastore import RedisDatastore
 from flowweaver_redis.durability import durability_warnings
-from flowweaver_redis.recorders import RedisAggregateRecorder, RedisApplicationRecorder
+from flowweaver_redis.recorders import (
+    UNBLOCK_BACKOFF,
+    RedisAggregateRecorder,
+    RedisApplicationRecorder,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -526,8 +531,7 @@ class RedisEventStore(RecorderEventStore):
         # A read may not have reached Redis when CLIENT UNBLOCK is sent: send it again until
         # every waiter has left, or a blocked read ends by itself.
         deadline = time.monotonic() + self.max_block + 1.0
-        delay = 0.001
-        while True:
+        for attempt in itertools.count():
             with self._waiters:
                 busy = list(self._busy)
                 if not busy or time.monotonic() > deadline:
@@ -538,8 +542,7 @@ class RedisEventStore(RecorderEventStore):
                 except rexc.RedisError:
                     return  # Redis is gone: the reads fail by themselves
             with self._waiters:
-                self._waiters.wait(delay)
-            delay = min(delay * 2, 0.05)
+                self._waiters.wait(UNBLOCK_BACKOFF.delay(attempt))
 
 
 def _refused(error: rexc.ResponseError) -> bool:
