@@ -42,6 +42,7 @@ class ApiConfig:
     shutdown_timeout: float = 10.0
     threads: int = 16
     ready_timeout: float = 2.0
+    max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -64,6 +65,7 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
         middlewares=[problem_middleware, connection_middleware], client_max_size=config.body_limit
     )
     bridge = EngineBridge(engine, threads=config.threads)
+    bridge.waits.limit = config.max_waits
     app[CONFIG] = config
     app[ENGINE] = engine
     app[BRIDGE] = bridge
@@ -83,7 +85,9 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
         replay_page=config.replay_page,
     )
     app.cleanup_ctx.append(_tailer)
+    app.cleanup_ctx.append(_waits)
     app.on_shutdown.append(_end_streams)
+    app.on_shutdown.append(_end_waits)
     add_routes(app)
     return app
 
@@ -95,6 +99,18 @@ async def _tailer(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     # The tailer's thread may be inside a wait on the store: let it return off the loop.
     await asyncio.to_thread(app[BRIDGE].close)
+
+
+async def _waits(app: web.Application) -> AsyncIterator[None]:
+    waits = app[BRIDGE].waits
+    waits.attach(asyncio.get_running_loop())
+    yield
+    waits.close()
+
+
+async def _end_waits(app: web.Application) -> None:
+    # A draining server answers waiting requests at once rather than after their N seconds.
+    app[BRIDGE].waits.close()
 
 
 async def _end_streams(app: web.Application) -> None:
