@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from flowweaver.engine import Engine
+from flowweaver.errors import FieldError, ValidationError
 
 from .bridge import EngineBridge
 from .errors import problem_middleware
@@ -16,6 +20,7 @@ from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
+SWITCH_INTERVAL = 0.0005  # seconds; FLOWWEAVER_SWITCH_INTERVAL overrides it
 DEFAULT_SSE_BUFFER = 4 * 1024 * 1024
 
 
@@ -90,6 +95,35 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.on_shutdown.append(_end_waits)
     add_routes(app)
     return app
+
+
+def set_switch_interval() -> None:
+    """Set the interpreter's thread switch interval for a serving process.
+
+    The event loop, the API's threads and the engine's actors hand work to one another at
+    every request; at the interpreter's default of 5 ms a thread that was handed work may wait
+    that long for the GIL. ``FLOWWEAVER_SWITCH_INTERVAL`` (seconds) overrides the default.
+
+    Raises:
+        ValidationError: the variable is not a positive number of seconds (at most 1).
+    """
+    raw = os.environ.get("FLOWWEAVER_SWITCH_INTERVAL")
+    seconds = SWITCH_INTERVAL
+    if raw is not None:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds <= 1:
+            raise ValidationError(
+                [
+                    FieldError(
+                        "FLOWWEAVER_SWITCH_INTERVAL",
+                        f"must be seconds above 0 and at most 1, not {raw[:40]!r}",
+                    )
+                ]
+            )
+    sys.setswitchinterval(seconds)
 
 
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
