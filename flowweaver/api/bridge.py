@@ -180,10 +180,12 @@ class RunWaits:
         self.bridge = bridge
         self.limit = limit
         self.poll = poll
-        self._lock = threading.Lock()  # the run threads meet the loop on the two fields below
+        self._lock = threading.Lock()  # _recent, _watched, _ended, _wake_due: run threads and loop
         self._recent: OrderedDict[str, RunState] = OrderedDict()
         self._watched: dict[str, int] = {}  # run id -> requests waiting for it
         self._futures: dict[str, list[asyncio.Future[RunState | None]]] = {}
+        self._ended: list[tuple[str, RunState]] = []  # for the loop to hand to the futures
+        self._wake_due = False
         self._count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -209,21 +211,31 @@ class RunWaits:
                     future.set_result(None)
 
     def _run_finished(self, run_id: str, state: RunState) -> None:
-        # On the run's thread: no waiting, no raising.
+        # On the run's thread: no waiting, no raising. Runs that end while the loop has not
+        # yet taken the last ones join them: one wake-up of the loop for the lot.
         with self._lock:
             self._recent[run_id] = state
             if len(self._recent) > RECENT_FINISHED:
                 self._recent.popitem(last=False)
-            watched = run_id in self._watched
+            if run_id not in self._watched:
+                return
+            self._ended.append((run_id, state))
+            if self._wake_due:
+                return
+            self._wake_due = True
         loop = self._loop
-        if watched and loop is not None:
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._complete, run_id, state)
+                loop.call_soon_threadsafe(self._complete)
 
-    def _complete(self, run_id: str, state: RunState | None) -> None:
-        for future in self._futures.get(run_id, ()):
-            if not future.done():
-                future.set_result(state)
+    def _complete(self) -> None:
+        with self._lock:
+            ended, self._ended = self._ended, []
+            self._wake_due = False
+        for run_id, state in ended:
+            for future in self._futures.get(run_id, ()):
+                if not future.done():
+                    future.set_result(state)
 
     async def wait_finished(self, run_id: str, timeout: float) -> RunState | None:
         """Return the run's final state once it ends, or None after ``timeout`` seconds.
@@ -261,19 +273,28 @@ class RunWaits:
         self, run_id: str, future: asyncio.Future[RunState | None], timeout: float
     ) -> RunState | None:
         loop = asyncio.get_running_loop()
+        if not self.bridge.engine.leases.shared:  # every run of the store ends here
+            timer = loop.call_later(timeout, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
         deadline = loop.time() + timeout
-        shared = self.bridge.engine.leases.shared
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            step = min(remaining, self.poll) if shared else remaining
             try:
-                async with asyncio.timeout(step):
+                async with asyncio.timeout(min(remaining, self.poll)):
                     return await asyncio.shield(future)
             except TimeoutError:
                 pass
-            if shared:  # another process may have ended it: its end reaches no listener here
-                state = await self.bridge.get_run(run_id)
-                if state.is_terminal:
-                    return state
+            # Another process may have ended it: such an end reaches no listener here.
+            state = await self.bridge.get_run(run_id)
+            if state.is_terminal:
+                return state
+
+
+def _expire(future: asyncio.Future[RunState | None]) -> None:
+    if not future.done():
+        future.set_result(None)

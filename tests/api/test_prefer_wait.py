@@ -9,12 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from flowweaver.api import ApiConfig
 from flowweaver.api.app import BRIDGE
 from flowweaver.api.bridge import EngineBridge
 from flowweaver.api.errors import ApiError
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.api.prefer import preferences, wait_seconds
 from flowweaver.engine import Engine
+from flowweaver.ports import LocalLeases
 from flowweaver.store import MemoryEventStore
 
 from .conftest import Gates, LiveServer, Servers, example_registry, run
@@ -277,3 +279,48 @@ def test_prefer_parsing() -> None:
     assert wait_seconds(["wait=0"]) == 0
     with pytest.raises(ApiError):
         wait_seconds(["wait=6o"])
+
+
+class _OwnedElsewhere(LocalLeases):
+    """Leases of a store several processes share, where another process owns every run."""
+
+    shared = True
+
+    def acquire(self, run_id: str) -> bool:
+        return False
+
+
+def test_a_run_another_engine_ends_is_seen_by_the_wait() -> None:
+    """With a shared store, a run ended by another engine answers the wait (re-read each second)."""
+    store = MemoryEventStore()
+    api_engine = Engine(store, handlers=example_registry(), leases=_OwnedElsewhere(), recover=False)
+    server = LiveServer(api_engine, ApiConfig(tail_wait=0.2, shutdown_timeout=2.0)).start()
+    other: list[Engine] = []
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            await _register(s, server, EXAMPLE_WORKFLOW)
+            waiting = asyncio.ensure_future(
+                _post(
+                    s,
+                    f"{server.url}/runs",
+                    {"workflowId": "example-workflow"},
+                    headers={"Prefer": "wait=20"},
+                )
+            )
+            bridge: EngineBridge = server.app[BRIDGE]  # type: ignore[index]
+            while await asyncio.to_thread(server.call, lambda: bridge.waits.waiting) == 0:
+                await asyncio.sleep(0.01)  # the POST has not reached its wait yet
+            assert api_engine.live_runs() == 0  # the API's engine does not run it
+            other.append(Engine(store, handlers=example_registry()))  # recovers and runs it
+            status, headers, body = await asyncio.wait_for(waiting, 10)
+            assert (status, body["status"]) == (201, "completed")
+            assert headers["Preference-Applied"] == "wait=20"
+
+    try:
+        run(main())
+    finally:
+        server.stop()
+        for engine in other:
+            engine.close(grace=2)
+        api_engine.close(grace=2)
