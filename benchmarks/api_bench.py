@@ -1,9 +1,12 @@
 """Workloads over the HTTP API of a real ``flowweaver serve`` process; one JSON line per result.
 
-W1 chain3 over REST:   200 runs one after another on SQLite; each POST /runs, then the client
-                       follows GET /events/{id} to the terminal event: runs/s, p50/p99 latency.
+W1 chain3 over REST:   200 runs one after another on SQLite; each one POST /runs with
+                       ``Prefer: wait=60`` answered with the ended run (W1_chain3_rest_wait),
+                       or a POST and then GET /events/{id} followed to the terminal event
+                       (W1_chain3_rest, over SSE): runs/s, p50/p99 latency.
 W2 fanout1000 over REST: one run of 1,000 no-op tasks and a join, followed over SSE: tasks/s.
-W3 concurrent over REST: 500 chain3 runs posted at once, each followed over SSE: runs/s.
+W3 concurrent over REST: 500 chain3 runs posted at once, each waited for with Prefer: wait
+                       (W3_concurrent_rest_wait) or followed over SSE (W3_concurrent_rest): runs/s.
 SSE fan-out:           1,000 subscribers on one run; delay from an event's timestamp (taken
                        just before its append) to its arrival at each subscriber: p50/p99.
 SSE replay:            a 100,000-event run streamed from offset 0 to one client: events/s.
@@ -12,6 +15,7 @@ SSE stalled clients:   100 clients that never read and one that does, on one run
                        and at its peak (VmHWM), and how many stalled clients were dropped.
 
     python benchmarks/api_bench.py [--repeats 3] [--only w1,w2,w3,fanout,replay,stall] [--quick]
+                                   [--follow wait,sse] [--pid-file PATH]
 
 The server runs as a subprocess (``flowweaver serve``, SQLite, log level WARNING so that access
 lines are not part of the figure) on a fresh store for each repeat; the client is aiohttp for
@@ -88,6 +92,7 @@ def _free_port() -> int:
 
 
 SERVER_PIDS: dict[str, int] = {}  # base URL -> pid of the serve process
+PID_FILE: Path | None = None
 
 
 def _memory_kib(pid: int) -> dict[str, int]:
@@ -149,6 +154,8 @@ def server(store_path: Path, *, workers: int = 8, limits: bool = False) -> Itera
                     raise
                 time.sleep(0.05)
         SERVER_PIDS[url] = process.pid
+        if PID_FILE is not None:
+            PID_FILE.write_text(f"{process.pid}\n")
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -185,21 +192,49 @@ async def _follow(s: aiohttp.ClientSession, url: str, run_id: str) -> bytes:
     return last
 
 
+async def _start_and_wait(
+    s: aiohttp.ClientSession, url: str, workflow_id: str, params: Any
+) -> dict[str, Any]:
+    """POST /runs with Prefer: wait and return the ended run it answers with."""
+    async with s.post(
+        f"{url}/runs",
+        json={"workflowId": workflow_id, "parameters": params},
+        headers={"Prefer": "wait=60"},
+    ) as r:
+        assert r.status == 201, await r.text()
+        assert r.headers.get("Preference-Applied") == "wait=60", r.headers
+        state: dict[str, Any] = await r.json()
+        return state
+
+
+async def _start_and_follow(
+    s: aiohttp.ClientSession, url: str, workflow_id: str, params: Any
+) -> None:
+    run_id = await _start(s, url, workflow_id, params)
+    assert b"RunCompleted" in await _follow(s, url, run_id)
+
+
+async def _start_waiting(s: aiohttp.ClientSession, url: str, workflow_id: str, params: Any) -> None:
+    assert (await _start_and_wait(s, url, workflow_id, params))["status"] == "completed"
+
+
+Finish = Callable[[aiohttp.ClientSession, str, str, Any], Awaitable[None]]
+FINISH: dict[str, Finish] = {"wait": _start_waiting, "sse": _start_and_follow}
+
+
 def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
 
-async def w1(url: str, runs: int) -> dict[str, float]:
+async def w1(url: str, runs: int, finish: Finish) -> dict[str, float]:
     async with _session() as s:
         await _register(s, url, CHAIN3)
         latencies = []
         started = time.perf_counter()
         for i in range(runs):
             t0 = time.perf_counter()
-            run_id = await _start(s, url, "chain3", {"value": i})
-            tail = await _follow(s, url, run_id)
+            await finish(s, url, "chain3", {"value": i})
             latencies.append((time.perf_counter() - t0) * 1000)
-            assert b"RunCompleted" in tail
         elapsed = time.perf_counter() - started
     return {
         "runs_per_s": runs / elapsed,
@@ -226,16 +261,11 @@ async def w2(url: str, tasks: int) -> dict[str, float]:
     return {"tasks_per_s": (tasks + 1) / elapsed, "seconds": elapsed}
 
 
-async def w3(url: str, runs: int) -> dict[str, float]:
+async def w3(url: str, runs: int, finish: Finish) -> dict[str, float]:
     async with _session() as s:
         await _register(s, url, CHAIN3)
-
-        async def one(i: int) -> None:
-            run_id = await _start(s, url, "chain3", {"value": i})
-            await _follow(s, url, run_id)
-
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(runs)))
+        await asyncio.gather(*(finish(s, url, "chain3", {"value": i}) for i in range(runs)))
         elapsed = time.perf_counter() - started
     return {"runs_per_s": runs / elapsed, "seconds": elapsed}
 
@@ -514,21 +544,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pause", type=float, default=0.02, help="fan-out: seconds each chained task sleeps"
     )
+    parser.add_argument(
+        "--follow",
+        default="wait,sse",
+        help="W1/W3: wait with Prefer: wait, follow over SSE, or both (default)",
+    )
+    parser.add_argument(
+        "--pid-file", type=Path, help="write each serve process's pid here (for py-spy)"
+    )
     args = parser.parse_args(argv)
+    follows = [f for f in args.follow.split(",") if f]
+    assert set(follows) <= set(FINISH), f"--follow takes {', '.join(FINISH)}"
+    global PID_FILE  # noqa: PLW0603 - a flag of this script, read by server()
+    PID_FILE = args.pid_file
     repeats = 1 if args.quick else args.repeats
     scale = 10 if args.quick else 1
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(dir=os.environ.get("FLOWWEAVER_BENCH_DIR")) as tmp:
         directory = Path(tmp)
+        names = {"wait": "_wait", "sse": ""}  # the SSE variants keep their earlier names
         if "w1" in only:
             n = 200 // scale
-            measure("W1_chain3_rest", repeats, directory, lambda u: w1(u, n), {"runs": n})
+            for follow in follows:
+                measure(
+                    f"W1_chain3_rest{names[follow]}",
+                    repeats,
+                    directory,
+                    lambda u, f=FINISH[follow]: w1(u, n, f),
+                    {"runs": n, "follow": follow},
+                )
         if "w2" in only:
             n = 1000 // scale
             measure("W2_fanout_rest", repeats, directory, lambda u: w2(u, n), {"tasks": n})
         if "w3" in only:
             n = 500 // scale
-            measure("W3_concurrent_rest", repeats, directory, lambda u: w3(u, n), {"runs": n})
+            for follow in follows:
+                measure(
+                    f"W3_concurrent_rest{names[follow]}",
+                    repeats,
+                    directory,
+                    lambda u, f=FINISH[follow]: w3(u, n, f),
+                    {"runs": n, "follow": follow},
+                )
         if "fanout" in only:
             subs = args.subscribers // scale
             measure(

@@ -28,7 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
-from flowweaver.api.app import DEFAULT_BODY_LIMIT, DEFAULT_SSE_BUFFER, ApiConfig, create_app
+from flowweaver.api.app import (
+    DEFAULT_BODY_LIMIT,
+    DEFAULT_SSE_BUFFER,
+    ApiConfig,
+    create_app,
+    set_switch_interval,
+)
 from flowweaver.api.examples import EXAMPLE_HANDLERS
 from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
@@ -391,6 +397,7 @@ def _iso(value: Any) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    set_switch_interval()
     json_logs = {"json": True, "console": False}.get(args.log_format)
     configure_logging(json=json_logs, level=args.log_level)
     registry = _registry(args.handlers, examples=args.example_handlers)

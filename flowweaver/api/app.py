@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from flowweaver.engine import Engine
+from flowweaver.errors import FieldError, ValidationError
 
 from .bridge import EngineBridge
 from .errors import problem_middleware
@@ -16,6 +20,7 @@ from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
+SWITCH_INTERVAL = 0.0005  # seconds; FLOWWEAVER_SWITCH_INTERVAL overrides it
 DEFAULT_SSE_BUFFER = 4 * 1024 * 1024
 
 
@@ -42,6 +47,7 @@ class ApiConfig:
     shutdown_timeout: float = 10.0
     threads: int = 16
     ready_timeout: float = 2.0
+    max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -64,6 +70,7 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
         middlewares=[problem_middleware, connection_middleware], client_max_size=config.body_limit
     )
     bridge = EngineBridge(engine, threads=config.threads)
+    bridge.waits.limit = config.max_waits
     app[CONFIG] = config
     app[ENGINE] = engine
     app[BRIDGE] = bridge
@@ -83,9 +90,40 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
         replay_page=config.replay_page,
     )
     app.cleanup_ctx.append(_tailer)
+    app.cleanup_ctx.append(_waits)
     app.on_shutdown.append(_end_streams)
+    app.on_shutdown.append(_end_waits)
     add_routes(app)
     return app
+
+
+def set_switch_interval() -> None:
+    """Set the interpreter's thread switch interval for a serving process.
+
+    The event loop, the API's threads and the engine's actors hand work to one another at
+    every request; at the interpreter's default of 5 ms a thread that was handed work may wait
+    that long for the GIL. ``FLOWWEAVER_SWITCH_INTERVAL`` (seconds) overrides the default.
+
+    Raises:
+        ValidationError: the variable is not a positive number of seconds (at most 1).
+    """
+    raw = os.environ.get("FLOWWEAVER_SWITCH_INTERVAL")
+    seconds = SWITCH_INTERVAL
+    if raw is not None:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not 0 < seconds <= 1:
+            raise ValidationError(
+                [
+                    FieldError(
+                        "FLOWWEAVER_SWITCH_INTERVAL",
+                        f"must be seconds above 0 and at most 1, not {raw[:40]!r}",
+                    )
+                ]
+            )
+    sys.setswitchinterval(seconds)
 
 
 async def _tailer(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +133,18 @@ async def _tailer(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     # The tailer's thread may be inside a wait on the store: let it return off the loop.
     await asyncio.to_thread(app[BRIDGE].close)
+
+
+async def _waits(app: web.Application) -> AsyncIterator[None]:
+    waits = app[BRIDGE].waits
+    waits.attach(asyncio.get_running_loop())
+    yield
+    waits.close()
+
+
+async def _end_waits(app: web.Application) -> None:
+    # A draining server answers waiting requests at once rather than after their N seconds.
+    app[BRIDGE].waits.close()
 
 
 async def _end_streams(app: web.Application) -> None:

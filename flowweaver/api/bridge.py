@@ -4,12 +4,19 @@ Every engine or store call blocks (SQL, a pykka reply), so each one runs on a th
 bridge's executor through ``loop.run_in_executor``; the loop only awaits asyncio futures. No
 pykka future is ever awaited on the loop: pykka's ``__await__`` calls the blocking ``get()``.
 The tailer's long waits get their own thread so they never hold a request's thread.
+
+Waiting for a run to end (``POST /runs`` with ``Prefer: wait``) takes no thread at all: the
+engine calls :class:`RunWaits` on the run's own thread as the run ends, and that hands the
+final state to the waiting requests' futures with ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,6 +31,7 @@ from flowweaver.ports import RecordedEvent, RunPage, StoreReader
 T = TypeVar("T")
 
 Batch = tuple[int | None, list[RecordedEvent]]
+RECENT_FINISHED = 4096  # final states kept for waits that register after their run ended
 
 
 class EngineBridge:
@@ -38,6 +46,7 @@ class EngineBridge:
         # must not take the request threads with it, one probe after another.
         self._ping_executor = ThreadPoolExecutor(1, thread_name_prefix="flowweaver-ping")
         self._ping: asyncio.Future[None] | None = None
+        self.waits = RunWaits(self)
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -156,3 +165,136 @@ class EngineBridge:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._tail_executor.shutdown(wait=True, cancel_futures=True)
         self._ping_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RunWaits:
+    """Requests waiting for runs of this engine to end, one asyncio future each.
+
+    Attached, it listens to the engine: as a run ends, the run's thread records the final
+    state and, only when a request waits for that run, wakes the loop with it. A request that
+    registers after its run ended finds the state among the recent ones. Runs that another
+    process may finish (a store shared by several engines) are also re-read once a second.
+    """
+
+    def __init__(self, bridge: EngineBridge, *, limit: int = 1024, poll: float = 1.0) -> None:
+        self.bridge = bridge
+        self.limit = limit
+        self.poll = poll
+        self._lock = threading.Lock()  # _recent, _watched, _ended, _wake_due: run threads and loop
+        self._recent: OrderedDict[str, RunState] = OrderedDict()
+        self._watched: dict[str, int] = {}  # run id -> requests waiting for it
+        self._futures: dict[str, list[asyncio.Future[RunState | None]]] = {}
+        self._ended: list[tuple[str, RunState]] = []  # for the loop to hand to the futures
+        self._wake_due = False
+        self._count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Return how many requests wait."""
+        return self._count
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start listening to the engine; waits are completed on ``loop``."""
+        self._loop = loop
+        self._closed = False
+        self.bridge.engine.add_finish_listener(self._run_finished)
+
+    def close(self) -> None:
+        """Stop listening and answer every wait at once (as the run stands)."""
+        self._closed = True
+        self.bridge.engine.remove_finish_listener(self._run_finished)
+        for futures in self._futures.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+    def _run_finished(self, run_id: str, state: RunState) -> None:
+        # On the run's thread: no waiting, no raising. Runs that end while the loop has not
+        # yet taken the last ones join them: one wake-up of the loop for the lot.
+        with self._lock:
+            self._recent[run_id] = state
+            if len(self._recent) > RECENT_FINISHED:
+                self._recent.popitem(last=False)
+            if run_id not in self._watched:
+                return
+            self._ended.append((run_id, state))
+            if self._wake_due:
+                return
+            self._wake_due = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._complete)
+
+    def _complete(self) -> None:
+        with self._lock:
+            ended, self._ended = self._ended, []
+            self._wake_due = False
+        for run_id, state in ended:
+            for future in self._futures.get(run_id, ()):
+                if not future.done():
+                    future.set_result(state)
+
+    async def wait_finished(self, run_id: str, timeout: float) -> RunState | None:
+        """Return the run's final state once it ends, or None after ``timeout`` seconds.
+
+        None also when :attr:`limit` requests wait already, or when the API closes.
+        """
+        if self._closed or self._loop is None:
+            return None
+        with self._lock:
+            state = self._recent.get(run_id)
+            if state is not None:
+                return state
+            if self._count >= self.limit:
+                return None
+            self._watched[run_id] = self._watched.get(run_id, 0) + 1
+            self._count += 1
+        future: asyncio.Future[RunState | None] = self._loop.create_future()
+        self._futures.setdefault(run_id, []).append(future)
+        try:
+            return await self._await(run_id, future, timeout)
+        finally:
+            futures = self._futures[run_id]
+            futures.remove(future)
+            if not futures:
+                del self._futures[run_id]
+            with self._lock:
+                self._count -= 1
+                left = self._watched[run_id] - 1
+                if left:
+                    self._watched[run_id] = left
+                else:
+                    del self._watched[run_id]
+
+    async def _await(
+        self, run_id: str, future: asyncio.Future[RunState | None], timeout: float
+    ) -> RunState | None:
+        loop = asyncio.get_running_loop()
+        if not self.bridge.engine.leases.shared:  # every run of the store ends here
+            timer = loop.call_later(timeout, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                async with asyncio.timeout(min(remaining, self.poll)):
+                    return await asyncio.shield(future)
+            except TimeoutError:
+                pass
+            # Another process may have ended it: such an end reaches no listener here.
+            state = await self.bridge.get_run(run_id)
+            if state.is_terminal:
+                return state
+
+
+def _expire(future: asyncio.Future[RunState | None]) -> None:
+    if not future.done():
+        future.set_result(None)

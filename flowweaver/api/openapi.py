@@ -67,8 +67,19 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
 
 
-def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def _json_response(
+    description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_PREFERENCE_APPLIED = {
+    "description": "`wait=N` when a Prefer: wait was asked and the answer is the ended run",
+    "schema": {"type": "string"},
+}
 
 
 def _offset_param(name: str, description: str) -> dict[str, Any]:
@@ -196,16 +207,35 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "description": "Same as the body's idempotencyKey (they must agree).",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                    }
+                    },
+                    {
+                        "name": "Prefer",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "RFC 7240. `wait=N` (N whole seconds, 0 to 60) answers when the run"
+                            " ends within N seconds, with `Preference-Applied: wait=N`; else"
+                            " after N seconds with the run as it stands. Other preferences are"
+                            " ignored."
+                        ),
+                        "schema": {"type": "string"},
+                        "example": "wait=10",
+                    },
                 ],
                 "requestBody": {
                     "required": True,
                     "content": {JSON: {"schema": _ref("RunRequest")}},
                 },
                 "responses": {
-                    "201": _json_response("The run was started", _ref("RunOut")),
+                    "201": _json_response(
+                        "The run was started (with Prefer: wait, ended or as it stands)",
+                        _ref("RunOut"),
+                        headers={"Preference-Applied": _PREFERENCE_APPLIED},
+                    ),
                     "200": _json_response(
-                        "The run this idempotency key already started", _ref("RunOut")
+                        "The run this idempotency key already started",
+                        _ref("RunOut"),
+                        headers={"Preference-Applied": _PREFERENCE_APPLIED},
                     ),
                     "404": _problem("No such workflow or version"),
                     "409": _problem("The idempotency key was used for a different request"),

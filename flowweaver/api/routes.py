@@ -19,6 +19,7 @@ from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
+from .prefer import wait_seconds
 from .sse import event_json, log_stream, run_stream
 
 JSON = "application/json"
@@ -173,7 +174,12 @@ async def get_workflow(request: web.Request) -> web.Response:
 
 
 async def post_run(request: web.Request) -> web.Response:
-    """Start a run: 201 new, 200 for a repeated idempotency key, 409 for a key reused."""
+    """Start a run: 201 new, 200 for a repeated idempotency key, 409 for a key reused.
+
+    With ``Prefer: wait=N`` the answer waits until the run ends, N seconds at most; it
+    carries ``Preference-Applied`` when it is the finished run.
+    """
+    wait = wait_seconds(request.headers.getall("Prefer", ()))
     body = await _read_json_body(request)
     assert body is not None
     run = schemas.decode_body(schemas.run_request_decoder, body)
@@ -193,14 +199,19 @@ async def post_run(request: web.Request) -> web.Response:
                 [FieldError("$.idempotencyKey", "differs from the Idempotency-Key header")]
             )
         key = header_key
-    handle = await request.app[BRIDGE].start_run(
+    bridge = request.app[BRIDGE]
+    handle = await bridge.start_run(
         run.workflow_id, parameters=run.parameters, idempotency_key=key, version=run.version
     )
-    return _json(
-        schemas.run_out(handle.state),
-        status=201 if handle.created else 200,
-        headers={"Location": f"/runs/{handle.run_id}"},
-    )
+    state = handle.state
+    headers = {"Location": f"/runs/{handle.run_id}"}
+    if wait is not None:
+        if not state.is_terminal:
+            final = await bridge.waits.wait_finished(handle.run_id, wait)
+            state = final if final is not None else await bridge.get_run(handle.run_id)
+        if state.is_terminal:
+            headers["Preference-Applied"] = f"wait={wait}"
+    return _json(schemas.run_out(state), status=201 if handle.created else 200, headers=headers)
 
 
 async def list_runs(request: web.Request) -> web.Response:

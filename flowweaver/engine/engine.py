@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,7 @@ class Engine:
         self._waiters: dict[str, list[threading.Event]] = {}
         # Final states of runs that ended here lately: waiters need no replay for them.
         self._finished: OrderedDict[str, RunState] = OrderedDict()
+        self._finish_listeners: list[Callable[[str, RunState], None]] = []
         # Outcomes of attempts that ran here for runs with no actor here (the lease was lost,
         # the store was down): held until a run actor of this engine stores them, or the
         # store shows the attempt was settled without them. Never silently dropped.
@@ -462,6 +463,19 @@ class Engine:
         log.info("run_finished", run_id=run_id, status=state.status, version=state.version)
         for done in waiters:
             done.set()
+        for listener in self._finish_listeners:
+            listener(run_id, state)
+
+    def add_finish_listener(self, listener: Callable[[str, RunState], None]) -> None:
+        """Call ``listener(run_id, final state)`` on the run's thread whenever a run ends here.
+
+        The listener must return at once and never raise (it runs on a run actor's thread).
+        """
+        self._finish_listeners = [*self._finish_listeners, listener]
+
+    def remove_finish_listener(self, listener: Callable[[str, RunState], None]) -> None:
+        """Stop calling ``listener`` (it may still be called once, by a run ending now)."""
+        self._finish_listeners = [f for f in self._finish_listeners if f is not listener]
 
     def run_lost(self, run_id: str, pending: Sequence[RunInput] = ()) -> None:
         """Called by a run actor that found another writer on its run, or lost its lease.
