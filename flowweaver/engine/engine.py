@@ -31,6 +31,7 @@ from flowweaver.domain.run import (
     RunState,
 )
 from flowweaver.domain.spec import WorkflowSpec, decode_workflow, workflow_from_builtins
+from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     CancelRequest,
     Completed,
@@ -41,7 +42,7 @@ from flowweaver.engine.messages import (
     StartRequest,
 )
 from flowweaver.engine.pool import Job, WorkerPool
-from flowweaver.engine.run_actor import Mailbox, RunActor, refuse
+from flowweaver.engine.run_actor import RunActor
 from flowweaver.engine.timers import Timers
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import (

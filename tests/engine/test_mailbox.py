@@ -9,6 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
+from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
     CancelRequest,
@@ -17,7 +18,6 @@ from flowweaver.engine.messages import (
     RetryDue,
     StartRequest,
 )
-from flowweaver.engine.run_actor import Mailbox, refuse
 
 
 class Counter(pykka.ThreadingActor):
