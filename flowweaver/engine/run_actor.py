@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pykka
 import structlog
@@ -44,15 +45,53 @@ from flowweaver.engine.messages import (
     RunInput,
     StartRequest,
 )
-from flowweaver.engine.pool import Job, Reservation
+from flowweaver.engine.pool import Job, Reservation, WorkerPool
+from flowweaver.engine.timers import Timers
+from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import ConcurrencyError, StoreError
 from flowweaver.observability import metrics
-from flowweaver.ports import Append
-
-if TYPE_CHECKING:
-    from flowweaver.engine.engine import Engine
+from flowweaver.ports import Append, Clock, EventStore
 
 MAX_BACKOFF_S = 5.0
+
+
+@dataclass(slots=True)
+class RunServices:
+    """What a run actor uses besides its mailbox: shared by every actor of an engine."""
+
+    store: EventStore  # reads (replay) and snapshots; appends go through ``writer``
+    writer: GroupCommitter
+    pool: WorkerPool
+    timers: Timers
+    clock: Clock
+    holds: Callable[[str], bool]  # whether this process still holds the run's lease
+    interruption_limit: int
+    snapshot_interval: int
+    max_task_io_bytes: int
+
+
+class Supervision(Protocol):
+    """The calls a run actor makes back to whoever supervises it (see engine/supervisor.py)."""
+
+    def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
+        """The actor raised: start another on the same mailbox, handing it ``pending``."""
+        ...
+
+    def run_finished(self, run_id: str, state: RunState) -> None:
+        """The run ended (``state`` is terminal and stored)."""
+        ...
+
+    def run_lost(self, run_id: str, pending: Sequence[RunInput]) -> None:
+        """Another process owns the run now; the actor stops."""
+        ...
+
+    def park(self, run_id: str, items: Sequence[RunInput]) -> None:
+        """Hold outcomes among ``items`` for the run's next actor; refuse the rest."""
+        ...
+
+    def unpark(self, run_id: str, mailbox: Mailbox) -> None:
+        """Move outcomes held for the run into its mailbox."""
+        ...
 
 
 class RunActor(pykka.ThreadingActor):
@@ -63,10 +102,16 @@ class RunActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(
-        self, engine: Engine, run_id: str, mailbox: Mailbox, state: RunState | None = None
+        self,
+        services: RunServices,
+        supervisor: Supervision,
+        run_id: str,
+        mailbox: Mailbox,
+        state: RunState | None = None,
     ) -> None:
         super().__init__()
-        self.engine = engine
+        self.services = services
+        self.supervisor = supervisor
         self.run_id = run_id
         self.mailbox = mailbox
         self.state = state
@@ -88,14 +133,14 @@ class RunActor(pykka.ThreadingActor):
             self.log.exception("run_actor_start_failed")
             pending = self._processing + self._retry
             self._processing, self._retry = [], []
-            self.engine.actor_died(self.run_id, self.mailbox, pending)
+            self.supervisor.actor_died(self.run_id, self.mailbox, pending)
             self.stop()
 
     def _start(self) -> None:
         if not self.mailbox.bind(self.actor_ref):
             self.stop()  # the run was closed here before this actor got going
             return
-        if not self.engine.leases.holds(self.run_id):
+        if not self.services.holds(self.run_id):
             self._give_up([])
             return
         faults.hit("actor_start")
@@ -111,15 +156,15 @@ class RunActor(pykka.ThreadingActor):
         self.log.error("run_actor_failed", exc_info=exc_info)
         # The inputs of the wake-up that raised go to the next actor too: a worker waiting
         # on a start request must get its answer. A bug that raises on every try ends after
-        # the engine's death limit, which refuses them.
-        self.engine.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
+        # the supervisor's death limit, which refuses them.
+        self.supervisor.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
 
     def on_stop(self) -> None:
         # Stopped from outside (leases lost, engine closing) while inputs waited for a retry
         # of a failed append: a worker waiting on a start request must hear no at once, not
         # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile; an
-        # outcome goes back to the engine, which holds it for the run's next actor.
-        self.engine.park(self.run_id, self._retry)
+        # outcome goes back to the supervisor, which holds it for the run's next actor.
+        self.supervisor.park(self.run_id, self._retry)
         self._retry = []
 
     def on_receive(self, message: Any) -> Any:
@@ -145,11 +190,11 @@ class RunActor(pykka.ThreadingActor):
         state = self.state
         assert state is not None
         base = state.version
-        now = self.engine.clock.now()
+        now = self.services.clock.now()
         events: list[RunEvent] = []
         replies: list[tuple[Any, bool]] = []
         redispatch: list[str] = []
-        limit = self.engine.interruption_limit
+        limit = self.services.interruption_limit
         for item in inputs:
             if isinstance(item, StartRequest):
                 if item.reply.answered:  # refused meanwhile (the engine is closing)
@@ -166,7 +211,7 @@ class RunActor(pykka.ThreadingActor):
                     item.result,
                     item.duration_ms,
                     now,
-                    max_io_bytes=self.engine.max_task_io_bytes,
+                    max_io_bytes=self.services.max_task_io_bytes,
                 )
             elif isinstance(item, Failed):
                 decided = commands.record_failed(
@@ -188,13 +233,13 @@ class RunActor(pykka.ThreadingActor):
                 redispatch.append(item.task_id)
                 decided = []
             events.extend(decided)
-        if events and not self.engine.leases.holds(self.run_id):
+        if events and not self.services.holds(self.run_id):
             self._give_up(inputs)
             return
         reserved = self._reserve_workers(events, now)
         if events and not self._append(base, events):
             for reservation in reserved.values():
-                self.engine.pool.unreserve(reservation)
+                self.services.pool.unreserve(reservation)
             if self._lost:
                 self._give_up(inputs)
             else:
@@ -203,7 +248,7 @@ class RunActor(pykka.ThreadingActor):
         for reply, accepted in replies:
             reply.set(accepted)
         for task_id, reservation in reserved.items():
-            self.engine.pool.assign(reservation, self._job(task_id))
+            self.services.pool.assign(reservation, self._job(task_id))
         self._act(events, base)
         for task_id in redispatch:
             self._dispatch_if_idle(task_id)
@@ -214,7 +259,7 @@ class RunActor(pykka.ThreadingActor):
         faults.hit("before_append")
         started = time.perf_counter()
         try:
-            self.engine.writer.append(Append(self.run_id, base, events))
+            self.services.writer.append(Append(self.run_id, base, events))
         except (ConcurrencyError, StoreError) as e:
             self._failures += 1
             self.log.warning("append_failed", error=str(e), failures=self._failures)
@@ -230,12 +275,12 @@ class RunActor(pykka.ThreadingActor):
         return True
 
     def _give_up(self, inputs: list[RunInput]) -> None:
-        """Another process owns the run now: hand what is pending to the engine and stop.
+        """Another process owns the run now: hand what is pending to the supervisor and stop.
 
-        The engine answers requests with no and holds outcomes (see ``Engine.park``).
+        The supervisor answers requests with no and holds outcomes (see ``Supervisor.park``).
         """
         pending, self._retry = inputs + self._retry, []
-        self.engine.run_lost(self.run_id, pending)
+        self.supervisor.run_lost(self.run_id, pending)
         self.stop()
 
     def _later(self, inputs: list[RunInput]) -> None:
@@ -243,7 +288,7 @@ class RunActor(pykka.ThreadingActor):
         self._retry = inputs
         delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(self._failures, 10))
         ref = self.actor_ref
-        self.engine.timers.call_later(delay, lambda: _tell_quietly(ref))
+        self.services.timers.call_later(delay, lambda: _tell_quietly(ref))
 
     # --- acting on stored events -----------------------------------------------------------
 
@@ -260,21 +305,21 @@ class RunActor(pykka.ThreadingActor):
                     self._arm_retry(event.task_id, event.attempt, event.retry_at)
                     metrics.task_retries.inc()
             elif isinstance(event, RunCancelRequested):
-                self.engine.pool.cancel_run(self.run_id)
+                self.services.pool.cancel_run(self.run_id)
         for task_id in to_dispatch:
             self._dispatch_if_idle(task_id)
-        interval = self.engine.snapshot_interval
+        interval = self.services.snapshot_interval
         if interval and state.version // interval > base // interval and not state.is_terminal:
             try:
-                self.engine.store.save_snapshot(state)
+                self.services.store.save_snapshot(state)
             except StoreError as e:
                 self.log.warning("snapshot_failed", error=str(e))
 
     def _arm_retry(self, task_id: str, attempt: int, retry_at: datetime) -> None:
         """Deliver RetryDue for ``attempt`` when ``retry_at`` comes."""
-        delay = (retry_at - self.engine.clock.now()).total_seconds()
+        delay = (retry_at - self.services.clock.now()).total_seconds()
         mailbox = self.mailbox
-        self.engine.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
+        self.services.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
 
     def _reserve_workers(self, events: list[RunEvent], now: datetime) -> dict[str, Reservation]:
         """Start newly scheduled tasks on idle workers within this same append."""
@@ -289,7 +334,7 @@ class RunActor(pykka.ThreadingActor):
             task = state.tasks[event.task_id]
             if task.status != "scheduled" or task.attempts != event.attempt:
                 continue
-            reservation = self.engine.pool.reserve()
+            reservation = self.services.pool.reserve()
             if reservation is None:
                 break
             events.extend(
@@ -318,13 +363,13 @@ class RunActor(pykka.ThreadingActor):
         task = state.tasks.get(task_id)
         if task is None or task.status != "scheduled" or state.cancel_requested:
             return
-        self.engine.pool.submit(self._job(task_id))
+        self.services.pool.submit(self._job(task_id))
 
     # --- recovery ------------------------------------------------------------------------
 
     def _reload(self, *, starting: bool = False, held: Sequence[RunInput] = ()) -> bool:
         try:
-            self.state = self.engine.store.run_state(self.run_id)
+            self.state = self.services.store.run_state(self.run_id)
         except StoreError as e:
             self._failures += 1
             self.log.warning("reload_failed", error=str(e))
@@ -355,10 +400,10 @@ class RunActor(pykka.ThreadingActor):
         """
         # Which attempts run here, looked at before the mailbox: a worker reports its
         # outcome before it leaves the in-flight set, so an attempt missing from this list
-        # either left its outcome with us (held, queued, or parked by the engine) or was
+        # either left its outcome with us (held, queued, or parked by the supervisor) or was
         # really lost. Only a lost one is interrupted: a store outage is not a lost attempt.
-        alive = self.engine.pool.inflight(self.run_id)
-        self.engine.unpark(self.run_id, self.mailbox)
+        alive = self.services.pool.inflight(self.run_id)
+        self.supervisor.unpark(self.run_id, self.mailbox)
         alive += self.mailbox.outcomes()
         alive += [
             (item.task_id, item.attempt) for item in held if isinstance(item, Completed | Failed)
@@ -370,20 +415,20 @@ class RunActor(pykka.ThreadingActor):
             self._processing = []
             # Those decisions may have started attempts here (a completion that made the
             # next task ready): they are alive too, running or with their outcome queued.
-            alive += self.engine.pool.inflight(self.run_id)
+            alive += self.services.pool.inflight(self.run_id)
             alive += self.mailbox.outcomes()
         state = self.state
         if state is None or state.is_terminal:
             return
         base = state.version
-        now = self.engine.clock.now()
+        now = self.services.clock.now()
         events = commands.interrupt_running(
             state,
             now,
             still_running=alive,
-            interruption_limit=self.engine.interruption_limit,
+            interruption_limit=self.services.interruption_limit,
         )
-        events += commands.settle(state, now, max_io_bytes=self.engine.max_task_io_bytes)
+        events += commands.settle(state, now, max_io_bytes=self.services.max_task_io_bytes)
         if events and not self._append(base, events):
             return
         for event in events:
@@ -391,19 +436,19 @@ class RunActor(pykka.ThreadingActor):
                 metrics.task_failures.labels(error_type=event.error.type).inc()
         for task in state.tasks.values():
             if task.status == "scheduled":
-                if not self.engine.pool.is_inflight(self.run_id, task.id, task.attempts):
+                if not self.services.pool.is_inflight(self.run_id, task.id, task.attempts):
                     self._dispatch_if_idle(task.id)
             elif task.status == "waiting_retry" and task.retry_at is not None:
                 self._arm_retry(task.id, task.attempts, task.retry_at)
         if state.cancel_requested:
-            self.engine.pool.cancel_run(self.run_id)
+            self.services.pool.cancel_run(self.run_id)
 
     def _finish(self) -> None:
         state = self.state
         assert state is not None
         refuse(self.mailbox.close() + self._retry)
         self._retry = []
-        self.engine.run_finished(self.run_id, state)
+        self.supervisor.run_finished(self.run_id, state)
         self.stop()
 
 
