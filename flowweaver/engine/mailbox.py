@@ -20,8 +20,8 @@ from flowweaver.engine.messages import (
     CancelRequest,
     Completed,
     Failed,
+    Offer,
     RunInput,
-    StartRequest,
 )
 
 
@@ -114,7 +114,9 @@ class Mailbox:
 
 
 def refuse(items: Sequence[RunInput]) -> None:
-    """Answer inputs that a finished run will never handle."""
+    """Answer inputs that a finished run will never handle (offered workers go back)."""
     for item in items:
-        if isinstance(item, StartRequest | CancelRequest):
+        if isinstance(item, CancelRequest):
             item.reply.set(False)
+        elif isinstance(item, Offer):
+            item.decline()

@@ -39,11 +39,10 @@ from flowweaver.engine.messages import (
     DRAIN,
     CancelRequest,
     Completed,
-    Dropped,
     Failed,
+    Offer,
     RetryDue,
     RunInput,
-    StartRequest,
 )
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
 from flowweaver.engine.timers import Timers
@@ -154,16 +153,15 @@ class RunActor(pykka.ThreadingActor):
 
     def on_failure(self, *exc_info: Any) -> None:
         self.log.error("run_actor_failed", exc_info=exc_info)
-        # The inputs of the wake-up that raised go to the next actor too: a worker waiting
-        # on a start request must get its answer. A bug that raises on every try ends after
+        # The inputs of the wake-up that raised go to the next actor too: an offered worker
+        # must be taken or given back. A bug that raises on every try ends after
         # the supervisor's death limit, which refuses them.
         self.supervisor.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
 
     def on_stop(self) -> None:
         # Stopped from outside (leases lost, engine closing) while inputs waited for a retry
-        # of a failed append: a worker waiting on a start request must hear no at once, not
-        # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile; an
-        # outcome goes back to the supervisor, which holds it for the run's next actor.
+        # of a failed append: a cancel request hears no at once; an outcome goes back to the
+        # supervisor, which holds it for the run's next actor.
         self.supervisor.park(self.run_id, self._retry)
         self._retry = []
 
@@ -184,7 +182,13 @@ class RunActor(pykka.ThreadingActor):
         self._processing = []
 
     def _decide_and_act(self, inputs: list[RunInput]) -> None:
+        # An offered worker is never held across a retry: a failed append gives it back,
+        # and the task, still scheduled in the store, is queued again when the state is
+        # rebuilt (see _reconcile).
+        offers = [item for item in inputs if isinstance(item, Offer)]
+        inputs = [item for item in inputs if not isinstance(item, Offer)] if offers else inputs
         if self.state is None and not self._reload(held=inputs):
+            _decline(offers)
             self._later(inputs)
             return
         state = self.state
@@ -192,18 +196,25 @@ class RunActor(pykka.ThreadingActor):
         base = state.version
         now = self.services.clock.now()
         events: list[RunEvent] = []
-        replies: list[tuple[Any, bool]] = []
-        redispatch: list[str] = []
+        replies: list[Any] = []
+        accepted: list[Offer] = []
         limit = self.services.interruption_limit
+        pool = self.services.pool
+        for offer in offers:
+            if offer.answered:  # handled by an actor of this run that died since
+                continue
+            decided = (
+                []
+                if pool.closed
+                else commands.record_started(state, offer.task_id, offer.attempt, offer.worker, now)
+            )
+            if decided:
+                accepted.append(offer)
+                events.extend(decided)
+            else:
+                offer.decline()  # stale, cancelled, or the engine is closing
         for item in inputs:
-            if isinstance(item, StartRequest):
-                if item.reply.answered:  # refused meanwhile (the engine is closing)
-                    continue
-                decided = commands.record_started(
-                    state, item.task_id, item.attempt, item.worker, now
-                )
-                replies.append((item.reply, bool(decided)))
-            elif isinstance(item, Completed):
+            if isinstance(item, Completed):
                 decided = commands.record_completed(
                     state,
                     item.task_id,
@@ -225,33 +236,32 @@ class RunActor(pykka.ThreadingActor):
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
-            elif isinstance(item, CancelRequest):
-                decided = commands.request_cancel(state, item.reason, now)
-                replies.append((item.reply, True))
             else:
-                assert isinstance(item, Dropped)
-                redispatch.append(item.task_id)
-                decided = []
+                assert isinstance(item, CancelRequest)
+                decided = commands.request_cancel(state, item.reason, now)
+                replies.append(item.reply)
             events.extend(decided)
         if events and not self.services.holds(self.run_id):
+            _decline(accepted)
             self._give_up(inputs)
             return
         reserved = self._reserve_workers(events, now)
         if events and not self._append(base, events):
+            _decline(accepted)
             for reservation in reserved.values():
-                self.services.pool.unreserve(reservation)
+                pool.unreserve(reservation)
             if self._lost:
                 self._give_up(inputs)
             else:
                 self._later(inputs)
             return
-        for reply, accepted in replies:
-            reply.set(accepted)
+        for reply in replies:
+            reply.set(True)
+        for offer in accepted:
+            offer.accept()
         for task_id, reservation in reserved.items():
-            self.services.pool.assign(reservation, self._job(task_id))
+            pool.assign(reservation, self._job(task_id))
         self._act(events, base)
-        for task_id in redispatch:
-            self._dispatch_if_idle(task_id)
         if state.is_terminal:
             self._finish()
 
@@ -450,6 +460,11 @@ class RunActor(pykka.ThreadingActor):
         self._retry = []
         self.supervisor.run_finished(self.run_id, state)
         self.stop()
+
+
+def _decline(offers: Sequence[Offer]) -> None:
+    for offer in offers:
+        offer.decline()
 
 
 def _tell_quietly(ref: pykka.ActorRef[Any]) -> None:

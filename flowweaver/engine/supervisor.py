@@ -4,7 +4,7 @@ The supervisor keeps the live table (run id -> mailbox and actor), starts run ac
 spawner thread, rebuilds an actor that raised (on the same mailbox, after a growing delay, up
 to MAX_ACTOR_DEATHS), holds the outcomes of attempts whose run has no actor here (parked),
 and, with shared leases, scans the store now and then for runs nobody owns (takeover). It is
-the pool's router too: a worker's request or outcome reaches its run's mailbox through
+the pool's router too: a free worker's offer or an outcome reaches its run's mailbox through
 :meth:`Supervisor.deliver`. The Engine composes it; run actors see it only through the
 :class:`~flowweaver.engine.run_actor.Supervision` protocol.
 """
@@ -25,14 +25,7 @@ import structlog
 
 from flowweaver.domain.run import RunState
 from flowweaver.engine.mailbox import Mailbox, refuse
-from flowweaver.engine.messages import (
-    Completed,
-    Dropped,
-    Failed,
-    Reply,
-    RunInput,
-    StartRequest,
-)
+from flowweaver.engine.messages import Completed, Failed, Offer, RunInput
 from flowweaver.engine.pool import Job
 from flowweaver.engine.run_actor import RunActor, RunServices
 from flowweaver.errors import FlowweaverError
@@ -41,7 +34,6 @@ from flowweaver.ports import EventStore, Leases
 
 log = structlog.get_logger("flowweaver.engine")
 
-START_REPLY_TIMEOUT_S = 60.0
 MAX_ACTOR_DEATHS = 5
 PARKED_RETRY_S = 0.1
 ACTOR_STOP_TIMEOUT_S = 5.0
@@ -61,7 +53,7 @@ class Supervisor:
     Threads: the spawner (starts actors, so that callers never wait for a thread to
     start) and, with shared leases, the takeover loop. Everything else runs on the
     caller's thread: an API request (spawn, deliver), a run actor (run_finished, park),
-    a worker (request_start, report), the timer thread (an actor's delayed restart).
+    a worker (offer, report), the timer thread (an actor's delayed restart).
     """
 
     def __init__(self, store: EventStore, leases: Leases, *, takeover_interval: float) -> None:
@@ -79,8 +71,6 @@ class Supervisor:
         # the store was down): held until a run actor of this engine stores them, or the
         # store shows the attempt was settled without them. Never silently dropped.
         self._parked: dict[str, dict[tuple[str, int], Completed | Failed]] = {}
-        # Start requests of workers waiting for an answer: closing says no to them at once.
-        self._starting: set[Reply] = set()
         self._stop_takeover = threading.Event()
         self._takeover: threading.Thread | None = None
         self._spawns: queue.SimpleQueue[tuple[str, _LiveRun, RunState | None] | None] = (
@@ -407,36 +397,22 @@ class Supervisor:
 
     # --- the pool's router: workers reach their runs through here --------------------------
 
-    def request_start(self, job: Job, worker: str) -> bool:
-        reply = Reply()
-        with self._lock:
-            if self.closed:
-                return False
-            self._starting.add(reply)
-        try:
-            self.deliver(job.run_id, StartRequest(job.task_id, job.attempt, worker, reply))
-            answer = reply.wait(START_REPLY_TIMEOUT_S)
-        finally:
-            with self._lock:
-                self._starting.discard(reply)
-        if answer is None:
-            reply.set(False)  # an answer given later changes nothing: the job is dropped
-            log.warning("start_request_unanswered", run_id=job.run_id, task_id=job.task_id)
-            return False
-        return answer
+    def offer(self, offer: Offer) -> bool:
+        """Put a free worker's offer in its run's mailbox; False when the run is not live here.
+
+        A run that is not live here has no actor to start the job: whichever actor owns it
+        next schedules its scheduled tasks again (see RunActor._reconcile).
+        """
+        live = self._live.get(offer.job.run_id)  # a dict read is atomic; writers hold the lock
+        return live is not None and live.mailbox.put(offer)
 
     def report(self, job: Job, outcome: Completed | Failed) -> None:
         self.deliver(job.run_id, outcome)
 
-    def dropped(self, job: Job) -> None:
-        live = self._live.get(job.run_id)
-        if live is not None:
-            live.mailbox.put(Dropped(job.task_id, job.attempt))
-
     # --- shutdown ------------------------------------------------------------------------
 
     def stop_starting(self) -> bool:
-        """Take no more work: refuse waiting starts, stop the takeover loop and the spawner.
+        """Take no more work: stop the takeover loop and the spawner.
 
         Return False when it was stopped already (the engine is closing or closed).
         """
@@ -444,9 +420,6 @@ class Supervisor:
             if self.closed:
                 return False
             self.closed = True
-            waiting, self._starting = list(self._starting), set()
-        for reply in waiting:
-            reply.set(False)
         self._stop_takeover.set()
         if self._takeover is not None:
             self._takeover.join(timeout=10)
