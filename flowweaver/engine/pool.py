@@ -245,6 +245,11 @@ class WorkerPool:
         with self._lock:
             return len(self._pending)
 
+    def idle(self) -> int:
+        """Return how many workers wait with nothing to do (neither running nor offered)."""
+        with self._lock:
+            return len(self._idle)
+
     def busy(self) -> int:
         """Return how many jobs are queued or running."""
         with self._lock:
