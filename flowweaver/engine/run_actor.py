@@ -1,10 +1,11 @@
 """The run actor: the only writer of its run.
 
-Inputs (worker requests and outcomes, timer expiries, cancel requests) arrive in a mailbox
-that lives outside the actor, so none is lost when an actor dies and is rebuilt. Each wake-up
-drains the whole mailbox, decides on every input, and stores all resulting events in one
-append; only then does it act on them (reply, dispatch, arm timers). A failed append leaves
-the inputs in place and the state is rebuilt from the store before they are tried again.
+Inputs (free workers offered by the pool and the outcomes of attempts, timer expiries,
+cancel requests) arrive in a mailbox that lives outside the actor, so none is lost when an
+actor dies and is rebuilt. Each wake-up drains the whole mailbox, decides on every input, and
+stores all resulting events in one append; only then does it act on them (hand jobs to
+workers, reply, dispatch, arm timers). A failed append gives offered workers back, keeps the
+other inputs, and rebuilds the state from the store before they are tried again.
 
 A worker's outcome that the actor holds (queued, or waiting for the store to come back) is a
 handler's finished work: rebuilding the state counts its attempt as alive, so a store outage
@@ -287,7 +288,8 @@ class RunActor(pykka.ThreadingActor):
     def _give_up(self, inputs: list[RunInput]) -> None:
         """Another process owns the run now: hand what is pending to the supervisor and stop.
 
-        The supervisor answers requests with no and holds outcomes (see ``Supervisor.park``).
+        The supervisor answers cancel requests with no, gives offered workers back, and holds
+        outcomes (see ``Supervisor.park``).
         """
         pending, self._retry = inputs + self._retry, []
         self.supervisor.run_lost(self.run_id, pending)
