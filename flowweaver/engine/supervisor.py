@@ -362,6 +362,10 @@ class Supervisor:
                 self._parked.pop(run_id, None)
 
     def deliver(self, run_id: str, item: RunInput) -> None:
+        """Put ``item`` in the run's mailbox, starting an actor for the run if it can own it.
+
+        An input no actor here can take is parked (an outcome, with shared leases) or refused.
+        """
         live = self._live.get(run_id)  # a dict read is atomic; writers hold the lock
         if live is not None and live.mailbox.put(item):
             return
@@ -407,6 +411,7 @@ class Supervisor:
         return live is not None and live.mailbox.put(offer)
 
     def report(self, job: Job, outcome: Completed | Failed) -> None:
+        """Deliver the outcome of an attempt that ran on a worker here to its run."""
         self.deliver(job.run_id, outcome)
 
     # --- shutdown ------------------------------------------------------------------------
