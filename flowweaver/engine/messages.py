@@ -1,59 +1,69 @@
-"""What reaches a run actor's mailbox: requests from workers, timers and callers."""
+"""What reaches a run actor's mailbox: offers and outcomes from workers, timers, callers."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pykka import Future
 
 from flowweaver.domain.events import ErrorInfo
 
+if TYPE_CHECKING:  # the pool sends these messages; it imports this module
+    from flowweaver.engine.pool import Job, Reservation, WorkerPool
 
-class Reply:
-    """A yes or no given once: the first :meth:`set` wins, later ones change nothing.
 
-    A closing engine says no to every worker still waiting to start an attempt, whatever
-    its run actor (perhaps stuck retrying an append) says later.
+class Offer:
+    """A free worker offered to the run for one of its queued jobs.
+
+    The run actor records TaskStarted for ``job`` with this worker's name in its next append
+    and hands the job over (:meth:`accept`), or gives the worker back (:meth:`decline`): the
+    attempt is stale or cancelled, the append failed, the run ended or is not live here.
+    Only the first of them counts: an actor that dies after answering leaves its inputs to
+    the next one, which skips an offer already answered.
     """
 
-    __slots__ = ("_answer", "_given", "_lock")
+    __slots__ = ("_answer", "_pool", "job", "reservation")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._given = threading.Event()
-        self._answer = False
-
-    def set(self, answer: bool) -> bool:
-        """Give the answer unless one was given; say whether this one counts."""
-        with self._lock:
-            if self._given.is_set():
-                return False
-            self._answer = answer
-            self._given.set()
-            return True
+    def __init__(self, job: Job, reservation: Reservation, pool: WorkerPool) -> None:
+        self.job = job
+        self.reservation = reservation
+        self._pool = pool
+        self._answer = threading.Lock()  # taken by the one answer that counts
 
     @property
     def answered(self) -> bool:
-        """Say whether an answer was given."""
-        return self._given.is_set()
+        """Say whether the offer was accepted or declined."""
+        return self._answer.locked()
 
-    def wait(self, timeout: float) -> bool | None:
-        """Block until answered and return the answer; None after ``timeout`` seconds."""
-        if not self._given.wait(timeout):
-            return None
-        return self._answer
+    @property
+    def task_id(self) -> str:
+        """Return the task of the offered job."""
+        return self.job.task_id
 
+    @property
+    def attempt(self) -> int:
+        """Return the attempt of the offered job."""
+        return self.job.attempt
 
-@dataclass(frozen=True, slots=True)
-class StartRequest:
-    """A worker asks to begin an attempt; ``reply`` gets True once TaskStarted is stored."""
+    @property
+    def worker(self) -> str:
+        """Return the name of the offered worker (recorded in TaskStarted)."""
+        return self.reservation.name
 
-    task_id: str
-    attempt: int
-    worker: str
-    reply: Reply
+    def accept(self) -> None:
+        """Hand the job to the worker: its TaskStarted is stored."""
+        if self._answer.acquire(blocking=False):
+            self._pool.assign(self.reservation, self.job)
+
+    def decline(self) -> None:
+        """Give the worker back without running the job (it is offered for the next one)."""
+        if self._answer.acquire(blocking=False):
+            self._pool.decline(self.reservation, self.job)
+
+    def __repr__(self) -> str:
+        return f"Offer({self.job.run_id}, {self.task_id}, {self.attempt}, {self.worker})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +86,6 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
-class Dropped:
-    """A worker gave a job back without running it (refused, cancelled or shut down)."""
-
-    task_id: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
 class RetryDue:
     """The delay after a failed attempt has passed."""
 
@@ -99,7 +101,7 @@ class CancelRequest:
     reply: Future[bool]
 
 
-RunInput = StartRequest | Completed | Failed | Dropped | RetryDue | CancelRequest
+RunInput = Offer | Completed | Failed | RetryDue | CancelRequest
 
 
 class Drain:

@@ -1,7 +1,12 @@
-"""The task-worker pool: pykka actors that run handlers, fed from one shared queue.
+"""The task-worker pool: pykka actors that run handlers, and the queue of jobs waiting.
 
-A worker asks the run actor to record TaskStarted before it calls the handler, so a crash
-inside a handler is always visible in the log as an attempt that started. Sync handlers run
+A worker runs a job only once its run actor has stored TaskStarted for it, so a crash
+inside a handler is always visible in the log as an attempt that started. There is one way
+to get there: a run actor that schedules a task sets an idle worker aside (:meth:`reserve`)
+and records TaskStarted in that same append; when no worker is idle, the job waits in the
+queue, and the next worker to come free is offered to its run (an :class:`Offer` in the
+run's mailbox), whose actor records TaskStarted in its next append. Either way the actor
+then hands the job over (:meth:`assign`); no thread ever waits for another. Sync handlers run
 on the worker's own thread. When an attempt times out, the watchdog reports the failure and
 the pool starts a replacement worker at once; the stuck thread is abandoned (Python cannot
 kill a thread), sees its context cancelled, and exits when its handler returns. Async
@@ -25,7 +30,7 @@ import pykka
 import structlog
 
 from flowweaver.domain.events import TIMEOUT, ErrorInfo
-from flowweaver.engine.messages import Completed, Failed
+from flowweaver.engine.messages import Completed, Failed, Offer
 from flowweaver.engine.timers import Timers
 from flowweaver.errors import FlowweaverError, HandlerError
 from flowweaver.handlers import HandlerRegistry, TaskContext
@@ -45,7 +50,6 @@ class Job:
     handler: str
     inputs: dict[str, Any]
     timeout: float | None
-    started: bool = False  # TaskStarted is already stored for the worker it was assigned to
     cancelled: threading.Event = field(default_factory=threading.Event)
     _finished: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -66,25 +70,21 @@ class Job:
 
 @dataclass(frozen=True, eq=False)
 class Reservation:
-    """An idle worker set aside for a job whose TaskStarted goes into the next append."""
+    """A worker set aside for a job whose TaskStarted goes into the run actor's next append."""
 
     worker: pykka.ActorRef[Any]
     name: str
 
 
 class Router(Protocol):
-    """How workers reach run actors (through the engine, which knows where each run lives)."""
+    """How the pool reaches run actors (the supervisor, which knows where each run lives)."""
 
-    def request_start(self, job: Job, worker: str) -> bool:
-        """Ask to record TaskStarted; block until it is stored (True) or refused (False)."""
+    def offer(self, offer: Offer) -> bool:
+        """Put ``offer`` in its run's mailbox; False when the run has no live actor here."""
         ...
 
     def report(self, job: Job, outcome: Completed | Failed) -> None:
         """Deliver the outcome of an attempt to its run."""
-        ...
-
-    def dropped(self, job: Job) -> None:
-        """Tell the run that a job was given back without running."""
         ...
 
 
@@ -126,34 +126,30 @@ class WorkerPool:
         with self._lock:
             self._workers.append(ref)
             self._names_of[ref] = name
-            job = self._pending.popleft() if self._pending else None
-            if job is None:
-                self._idle.append(ref)
-        if job is not None:
-            ref.tell(job)
+        self.worker_free(ref)
         return ref
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; an idle worker takes it at once."""
+        """Queue ``job``; when a worker is idle, it is offered to the job's run at once."""
         with self._lock:
             if self._closed:
                 return
             if job.key in self._inflight:
                 return  # the same attempt is already queued or running
             self._inflight[job.key] = job
+            self._pending.append(job)
             worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                self._pending.append(job)
-                metrics.queue_depth.set(len(self._pending))
         if worker is not None:
-            worker.tell(job)
+            self.worker_free(worker)
+        else:
+            metrics.queue_depth.set(len(self._pending))
 
     def reserve(self) -> Reservation | None:
         """Set an idle worker aside, or None when all are busy.
 
         A run actor that got one records TaskStarted for it in the same append as the
-        scheduling, then hands it the job with :meth:`assign`: no start handshake, one round
-        trip per task. It gives the worker back with :meth:`unreserve` if the append fails.
+        scheduling, then hands it the job with :meth:`assign`: one append per task. It gives
+        the worker back with :meth:`unreserve` if the append fails.
         """
         with self._lock:
             if self._closed or not self._idle:
@@ -163,27 +159,46 @@ class WorkerPool:
 
     def assign(self, reservation: Reservation, job: Job) -> None:
         """Hand a job whose TaskStarted is stored to the worker reserved for it."""
-        job.started = True
         with self._lock:
             self._inflight[job.key] = job
         reservation.worker.tell(job)
 
     def unreserve(self, reservation: Reservation) -> None:
-        """Give a reserved worker back: it takes a queued job or goes idle."""
-        job = self.next_job(reservation.worker)
-        if job is not None:
-            reservation.worker.tell(job)
+        """Give a reserved worker back: it is offered for a queued job or goes idle."""
+        self.worker_free(reservation.worker)
 
-    def next_job(self, worker: pykka.ActorRef[Any]) -> Job | None:
-        """Give a worker its next job, or record it as idle."""
-        with self._lock:
-            if self._pending and not self._closed:
+    def decline(self, reservation: Reservation, job: Job) -> None:
+        """An offer was declined: forget its job, and offer the worker again."""
+        self.finish(job)
+        self.worker_free(reservation.worker)
+
+    @property
+    def closed(self) -> bool:
+        """Say whether the pool was closed (no job starts any more)."""
+        return self._closed
+
+    def worker_free(self, worker: pykka.ActorRef[Any]) -> None:
+        """Offer a free worker to the run of the oldest queued job, or record it as idle.
+
+        The job leaves the in-flight set while it is offered (the run actor puts it back when
+        it accepts): a run that is not live here, or whose next actor reconciles meanwhile,
+        then schedules it again, so no task stays scheduled with nobody to run it. A job
+        whose run has no live actor here is dropped, and the next one is tried.
+        """
+        while True:
+            with self._lock:
+                if self._closed or worker not in self._workers:
+                    return
+                if not self._pending:
+                    self._idle.append(worker)
+                    return
                 job = self._pending.popleft()
                 metrics.queue_depth.set(len(self._pending))
-                return job
-            if worker in self._workers:
-                self._idle.append(worker)
-            return None
+                if self._inflight.get(job.key) is job:
+                    del self._inflight[job.key]
+                reservation = Reservation(worker, self._names_of[worker])
+            if self.router.offer(Offer(job, reservation, self)):
+                return
 
     def finish(self, job: Job) -> None:
         """Forget a job: it reported its outcome or was given back."""
@@ -230,6 +245,11 @@ class WorkerPool:
         with self._lock:
             return len(self._pending)
 
+    def idle(self) -> int:
+        """Return how many workers wait with nothing to do (neither running nor offered)."""
+        with self._lock:
+            return len(self._idle)
+
     def busy(self) -> int:
         """Return how many jobs are queued or running."""
         with self._lock:
@@ -256,7 +276,7 @@ class WorkerPool:
 
 
 class TaskWorker(pykka.ThreadingActor):
-    """Runs jobs one at a time; after each, takes the next queued one."""
+    """Runs jobs one at a time; after each, is offered for the next queued one."""
 
     # Engine.close() stops every actor; a daemon thread only keeps a straggler (a handler
     # stuck past the grace period) from holding the interpreter open at exit.
@@ -272,27 +292,22 @@ class TaskWorker(pykka.ThreadingActor):
         self.pool.replace(self.actor_ref)  # keep the pool at its size
 
     def on_receive(self, message: Any) -> Any:
-        job: Job | None = message if isinstance(message, Job) else None
-        while job is not None:
-            self._run(job)
-            if self.pool.retired(self.actor_ref):
-                self.stop()
-                return None
-            job = self.pool.next_job(self.actor_ref)
+        if not isinstance(message, Job):
+            return None
+        self._run(message)
+        if self.pool.retired(self.actor_ref):
+            self.stop()
+        else:
+            self.pool.worker_free(self.actor_ref)
         return None
 
     def _run(self, job: Job) -> None:
-        pool, router = self.pool, self.pool.router
-        # A job assigned with its TaskStarted stored runs even if cancelled meanwhile: its
-        # handler sees the flag, and its outcome lets the run finish.
-        if not job.started and (job.cancelled.is_set() or not router.request_start(job, self.name)):
-            pool.finish(job)
-            router.dropped(job)
-            return
+        # Every job a worker gets has its TaskStarted stored: it runs even if cancelled
+        # meanwhile; its handler sees the flag, and its outcome lets the run finish.
         outcome = self._execute(job)
         if job.claim_outcome():
-            router.report(job, outcome)
-            pool.finish(job)
+            self.pool.router.report(job, outcome)
+            self.pool.finish(job)
 
     def _execute(self, job: Job) -> Completed | Failed:
         context = TaskContext(

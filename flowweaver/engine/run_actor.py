@@ -1,10 +1,11 @@
 """The run actor: the only writer of its run.
 
-Inputs (worker requests and outcomes, timer expiries, cancel requests) arrive in a mailbox
-that lives outside the actor, so none is lost when an actor dies and is rebuilt. Each wake-up
-drains the whole mailbox, decides on every input, and stores all resulting events in one
-append; only then does it act on them (reply, dispatch, arm timers). A failed append leaves
-the inputs in place and the state is rebuilt from the store before they are tried again.
+Inputs (free workers offered by the pool and the outcomes of attempts, timer expiries,
+cancel requests) arrive in a mailbox that lives outside the actor, so none is lost when an
+actor dies and is rebuilt. Each wake-up drains the whole mailbox, decides on every input, and
+stores all resulting events in one append; only then does it act on them (hand jobs to
+workers, reply, dispatch, arm timers). A failed append gives offered workers back, keeps the
+other inputs, and rebuilds the state from the store before they are tried again.
 
 A worker's outcome that the actor holds (queued, or waiting for the store to come back) is a
 handler's finished work: rebuilding the state counts its attempt as alive, so a store outage
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pykka
 import structlog
 
+from flowweaver.backoff import Backoff
 from flowweaver.domain import run as commands
 from flowweaver.domain.events import (
     RunCancelRequested,
@@ -35,120 +36,64 @@ from flowweaver.domain.events import (
 )
 from flowweaver.domain.run import RunState
 from flowweaver.engine import faults
+from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
     CancelRequest,
     Completed,
-    Dropped,
     Failed,
+    Offer,
     RetryDue,
     RunInput,
-    StartRequest,
 )
-from flowweaver.engine.pool import Job, Reservation
+from flowweaver.engine.pool import Job, Reservation, WorkerPool
+from flowweaver.engine.timers import Timers
+from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import ConcurrencyError, StoreError
 from flowweaver.observability import metrics
-from flowweaver.ports import Append
-
-if TYPE_CHECKING:
-    from flowweaver.engine.engine import Engine
+from flowweaver.ports import Append, Clock, EventStore
 
 MAX_BACKOFF_S = 5.0
+_RETRY_BACKOFF = Backoff(base=0.05, cap=MAX_BACKOFF_S)
 
 
-class Mailbox:
-    """A run's inputs, waiting for its actor; one DRAIN message per batch wakes the actor."""
+@dataclass(slots=True)
+class RunServices:
+    """What a run actor uses besides its mailbox: shared by every actor of an engine."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: deque[RunInput] = deque()
-        self._ref: pykka.ActorRef[Any] | None = None
-        self._owner: pykka.ActorRef[Any] | None = None
-        self._kicked = False
-        self._closed = False
-
-    def bind(self, ref: pykka.ActorRef[Any]) -> bool:
-        """Make ``ref`` the actor that closing the mailbox stops; False if already closed.
-
-        A run actor binds first thing as it starts, before it dispatches anything, so that
-        whoever closes the mailbox (leases lost, engine closing) stops it even if the
-        spawner has not yet recorded its ref.
-        """
-        with self._lock:
-            if self._closed:
-                return False
-            self._owner = ref
-            return True
-
-    def attach(self, ref: pykka.ActorRef[Any]) -> None:
-        """Hand the mailbox to a (new) actor and wake it if inputs are waiting."""
-        with self._lock:
-            self._ref = ref
-            self._kicked = False
-        self.kick()
-
-    def put(self, item: RunInput) -> bool:
-        """Queue an input; False when the run has ended (the caller must refuse it)."""
-        with self._lock:
-            if self._closed:
-                return False
-            self._items.append(item)
-        self.kick()
-        return True
-
-    def kick(self) -> None:
-        """Wake the actor unless a wake-up is already on its way."""
-        with self._lock:
-            if self._kicked or self._ref is None or not self._items:
-                return
-            self._kicked = True
-            ref = self._ref
-        try:
-            ref.tell(DRAIN)
-        except pykka.ActorDeadError:
-            with self._lock:
-                self._kicked = False  # the engine attaches a new actor and kicks again
-
-    def outcomes(self) -> list[tuple[str, int]]:
-        """Return (task id, attempt) of every worker outcome queued, without taking them."""
-        with self._lock:
-            return [
-                (item.task_id, item.attempt)
-                for item in self._items
-                if isinstance(item, Completed | Failed)
-            ]
-
-    def take(self) -> list[RunInput]:
-        """Remove and return everything queued."""
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            self._kicked = False
-        return items
-
-    @property
-    def closed(self) -> bool:
-        """Say whether the run ended here (or was given up) and refuses inputs."""
-        return self._closed
-
-    def close(self) -> list[RunInput]:
-        """Refuse further inputs, stop the bound actor, and return the inputs still queued."""
-        with self._lock:
-            self._closed = True
-            items = list(self._items)
-            self._items.clear()
-            owner, self._owner = self._owner, None
-        if owner is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                owner.stop(block=False)
-        return items
+    store: EventStore  # reads (replay) and snapshots; appends go through ``writer``
+    writer: GroupCommitter
+    pool: WorkerPool
+    timers: Timers
+    clock: Clock
+    holds: Callable[[str], bool]  # whether this process still holds the run's lease
+    interruption_limit: int
+    snapshot_interval: int
+    max_task_io_bytes: int
 
 
-def refuse(items: Sequence[RunInput]) -> None:
-    """Answer inputs that a finished run will never handle."""
-    for item in items:
-        if isinstance(item, StartRequest | CancelRequest):
-            item.reply.set(False)
+class Supervision(Protocol):
+    """The calls a run actor makes back to whoever supervises it (see engine/supervisor.py)."""
+
+    def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
+        """The actor raised: start another on the same mailbox, handing it ``pending``."""
+        ...
+
+    def run_finished(self, run_id: str, state: RunState) -> None:
+        """The run ended (``state`` is terminal and stored)."""
+        ...
+
+    def run_lost(self, run_id: str, pending: Sequence[RunInput]) -> None:
+        """Another process owns the run now; the actor stops."""
+        ...
+
+    def park(self, run_id: str, items: Sequence[RunInput]) -> None:
+        """Hold outcomes among ``items`` for the run's next actor; refuse the rest."""
+        ...
+
+    def unpark(self, run_id: str, mailbox: Mailbox) -> None:
+        """Move outcomes held for the run into its mailbox."""
+        ...
 
 
 class RunActor(pykka.ThreadingActor):
@@ -159,10 +104,16 @@ class RunActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(
-        self, engine: Engine, run_id: str, mailbox: Mailbox, state: RunState | None = None
+        self,
+        services: RunServices,
+        supervisor: Supervision,
+        run_id: str,
+        mailbox: Mailbox,
+        state: RunState | None = None,
     ) -> None:
         super().__init__()
-        self.engine = engine
+        self.services = services
+        self.supervisor = supervisor
         self.run_id = run_id
         self.mailbox = mailbox
         self.state = state
@@ -184,14 +135,14 @@ class RunActor(pykka.ThreadingActor):
             self.log.exception("run_actor_start_failed")
             pending = self._processing + self._retry
             self._processing, self._retry = [], []
-            self.engine.actor_died(self.run_id, self.mailbox, pending)
+            self.supervisor.actor_died(self.run_id, self.mailbox, pending)
             self.stop()
 
     def _start(self) -> None:
         if not self.mailbox.bind(self.actor_ref):
             self.stop()  # the run was closed here before this actor got going
             return
-        if not self.engine.leases.holds(self.run_id):
+        if not self.services.holds(self.run_id):
             self._give_up([])
             return
         faults.hit("actor_start")
@@ -205,17 +156,16 @@ class RunActor(pykka.ThreadingActor):
 
     def on_failure(self, *exc_info: Any) -> None:
         self.log.error("run_actor_failed", exc_info=exc_info)
-        # The inputs of the wake-up that raised go to the next actor too: a worker waiting
-        # on a start request must get its answer. A bug that raises on every try ends after
-        # the engine's death limit, which refuses them.
-        self.engine.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
+        # The inputs of the wake-up that raised go to the next actor too: an offered worker
+        # must be taken or given back. A bug that raises on every try ends after
+        # the supervisor's death limit, which refuses them.
+        self.supervisor.actor_died(self.run_id, self.mailbox, self._processing + self._retry)
 
     def on_stop(self) -> None:
         # Stopped from outside (leases lost, engine closing) while inputs waited for a retry
-        # of a failed append: a worker waiting on a start request must hear no at once, not
-        # after START_REPLY_TIMEOUT_S with its attempt counted as in flight meanwhile; an
-        # outcome goes back to the engine, which holds it for the run's next actor.
-        self.engine.park(self.run_id, self._retry)
+        # of a failed append: a cancel request hears no at once; an outcome goes back to the
+        # supervisor, which holds it for the run's next actor.
+        self.supervisor.park(self.run_id, self._retry)
         self._retry = []
 
     def on_receive(self, message: Any) -> Any:
@@ -235,26 +185,39 @@ class RunActor(pykka.ThreadingActor):
         self._processing = []
 
     def _decide_and_act(self, inputs: list[RunInput]) -> None:
+        # An offered worker is never held across a retry: a failed append gives it back,
+        # and the task, still scheduled in the store, is queued again when the state is
+        # rebuilt (see _reconcile).
+        offers = [item for item in inputs if isinstance(item, Offer)]
+        inputs = [item for item in inputs if not isinstance(item, Offer)] if offers else inputs
         if self.state is None and not self._reload(held=inputs):
+            _decline(offers)
             self._later(inputs)
             return
         state = self.state
         assert state is not None
         base = state.version
-        now = self.engine.clock.now()
+        now = self.services.clock.now()
         events: list[RunEvent] = []
-        replies: list[tuple[Any, bool]] = []
-        redispatch: list[str] = []
-        limit = self.engine.interruption_limit
+        replies: list[Any] = []
+        accepted: list[Offer] = []
+        limit = self.services.interruption_limit
+        pool = self.services.pool
+        for offer in offers:
+            if offer.answered:  # handled by an actor of this run that died since
+                continue
+            decided = (
+                []
+                if pool.closed
+                else commands.record_started(state, offer.task_id, offer.attempt, offer.worker, now)
+            )
+            if decided:
+                accepted.append(offer)
+                events.extend(decided)
+            else:
+                offer.decline()  # stale, cancelled, or the engine is closing
         for item in inputs:
-            if isinstance(item, StartRequest):
-                if item.reply.answered:  # refused meanwhile (the engine is closing)
-                    continue
-                decided = commands.record_started(
-                    state, item.task_id, item.attempt, item.worker, now
-                )
-                replies.append((item.reply, bool(decided)))
-            elif isinstance(item, Completed):
+            if isinstance(item, Completed):
                 decided = commands.record_completed(
                     state,
                     item.task_id,
@@ -262,7 +225,7 @@ class RunActor(pykka.ThreadingActor):
                     item.result,
                     item.duration_ms,
                     now,
-                    max_io_bytes=self.engine.max_task_io_bytes,
+                    max_io_bytes=self.services.max_task_io_bytes,
                 )
             elif isinstance(item, Failed):
                 decided = commands.record_failed(
@@ -276,33 +239,32 @@ class RunActor(pykka.ThreadingActor):
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
-            elif isinstance(item, CancelRequest):
-                decided = commands.request_cancel(state, item.reason, now)
-                replies.append((item.reply, True))
             else:
-                assert isinstance(item, Dropped)
-                redispatch.append(item.task_id)
-                decided = []
+                assert isinstance(item, CancelRequest)
+                decided = commands.request_cancel(state, item.reason, now)
+                replies.append(item.reply)
             events.extend(decided)
-        if events and not self.engine.leases.holds(self.run_id):
+        if events and not self.services.holds(self.run_id):
+            _decline(accepted)
             self._give_up(inputs)
             return
         reserved = self._reserve_workers(events, now)
         if events and not self._append(base, events):
+            _decline(accepted)
             for reservation in reserved.values():
-                self.engine.pool.unreserve(reservation)
+                pool.unreserve(reservation)
             if self._lost:
                 self._give_up(inputs)
             else:
                 self._later(inputs)
             return
-        for reply, accepted in replies:
-            reply.set(accepted)
+        for reply in replies:
+            reply.set(True)
+        for offer in accepted:
+            offer.accept()
         for task_id, reservation in reserved.items():
-            self.engine.pool.assign(reservation, self._job(task_id))
+            pool.assign(reservation, self._job(task_id))
         self._act(events, base)
-        for task_id in redispatch:
-            self._dispatch_if_idle(task_id)
         if state.is_terminal:
             self._finish()
 
@@ -310,7 +272,7 @@ class RunActor(pykka.ThreadingActor):
         faults.hit("before_append")
         started = time.perf_counter()
         try:
-            self.engine.writer.append(Append(self.run_id, base, events))
+            self.services.writer.append(Append(self.run_id, base, events))
         except (ConcurrencyError, StoreError) as e:
             self._failures += 1
             self.log.warning("append_failed", error=str(e), failures=self._failures)
@@ -326,20 +288,21 @@ class RunActor(pykka.ThreadingActor):
         return True
 
     def _give_up(self, inputs: list[RunInput]) -> None:
-        """Another process owns the run now: hand what is pending to the engine and stop.
+        """Another process owns the run now: hand what is pending to the supervisor and stop.
 
-        The engine answers requests with no and holds outcomes (see ``Engine.park``).
+        The supervisor answers cancel requests with no, gives offered workers back, and holds
+        outcomes (see ``Supervisor.park``).
         """
         pending, self._retry = inputs + self._retry, []
-        self.engine.run_lost(self.run_id, pending)
+        self.supervisor.run_lost(self.run_id, pending)
         self.stop()
 
     def _later(self, inputs: list[RunInput]) -> None:
         """Keep ``inputs`` and try again after a backoff."""
         self._retry = inputs
-        delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(self._failures, 10))
+        delay = _RETRY_BACKOFF.delay(self._failures)
         ref = self.actor_ref
-        self.engine.timers.call_later(delay, lambda: _tell_quietly(ref))
+        self.services.timers.call_later(delay, lambda: _tell_quietly(ref))
 
     # --- acting on stored events -----------------------------------------------------------
 
@@ -356,21 +319,21 @@ class RunActor(pykka.ThreadingActor):
                     self._arm_retry(event.task_id, event.attempt, event.retry_at)
                     metrics.task_retries.inc()
             elif isinstance(event, RunCancelRequested):
-                self.engine.pool.cancel_run(self.run_id)
+                self.services.pool.cancel_run(self.run_id)
         for task_id in to_dispatch:
             self._dispatch_if_idle(task_id)
-        interval = self.engine.snapshot_interval
+        interval = self.services.snapshot_interval
         if interval and state.version // interval > base // interval and not state.is_terminal:
             try:
-                self.engine.store.save_snapshot(state)
+                self.services.store.save_snapshot(state)
             except StoreError as e:
                 self.log.warning("snapshot_failed", error=str(e))
 
     def _arm_retry(self, task_id: str, attempt: int, retry_at: datetime) -> None:
         """Deliver RetryDue for ``attempt`` when ``retry_at`` comes."""
-        delay = (retry_at - self.engine.clock.now()).total_seconds()
+        delay = (retry_at - self.services.clock.now()).total_seconds()
         mailbox = self.mailbox
-        self.engine.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
+        self.services.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
 
     def _reserve_workers(self, events: list[RunEvent], now: datetime) -> dict[str, Reservation]:
         """Start newly scheduled tasks on idle workers within this same append."""
@@ -385,7 +348,7 @@ class RunActor(pykka.ThreadingActor):
             task = state.tasks[event.task_id]
             if task.status != "scheduled" or task.attempts != event.attempt:
                 continue
-            reservation = self.engine.pool.reserve()
+            reservation = self.services.pool.reserve()
             if reservation is None:
                 break
             events.extend(
@@ -414,13 +377,13 @@ class RunActor(pykka.ThreadingActor):
         task = state.tasks.get(task_id)
         if task is None or task.status != "scheduled" or state.cancel_requested:
             return
-        self.engine.pool.submit(self._job(task_id))
+        self.services.pool.submit(self._job(task_id))
 
     # --- recovery ------------------------------------------------------------------------
 
     def _reload(self, *, starting: bool = False, held: Sequence[RunInput] = ()) -> bool:
         try:
-            self.state = self.engine.store.run_state(self.run_id)
+            self.state = self.services.store.run_state(self.run_id)
         except StoreError as e:
             self._failures += 1
             self.log.warning("reload_failed", error=str(e))
@@ -451,10 +414,10 @@ class RunActor(pykka.ThreadingActor):
         """
         # Which attempts run here, looked at before the mailbox: a worker reports its
         # outcome before it leaves the in-flight set, so an attempt missing from this list
-        # either left its outcome with us (held, queued, or parked by the engine) or was
+        # either left its outcome with us (held, queued, or parked by the supervisor) or was
         # really lost. Only a lost one is interrupted: a store outage is not a lost attempt.
-        alive = self.engine.pool.inflight(self.run_id)
-        self.engine.unpark(self.run_id, self.mailbox)
+        alive = self.services.pool.inflight(self.run_id)
+        self.supervisor.unpark(self.run_id, self.mailbox)
         alive += self.mailbox.outcomes()
         alive += [
             (item.task_id, item.attempt) for item in held if isinstance(item, Completed | Failed)
@@ -466,20 +429,20 @@ class RunActor(pykka.ThreadingActor):
             self._processing = []
             # Those decisions may have started attempts here (a completion that made the
             # next task ready): they are alive too, running or with their outcome queued.
-            alive += self.engine.pool.inflight(self.run_id)
+            alive += self.services.pool.inflight(self.run_id)
             alive += self.mailbox.outcomes()
         state = self.state
         if state is None or state.is_terminal:
             return
         base = state.version
-        now = self.engine.clock.now()
+        now = self.services.clock.now()
         events = commands.interrupt_running(
             state,
             now,
             still_running=alive,
-            interruption_limit=self.engine.interruption_limit,
+            interruption_limit=self.services.interruption_limit,
         )
-        events += commands.settle(state, now, max_io_bytes=self.engine.max_task_io_bytes)
+        events += commands.settle(state, now, max_io_bytes=self.services.max_task_io_bytes)
         if events and not self._append(base, events):
             return
         for event in events:
@@ -487,20 +450,25 @@ class RunActor(pykka.ThreadingActor):
                 metrics.task_failures.labels(error_type=event.error.type).inc()
         for task in state.tasks.values():
             if task.status == "scheduled":
-                if not self.engine.pool.is_inflight(self.run_id, task.id, task.attempts):
+                if not self.services.pool.is_inflight(self.run_id, task.id, task.attempts):
                     self._dispatch_if_idle(task.id)
             elif task.status == "waiting_retry" and task.retry_at is not None:
                 self._arm_retry(task.id, task.attempts, task.retry_at)
         if state.cancel_requested:
-            self.engine.pool.cancel_run(self.run_id)
+            self.services.pool.cancel_run(self.run_id)
 
     def _finish(self) -> None:
         state = self.state
         assert state is not None
         refuse(self.mailbox.close() + self._retry)
         self._retry = []
-        self.engine.run_finished(self.run_id, state)
+        self.supervisor.run_finished(self.run_id, state)
         self.stop()
+
+
+def _decline(offers: Sequence[Offer]) -> None:
+    for offer in offers:
+        offer.decline()
 
 
 def _tell_quietly(ref: pykka.ActorRef[Any]) -> None:

@@ -182,6 +182,38 @@ def test_close_is_prompt_while_the_store_fails(registry: HandlerRegistry, gate: 
     assert engine.store.run_state(run.run_id).status == "running"  # type: ignore[union-attr]
 
 
+def test_a_worker_offered_to_a_run_whose_append_fails_goes_back_to_the_pool(
+    registry: HandlerRegistry, gate: Gate
+) -> None:
+    """While a run's appends fail, the worker offered for its next task is given back at once
+    instead of waiting on the store; the task starts once the store is back, every handler
+    runs once, and nothing is Interrupted."""
+    calls = counting(registry)
+    store = FlakyStore()
+    engine = Engine(store, handlers=registry, workers=1)
+    try:
+        engine.register_workflow(
+            {
+                "id": "two",
+                "tasks": [{"id": "g", "handler": "gate"}, {"id": "n", "handler": "count"}],
+            }
+        )
+        run = engine.start_run("two")  # g starts on the one worker; n waits in the queue
+        assert gate.entered.wait(10)
+        store.fail_when = lambda appends: True  # the store goes down
+        gate.opened.set()  # the worker comes free and is offered to the run for n
+        assert wait_until(
+            lambda: store.failures >= 1 and engine.pool.idle() == 1 and engine.pool.busy() == 0
+        )
+        store.fail_when = lambda appends: False
+        state = engine.wait_run_finished(run.run_id, timeout=10)
+    finally:
+        engine.close(grace=2)
+    assert state.status == "completed"
+    assert gate.calls == 1 and calls == {"n": 1}
+    assert not [e for e in store.read_run(run.run_id) if e.name == "TaskFailed"]
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
     deadline = time.monotonic() + timeout

@@ -9,15 +9,29 @@ from typing import Any
 import pykka
 import pytest
 
-from flowweaver.engine.messages import (
-    DRAIN,
-    CancelRequest,
-    Dropped,
-    Reply,
-    RetryDue,
-    StartRequest,
-)
-from flowweaver.engine.run_actor import Mailbox, refuse
+from flowweaver.engine.mailbox import Mailbox, refuse
+from flowweaver.engine.messages import DRAIN, CancelRequest, Offer, RetryDue
+from flowweaver.engine.pool import Job, Reservation
+
+
+class Pool:
+    """Records what becomes of offered workers, as the worker pool would act on it."""
+
+    def __init__(self) -> None:
+        self.assigned: list[str] = []
+        self.declined: list[str] = []
+
+    def assign(self, reservation: Reservation, job: Job) -> None:
+        self.assigned.append(job.task_id)
+
+    def decline(self, reservation: Reservation, job: Job) -> None:
+        self.declined.append(job.task_id)
+
+
+def offer(pool: Pool, task_id: str = "t") -> Offer:
+    """An offer of worker w1 for the first attempt of ``task_id``."""
+    job = Job("r", task_id, 1, "noop", {}, None)
+    return Offer(job, Reservation(worker=None, name="w1"), pool)  # type: ignore[arg-type]
 
 
 class Counter(pykka.ThreadingActor):
@@ -60,13 +74,13 @@ def test_inputs_wait_for_an_actor_then_wake_it_once(
     """Inputs put before attach are kept; attach wakes the actor, which takes them all."""
     ref, gate = actor
     assert mailbox.put(RetryDue("t", 1))
-    assert mailbox.put(Dropped("t", 1))
+    assert mailbox.put(RetryDue("t", 2))
     mailbox.attach(ref)
     mailbox.put(RetryDue("u", 1))  # a wake-up is already on its way: no second one
     gate.set()
     drains, taken = ref.ask("count")
     assert drains == 1
-    assert taken == [RetryDue("t", 1), Dropped("t", 1), RetryDue("u", 1)]
+    assert taken == [RetryDue("t", 1), RetryDue("t", 2), RetryDue("u", 1)]
 
 
 def test_an_input_after_a_take_wakes_the_actor_again(
@@ -90,32 +104,36 @@ def test_close_refuses_inputs_returns_the_queued_ones_and_stops_the_bound_actor(
     """A closed mailbox refuses inputs, hands back what waited, and stops its owner."""
     ref, gate = actor
     assert mailbox.bind(ref)
-    start = Reply()
-    mailbox.put(StartRequest("t", 1, "w1", start))
+    pool = Pool()
+    mailbox.put(offer(pool))
     gate.set()
     left = mailbox.close()
     assert mailbox.closed
     assert not mailbox.put(RetryDue("t", 1))
     assert not mailbox.bind(ref)
     refuse(left)
-    assert start.wait(1) is False
+    assert pool.declined == ["t"]
     ref.actor_stopped.wait(5)
     assert not ref.is_alive()
 
 
 def test_refuse_answers_requests_and_ignores_the_rest() -> None:
-    """Refused start and cancel requests get False; other inputs need no answer."""
-    start = Reply()
+    """Refused cancel requests get False and offered workers go back; other inputs need no
+    answer."""
+    pool = Pool()
     cancel: pykka.Future[bool] = pykka.ThreadingFuture()
-    refuse([StartRequest("t", 1, "w", start), CancelRequest("why", cancel), RetryDue("t", 1)])
-    assert start.wait(1) is False
+    refuse([offer(pool), CancelRequest("why", cancel), RetryDue("t", 1)])
+    assert pool.declined == ["t"]
     assert cancel.get(timeout=1) is False
 
 
-def test_a_reply_is_given_once() -> None:
-    """The first answer to a start request counts; later ones change nothing."""
-    reply = Reply()
-    assert reply.wait(0.01) is None and not reply.answered
-    assert reply.set(False)
-    assert not reply.set(True)
-    assert reply.answered and reply.wait(0) is False
+def test_an_offer_is_answered_once() -> None:
+    """The first answer to an offer counts; later ones change nothing."""
+    pool = Pool()
+    given = offer(pool)
+    assert not given.answered
+    given.decline()
+    given.accept()
+    given.decline()
+    assert given.answered
+    assert pool.declined == ["t"] and pool.assigned == []

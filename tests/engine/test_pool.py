@@ -1,4 +1,4 @@
-"""The worker pool on its own, with a recording router instead of an engine."""
+"""The worker pool on its own, with a recording router instead of run actors."""
 
 from __future__ import annotations
 
@@ -9,35 +9,41 @@ from typing import Any
 
 import pytest
 
-from flowweaver.engine.messages import Completed, Failed
+from flowweaver.engine.messages import Completed, Failed, Offer
 from flowweaver.engine.pool import Job, WorkerPool
 from flowweaver.engine.timers import Timers
 from flowweaver.handlers import HandlerRegistry, builtin_registry
 
 
 class Router:
-    """Grants or refuses start requests and records what the workers tell the runs."""
+    """Takes or declines offered workers, as a run actor would, and records what the
+    workers tell the runs."""
 
     def __init__(self) -> None:
         self.grant = True
+        self.live: set[str] | None = None  # runs with an actor; None: every run
         self.starts: list[tuple[str, str]] = []
         self.outcomes: list[Completed | Failed] = []
         self.given_back: list[str] = []
         self.changed = threading.Condition()
 
-    def request_start(self, job: Job, worker: str) -> bool:
+    def offer(self, offer: Offer) -> bool:
+        if self.live is not None and offer.job.run_id not in self.live:
+            return False
         with self.changed:
-            self.starts.append((job.task_id, worker))
-        return self.grant
+            self.starts.append((offer.task_id, offer.worker))
+        if self.grant:  # a run actor would store TaskStarted first
+            offer.accept()
+        else:
+            offer.decline()
+            with self.changed:
+                self.given_back.append(offer.task_id)
+                self.changed.notify_all()
+        return True
 
     def report(self, job: Job, outcome: Completed | Failed) -> None:
         with self.changed:
             self.outcomes.append(outcome)
-            self.changed.notify_all()
-
-    def dropped(self, job: Job) -> None:
-        with self.changed:
-            self.given_back.append(job.task_id)
             self.changed.notify_all()
 
     def wait(self, what: str, count: int) -> list[Any]:
@@ -87,8 +93,11 @@ def job(task_id: str, handler: str = "echo", timeout: float | None = None, **inp
     return Job("r", task_id, 1, handler, dict(inputs), timeout)
 
 
-def test_a_job_asks_to_start_runs_and_reports_its_result(make_pool: Any, router: Router) -> None:
-    """A submitted job asks for its start, runs the handler, reports, and leaves in-flight."""
+def test_a_queued_job_is_offered_to_its_run_runs_and_reports_its_result(
+    make_pool: Any, router: Router
+) -> None:
+    """A submitted job is offered with a worker, runs the handler once taken, reports, and
+    leaves in-flight."""
     pool = make_pool()
     pool.submit(job("t", x=1))
     (outcome,) = router.wait("outcomes", 1)
@@ -101,10 +110,10 @@ def test_a_job_asks_to_start_runs_and_reports_its_result(make_pool: Any, router:
     assert pool.inflight("r") == []
 
 
-def test_a_refused_start_gives_the_job_back_without_running_it(
+def test_a_declined_offer_gives_the_job_back_without_running_it(
     make_pool: Any, router: Router
 ) -> None:
-    """When the run refuses the start, the handler never runs and the job is dropped."""
+    """When the run declines the offer, the handler never runs and the job is dropped."""
     router.grant = False
     pool = make_pool()
     pool.submit(job("t"))
@@ -156,7 +165,7 @@ def test_a_stuck_handler_times_out_and_a_fresh_worker_takes_the_next_job(
 
 
 def test_a_reserved_worker_runs_its_job_without_asking(make_pool: Any, router: Router) -> None:
-    """A job assigned to a reserved worker runs at once, with no start request."""
+    """A job assigned to a reserved worker runs at once, with no offer."""
     pool = make_pool(size=1)
     reservation = pool.reserve()
     assert reservation is not None and pool.reserve() is None
@@ -164,6 +173,26 @@ def test_a_reserved_worker_runs_its_job_without_asking(make_pool: Any, router: R
     (outcome,) = router.wait("outcomes", 1)
     assert isinstance(outcome, Completed)
     assert router.starts == []
+
+
+def test_a_job_whose_run_is_not_live_is_dropped_and_the_worker_offered_for_the_next(
+    make_pool: Any, router: Router
+) -> None:
+    """A queued job whose run has no actor here is forgotten; the free worker goes on to the
+    next queued job."""
+    router.live = {"r"}
+    pool = make_pool(size=1)
+    gate = threading.Event()
+    pool.registry.register("gate", lambda inputs: gate.wait(5))
+    pool.submit(job("g", "gate"))
+    pool.submit(Job("gone", "x", 1, "noop", {}, None))
+    pool.submit(job("next"))
+    assert pool.queue_depth() == 2
+    gate.set()
+    outcomes = router.wait("outcomes", 2)
+    assert [o.task_id for o in outcomes] == ["g", "next"]
+    assert [task for task, _ in router.starts] == ["g", "next"]
+    assert pool.inflight("gone") == []
 
 
 def test_close_drops_queued_jobs_and_waits_for_running_ones(make_pool: Any, router: Router) -> None:
