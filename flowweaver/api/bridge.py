@@ -237,10 +237,10 @@ class RunWaits:
                 if not future.done():
                     future.set_result(state)
 
-    async def wait_finished(self, run_id: str, timeout: float) -> RunState | None:
-        """Return the run's final state once it ends, or None after ``timeout`` seconds.
+    async def wait_finished(self, run_id: str) -> RunState | None:
+        """Return the run's final state once it ends; bound the wait with ``asyncio.timeout``.
 
-        None also when :attr:`limit` requests wait already, or when the API closes.
+        None at once when :attr:`limit` requests wait already, and when the API closes.
         """
         if self._closed or self._loop is None:
             return None
@@ -255,7 +255,7 @@ class RunWaits:
         future: asyncio.Future[RunState | None] = self._loop.create_future()
         self._futures.setdefault(run_id, []).append(future)
         try:
-            return await self._await(run_id, future, timeout)
+            return await self._await(run_id, future)
         finally:
             futures = self._futures[run_id]
             futures.remove(future)
@@ -269,23 +269,12 @@ class RunWaits:
                 else:
                     del self._watched[run_id]
 
-    async def _await(
-        self, run_id: str, future: asyncio.Future[RunState | None], timeout: float
-    ) -> RunState | None:
-        loop = asyncio.get_running_loop()
+    async def _await(self, run_id: str, future: asyncio.Future[RunState | None]) -> RunState | None:
         if not self.bridge.engine.leases.shared:  # every run of the store ends here
-            timer = loop.call_later(timeout, _expire, future)
-            try:
-                return await future
-            finally:
-                timer.cancel()
-        deadline = loop.time() + timeout
+            return await future
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
             try:
-                async with asyncio.timeout(min(remaining, self.poll)):
+                async with asyncio.timeout(self.poll):
                     return await asyncio.shield(future)
             except TimeoutError:
                 pass
@@ -293,8 +282,3 @@ class RunWaits:
             state = await self.bridge.get_run(run_id)
             if state.is_terminal:
                 return state
-
-
-def _expire(future: asyncio.Future[RunState | None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgspec
@@ -207,7 +208,10 @@ async def post_run(request: web.Request) -> web.Response:
     headers = {"Location": f"/runs/{handle.run_id}"}
     if wait is not None:
         if not state.is_terminal:
-            final = await bridge.waits.wait_finished(handle.run_id, wait)
+            final = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    final = await bridge.waits.wait_finished(handle.run_id)
             state = final if final is not None else await bridge.get_run(handle.run_id)
         if state.is_terminal:
             headers["Preference-Applied"] = f"wait={wait}"

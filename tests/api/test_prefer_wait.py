@@ -254,7 +254,7 @@ def test_a_run_that_ended_before_the_wait_began_is_found_at_once() -> None:
             engine.register_workflow(EXAMPLE_WORKFLOW)
             handle = engine.start_run("example-workflow")
             final = await asyncio.to_thread(engine.wait_run_finished, handle.run_id, 10)
-            found = await asyncio.wait_for(bridge.waits.wait_finished(handle.run_id, 30), 5)
+            found = await asyncio.wait_for(bridge.waits.wait_finished(handle.run_id), 5)
             assert found is not None
             assert (found.status, found.version) == ("completed", final.version)
         finally:
@@ -309,7 +309,8 @@ def test_a_run_another_engine_ends_is_seen_by_the_wait() -> None:
                 )
             )
             bridge: EngineBridge = server.app[BRIDGE]  # type: ignore[index]
-            while await asyncio.to_thread(server.call, lambda: bridge.waits.waiting) == 0:
+            # The wait's count lives on the server's loop: no event to await from this one.
+            while await asyncio.to_thread(server.call, lambda: bridge.waits.waiting) == 0:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # the POST has not reached its wait yet
             assert api_engine.live_runs() == 0  # the API's engine does not run it
             other.append(Engine(store, handlers=example_registry()))  # recovers and runs it

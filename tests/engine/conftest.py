@@ -87,15 +87,15 @@ def chain(workflow_id: str = "chain3", handler: str = "echo", n: int = 3) -> dic
     tasks: list[dict[str, Any]] = [
         {"id": "t1", "handler": handler, "inputs": {"value": "$.params.value"}}
     ]
-    for i in range(2, n + 1):
-        tasks.append(
-            {
-                "id": f"t{i}",
-                "handler": handler,
-                "dependencies": [f"t{i - 1}"],
-                "inputs": {"value": "$.result.value"},
-            }
-        )
+    tasks += (
+        {
+            "id": f"t{i}",
+            "handler": handler,
+            "dependencies": [f"t{i - 1}"],
+            "inputs": {"value": "$.result.value"},
+        }
+        for i in range(2, n + 1)
+    )
     return {"id": workflow_id, "tasks": tasks}
 
 
