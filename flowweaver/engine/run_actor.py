@@ -122,7 +122,6 @@ class RunActor(pykka.ThreadingActor):
         self._processing: list[RunInput] = []
         self._failures = 0
         self._lost = False
-        self._rng = random.Random()
 
     # --- lifecycle ---------------------------------------------------------------------
 
