@@ -12,13 +12,14 @@ from flowweaver.ports import RecordedEvent
 
 HEARTBEAT = b": keep-alive\n\n"
 SHUTDOWN = b": server shutting down\n\n"
-_TERMINAL = frozenset(name.encode() for name in TERMINAL_EVENT_NAMES)
+TERMINAL = frozenset(name.encode() for name in TERMINAL_EVENT_NAMES)
+"""The names of the events that end a run, as bytes (a stream tests every event against it)."""
 _encoder = msgspec.json.Encoder()
 
 
 def is_terminal(rec: RecordedEvent) -> bool:
     """Say whether ``rec`` ends its run (RunCompleted, RunFailed, RunCancelled)."""
-    return rec.name.encode() in _TERMINAL
+    return rec.name.encode() in TERMINAL
 
 
 def event_json(rec: RecordedEvent) -> bytes:

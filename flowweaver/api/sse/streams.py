@@ -20,7 +20,7 @@ from flowweaver.api.errors import bad_request
 from flowweaver.errors import NotFoundError, StoreError
 from flowweaver.ports import RecordedEvent
 
-from .framing import error_message, is_terminal, sse_frame
+from .framing import TERMINAL, error_message, is_terminal, sse_frame
 from .hub import Hub
 from .subscriber import StreamSettings, Subscriber
 
@@ -173,12 +173,14 @@ async def _send_page(sub: Subscriber, page: list[RecordedEvent], prefix: bytes =
     """Send a page of stored events, stopping at a terminal one; return whether it ended."""
     frames: list[bytes] = [prefix] if prefix else []
     ended = False
-    for rec in page:
+    last = sub.last
+    for rec in page:  # up to a page of 2000: no call per event that can be spared
         frames.append(sse_frame(rec.version, rec))
-        sub.last = rec.version
-        if is_terminal(rec):
+        last = rec.version
+        if rec.name.encode() in TERMINAL:
             ended = True
             break
+    sub.last = last
     if frames:
         await sub.send(frames, len(frames) - (1 if prefix else 0))
     return ended
