@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 import structlog
 
 from flowweaver.api.bridge import EngineBridge
+from flowweaver.backoff import Backoff
 from flowweaver.observability import metrics
 from flowweaver.ports import RecordedEvent
 
@@ -24,6 +25,7 @@ from .framing import LiveEvent, Round
 from .subscriber import Subscriber
 
 log = structlog.get_logger("flowweaver.api.sse")
+_TAIL_BACKOFF = Backoff(base=0.05, cap=5.0)
 
 
 class Hub:
@@ -193,7 +195,7 @@ class Hub:
                 raise
             except Exception as e:  # noqa: BLE001 - the tailer must outlive store hiccups
                 failures += 1
-                delay = min(5.0, 0.05 * 2**failures)
+                delay = _TAIL_BACKOFF.delay(failures)  # no overflow after 1,024 failures
                 log.warning("sse_tail_failed", error=repr(e), retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
