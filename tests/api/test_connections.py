@@ -12,22 +12,7 @@ from structlog.testing import capture_logs
 from flowweaver.observability import metrics
 
 from .conftest import LiveServer
-
-
-def _connect(server: LiveServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def _read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
+from .raw_http import connect, read_to_end
 
 
 def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -65,14 +50,14 @@ def test_connections_beyond_the_per_client_cap_are_refused(servers: Any) -> None
     """A client address holding max_connections_per_client connections gets a 503 for one more."""
     server = servers(max_connections_per_client=3)
     before = _rejected("too_many_from_client")
-    held = [_connect(server) for _ in range(3)]
+    held = [connect(server) for _ in range(3)]
     try:
         for sock in held:  # each is answered, and stays open (kept alive)
             sock.sendall(_get("/healthz"))
             head, _ = _read_response(sock)
             assert head.startswith(b"HTTP/1.1 200 OK")
-        with _connect(server) as extra:
-            answer = _read_to_end(extra)
+        with connect(server) as extra:
+            answer = read_to_end(extra)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"Content-Type: application/problem+json" in answer
         problem = json.loads(answer.partition(b"\r\n\r\n")[2])
@@ -81,10 +66,10 @@ def test_connections_beyond_the_per_client_cap_are_refused(servers: Any) -> None
         assert _rejected("too_many_from_client") == before + 1
         # One of the three leaves: its slot is free again for the same address.
         held[0].sendall(_get("/healthz", close=True))
-        assert b"200 OK" in _read_to_end(held[0])
-        with _connect(server) as again:
+        assert b"200 OK" in read_to_end(held[0])
+        with connect(server) as again:
             again.sendall(_get("/healthz", close=True))
-            assert _read_to_end(again).startswith(b"HTTP/1.1 200 OK")
+            assert read_to_end(again).startswith(b"HTTP/1.1 200 OK")
     finally:
         for sock in held:
             sock.close()
@@ -94,7 +79,7 @@ def test_the_header_deadline_applies_to_every_request_on_a_connection(servers: A
     """A later request on a kept-alive connection must complete its headers in time: else 408."""
     server = servers(header_timeout=0.3, keepalive_timeout=30)
     before = _rejected("header_timeout")
-    with _connect(server) as sock:
+    with connect(server) as sock:
         # A request with a body (its bytes may come after the headers), answered.
         body = b'{"id": "w", "tasks": []}'
         sock.sendall(
@@ -113,7 +98,7 @@ def test_the_header_deadline_applies_to_every_request_on_a_connection(servers: A
         with capture_logs() as logs:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             started = time.monotonic()
-            answer = _read_to_end(sock)
+            answer = read_to_end(sock)
             elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert b'"status":408' in answer
@@ -127,12 +112,12 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(
 ) -> None:
     """Between requests only the keep-alive timeout applies: the connection closes, no 408."""
     server = servers(header_timeout=0.2, keepalive_timeout=0.6)
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(_get("/healthz"))
         head, _ = _read_response(sock)
         answered = time.monotonic()
         assert head.startswith(b"HTTP/1.1 200 OK")
-        rest = _read_to_end(sock)
+        rest = read_to_end(sock)
         idle = time.monotonic() - answered
     assert rest == b""
     assert idle >= 0.5
@@ -143,7 +128,7 @@ def test_health_checks_are_answered_while_idle_connections_hold_every_slot(
 ) -> None:
     """Past max_connections, health_connections more connections may ask /healthz or /readyz."""
     server = servers(max_connections=3, health_connections=2)
-    idle = [_connect(server) for _ in range(3)]
+    idle = [connect(server) for _ in range(3)]
     try:
         assert server.site is not None
         guard = server.site.guard
@@ -153,28 +138,28 @@ def test_health_checks_are_answered_while_idle_connections_hold_every_slot(
             assert time.monotonic() < deadline
         # Probes get in, one request each, and are answered.
         for path in ("/healthz", "/readyz", "/healthz?verbose=1"):
-            with _connect(server) as probe:
+            with connect(server) as probe:
                 probe.sendall(_get(path))  # kept alive by the client: the server closes it
-                answer = _read_to_end(probe)
+                answer = read_to_end(probe)
             assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:80]
         # Anything else on a health connection is a 503 problem.
         before = _rejected("health_only")
-        with _connect(server) as other:
+        with connect(server) as other:
             other.sendall(_get("/runs"))
-            answer = _read_to_end(other)
+            answer = read_to_end(other)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"application/problem+json" in answer
         problem = json.loads(answer.partition(b"\r\n\r\n")[2])
         assert "/healthz" in problem["detail"]
         assert _rejected("health_only") == before + 1
         # With the health slots taken too, one more connection is refused at once.
-        probes = [_connect(server) for _ in range(2)]
+        probes = [connect(server) for _ in range(2)]
         try:
             deadline = time.monotonic() + 10
             while server.call(lambda: guard.health_active) < 2:
                 assert time.monotonic() < deadline
-            with _connect(server) as refused:
-                assert _read_to_end(refused).startswith(b"HTTP/1.1 503 Service Unavailable")
+            with connect(server) as refused:
+                assert read_to_end(refused).startswith(b"HTTP/1.1 503 Service Unavailable")
         finally:
             for sock in probes:
                 sock.close()
@@ -187,9 +172,9 @@ def test_health_checks_are_answered_while_idle_connections_hold_every_slot(
 def test_a_request_the_http_parser_refuses_is_logged_without_an_error(server: LiveServer) -> None:
     """A header aiohttp's parser refuses (a control character) is answered 400 and access-logged."""
     with capture_logs() as logs:
-        with _connect(server) as sock:
+        with connect(server) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Odd: a\x01b\r\n\r\n")
-            answer = _read_to_end(sock)
+            answer = read_to_end(sock)
         deadline = time.monotonic() + 5
         while not [e for e in logs if e["event"] == "http_request"]:
             assert time.monotonic() < deadline, "the refused request was never access-logged"

@@ -6,7 +6,6 @@ import http.client
 import io
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,37 +19,22 @@ from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.observability import configure_logging
 
 from .conftest import LiveServer, run, wait_finished
-
-
-def _connect(server: LiveServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def _read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
+from .raw_http import connect, read_to_end
 
 
 def test_trickled_headers_get_408_and_are_closed(servers: Any) -> None:
     """A client that does not finish its request headers in time gets a 408 and is closed."""
     server = servers(header_timeout=0.3)
-    with _connect(server) as trickler, _connect(server) as silent:
+    with connect(server) as trickler, connect(server) as silent:
         trickler.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
-        answer = _read_to_end(trickler)
+        answer = read_to_end(trickler)
         elapsed = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert b"application/problem+json" in answer
         assert b'"status":408' in answer
         assert elapsed < 5
-        assert _read_to_end(silent).startswith(b"HTTP/1.1 408")
+        assert read_to_end(silent).startswith(b"HTTP/1.1 408")
 
 
 def test_prompt_requests_are_not_cut(servers: Any) -> None:
@@ -64,11 +48,11 @@ def test_prompt_requests_are_not_cut(servers: Any) -> None:
             assert response.status == 200
             assert json.loads(response.read()) == {"status": "ok"}
         # Headers split over several packets still count once they are complete.
-        with _connect(server) as sock:
+        with connect(server) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")
             sock.sendall(b"Host: x\r\n")
             sock.sendall(b"Connection: close\r\n\r\n")
-            assert _read_to_end(sock).startswith(b"HTTP/1.1 200 OK")
+            assert read_to_end(sock).startswith(b"HTTP/1.1 200 OK")
     finally:
         connection.close()
 
@@ -77,7 +61,7 @@ def test_connections_beyond_the_bound_get_503(servers: Any) -> None:
     """With max_connections=2 and no health slots, a third connection gets 503; a slot frees."""
     server = servers(max_connections=2, health_connections=0)
     first = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    second = _connect(server)
+    second = connect(server)
     try:
         first.request("GET", "/healthz")
         response = first.getresponse()
@@ -85,14 +69,14 @@ def test_connections_beyond_the_bound_get_503(servers: Any) -> None:
         response.read()
         second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert second.recv(65536).startswith(b"HTTP/1.1 200 OK")
-        with _connect(server) as third:
-            answer = _read_to_end(third)
+        with connect(server) as third:
+            answer = read_to_end(third)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b'"status":503' in answer
         # The second client says goodbye: the server closes it (and frees its slot) before
         # the client sees the end of the stream.
         second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert b"200 OK" in _read_to_end(second)
+        assert b"200 OK" in read_to_end(second)
         assert server.site is not None
         assert server.site.guard is not None
         guard = server.site.guard
@@ -180,12 +164,12 @@ def test_access_log_and_run_logs_are_structured(server: LiveServer) -> None:
 def test_a_trickled_body_gets_408_and_is_closed(servers: Any) -> None:
     """A request whose body does not arrive within the body timeout gets a 408 problem."""
     server = servers(body_timeout=0.3)
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(
             b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"id": '
         )
-        answer = _read_to_end(sock)
+        answer = read_to_end(sock)
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert b"application/problem+json" in answer
     assert b"body-timeout" in answer

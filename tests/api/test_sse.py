@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from .conftest import (
     sse_messages,
     wait_finished,
 )
+from .raw_http import raw_get, read_to_end, read_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -465,38 +465,6 @@ def test_heartbeat_while_idle(servers: Any, gates: Gates) -> None:
     run(main())
 
 
-def _raw_stream(server: LiveServer, path: str, rcvbuf: int = 4096) -> socket.socket:
-    """Open an SSE request on a raw socket with a small receive buffer."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(15)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    return sock
-
-
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
-    """Read from a raw socket until ``marker`` has arrived."""
-    received = b""
-    while marker not in received:
-        chunk = sock.recv(4096)
-        assert chunk, f"closed before {marker!r}"
-        received += chunk
-    return received
-
-
-def _read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-
-
 async def _live(response: aiohttp.ClientResponse) -> list[Message]:
     """Read until the first heartbeat: from then on the stream follows live events."""
     return await collect(response, until=lambda m: m.comment == "keep-alive")
@@ -537,10 +505,10 @@ def test_slow_subscriber_is_dropped_and_others_are_not_held(servers: Any, gates:
                 f"{server.url}/runs", json={"workflowId": "wide", "parameters": {"blob": blob}}
             ) as r:
                 run_id = (await r.json())["id"]
-            slow = _raw_stream(server, f"/events/{run_id}")
+            slow = raw_get(server, f"/events/{run_id}", rcvbuf=4096)
             # Once a heartbeat arrives, the slow stream follows live events; then it stops
             # reading while the run floods it.
-            head = await asyncio.to_thread(_read_until, slow, b": keep-alive")
+            head = await asyncio.to_thread(read_until, slow, b": keep-alive")
             fast = await _stream(s, f"{server.url}/events/{run_id}")
             first = await _live(fast)
             gates.open("go")
@@ -548,7 +516,7 @@ def test_slow_subscriber_is_dropped_and_others_are_not_held(servers: Any, gates:
             events = events_of(first + rest)
             assert events[-1].event == "RunCompleted"
             assert _versions(first + rest) == list(range(1, len(events) + 1))
-            received = head + await asyncio.to_thread(_read_to_end, slow)
+            received = head + await asyncio.to_thread(read_to_end, slow)
             slow.close()
             assert b"event: error" in received
             assert b"SubscriberOverflow" in received
@@ -579,11 +547,11 @@ def test_a_client_that_never_reads_is_cut_after_the_write_timeout(servers: Any) 
             ) as r:
                 run_id = (await r.json())["id"]
             await wait_finished(s, server.url, run_id)
-        stuck = _raw_stream(server, f"/events/{run_id}?after=0")
+        stuck = raw_get(server, f"/events/{run_id}?after=0", rcvbuf=4096)
         # The server answers (ends) the request without the client reading a byte.
         logged = await asyncio.to_thread(server.wait_logged, f"/events/{run_id}?after=0")
         assert logged.status == 200
-        received = await asyncio.to_thread(_read_to_end, stuck)
+        received = await asyncio.to_thread(read_to_end, stuck)
         stuck.close()
         assert b"RunCompleted" not in received
 

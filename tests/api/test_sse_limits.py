@@ -23,6 +23,7 @@ from flowweaver.api.sse import Hub
 from flowweaver.observability import metrics
 
 from .conftest import Gates, LiveServer, collect, events_of, example_registry, run, sse_messages
+from .raw_http import raw_get, read_to_end, read_until
 
 _ID = re.compile(rb"^id: (\d+)$", re.MULTILINE)
 
@@ -30,38 +31,6 @@ _ID = re.compile(rb"^id: (\d+)$", re.MULTILINE)
 def _hub(server: LiveServer) -> Hub:
     assert server.app is not None
     return server.app[HUB]
-
-
-def _raw_get(server: LiveServer, path: str, version: str = "1.1", rcvbuf: int = 0) -> socket.socket:
-    """Send a GET on a raw socket (``rcvbuf`` set before connecting shrinks its window)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(15)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    return sock
-
-
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
-    received = b""
-    while marker not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before {marker!r}"
-        received += chunk
-    return received
-
-
-def _read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -120,10 +89,10 @@ def test_live_frames_follow_the_headers_and_the_access_log_counts_every_byte(
     path = f"/events/{run_id}"
     direct_before = server.call(lambda: _hub(server).direct_writes)
     with capture_logs() as logs:
-        sock = _raw_get(server, path, version)
-        received = _read_until(sock, b": keep-alive")  # the stream follows live events now
+        sock = raw_get(server, path, version=version)
+        received = read_until(sock, b": keep-alive")  # the stream follows live events now
         gates.open("wire")
-        received += _read_to_end(sock)
+        received += read_to_end(sock)
         sock.close()
         server.wait_logged(path)
     assert server.call(lambda: _hub(server).direct_writes) > direct_before
@@ -224,7 +193,7 @@ def test_clients_that_stop_reading_are_dropped_within_the_byte_limit(
     run_id = run(_start(server, _wide(150), {"blob": "b" * 8000}))
     path = f"/events/{run_id}"
     dropped_before = metrics.sse_dropped._value.get()
-    stuck = [_raw_get(server, path, rcvbuf=4096) for _ in range(4)]
+    stuck = [raw_get(server, path, rcvbuf=4096) for _ in range(4)]
     _wait_subscribed(server, 4)
     _shrink_send_buffers(server, stuck)
 
@@ -253,7 +222,7 @@ def test_clients_that_stop_reading_are_dropped_within_the_byte_limit(
     # The server ends all five streams before the stuck clients read a byte.
     _wait_answered(server, path, 5)
     for sock in stuck:
-        received = _read_to_end(sock)
+        received = read_to_end(sock)
         sock.close()
         assert b"event: RunCompleted" not in received
     assert metrics.sse_dropped._value.get() == dropped_before + 4
@@ -272,7 +241,7 @@ def test_the_end_of_a_stream_its_client_does_not_take_is_cut_after_the_drain_tim
     run_id = run(_start(server, _wide(3), {"blob": "e" * 8000}))
     path = f"/events/{run_id}"
     cut_before = metrics.sse_flush_timeouts._value.get()
-    stuck = _raw_get(server, path, rcvbuf=4096)
+    stuck = raw_get(server, path, rcvbuf=4096)
     _wait_subscribed(server, 1)
     _shrink_send_buffers(server, [stuck])
     gates.open("wide")
@@ -280,7 +249,7 @@ def test_the_end_of_a_stream_its_client_does_not_take_is_cut_after_the_drain_tim
         _wait_answered(server, path, 1)
     assert metrics.sse_flush_timeouts._value.get() == cut_before + 1
     assert [e["timeout"] for e in logs if e["event"] == "sse_flush_timeout"] == [0.3]
-    received = _read_to_end(stuck)
+    received = read_to_end(stuck)
     stuck.close()
     assert b"event: RunCompleted" not in received
 
