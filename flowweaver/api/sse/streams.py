@@ -12,6 +12,8 @@ the global feed by log position.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from aiohttp import web
 
@@ -94,21 +96,14 @@ async def run_stream(
             hub.unsubscribe(sub)
             sub.reset_live()
             early = False
-        await sub.open()
-        try:
-            if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
-                if ended:
-                    await sub.send(sub.retry_line())
-                else:
-                    await _follow_run(sub, bridge, hub, first, subscribed=early)
-            await sub.finish()
-        except (ConnectionResetError, TimeoutError):
-            pass
-        except StoreError as e:
-            await _end_on_store_error(sub, e)
-        finally:
-            sub.release()
-        return sub.response
+
+        async def body() -> None:
+            if ended:
+                await sub.send(sub.retry_line())
+            else:
+                await _follow_run(sub, bridge, hub, first, subscribed=early)
+
+        return await _respond(sub, body)
     finally:
         hub.unsubscribe(sub)
 
@@ -215,11 +210,20 @@ async def log_stream(
             f"the log ends at position {top}; resume from an id it sent", path="$.after"
         )
     sub = Subscriber(request, settings, run_id=None, limit=hub.buffer, last=after)
+
+    async def body() -> None:
+        await sub.send(sub.retry_line())
+        await _follow_log(sub, bridge, hub)
+
+    return await _respond(sub, body)
+
+
+async def _respond(sub: Subscriber, body: Callable[[], Awaitable[None]]) -> web.StreamResponse:
+    """Send the headers, then ``body`` (not for a HEAD), then the end; a client may have left."""
     await sub.open()
     try:
-        if request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
-            await sub.send(sub.retry_line())
-            await _follow_log(sub, bridge, hub)
+        if sub.request.method != "HEAD":  # a HEAD gets the headers only: the checks passed
+            await body()
         await sub.finish()
     except (ConnectionResetError, TimeoutError):
         pass
