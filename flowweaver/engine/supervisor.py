@@ -36,6 +36,9 @@ from flowweaver.ports import EventStore, Leases
 log = structlog.get_logger("flowweaver.engine")
 
 MAX_ACTOR_DEATHS = 5
+# Deaths further apart than this are unrelated (a store outage today, a bug in a handler's
+# output next week): the count starts again, so a long run is not given up for them.
+DEATH_WINDOW_S = 60.0
 # A run actor that died again waits longer before its replacement starts: 0.08 s, 0.16 s, ... 1 s.
 _RESTART_BACKOFF = Backoff(base=0.02, cap=1.0)
 PARKED_RETRY_S = 0.1
@@ -48,6 +51,7 @@ class _LiveRun:
     mailbox: Mailbox
     ref: pykka.ActorRef[Any] | None
     deaths: int = 0
+    last_death: float = 0.0  # time.monotonic() of the latest
 
 
 class Supervisor:
@@ -63,6 +67,7 @@ class Supervisor:
         self.store = store
         self.leases = leases
         self.takeover_interval = takeover_interval
+        self.death_window = DEATH_WINDOW_S
         self.services: RunServices  # given by start(): the pool needs this router first
         self.closed = False
         self._lock = threading.RLock()
@@ -195,7 +200,8 @@ class Supervisor:
         """Called by a run actor that raised (starting or later): rebuild it by replay.
 
         The new actor keeps the mailbox and gets ``pending`` back. After the first death it
-        starts after a growing delay; past the death limit the run is given up here: its
+        starts after a growing delay; past the death limit (deaths no further apart than
+        ``death_window`` seconds from the one before) the run is given up here: its
         inputs are refused, its lease released (another node may have better luck), and it
         leaves the live table, so nothing waits on a mailbox nobody drains.
         """
@@ -204,7 +210,11 @@ class Supervisor:
             if live is None or live.mailbox is not mailbox or self.closed:
                 refuse(pending)
                 return
+            now = time.monotonic()
+            if now - live.last_death > self.death_window:
+                live.deaths = 0
             live.deaths += 1
+            live.last_death = now
             deaths = live.deaths
             if deaths > MAX_ACTOR_DEATHS:
                 del self._live[run_id]

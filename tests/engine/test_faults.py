@@ -40,6 +40,18 @@ def test_a_run_actor_that_fails_while_starting_is_replaced(make_engine: EngineFa
     assert [e["event"] for e in logs].count("run_actor_start_failed") == 2
 
 
+def test_deaths_far_apart_do_not_add_up_to_the_limit(make_engine: EngineFactory) -> None:
+    """Actor deaths further apart than the death window start the count again."""
+    engine = make_engine()
+    engine.supervisor.death_window = 0.0  # every death is "far" from the one before
+    engine.register_workflow(chain())
+    faults.arm_raise("actor_start", times=7)  # more than MAX_ACTOR_DEATHS
+    run = engine.start_run("chain3", parameters={"value": 5})
+    state = engine.wait_run_finished(run.run_id, timeout=10)
+    assert faults.fired("actor_start") == 7
+    assert state.status == "completed"
+
+
 def test_a_run_actor_that_always_fails_while_starting_leaves_the_live_table(
     make_engine: EngineFactory,
 ) -> None:
