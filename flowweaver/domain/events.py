@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.spec import OnTaskFailure, WorkflowSpec
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -26,6 +26,17 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     type: str
     message: str
     retryable: bool = True
+    traceback: str | None = None
+    """The handler's frames as Python prints them (at most MAX_TRACEBACK_BYTES), when it raised."""
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One line a handler logged through ``context.log`` during an attempt."""
+
+    timestamp: datetime
+    level: str
+    message: str
+    fields: dict[str, Any] = {}
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -54,6 +65,30 @@ class RunStarted(Event, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     request_hash: str = ""
     submitted_by: str | None = None
+    on_task_failure: OnTaskFailure | None = None
+    """Set by the run request: overrides the workflow's ``onTaskFailure``."""
+
+
+class RunForked(Event, frozen=True, kw_only=True):
+    """A run was started from a version of another run, its first event instead of RunStarted.
+
+    ``carried`` holds the output of every task that does not run again; every other task of
+    ``definition`` starts pending. The event holds all the fork needs, so it replays alone.
+    """
+
+    parent_run_id: str
+    parent_version: int
+    workflow_id: str
+    workflow_version: int
+    definition: WorkflowSpec
+    parameters: dict[str, Any] = {}
+    carried: dict[str, Any] = {}
+    reset: tuple[str, ...] = ()
+    by: str = "anonymous"
+    reason: str = ""
+    idempotency_key: str | None = None
+    request_hash: str = ""
+    on_task_failure: OnTaskFailure | None = None
 
 
 class TaskScheduled(Event, frozen=True, kw_only=True):
@@ -79,6 +114,10 @@ class TaskCompleted(Event, frozen=True, kw_only=True):
     attempt: int
     output: Any = None
     duration_ms: float = 0.0
+    logs: tuple[LogLine, ...] = ()
+    by: str | None = None
+    """Set when an operator completed the task by hand (attempt 0), with ``reason``."""
+    reason: str | None = None
 
 
 class TaskFailed(Event, frozen=True, kw_only=True):
@@ -88,25 +127,44 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     attempt: int
     error: ErrorInfo
     retry_at: datetime | None = None
+    logs: tuple[LogLine, ...] = ()
 
 
 class TaskRetried(Event, frozen=True, kw_only=True):
-    """The retry delay elapsed and a new attempt began."""
+    """The retry delay elapsed, or an operator (``by``) asked, and a new attempt began."""
 
     task_id: str
     attempt: int
+    by: str | None = None
+    reason: str | None = None
 
 
 class TaskSkipped(Event, frozen=True, kw_only=True):
-    """An upstream task failed for good, so this one will never run."""
+    """An upstream task failed for good or was skipped, or an operator (``by``) skipped it."""
 
     task_id: str
     reason: str
+    by: str | None = None
 
 
 class RunCancelRequested(Event, frozen=True, kw_only=True):
-    """Someone asked the run to stop."""
+    """Someone (``by``) asked the run to stop."""
 
+    reason: str = ""
+    by: str | None = None
+
+
+class RunPaused(Event, frozen=True, kw_only=True):
+    """Nothing new starts until RunResumed; ``by`` is ``engine`` when a task failure paused it."""
+
+    by: str = "anonymous"
+    reason: str = ""
+
+
+class RunResumed(Event, frozen=True, kw_only=True):
+    """A paused run goes on."""
+
+    by: str = "anonymous"
     reason: str = ""
 
 
@@ -130,6 +188,7 @@ class RunFailed(Event, frozen=True, kw_only=True):
 
 RunEvent = (
     RunStarted
+    | RunForked
     | TaskScheduled
     | TaskStarted
     | TaskCompleted
@@ -137,6 +196,8 @@ RunEvent = (
     | TaskRetried
     | TaskSkipped
     | RunCancelRequested
+    | RunPaused
+    | RunResumed
     | RunCancelled
     | RunCompleted
     | RunFailed
@@ -144,6 +205,7 @@ RunEvent = (
 
 RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     RunStarted,
+    RunForked,
     TaskScheduled,
     TaskStarted,
     TaskCompleted,
@@ -151,6 +213,8 @@ RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     TaskRetried,
     TaskSkipped,
     RunCancelRequested,
+    RunPaused,
+    RunResumed,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -160,7 +224,7 @@ EVENT_SCHEMA_VERSIONS: dict[str, int] = {t.__name__: t.schema_version for t in R
 """The current schema version of each run event type, by name."""
 TERMINAL_EVENT_NAMES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
 TaskStatus = Literal[
     "pending",
     "scheduled",
@@ -171,9 +235,23 @@ TaskStatus = Literal[
     "skipped",
     "cancelled",
 ]
-RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES: tuple[RunStatus, ...] = (
+    "pending",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+)
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "skipped", "cancelled"})
+FIRST_EVENT_NAMES = frozenset({"RunStarted", "RunForked"})
+"""The events a run can begin with."""
+ENGINE_PRINCIPAL = "engine"
+"""``by`` of the events the engine decides on its own (a pause on a task failure)."""
+MAX_TRACEBACK_BYTES = 16 * 1024
+MAX_LOG_LINES = 100
+MAX_LOG_BYTES = 64 * 1024
 INTERRUPTED = "Interrupted"
 TIMEOUT = "Timeout"
 

@@ -22,16 +22,21 @@ from flowweaver.domain.data import (
     resolve_inputs,
 )
 from flowweaver.domain.events import (
+    ENGINE_PRINCIPAL,
     INTERRUPTED,
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
     ErrorInfo,
     Event,
+    LogLine,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunForked,
+    RunPaused,
+    RunResumed,
     RunStarted,
     RunStatus,
     RunSummary,
@@ -43,8 +48,14 @@ from flowweaver.domain.events import (
     TaskStarted,
     TaskStatus,
 )
-from flowweaver.domain.spec import WorkflowSpec
-from flowweaver.errors import TaskInputError
+from flowweaver.domain.spec import OnTaskFailure, WorkflowSpec
+from flowweaver.errors import (
+    FieldError,
+    InvalidCommandError,
+    NotFoundError,
+    TaskInputError,
+    ValidationError,
+)
 
 DEFAULT_INTERRUPTION_LIMIT = 3
 DEFAULT_MAX_TASK_IO_BYTES = 1024 * 1024
@@ -67,6 +78,10 @@ class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    logs: tuple[LogLine, ...] = ()
+    """What the handler logged in the latest attempt that has an outcome."""
+    ordered: bool = False
+    """The current attempt was ordered by an operator: it starts even while the run is paused."""
 
 
 class RunState(msgspec.Struct, kw_only=True, rename="camel"):
@@ -82,11 +97,17 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     idempotency_key: str | None = None
     request_hash: str = ""
     submitted_by: str | None = None
+    on_task_failure: OnTaskFailure = "fail"
+    parent_run_id: str | None = None
+    parent_version: int | None = None
     tasks: dict[str, TaskState] = {}
     unfinished: int = 0
     running: int = 0
     cancel_requested: bool = False
     cancel_reason: str | None = None
+    cancel_by: str | None = None
+    paused_by: str | None = None
+    pause_reason: str | None = None
     summary: RunSummary | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -95,6 +116,11 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     def is_terminal(self) -> bool:
         """Say whether the run has ended (completed, failed or cancelled)."""
         return self.status in TERMINAL_RUN_STATUSES
+
+    @property
+    def is_paused(self) -> bool:
+        """Say whether the run is paused: nothing the engine decides on its own starts."""
+        return self.status == "paused"
 
     @property
     def spec(self) -> WorkflowSpec:
@@ -151,6 +177,8 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             task.output = event.output
             task.completed_at = event.timestamp
             task.retry_at = None
+            task.logs = event.logs
+            task.ordered = False
             for successor in state.spec.dag.dependents[task.id]:
                 state.tasks[successor].waiting_for -= 1
         elif isinstance(event, TaskScheduled):
@@ -158,9 +186,12 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             task.attempts = event.attempt
             task.inputs = event.inputs
             task.scheduled_at = event.timestamp
+            task.ordered = False
         else:
             task.last_error = event.error
             task.retry_at = event.retry_at
+            task.logs = event.logs
+            task.ordered = False
             if event.error.type == INTERRUPTED:
                 task.interruptions += 1
             if event.retry_at is None:
@@ -174,29 +205,27 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         task.attempts = event.attempt
         task.retry_at = None
         task.scheduled_at = event.timestamp
+        task.completed_at = None
+        task.ordered = event.by is not None
     elif isinstance(event, TaskSkipped):
         task = state.tasks[event.task_id]
         _move(state, task, "skipped")
         task.completed_at = event.timestamp
-    elif isinstance(event, RunStarted):
+        task.retry_at = None
+    elif isinstance(event, RunStarted | RunForked):
+        _begin(state, event)
+    elif isinstance(event, RunPaused):
+        state.status = "paused"
+        state.paused_by = event.by
+        state.pause_reason = event.reason
+    elif isinstance(event, RunResumed):
         state.status = "running"
-        state.workflow_id = event.workflow_id
-        state.workflow_version = event.workflow_version
-        state.definition = event.definition
-        state.parameters = event.parameters
-        state.idempotency_key = event.idempotency_key
-        state.request_hash = event.request_hash
-        state.submitted_by = event.submitted_by
-        state.created_at = event.timestamp
-        state.tasks = {
-            t.id: TaskState(id=t.id, waiting_for=len(t.dependencies))
-            for t in event.definition.tasks
-        }
-        state.unfinished = len(state.tasks)
-        state.running = 0
+        state.paused_by = None
+        state.pause_reason = None
     elif isinstance(event, RunCancelRequested):
         state.cancel_requested = True
         state.cancel_reason = event.reason
+        state.cancel_by = event.by
         for task in state.tasks.values():
             if task.status in ("pending", "scheduled", "waiting_retry"):
                 _move(state, task, "cancelled")
@@ -215,6 +244,40 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         state.status = "failed"
         state.summary = event.summary
     return state
+
+
+def _begin(state: RunState, event: RunStarted | RunForked) -> None:
+    """Fold a run's first event: the pinned definition, and for a fork its carried tasks."""
+    spec = event.definition
+    state.status = "running"
+    state.workflow_id = event.workflow_id
+    state.workflow_version = event.workflow_version
+    state.definition = spec
+    state.parameters = event.parameters
+    state.idempotency_key = event.idempotency_key
+    state.request_hash = event.request_hash
+    state.on_task_failure = event.on_task_failure or spec.on_task_failure or "fail"
+    state.created_at = event.timestamp
+    if isinstance(event, RunStarted):
+        state.submitted_by = event.submitted_by
+        carried: dict[str, Any] = {}
+    else:
+        state.submitted_by = event.by
+        state.parent_run_id = event.parent_run_id
+        state.parent_version = event.parent_version
+        carried = event.carried
+    tasks: dict[str, TaskState] = {}
+    for t in spec.tasks:
+        if t.id in carried:
+            tasks[t.id] = TaskState(
+                id=t.id, status="completed", output=carried[t.id], completed_at=event.timestamp
+            )
+        else:
+            waiting = sum(1 for dep in t.dependencies if dep not in carried)
+            tasks[t.id] = TaskState(id=t.id, waiting_for=waiting)
+    state.tasks = tasks
+    state.unfinished = sum(1 for task in tasks.values() if task.status != "completed")
+    state.running = 0
 
 
 def _move(state: RunState, task: TaskState, status: TaskStatus) -> None:
@@ -269,6 +332,7 @@ def start_run(
     idempotency_key: str | None = None,
     request_hash: str = "",
     submitted_by: str | None = None,
+    on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> tuple[RunState, list[RunEvent]]:
     """Decide a run's first events: RunStarted, then TaskScheduled for every root task.
@@ -287,6 +351,7 @@ def start_run(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             submitted_by=submitted_by,
+            on_task_failure=on_task_failure,
         )
     )
     _schedule(d, spec.dag.roots(), now, max_io_bytes)
@@ -305,6 +370,7 @@ def record_started(
         or state.cancel_requested
         or task.status != "scheduled"
         or task.attempts != attempt
+        or (state.is_paused and not task.ordered)
     ):
         return []
     d = Decision(state)
@@ -321,12 +387,14 @@ def record_completed(
     now: datetime,
     *,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+    logs: Sequence[LogLine] = (),
 ) -> list[RunEvent]:
     """Decide TaskCompleted and whatever it makes ready, or nothing for a stale attempt.
 
     An output path that matches nothing, or a published output of more than
     ``max_io_bytes`` as JSON, fails the task for good instead; so does a task made ready
-    whose resolved inputs pass that size.
+    whose resolved inputs pass that size. ``logs`` are the lines the handler logged.
+    While the run is paused nothing is made ready.
     """
     task = state.tasks.get(task_id)
     if task is None or task.status != "running" or task.attempts != attempt:
@@ -343,8 +411,12 @@ def record_completed(
         if size > max_io_bytes:
             error = _too_large("OutputTooLarge", task_id, "published output", size, max_io_bytes)
     if error is not None:
-        d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=attempt, error=error))
-        _skip_downstream(d, task_id, now)
+        d.emit(
+            TaskFailed(
+                timestamp=now, task_id=task_id, attempt=attempt, error=error, logs=tuple(logs)
+            )
+        )
+        _failed_for_good(d, task_id, now)
         _finish_if_done(d, now)
         return d.events
     d.emit(
@@ -354,17 +426,25 @@ def record_completed(
             attempt=attempt,
             output=output,
             duration_ms=round(duration_ms, 3),
+            logs=tuple(logs),
         )
     )
-    if not state.cancel_requested:
-        ready = [
-            t
-            for t in state.spec.dag.dependents[task_id]
-            if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
-        ]
-        _schedule(d, ready, now, max_io_bytes)
+    _schedule_dependents(d, task_id, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
+
+
+def _schedule_dependents(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
+    """Schedule the dependents of a task that just completed, unless the run is held."""
+    state = d.state
+    if state.cancel_requested or state.is_paused:
+        return
+    ready = [
+        t
+        for t in state.spec.dag.dependents[task_id]
+        if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
+    ]
+    _schedule(d, ready, now, max_io_bytes)
 
 
 def record_failed(
@@ -376,12 +456,14 @@ def record_failed(
     *,
     jitter_sample: float = 0.0,
     interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
+    logs: Sequence[LogLine] = (),
 ) -> list[RunEvent]:
     """Decide TaskFailed with ``retry_at`` when the policy allows another attempt.
 
     ``jitter_sample`` in [-1, 1] scales the policy's jitter. An ``Interrupted`` error retries
     at once and does not use up maxAttempts, but ``interruption_limit`` of them fail the task.
-    A failure for good skips everything downstream and may end the run.
+    A failure for good skips everything downstream and may end the run; with
+    ``onTaskFailure: pause`` it pauses the run instead. ``logs`` are the handler's lines.
     """
     task = state.tasks.get(task_id)
     if task is None or task.status not in ("running", "scheduled") or task.attempts != attempt:
@@ -400,10 +482,17 @@ def record_failed(
             retryable=False,
         )
     d.emit(
-        TaskFailed(timestamp=now, task_id=task_id, attempt=attempt, error=error, retry_at=retry_at)
+        TaskFailed(
+            timestamp=now,
+            task_id=task_id,
+            attempt=attempt,
+            error=error,
+            retry_at=retry_at,
+            logs=tuple(logs),
+        )
     )
     if retry_at is None:
-        _skip_downstream(d, task_id, now)
+        _failed_for_good(d, task_id, now)
         _finish_if_done(d, now)
     return d.events
 
@@ -416,6 +505,7 @@ def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime)
         or task.status != "waiting_retry"
         or task.attempts != attempt
         or state.cancel_requested
+        or state.is_paused
     ):
         return []
     d = Decision(state)
@@ -423,12 +513,14 @@ def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime)
     return d.events
 
 
-def request_cancel(state: RunState, reason: str, now: datetime) -> list[RunEvent]:
+def request_cancel(
+    state: RunState, reason: str, now: datetime, *, by: str | None = None
+) -> list[RunEvent]:
     """Decide RunCancelRequested (and RunCancelled when nothing is running), or nothing."""
     if state.is_terminal or state.cancel_requested:
         return []
     d = Decision(state)
-    d.emit(RunCancelRequested(timestamp=now, reason=reason))
+    d.emit(RunCancelRequested(timestamp=now, reason=reason, by=by))
     _finish_if_done(d, now)
     return d.events
 
@@ -459,8 +551,11 @@ def interrupt_running(
 def settle(
     state: RunState, now: datetime, *, max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES
 ) -> list[RunEvent]:
-    """Decide what a resumed run still owes: schedule ready tasks, end the run if all ended."""
-    if state.is_terminal or state.definition is None:
+    """Decide what a resumed run still owes: schedule ready tasks, end the run if all ended.
+
+    A paused run owes nothing until it is resumed (see :func:`resume_run`).
+    """
+    if state.is_terminal or state.definition is None or state.is_paused:
         return []
     d = Decision(state)
     if not state.cancel_requested:
@@ -472,6 +567,249 @@ def settle(
         _schedule(d, ready, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
+
+
+# --- forks and operator actions -----------------------------------------------------------
+#
+# Each raises InvalidCommandError (409) when the run's state does not allow it and
+# NotFoundError for a task the workflow does not have; nothing is decided then.
+
+
+def fork_run(
+    run_id: str,
+    parent: RunState,
+    now: datetime,
+    *,
+    reset: Sequence[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+    by: str = "anonymous",
+    reason: str = "",
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+    on_task_failure: OnTaskFailure | None = None,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+) -> tuple[RunState, list[RunEvent]]:
+    """Decide a fork of ``parent`` (its state at the version to fork from): RunForked, then
+    TaskScheduled for what is ready.
+
+    ``reset`` (default: every task not completed in ``parent``) and everything downstream of
+    it run again; every other completed task is carried with its output, or its override in
+    ``outputs``. ``parameters`` replace the parent's when given.
+
+    Raises:
+        InvalidCommandError: ``parent`` has not started.
+        ValidationError: a reset task the workflow lacks, an output override for a task that
+            is not carried, or an override larger than ``max_io_bytes``.
+    """
+    if parent.definition is None:
+        raise InvalidCommandError(parent.id, "has no first event to fork from")
+    spec = parent.definition
+    dag = spec.dag
+    problems: list[FieldError] = []
+    if reset is None:
+        reset = [t for t in dag.order if parent.tasks[t].status != "completed"]
+    else:
+        for i, task_id in enumerate(reset):
+            if task_id not in parent.tasks:
+                problems.append(
+                    FieldError(f"$.reset[{i}]", f"workflow {spec.id} has no task {task_id!r}")
+                )
+    rerun = {t for t in reset if t in parent.tasks}
+    for task_id in list(rerun):
+        rerun.update(dag.descendants(task_id))
+    carried = {
+        t: parent.tasks[t].output
+        for t in dag.order
+        if t not in rerun and parent.tasks[t].status == "completed"
+    }
+    for task_id, value in (outputs or {}).items():
+        path = f"$.outputs.{task_id}"
+        if task_id not in carried:
+            why = "runs again in the fork" if task_id in parent.tasks else "is not in the workflow"
+            problems.append(FieldError(path, f"task {task_id!r} is not carried: it {why}"))
+        elif (size := json_size(value, stop_above=max_io_bytes)) > max_io_bytes:
+            problems.append(FieldError(path, f"over the limit of {max_io_bytes} bytes ({size})"))
+        else:
+            carried[task_id] = value
+    if problems:
+        raise ValidationError(problems)
+    state = new_state(run_id)
+    d = Decision(state)
+    d.emit(
+        RunForked(
+            timestamp=now,
+            parent_run_id=parent.id,
+            parent_version=parent.version,
+            workflow_id=parent.workflow_id,
+            workflow_version=parent.workflow_version,
+            definition=spec,
+            parameters=parent.parameters if parameters is None else parameters,
+            carried=carried,
+            reset=tuple(t for t in dag.order if t in set(reset)),
+            by=by,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            on_task_failure=on_task_failure or parent.on_task_failure,
+        )
+    )
+    ready = [
+        t
+        for t in dag.order
+        if state.tasks[t].status == "pending" and not state.tasks[t].waiting_for
+    ]
+    _schedule(d, ready, now, max_io_bytes)
+    _finish_if_done(d, now)
+    return state, d.events
+
+
+def pause_run(state: RunState, now: datetime, *, by: str, reason: str = "") -> list[RunEvent]:
+    """Decide RunPaused: nothing new starts; running attempts finish and are recorded."""
+    _require_open(state)
+    if state.status != "running":
+        raise InvalidCommandError(state.id, f"is {state.status}: only a running run pauses")
+    d = Decision(state)
+    d.emit(RunPaused(timestamp=now, by=by, reason=reason))
+    return d.events
+
+
+def resume_run(
+    state: RunState,
+    now: datetime,
+    *,
+    by: str,
+    reason: str = "",
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+) -> list[RunEvent]:
+    """Decide RunResumed and what the pause held back.
+
+    Tasks that failed for good while paused now skip what depends on them (as a run that
+    does not pause would have), retries whose time has come begin, ready tasks are
+    scheduled, and the run ends if everything has.
+    """
+    _require_open(state)
+    if not state.is_paused:
+        raise InvalidCommandError(state.id, f"is {state.status}, not paused")
+    d = Decision(state)
+    d.emit(RunResumed(timestamp=now, by=by, reason=reason))
+    for task_id in state.spec.dag.order:
+        task = state.tasks[task_id]
+        if task.status == "failed":
+            _skip_downstream(d, task_id, now)
+        elif task.status == "waiting_retry" and task.retry_at is not None and task.retry_at <= now:
+            d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1))
+    ready = [
+        t
+        for t in state.spec.dag.order
+        if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
+    ]
+    _schedule(d, ready, now, max_io_bytes)
+    _finish_if_done(d, now)
+    return d.events
+
+
+def retry_task(
+    state: RunState, task_id: str, now: datetime, *, by: str, reason: str = ""
+) -> list[RunEvent]:
+    """Decide TaskRetried now for a task waiting for its retry, or failed in a paused run.
+
+    The new attempt starts even while the run is paused: the pause holds back what the
+    engine decides on its own, not what an operator orders.
+    """
+    task = _open_task(state, task_id)
+    if not (task.status == "waiting_retry" or (task.status == "failed" and state.is_paused)):
+        where = " in a run that is not paused" if task.status == "failed" else ""
+        raise InvalidCommandError(
+            state.id,
+            f"task {task_id} is {task.status}{where}: only a task waiting for a retry, or "
+            "failed in a paused run, is retried",
+        )
+    d = Decision(state)
+    d.emit(
+        TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1, by=by, reason=reason)
+    )
+    return d.events
+
+
+def skip_task(
+    state: RunState, task_id: str, now: datetime, *, by: str, reason: str = ""
+) -> list[RunEvent]:
+    """Decide TaskSkipped for a task that has not completed and is not running, and skip
+    what depends on it."""
+    task = _open_task(state, task_id)
+    if task.status in ("completed", "running", "skipped", "cancelled"):
+        raise InvalidCommandError(
+            state.id,
+            f"task {task_id} is {task.status}: only a task that has not completed, "
+            "is not running and was not skipped can be skipped",
+        )
+    d = Decision(state)
+    d.emit(TaskSkipped(timestamp=now, task_id=task_id, reason=reason, by=by))
+    _skip_downstream(d, task_id, now, why="was skipped")
+    _finish_if_done(d, now)
+    return d.events
+
+
+def complete_task(
+    state: RunState,
+    task_id: str,
+    output: Any,
+    now: datetime,
+    *,
+    by: str,
+    reason: str = "",
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+) -> list[RunEvent]:
+    """Decide TaskCompleted (attempt 0) with ``output`` as the task's published output, for
+    a task that has not completed and is not running; what it makes ready is scheduled
+    unless the run is paused.
+
+    Raises:
+        ValidationError: ``output`` is larger than ``max_io_bytes`` as JSON.
+    """
+    task = _open_task(state, task_id)
+    if task.status in ("completed", "running", "cancelled"):
+        raise InvalidCommandError(
+            state.id,
+            f"task {task_id} is {task.status}: only a task that has not completed "
+            "and is not running can be completed by hand",
+        )
+    size = json_size(output, stop_above=max_io_bytes)
+    if size > max_io_bytes:
+        raise ValidationError(
+            [
+                FieldError(
+                    "$.output", f"takes {size} bytes as JSON, over the limit of {max_io_bytes}"
+                )
+            ]
+        )
+    d = Decision(state)
+    d.emit(
+        TaskCompleted(
+            timestamp=now, task_id=task_id, attempt=0, output=output, by=by, reason=reason
+        )
+    )
+    _schedule_dependents(d, task_id, now, max_io_bytes)
+    _finish_if_done(d, now)
+    return d.events
+
+
+def _require_open(state: RunState) -> None:
+    if state.definition is None:
+        raise InvalidCommandError(state.id, "has not started")
+    if state.is_terminal:
+        raise InvalidCommandError(state.id, f"has ended ({state.status})")
+    if state.cancel_requested:
+        raise InvalidCommandError(state.id, "is being cancelled")
+
+
+def _open_task(state: RunState, task_id: str) -> TaskState:
+    _require_open(state)
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise NotFoundError("task", f"{task_id} of run {state.id}")
+    return task
 
 
 def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes: int) -> None:
@@ -502,7 +840,7 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
         # The task fails where it stands, with empty inputs: nothing huge is stored.
         d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
         d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error))
-        _skip_downstream(d, task_id, now)
+        _failed_for_good(d, task_id, now)
 
 
 def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> ErrorInfo:
@@ -513,12 +851,26 @@ def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> Err
     return ErrorInfo(type=kind, message=message, retryable=False)
 
 
-def _skip_downstream(d: Decision, task_id: str, now: datetime) -> None:
+def _failed_for_good(d: Decision, task_id: str, now: datetime) -> None:
+    """A task failed for good: skip what depends on it, or pause the run for an operator."""
+    state = d.state
+    if state.on_task_failure == "pause" and not state.cancel_requested:
+        if not state.is_paused:
+            d.emit(
+                RunPaused(
+                    timestamp=now, by=ENGINE_PRINCIPAL, reason=f"task {task_id} failed for good"
+                )
+            )
+        return
+    _skip_downstream(d, task_id, now)
+
+
+def _skip_downstream(d: Decision, task_id: str, now: datetime, why: str = "failed") -> None:
     for descendant in d.state.spec.dag.descendants(task_id):
         if d.state.tasks[descendant].status == "pending":
             d.emit(
                 TaskSkipped(
-                    timestamp=now, task_id=descendant, reason=f"upstream task {task_id} failed"
+                    timestamp=now, task_id=descendant, reason=f"upstream task {task_id} {why}"
                 )
             )
 
@@ -531,7 +883,7 @@ def _finish_if_done(d: Decision, now: datetime) -> None:
         if state.running == 0:
             d.emit(RunCancelled(timestamp=now, reason=state.cancel_reason or ""))
         return
-    if state.unfinished:
+    if state.unfinished or state.is_paused:
         return
     summary = summarize(state)
     if summary.failed_tasks:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -37,6 +37,8 @@ ErrorTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
+OnTaskFailure = Literal["fail", "pause"]
+"""What a run does when a task fails for good: fail (skip what depends on it), or pause."""
 
 
 class _Document(
@@ -102,6 +104,8 @@ class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
     name: Text | None = None
     description: Text | None = None
     defaults: Defaults = Defaults()
+    on_task_failure: OnTaskFailure | None = None
+    """``pause``: a task failing for good pauses the run for an operator; None means fail."""
 
     @functools.cached_property
     def dag(self) -> Dag:

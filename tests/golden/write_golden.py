@@ -21,19 +21,26 @@ from typing import Any
 
 import msgspec
 
-from flowweaver.domain.events import ErrorInfo, RunEvent
+from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent
 from flowweaver.domain.ids import workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
+    complete_task,
+    fork_run,
+    pause_run,
     record_completed,
     record_failed,
     record_retry_due,
     record_started,
     request_cancel,
+    resume_run,
+    retry_task,
+    skip_task,
     start_run,
 )
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
 from flowweaver.ports import Append
+from flowweaver.store.codec import snapshot_originator
 from flowweaver.store.sqlite import SQLiteEventStore
 
 HERE = Path(__file__).parent
@@ -42,6 +49,9 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 RETRY_RUN = "00000000-0000-4000-8000-00000000a001"
 FAIL_RUN = "00000000-0000-4000-8000-00000000a002"
 CANCEL_RUN = "00000000-0000-4000-8000-00000000a003"
+OPERATED_RUN = "00000000-0000-4000-8000-00000000a004"
+FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
+CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -80,6 +90,29 @@ CANCEL_WORKFLOW: dict[str, Any] = {
         {"id": "next", "handler": "noop", "dependencies": ["slow"]},
     ],
 }
+
+
+OPERATED_WORKFLOW: dict[str, Any] = {
+    "id": "golden-operated",
+    "onTaskFailure": "pause",
+    "tasks": [
+        {"id": "flaky", "handler": "fail", "retry": {"maxAttempts": 1}},
+        {
+            "id": "after",
+            "handler": "echo",
+            "dependencies": ["flaky"],
+            "inputs": {"x": "$.result.x"},
+        },
+        {"id": "optional", "handler": "noop"},
+        {"id": "manual", "handler": "noop", "dependencies": ["optional"]},
+    ],
+}
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "handlers.py", line 12, in flaky\n'
+    '    raise RuntimeError("upstream down")\n'
+    "RuntimeError: upstream down\n"
+)
 
 
 def at(seconds: float) -> datetime:
@@ -135,6 +168,62 @@ def cancel_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+def operated_run() -> tuple[RunState, list[RunEvent]]:
+    """A run an operator steers: a failure with traceback and logs pauses it (onTaskFailure
+    pause), an operator retries the task, pauses, resumes, skips one task and completes
+    another by hand."""
+    state, events = start_run(
+        OPERATED_RUN, spec(OPERATED_WORKFLOW), 1, {}, at(30), submitted_by="alice"
+    )
+    events += record_started(state, "flaky", 1, "worker-1", at(30.01))
+    events += record_started(state, "optional", 1, "worker-2", at(30.01))
+    logs = [
+        LogLine(timestamp=at(30.015), level="info", message="calling upstream", fields={"n": 1}),
+        LogLine(timestamp=at(30.016), level="error", message="upstream down"),
+    ]
+    error = ErrorInfo(type="RuntimeError", message="upstream down", traceback=TRACEBACK)
+    events += record_failed(state, "flaky", 1, error, at(30.02), logs=logs)
+    events += retry_task(state, "flaky", at(31), by="alice", reason="upstream is back")
+    events += record_started(state, "flaky", 2, "worker-1", at(31.01))
+    done = [LogLine(timestamp=at(31.015), level="info", message="ok", fields={})]
+    events += record_completed(state, "flaky", 2, {"x": 1}, 4.5, at(31.02), logs=done)
+    events += resume_run(state, at(32), by="alice", reason="carry on")
+    events += pause_run(state, at(32.5), by="bob", reason="look first")
+    events += skip_task(state, "manual", at(33), by="bob", reason="not needed today")
+    events += resume_run(state, at(34), by="bob")
+    events += record_completed(state, "optional", 1, {}, 1.0, at(34.01))
+    events += record_started(state, "after", 1, "worker-2", at(34.02))
+    events += record_completed(state, "after", 1, {"x": 1}, 1.0, at(34.03))
+    return state, events
+
+
+def forked_run(parent: RunState) -> tuple[RunState, list[RunEvent]]:
+    """A fork of the failed golden run: ``broken`` is reset, ``aside`` is carried with an
+    overridden output, then ``broken`` is completed by hand."""
+    state, events = fork_run(
+        FORKED_RUN,
+        parent,
+        at(40),
+        reset=["broken"],
+        outputs={"aside": {"result": "overridden"}},
+        parameters={"try": 2},
+        by="carol",
+        reason="rerun after the fix",
+    )
+    events += complete_task(state, "broken", {"result": "by hand"}, at(41), by="carol")
+    events += record_started(state, "after", 1, "worker-1", at(41.01))
+    events += record_completed(state, "after", 1, {}, 0.2, at(41.02))
+    return state, events
+
+
+def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
+    """A run cancelled by a named principal while paused."""
+    state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
+    events += pause_run(state, at(50.5), by="dave")
+    events += request_cancel(state, "not wanted", at(51), by="dave")
+    return state, events
+
+
 Line = dict[str, Any]
 
 
@@ -160,6 +249,8 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     for document in (RETRY_WORKFLOW, FAIL_WORKFLOW, CANCEL_WORKFLOW):
         store.register_workflow(spec(document), at(-1))
         workflows += stored_lines(store, workflow_aggregate_id(document["id"]))
+    store.register_workflow(spec(OPERATED_WORKFLOW), at(-1))
+    operated_workflows = stored_lines(store, workflow_aggregate_id(OPERATED_WORKFLOW["id"]))
     runs: list[Line] = []
     snapshot: list[Line] = []
     scenarios: list[Callable[[], tuple[RunState, list[RunEvent]]]] = [
@@ -167,14 +258,37 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
         fail_run,
         cancel_run,
     ]
+    states: dict[str, RunState] = {}
     for scenario in scenarios:
         state, events = scenario()
+        states[state.id] = state
         store.append([Append(run_id=state.id, expected_version=0, events=events)])
         runs += stored_lines(store, uuid.UUID(state.id))
         if scenario is retry_run:
             store.save_snapshot(state)
             snapshot = stored_lines(store, uuid.UUID(state.id), snapshots=True)
-    return {"runs.jsonl": runs, "workflows.jsonl": workflows, "snapshots.jsonl": snapshot}
+    # Written 2026-12 with the debugging and audit events (issue 11), and snapshot version 2.
+    debug_runs: list[Line] = []
+    snapshot_2: list[Line] = []
+    for state, events in (
+        operated_run(),
+        forked_run(states[FAIL_RUN]),
+        cancelled_by_run(),
+    ):
+        store.append([Append(run_id=state.id, expected_version=0, events=events)])
+        debug_runs += stored_lines(store, uuid.UUID(state.id))
+        if state.id == OPERATED_RUN:
+            store.save_snapshot(state)
+            originator = snapshot_originator(uuid.UUID(state.id))
+            snapshot_2 = stored_lines(store, originator, snapshots=True)
+    return {
+        "runs.jsonl": runs,
+        "workflows.jsonl": workflows,
+        "snapshots.jsonl": snapshot,
+        "runs-debug.jsonl": debug_runs,
+        "workflows-debug.jsonl": operated_workflows,
+        "snapshots-2.jsonl": snapshot_2,
+    }
 
 
 def main() -> int:

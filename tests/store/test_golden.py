@@ -14,6 +14,7 @@ from eventsourcing.persistence import StoredEvent
 from flowweaver.api.sse import event_json
 from flowweaver.domain.events import RUN_EVENT_TYPES
 from flowweaver.domain.run import fold, new_state
+from flowweaver.store import codec
 from flowweaver.store.codec import (
     CURRENT_TOPICS,
     SNAPSHOT_TOPIC,
@@ -91,6 +92,30 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "slow": ("completed", 1, {"result": {"slept": 0.99}}),
             "next": ("cancelled", 0, None),
         },
+    ),
+    "00000000-0000-4000-8000-00000000a004": (
+        "completed",
+        19,
+        {
+            "flaky": ("completed", 2, {"result": {"x": 1}}),
+            "after": ("completed", 1, {"result": {"x": 1}}),
+            "optional": ("completed", 1, {"result": {}}),
+            "manual": ("skipped", 0, None),
+        },
+    ),
+    "00000000-0000-4000-8000-00000000a005": (
+        "completed",
+        7,
+        {
+            "broken": ("completed", 1, {"result": "by hand"}),
+            "after": ("completed", 1, {"result": {}}),
+            "aside": ("completed", 0, {"result": "overridden"}),
+        },
+    ),
+    "00000000-0000-4000-8000-00000000a006": (
+        "cancelled",
+        5,
+        {"slow": ("cancelled", 1, None), "next": ("cancelled", 0, None)},
     ),
 }
 
@@ -218,9 +243,13 @@ def test_new_empty_fields_are_all_the_byte_check_forgives() -> None:
 
 def test_golden_snapshot_is_the_fold_of_its_run() -> None:
     """The golden snapshot decodes to the state its run's events fold to at that version."""
-    for line in SNAPSHOT_LINES:
-        lines = [r for r in runs()[line.id] if r.version <= line.version]
-        folded = fold((decode_event(r.raw, r.topic) for r in lines), new_state(line.id))
+    current = [line for line in SNAPSHOT_LINES if is_current(line)]
+    assert current
+    by_originator = {codec.snapshot_originator(uuid.UUID(run_id)): run_id for run_id in runs()}
+    for line in current:
+        run_id = by_originator[uuid.UUID(line.id)]
+        lines = [r for r in runs()[run_id] if r.version <= line.version]
+        folded = fold((decode_event(r.raw, r.topic) for r in lines), new_state(run_id))
         assert decode_snapshot(line.raw, line.topic) == folded
 
 
@@ -271,6 +300,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-retry",
         "golden-fail",
         "golden-cancel",
+        "golden-operated",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)

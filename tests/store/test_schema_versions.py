@@ -276,7 +276,7 @@ def test_an_older_snapshot_version_falls_back_to_replay(store: SQLiteEventStore)
     run_id, events = stored_run(store)
     partial = fold(events[:4], new_state(run_id))
     partial.status = "failed"  # a wrong state: used, it would show
-    row = StoredEvent(uuid.UUID(run_id), 4, "RunSnapshot@0", encode(partial))
+    row = StoredEvent(snapshot_originator(uuid.UUID(run_id)), 4, "RunSnapshot@0", encode(partial))
     store._snapshots.insert_events([row])
     with capture_logs() as logs:
         state = store.run_state(run_id)
@@ -294,8 +294,8 @@ def test_an_undecodable_snapshot_falls_back_to_replay(store: SQLiteEventStore) -
     other = fold(events[:3], new_state(str(uuid.uuid4())))
     store._snapshots.insert_events(
         [
-            StoredEvent(uuid.UUID(run_id), 2, SNAPSHOT_TOPIC, b'{"id": 12}'),
-            StoredEvent(uuid.UUID(run_id), 3, SNAPSHOT_TOPIC, encode(other)),
+            StoredEvent(snapshot_originator(uuid.UUID(run_id)), 2, SNAPSHOT_TOPIC, b'{"id": 12}'),
+            StoredEvent(snapshot_originator(uuid.UUID(run_id)), 3, SNAPSHOT_TOPIC, encode(other)),
         ]
     )
     with capture_logs() as logs:
@@ -321,7 +321,8 @@ def test_snapshots_of_a_later_schema_version_live_apart() -> None:
     """Version 1 snapshots keep the run's id; later versions get an id of their own, so new
     snapshots can be written where old ones sit."""
     run = uuid.uuid4()
-    assert snapshot_originator(run) == snapshot_originator(run, 1) == run
+    assert snapshot_originator(run, 1) == run
+    assert snapshot_originator(run) == snapshot_originator(run, codec.SNAPSHOT_SCHEMA_VERSION)
     assert snapshot_originator(run, 2) == snapshot_originator(run, 2) != run
     assert snapshot_originator(run, 3) not in (run, snapshot_originator(run, 2))
 
@@ -329,21 +330,21 @@ def test_snapshots_of_a_later_schema_version_live_apart() -> None:
 def test_after_a_snapshot_version_bump_old_snapshots_are_not_read(
     store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the snapshot version raised, reads ignore version 1 snapshots and write new ones."""
+    """With the snapshot version raised, reads ignore older snapshots and write new ones."""
     run_id, events = stored_run(store)
     stale = fold(events[:4], new_state(run_id))
     stale.request_hash = "stale"
     store.save_snapshot(stale)
-    monkeypatch.setattr(codec, "SNAPSHOT_SCHEMA_VERSION", 2)
-    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", "RunSnapshot@2")
-    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", "RunSnapshot@2")
+    monkeypatch.setattr(codec, "SNAPSHOT_SCHEMA_VERSION", 3)
+    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", "RunSnapshot@3")
+    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", "RunSnapshot@3")
     store.snapshot_interval = 4
     state = store.run_state(run_id)
     assert state == fold(events, new_state(run_id))
-    rows = store._snapshots.select_events(snapshot_originator(uuid.UUID(run_id), 2))
+    rows = store._snapshots.select_events(snapshot_originator(uuid.UUID(run_id), 3))
     assert [(r.originator_version, r.topic) for r in rows] == [
-        (4, "RunSnapshot@2"),
-        (8, "RunSnapshot@2"),
+        (4, "RunSnapshot@3"),
+        (8, "RunSnapshot@3"),
     ]
     assert store.run_state(run_id, at=5) == fold(events[:5], new_state(run_id))
     assert store.snapshots_ignored == 0

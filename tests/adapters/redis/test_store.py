@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from flowweaver.domain.run import record_failed, start_run
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import Append, EventStore, RunRow
 from flowweaver.store.base import IndexChanges
+from flowweaver.store.codec import snapshot_originator
 from flowweaver.testing.runs import T0
 from flowweaver.testing.store_suite import (
     WAIT,
@@ -115,7 +117,7 @@ def test_open_store_by_url_finds_the_adapter_and_keeps_keys_under_the_prefix(
         "events:seq",
         f"events:v:{state.id}",
         f"events:v:{workflow_aggregate_id('wf')}",
-        f"snapshots:e:{state.id}",
+        f"snapshots:e:{snapshot_originator(uuid.UUID(state.id))}",
         "index:position",
         "index:rows",
         "index:all",
