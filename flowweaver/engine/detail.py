@@ -251,6 +251,10 @@ def _level_name(level: int | str) -> str:
 # --- traceback --------------------------------------------------------------------------------
 
 
+FORMAT_CAP = 1024 * 1024
+"""Characters of a traceback formatted at most: past them the rest is not even formatted."""
+
+
 def handler_traceback(
     error: BaseException, skip_codes: Collection[CodeType], skip_dirs: tuple[str, ...]
 ) -> str | None:
@@ -259,35 +263,50 @@ def handler_traceback(
     The leading frames whose code is in ``skip_codes`` or whose file is under ``skip_dirs``
     (the engine's own, and asyncio's for async handlers) are cut off; chained causes and
     contexts are kept. The text is at most MAX_TRACEBACK_BYTES in UTF-8 (see
-    :func:`bound_traceback`). None when formatting fails.
+    :func:`bound_traceback`); formatting stops after FORMAT_CAP characters, so a handler that
+    chains a million exceptions costs a bounded amount of work. None when formatting fails.
     """
     tb: TracebackType | None = error.__traceback__
     while tb is not None and (
         tb.tb_frame.f_code in skip_codes or tb.tb_frame.f_code.co_filename.startswith(skip_dirs)
     ):
         tb = tb.tb_next
+    chunks: list[str] = []
+    size = 0
+    complete = True
     try:
-        exc = traceback.TracebackException(type(error), error, tb)
-        text = "".join(exc.format())
+        # Source lines are read as frames are formatted, not up front: only for what is kept.
+        exc = traceback.TracebackException(type(error), error, tb, lookup_lines=False)
         final = "".join(exc.format_exception_only())
+        for chunk in exc.format():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > FORMAT_CAP:
+                complete = False
+                break
     except Exception:  # noqa: BLE001 - a failure's detail must not fail the failure
         return None
-    return bound_traceback(text, final)
+    if complete:
+        return bound_traceback("".join(chunks), final)
+    return bound_traceback("".join(chunks) + final, final, more=True)
 
 
 _MARKER = "\n[... {} bytes cut ...]\n"
-_MARKER_ROOM = len(_MARKER.format(10**12))  # the widest count a cut can have
+_MARKER_ROOM = len(_MARKER.format(f"more than {10**12}"))  # the widest a marker can be
 
 
-def bound_traceback(text: str, final: str, limit: int = MAX_TRACEBACK_BYTES) -> str:
+def bound_traceback(
+    text: str, final: str, limit: int = MAX_TRACEBACK_BYTES, *, more: bool = False
+) -> str:
     """Return ``text`` whole if it fits ``limit`` UTF-8 bytes, else cut in the middle.
 
-    The start is kept, then a marker with the number of bytes cut, then ``final`` (the final
-    exception line(s), which end ``text``), itself cut in its middle when it takes more than
-    half the room. A cut never splits a UTF-8 character; what cannot be encoded is replaced.
+    The start is kept, then a marker with the number of bytes cut ("more than N" when
+    ``more`` says the text was not formatted to its end), then ``final`` (the final exception
+    line(s), which end ``text``), itself cut in its middle when it takes more than half the
+    room. A cut never splits a UTF-8 character; what cannot be encoded is replaced.
     """
     data = text.encode("utf-8", "replace")
-    if len(data) <= limit:
+    if len(data) <= limit and not more:
         return data.decode("utf-8")
     tail = final.encode("utf-8", "replace")
     if not data.endswith(tail):
@@ -300,7 +319,7 @@ def bound_traceback(text: str, final: str, limit: int = MAX_TRACEBACK_BYTES) -> 
     body = data[: len(data) - len(tail)] if tail else data
     head = body[:head_room].decode("utf-8", "ignore")
     cut = len(data) - len(head.encode("utf-8")) - len(tail)
-    return head + _MARKER.format(cut) + tail.decode("utf-8")
+    return head + _MARKER.format(f"more than {cut}" if more else cut) + tail.decode("utf-8")
 
 
 def _cut(data: bytes, start: int, end: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from flowweaver.domain.events import (
     TaskFailed,
 )
 from flowweaver.engine import Engine
-from flowweaver.engine.detail import bound_traceback
+from flowweaver.engine.detail import bound_traceback, handler_traceback
 from flowweaver.handlers import HandlerRegistry
 from flowweaver.ports import EventStore
 from flowweaver.store import SQLiteEventStore
@@ -393,3 +394,18 @@ def test_a_handler_that_logs_nothing_stores_no_lines(engine: Engine) -> None:
     """The built-in echo logs nothing: its TaskCompleted has no logs."""
     (completed,) = stored(engine, one_task(engine, "echo"), TaskCompleted)
     assert completed.logs == ()
+
+
+def test_a_chain_of_many_exceptions_is_formatted_only_up_to_the_cap() -> None:
+    """50,000 chained causes (megabytes as text): formatting stops at the cap, cut to 16 KiB."""
+    error: BaseException = ValueError("root")
+    for i in range(50_000):
+        link = RuntimeError(f"link {i}")
+        link.__cause__ = error
+        error = link
+    tb = handler_traceback(error, (), ())
+    assert tb is not None
+    assert len(tb.encode("utf-8")) <= MAX_TRACEBACK_BYTES
+    assert tb.startswith("ValueError: root\n")
+    assert re.search(r"\[\.\.\. more than \d+ bytes cut \.\.\.\]", tb)
+    assert tb.endswith("\nRuntimeError: link 49999\n")
