@@ -148,6 +148,14 @@ class AttemptLog:
             self._logger = self._base.bind(**self._context, **self._bound)
         return getattr(self._logger, method)(event, *args, **kw)
 
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else a structlog logger offers still works, only its lines are not kept.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._logger is None:
+            self._logger = self._base.bind(**self._context, **self._bound)
+        return getattr(self._logger, name)
+
     def bind(self, **fields: Any) -> AttemptLog:
         """Return a logger for the same attempt whose lines carry ``fields`` too."""
         return AttemptLog(self._capture, self._base, self._context, {**self._bound, **fields})
