@@ -8,6 +8,7 @@ import inspect
 import re
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,7 @@ def test_completed_attempt_logs_land_on_task_completed(
 
     def tidy(inputs: dict[str, Any], context: Any) -> int:
         log = context.log.bind(step="tidy")
-        log.debug("start", thing=Opaque(), nested={"ok": [1, 2]})
+        log.debug("start", thing=Opaque(), nested={"ok": [1, 2]}, when=datetime(2026, 1, 2))
         context.log.log(40, "as %s", "number")
         return 1
 
@@ -248,7 +249,16 @@ def test_completed_attempt_logs_land_on_task_completed(
     run_id = one_task(engine, "tidy")
     (completed,) = stored(engine, run_id, TaskCompleted)
     assert [(line.level, line.message, line.fields) for line in completed.logs] == [
-        ("debug", "start", {"step": "tidy", "thing": "<opaque>", "nested": {"ok": [1, 2]}}),
+        (
+            "debug",
+            "start",
+            {
+                "step": "tidy",
+                "thing": "<opaque>",
+                "nested": {"ok": [1, 2]},
+                "when": "2026-01-02T00:00:00",  # as JSON has it, live and stored alike
+            },
+        ),
         ("error", "as number", {}),
     ]
     assert completed.logs[0].timestamp <= completed.logs[1].timestamp <= completed.timestamp
