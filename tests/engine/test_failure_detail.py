@@ -419,3 +419,31 @@ def test_a_chain_of_many_exceptions_is_formatted_only_up_to_the_cap() -> None:
     assert tb.startswith("ValueError: root\n")
     assert re.search(r"\[\.\.\. more than \d+ bytes cut \.\.\.\]", tb)
     assert tb.endswith("\nRuntimeError: link 49999\n")
+
+
+def test_an_interrupted_attempt_has_no_traceback_and_no_lines(
+    make_engine: EngineFactory, registry: HandlerRegistry
+) -> None:
+    """An attempt cut off by its engine closing: TaskFailed Interrupted, no traceback, no lines."""
+    gate = Gate()
+
+    def stuck(inputs: dict[str, Any], context: Any) -> Any:
+        context.log.info("before the end")
+        return gate(inputs, context)
+
+    registry.register("stuck", stuck)
+    first = make_engine()
+    first.register_workflow({"id": "cut", "tasks": [{"id": "t", "handler": "stuck"}]})
+    run_id = first.start_run("cut").run_id
+    assert gate.entered.wait(10)
+    threading.Timer(0.3, gate.opened.set).start()
+    first.close(grace=0)  # the attempt's outcome, and its lines, are never recorded
+    gate.opened.set()
+    second = make_engine()
+    assert second.wait_run_finished(run_id, timeout=10).status == "completed"
+    (interrupted,) = stored(second, run_id, TaskFailed)
+    assert interrupted.error.type == "Interrupted"
+    assert interrupted.error.traceback is None
+    assert interrupted.logs == ()
+    (completed,) = stored(second, run_id, TaskCompleted)
+    assert [line.message for line in completed.logs] == ["before the end"]
