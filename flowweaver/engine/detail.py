@@ -73,6 +73,10 @@ class LogCapture:
         """Record one line, or count it as dropped when it is past the bounds."""
         if self._closed:
             return
+        if self._dropped or len(self._lines) >= MAX_LOG_LINES:
+            with self._lock:  # past the bound a line costs a count, not its encoding
+                self._dropped += 1
+            return
         line = LogLine(
             timestamp=datetime.now(UTC),
             level=level,
