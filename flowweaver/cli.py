@@ -39,6 +39,7 @@ from flowweaver.api.examples import EXAMPLE_HANDLERS
 from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
+from flowweaver.cli_detail import print_failure_detail
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
@@ -387,6 +388,7 @@ def _print_state(state: RunState, out: TextIO, *, total: int | None = None) -> N
         elif task.status == "completed":
             detail = _encoder.encode(task.output).decode()[:80]
         print(f"{task.id:<{width}}  {task.status:<13}  {task.attempts:<8}  {detail}", file=out)
+    print_failure_detail(state, out)
 
 
 def _iso(value: Any) -> str:

@@ -37,7 +37,9 @@ class TaskContext:
     """What a handler knows about the attempt it runs, and how it learns of cancellation.
 
     ``idempotency_key`` (``run_id:task_id``) is stable across attempts: use it to make side
-    effects idempotent, since delivery is at-least-once.
+    effects idempotent, since delivery is at-least-once. ``log`` is a structlog-style logger
+    bound to the attempt; in the engine, what goes through it is also stored with the attempt's
+    outcome (TaskCompleted.logs or TaskFailed.logs).
     """
 
     run_id: str

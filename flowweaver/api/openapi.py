@@ -426,7 +426,7 @@ _EVENT_SCHEMA = {
     "title": "RunEvent",
     "description": (
         "A run event as stored: type, runId, version, timestamp, then the event's own "
-        "fields (taskId, attempt, output, error, ...)."
+        "fields (taskId, attempt, output, error with its traceback, logs, ...)."
     ),
     "type": "object",
     "properties": {

@@ -121,6 +121,17 @@ class ErrorOut(_Wire):
     type: str
     message: str
     retryable: bool
+    traceback: str | None
+    """The handler's frames as Python prints them (at most 16 KiB), when it raised."""
+
+
+class LogLineOut(_Wire):
+    """One line a handler logged through ``context.log`` during an attempt."""
+
+    timestamp: datetime
+    level: str
+    message: str
+    fields: dict[str, Any]
 
 
 class TaskOut(_Wire):
@@ -135,6 +146,8 @@ class TaskOut(_Wire):
     started_at: datetime | None
     completed_at: datetime | None
     retry_at: datetime | None
+    logs: list[LogLineOut]
+    """What the handler logged in the task's latest attempt that has an outcome."""
 
 
 class SummaryOut(_Wire):
@@ -257,6 +270,7 @@ def run_out(state: RunState) -> RunOut:
                     type=t.last_error.type,
                     message=t.last_error.message,
                     retryable=t.last_error.retryable,
+                    traceback=t.last_error.traceback,
                 )
                 if t.last_error is not None
                 else None
@@ -266,6 +280,10 @@ def run_out(state: RunState) -> RunOut:
             started_at=t.started_at,
             completed_at=t.completed_at,
             retry_at=t.retry_at,
+            logs=[
+                LogLineOut(timestamp=x.timestamp, level=x.level, message=x.message, fields=x.fields)
+                for x in t.logs
+            ],
         )
         for t in state.tasks.values()
     ]

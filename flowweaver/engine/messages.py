@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import Future
 
-from flowweaver.domain.events import ErrorInfo
+from flowweaver.domain.events import ErrorInfo, LogLine
 
 if TYPE_CHECKING:  # the pool sends these messages; it imports this module
     from flowweaver.engine.pool import Job, Reservation, WorkerPool
@@ -74,6 +74,8 @@ class Completed:
     attempt: int
     result: Any
     duration_ms: float
+    logs: tuple[LogLine, ...] = ()
+    """What the handler logged through ``context.log`` in this attempt (bounded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class Failed:
     task_id: str
     attempt: int
     error: ErrorInfo
+    logs: tuple[LogLine, ...] = ()
+    """What the handler logged through ``context.log`` in this attempt (bounded)."""
 
 
 @dataclass(frozen=True, slots=True)

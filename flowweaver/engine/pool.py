@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -29,11 +30,12 @@ import msgspec
 import pykka
 import structlog
 
-from flowweaver.domain.events import TIMEOUT, ErrorInfo
+from flowweaver.domain.events import TIMEOUT, ErrorInfo, LogLine
+from flowweaver.engine.detail import AttemptLog, LogCapture, handler_traceback
 from flowweaver.engine.messages import Completed, Failed, Offer
 from flowweaver.engine.timers import Timers
 from flowweaver.errors import FlowweaverError, HandlerError
-from flowweaver.handlers import HandlerRegistry, TaskContext
+from flowweaver.handlers import Handler, HandlerRegistry, TaskContext
 from flowweaver.observability import metrics
 
 log = structlog.get_logger("flowweaver.pool")
@@ -310,11 +312,16 @@ class TaskWorker(pykka.ThreadingActor):
             self.pool.finish(job)
 
     def _execute(self, job: Job) -> Completed | Failed:
+        capture = LogCapture()
         context = TaskContext(
             run_id=job.run_id,
             task_id=job.task_id,
             attempt=job.attempt,
-            log=log.bind(run_id=job.run_id, task_id=job.task_id, attempt=job.attempt),
+            log=AttemptLog(
+                capture,
+                log,
+                {"run_id": job.run_id, "task_id": job.task_id, "attempt": job.attempt},
+            ),
             cancelled=job.cancelled,
         )
         started = time.perf_counter()
@@ -326,26 +333,27 @@ class TaskWorker(pykka.ThreadingActor):
             else:
                 if job.timeout is not None:
                     watchdog = self.pool.timers.call_later(
-                        job.timeout, lambda: self._timed_out(job)
+                        job.timeout, lambda: self._timed_out(job, capture)
                     )
                 result = handler.call(job.inputs, context)
         except _AttemptTimeout:
-            return _timeout_failure(job)
+            return _timeout_failure(job, capture.lines())
         except BaseException as e:  # noqa: BLE001 - a handler's failure, whatever it is, is data
-            return Failed(job.task_id, job.attempt, _error_info(e))
+            return Failed(job.task_id, job.attempt, _error_info(e), capture.lines())
         finally:
             if watchdog is not None:
                 watchdog.cancel()
         duration_ms = (time.perf_counter() - started) * 1000
         metrics.task_duration.labels(handler=job.handler).observe(duration_ms / 1000)
+        logs = capture.lines()
         try:
             _json.encode(result)
         except (TypeError, ValueError, OverflowError) as e:
             error = ErrorInfo(
                 type="OutputError", message=f"result is not JSON: {e}", retryable=False
             )
-            return Failed(job.task_id, job.attempt, error)
-        return Completed(job.task_id, job.attempt, result, duration_ms)
+            return Failed(job.task_id, job.attempt, error, logs)
+        return Completed(job.task_id, job.attempt, result, duration_ms, logs)
 
     def _await(self, coroutine: Any, job: Job) -> Any:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.pool._loop())
@@ -356,12 +364,12 @@ class TaskWorker(pykka.ThreadingActor):
             job.cancelled.set()
             raise _AttemptTimeout from None
 
-    def _timed_out(self, job: Job) -> None:
+    def _timed_out(self, job: Job, capture: LogCapture) -> None:
         """On the timer thread: fail the attempt and replace this stuck worker."""
         if not job.claim_outcome():
             return
         job.cancelled.set()
-        self.pool.router.report(job, _timeout_failure(job))
+        self.pool.router.report(job, _timeout_failure(job, capture.lines()))
         self.pool.finish(job)
         log.warning("task_timed_out", run_id=job.run_id, task_id=job.task_id, attempt=job.attempt)
         self.pool.replace(self.actor_ref)
@@ -371,9 +379,22 @@ class _AttemptTimeout(Exception):  # noqa: N818 - internal signal, never leaves 
     """An async handler ran past its timeout."""
 
 
-def _timeout_failure(job: Job) -> Failed:
+def _timeout_failure(job: Job, logs: tuple[LogLine, ...] = ()) -> Failed:
     message = f"attempt exceeded its timeout of {job.timeout} s"
-    return Failed(job.task_id, job.attempt, ErrorInfo(type=TIMEOUT, message=message))
+    return Failed(job.task_id, job.attempt, ErrorInfo(type=TIMEOUT, message=message), logs)
+
+
+MAX_MESSAGE_CHARS = 4000
+# The frames above a handler's: the worker's, Handler.call's, and for an async handler the
+# future and the event loop it ran on. A traceback starts below the last of them.
+_ENGINE_CODES = frozenset(
+    {TaskWorker._execute.__code__, TaskWorker._await.__code__, Handler.call.__code__}
+)
+_ENGINE_DIRS = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (asyncio, concurrent.futures)
+    if module.__file__ is not None
+)
 
 
 def _error_info(error: BaseException) -> ErrorInfo:
@@ -382,5 +403,13 @@ def _error_info(error: BaseException) -> ErrorInfo:
     retryable = getattr(error, "retryable", None)
     if retryable is None:
         retryable = not isinstance(error, FlowweaverError)
-    message = str(error) or type(error).__name__
-    return ErrorInfo(type=type(error).__name__, message=message[:4000], retryable=bool(retryable))
+    try:
+        message = str(error) or type(error).__name__
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails is still a failure
+        message = type(error).__name__
+    return ErrorInfo(
+        type=type(error).__name__,
+        message=message[:MAX_MESSAGE_CHARS],
+        retryable=bool(retryable),
+        traceback=handler_traceback(error, _ENGINE_CODES, _ENGINE_DIRS),
+    )

@@ -225,6 +225,7 @@ class RunActor(pykka.ThreadingActor):
                     item.duration_ms,
                     now,
                     max_io_bytes=self.services.max_task_io_bytes,
+                    logs=item.logs,
                 )
             elif isinstance(item, Failed):
                 decided = commands.record_failed(
@@ -235,6 +236,7 @@ class RunActor(pykka.ThreadingActor):
                     now,
                     jitter_sample=random.uniform(-1.0, 1.0),
                     interruption_limit=limit,
+                    logs=item.logs,
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
