@@ -43,7 +43,7 @@ from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
 from flowweaver.domain.spec import WorkflowSpec, decode_workflow
-from flowweaver.engine import Engine
+from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     for command in (status, events, cancel, replay):
         _add_options(command, *_STORE)
+    from flowweaver.cli_fork import add_fork_commands  # noqa: PLC0415 - it builds on this module
+
+    add_fork_commands(commands, _COMMANDS)
     return parser
 
 
@@ -515,7 +518,6 @@ def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any]
 def _run(args: argparse.Namespace) -> int:
     configure_logging(json=False, level="WARNING")
     spec, params, registry = _run_request(args)
-    out = sys.stdout
     engine = Engine(
         open_store(args.store),
         handlers=registry,
@@ -523,15 +525,33 @@ def _run(args: argparse.Namespace) -> int:
         owns_store=True,
         recover=False,
     )
+
+    def start() -> tuple[RunHandle, str]:
+        version, _ = engine.register_workflow(spec)
+        handle = engine.start_run(spec.id, parameters=params, idempotency_key=args.key)
+        return handle, f"{spec.id} v{version}"
+
+    return _drive(engine, start, args)
+
+
+def _drive(
+    engine: Engine, start: Callable[[], tuple[RunHandle, str]], args: argparse.Namespace
+) -> int:
+    """Start a run with ``start`` on an embedded engine and drive it to its end, then close.
+
+    Prints the run's id and ``start``'s label, with ``--wait`` a line per event, and the
+    outcome. Exit 0 when the run completed, 1 when it failed or was cancelled or when it did
+    not end within ``--timeout`` (it stays in the store), 130 on Ctrl-C.
+    """
+    out = sys.stdout
     run_id = None
     grace = 10.0
     try:
-        version, _ = engine.register_workflow(spec)
-        handle = engine.start_run(spec.id, parameters=params, idempotency_key=args.key)
+        handle, label = start()
         run_id = handle.run_id
         if not handle.created and not handle.state.is_terminal:
             engine.recover()  # a repeated key whose run was interrupted: resume it here
-        print(f"run {run_id} ({spec.id} v{version})", file=out, flush=True)
+        print(f"run {run_id} ({label})", file=out, flush=True)
         started = time.monotonic()
         deadline = started + args.timeout
         if args.wait:
@@ -571,7 +591,7 @@ def _run(args: argparse.Namespace) -> int:
 def _left_running(run_id: str, args: argparse.Namespace) -> str:
     """Say what becomes of a run this process stops driving, and how to end it."""
     store = "" if args.store == DEFAULT_STORE_URL else f" --store {_redact(args.store)}"
-    again = f" or with `flowweaver run` and --key {args.key}" if args.key else ""
+    again = f" or with `flowweaver {args.command}` and --key {args.key}" if args.key else ""
     return (
         f"stays in the store unfinished and resumes when an engine next opens "
         f"it (`flowweaver serve`{again}); to stop it: flowweaver cancel {run_id}{store}"
