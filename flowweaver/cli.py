@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -456,6 +457,11 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         handlers=engine.handlers.names(),
     )
     checkpoints = asyncio.create_task(_checkpoint_when_quiet(engine.store))
+    # What start-up made (modules, the app, the engine) lives as long as the process: keep it
+    # out of the collector's full passes. Those passes come every few requests that fold a
+    # large run (a fork of a 1,000-task run makes about 8,000 objects) and, scanning every
+    # object, set its p95 latency: 49 ms before, 15 ms after (benchmarks/fork_bench.py).
+    gc.freeze()
     await stop.wait()
     checkpoints.cancel()
     log.info("server_draining", grace=args.grace)
