@@ -349,7 +349,7 @@ class Engine:
     def _launch(
         self, state: RunState, events: list[RunEvent], key: str | None, digest: str
     ) -> RunHandle:
-        """Store a new run's first events and give it an actor (none when it ended already).
+        """Store a new run's first events and give it an actor (unless it ended already).
 
         A repeated idempotency key loses the race at version 0 and returns the run it names.
         """
@@ -362,7 +362,11 @@ class Engine:
             return self._existing_run(run_id, key, digest)
         metrics.runs_started.labels(workflow=state.workflow_id).inc()
         metrics.events_appended.inc(len(events))
-        if not state.is_terminal:  # a fork with nothing to run again ends in its first append
+        if state.is_terminal:
+            # A fork with nothing to run again ended in that append: record the end as its
+            # actor would (waiters, metrics, the final state) without starting a thread for it.
+            self.supervisor.run_finished(run_id, state)
+        else:
             self.supervisor.spawn(run_id, state)
         return RunHandle(run_id=run_id, created=True, state=state)
 
