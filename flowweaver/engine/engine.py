@@ -234,12 +234,15 @@ class Engine:
             submitted_by=submitted_by,
             max_io_bytes=self.max_task_io_bytes,
         )
-        handle = self._launch(state, events, idempotency_key, digest)
-        if handle.created:
-            log.info(
-                "run_started", run_id=run_id, workflow_id=workflow_id, version=registered.version
-            )
-        return handle
+        return self._launch(
+            state,
+            events,
+            idempotency_key,
+            digest,
+            "run_started",
+            workflow_id=workflow_id,
+            version=registered.version,
+        )
 
     def fork_run(
         self,
@@ -319,18 +322,18 @@ class Engine:
             max_io_bytes=self.max_task_io_bytes,
         )
         spec = state.spec
-        rerun = set(to_run_ids(state))
+        rerun = set(_unfinished_task_ids(state))
         self._check_handlers(spec, (t.handler for t in spec.tasks if t.id in rerun), "$")
-        handle = self._launch(state, events, idempotency_key, digest)
-        if handle.created:
-            log.info(
-                "run_forked",
-                run_id=run_id,
-                parent_run_id=parent_id,
-                parent_version=parent.version,
-                carried=len(state.tasks) - len(to_run_ids(state)),
-            )
-        return handle
+        return self._launch(
+            state,
+            events,
+            idempotency_key,
+            digest,
+            "run_forked",
+            parent_run_id=parent_id,
+            parent_version=parent.version,
+            carried=len(state.tasks) - len(rerun),
+        )
 
     def _check_handlers(self, spec: WorkflowSpec, names: Iterable[str], path: str) -> None:
         """Raise ValidationError at ``path`` when a handler of ``names`` is not registered."""
@@ -347,9 +350,16 @@ class Engine:
             )
 
     def _launch(
-        self, state: RunState, events: list[RunEvent], key: str | None, digest: str
+        self,
+        state: RunState,
+        events: list[RunEvent],
+        key: str | None,
+        digest: str,
+        log_event: str,
+        **log_fields: Any,
     ) -> RunHandle:
-        """Store a new run's first events and give it an actor (unless it ended already).
+        """Store a new run's first events, log ``log_event``, and give the run an actor
+        (unless it ended already).
 
         A repeated idempotency key loses the race at version 0 and returns the run it names.
         """
@@ -362,6 +372,7 @@ class Engine:
             return self._existing_run(run_id, key, digest)
         metrics.runs_started.labels(workflow=state.workflow_id).inc()
         metrics.events_appended.inc(len(events))
+        log.info(log_event, run_id=run_id, **log_fields)
         if state.is_terminal:
             # A fork with nothing to run again ended in that append: record the end as its
             # actor would (waiters, metrics, the final state) without starting a thread for it.
@@ -549,7 +560,7 @@ def _check_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
     return parameters
 
 
-def to_run_ids(state: RunState) -> list[str]:
+def _unfinished_task_ids(state: RunState) -> list[str]:
     """Return the ids of a run's tasks that have not completed (a fork's tasks to run)."""
     return [t.id for t in state.tasks.values() if t.status != "completed"]
 
