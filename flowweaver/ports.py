@@ -111,6 +111,10 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     status: str
     created_at: datetime
     updated_at: datetime
+    parent_run_id: str | None = None
+    """The run this one was forked from (RunForked), None for a run that was started."""
+    parent_version: int | None = None
+    """The parent's version the fork was taken at."""
 
 
 class RunPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,7 +247,15 @@ class RunQueries(Protocol):
         ...
 
     def active_run_ids(self) -> list[str]:
-        """Return the ids of every run that has not reached a terminal event."""
+        """Return the ids of every run that has not reached a terminal event (paused included)."""
+        ...
+
+    def child_runs(self, run_id: str, *, limit: int = 50, cursor: str | None = None) -> RunPage:
+        """Return a page of the runs forked from ``run_id``, newest first, from the read model.
+
+        Raises:
+            ValidationError: the cursor is not one this store issued, or ``limit`` < 1.
+        """
         ...
 
 

@@ -25,6 +25,7 @@ from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
+from flowweaver.engine.lineage import Lineage
 from flowweaver.errors import StoreError
 from flowweaver.ports import RecordedEvent, RunPage, StoreReader
 
@@ -74,6 +75,14 @@ class EngineBridge:
             idempotency_key=idempotency_key,
             version=version,
         )
+
+    async def fork_run(self, parent_run_id: str, **options: Any) -> RunHandle:
+        """Start (or find, for a repeated key) a fork of a run (see :meth:`Engine.fork_run`)."""
+        return await self._call(self.engine.fork_run, parent_run_id, **options)
+
+    async def lineage(self, run_id: str, *, limit: int, cursor: str | None) -> Lineage:
+        """Return the run's parent and a page of its forks, from the store."""
+        return await self._call(self.engine.lineage, run_id, limit=limit, cursor=cursor)
 
     async def cancel_run(self, run_id: str, reason: str) -> RunState:
         """Record a cancel request and return the run's state right after it."""

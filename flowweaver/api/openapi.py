@@ -30,6 +30,8 @@ _WIRE_TYPES: tuple[Any, ...] = (
     WorkflowSpec,
     schemas.RunRequest,
     schemas.CancelRequest,
+    schemas.ForkRequest,
+    schemas.LineageOut,
     schemas.WorkflowCreated,
     schemas.WorkflowOut,
     schemas.WorkflowList,
@@ -350,6 +352,92 @@ def _paths() -> dict[str, Any]:
                     "404": _problem("No such run"),
                     "409": _problem("The run already ended"),
                     **_BAD_BODY,
+                },
+            }
+        },
+        "/runs/{runId}/fork": {
+            "post": {
+                "operationId": "forkRun",
+                "summary": "Start a new run from a version of this one (rerun)",
+                "description": (
+                    "No body (or `{}`) reruns from the point of failure: atVersion is the run's "
+                    "last event and reset every task not completed as of it. Reset tasks and "
+                    "everything downstream of them run again; every other task completed as of "
+                    "atVersion is carried with its output (or its override in `outputs`) and "
+                    "does not run again. The parent, live or ended, is not changed. The new "
+                    "run's first event is RunForked."
+                ),
+                "parameters": [
+                    _RUN_ID,
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Same as the body's idempotencyKey (they must agree).",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                    {
+                        "name": "Prefer",
+                        "in": "header",
+                        "required": False,
+                        "description": "`wait=N` (0 to 60 s), as on POST /runs.",
+                        "schema": {"type": "string"},
+                        "example": "wait=10",
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": _ref("ForkRequest")}},
+                },
+                "responses": {
+                    "201": _json_response(
+                        "The fork was started (with Prefer: wait, ended or as it stands); "
+                        "parentRunId and parentVersion name where it came from",
+                        _ref("RunOut"),
+                        headers={"Preference-Applied": _PREFERENCE_APPLIED},
+                    ),
+                    "200": _json_response(
+                        "The fork this idempotency key already started",
+                        _ref("RunOut"),
+                        headers={"Preference-Applied": _PREFERENCE_APPLIED},
+                    ),
+                    "404": _problem("No such run"),
+                    "409": _problem("The idempotency key was used for a different fork"),
+                    **_BAD_BODY,
+                    "422": _problem(
+                        "atVersion beyond the run's last event, a reset task the workflow "
+                        "lacks, an output override for a task that is not carried, or a "
+                        "field of the wrong shape; `errors` names each path. Nothing is stored."
+                    ),
+                },
+            }
+        },
+        "/runs/{runId}/lineage": {
+            "get": {
+                "operationId": "getRunLineage",
+                "summary": "The run this one was forked from, and the runs forked from it",
+                "parameters": [
+                    _RUN_ID,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "The most children on one page (default 100).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "nextCursor of the page before.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json_response(
+                        "The parent (null unless a fork) and a page of children, newest first",
+                        _ref("LineageOut"),
+                    ),
+                    "400": _problem("A malformed limit or cursor"),
+                    "404": _problem("No such run"),
                 },
             }
         },

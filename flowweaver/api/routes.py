@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.spec import nesting_error
+from flowweaver.engine import RunHandle
 from flowweaver.errors import FieldError, NotFoundError, ValidationError
 from flowweaver.observability import metrics
 
@@ -43,6 +44,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/metrics", get_metrics, expect_handler=_expect)
     r.add_get("/healthz", get_healthz, expect_handler=_expect)
     r.add_get("/readyz", get_readyz, expect_handler=_expect)
+    from .fork_routes import add_fork_routes  # noqa: PLC0415 - it builds on this module
+
+    add_fork_routes(app)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -187,23 +191,43 @@ async def post_run(request: web.Request) -> web.Response:
     deep = nesting_error(run.parameters, "$.parameters")
     if deep is not None:
         raise ValidationError([deep])
-    key = run.idempotency_key
-    header_key = request.headers.get("Idempotency-Key")
-    if header_key is not None:
-        if not header_key.isprintable():  # undecodable bytes arrive as lone surrogates
-            raise bad_request(
-                "the Idempotency-Key header must be printable UTF-8 text",
-                path="$.headers.Idempotency-Key",
-            )
-        if key is not None and key != header_key:
-            raise ValidationError(
-                [FieldError("$.idempotencyKey", "differs from the Idempotency-Key header")]
-            )
-        key = header_key
+    key = idempotency_key(request, run.idempotency_key)
     bridge = request.app[BRIDGE]
     handle = await bridge.start_run(
         run.workflow_id, parameters=run.parameters, idempotency_key=key, version=run.version
     )
+    return await started_run(request, handle, wait)
+
+
+def idempotency_key(request: web.Request, body_key: str | None) -> str | None:
+    """Return the request's idempotency key: the body's, or the Idempotency-Key header's.
+
+    Raises:
+        ApiError: the header is not printable text (400).
+        ValidationError: the body and the header name different keys.
+    """
+    header_key = request.headers.get("Idempotency-Key")
+    if header_key is None:
+        return body_key
+    if not header_key.isprintable():  # undecodable bytes arrive as lone surrogates
+        raise bad_request(
+            "the Idempotency-Key header must be printable UTF-8 text",
+            path="$.headers.Idempotency-Key",
+        )
+    if body_key is not None and body_key != header_key:
+        raise ValidationError(
+            [FieldError("$.idempotencyKey", "differs from the Idempotency-Key header")]
+        )
+    return header_key
+
+
+async def started_run(request: web.Request, handle: RunHandle, wait: int | None) -> web.Response:
+    """Answer a request that started a run: 201 new or 200 existing, with its Location.
+
+    With ``wait`` (a ``Prefer: wait=N``) the answer waits until the run ends, N seconds at
+    most, and carries ``Preference-Applied`` when it is the finished run.
+    """
+    bridge = request.app[BRIDGE]
     state = handle.state
     headers = {"Location": f"/runs/{handle.run_id}"}
     if wait is not None:

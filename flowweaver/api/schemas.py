@@ -16,8 +16,15 @@ import msgspec
 
 from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import Ident, WorkflowSpec, field_error_from_msgspec
+from flowweaver.domain.spec import (
+    MAX_TASKS,
+    Ident,
+    OnTaskFailure,
+    WorkflowSpec,
+    field_error_from_msgspec,
+)
 from flowweaver.domain.workflow import WorkflowRegistered
+from flowweaver.engine.lineage import Lineage
 from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
@@ -53,6 +60,22 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
 
 
+class ForkRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/fork: every field optional; no body reruns from the point of failure.
+
+    ``atVersion`` defaults to the run's last event, ``reset`` to every task not completed as
+    of it; ``parameters`` replace the parent's; ``outputs`` override carried tasks' outputs.
+    """
+
+    at_version: Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)] | None = None
+    reset: Annotated[list[Ident], msgspec.Meta(max_length=MAX_TASKS)] | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    idempotency_key: IdempotencyKey | None = None
+    on_task_failure: OnTaskFailure | None = None
+
+
 class CancelRequest(_Wire, forbid_unknown_fields=True):
     """POST /runs/{id}/cancel: why the run should stop (optional)."""
 
@@ -81,6 +104,13 @@ class RunStateQuery(_Wire):
     """GET /runs/{id}: the state as of event ``at`` instead of the latest."""
 
     at: Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)] | None = None
+
+
+class LineageQuery(_Wire):
+    """GET /runs/{id}/lineage: the page of children (newest first)."""
+
+    limit: PageLimit = 100
+    cursor: str | None = None
 
 
 class HistoryQuery(_Wire):
@@ -172,6 +202,10 @@ class RunOut(_Wire):
     idempotency_key: str | None
     cancel_requested: bool
     summary: SummaryOut | None
+    parent_run_id: str | None = None
+    """The run this one was forked from; null for a run that was started."""
+    parent_version: int | None = None
+    """The parent's version the fork was taken at."""
 
 
 class RunListItem(_Wire):
@@ -183,12 +217,39 @@ class RunListItem(_Wire):
     status: RunStatus
     created_at: datetime
     updated_at: datetime
+    parent_run_id: str | None = None
+    parent_version: int | None = None
 
 
 class RunList(_Wire):
     """A page of runs, newest first; pass ``nextCursor`` as ``cursor`` for the next page."""
 
     runs: list[RunListItem]
+    next_cursor: str | None
+
+
+class ParentOut(_Wire):
+    """The run a fork was taken from and the parent's version it was taken at."""
+
+    run_id: str
+    at_version: int
+
+
+class ChildOut(_Wire):
+    """A run forked from this one."""
+
+    run_id: str
+    at_version: int
+    created_at: datetime
+    status: RunStatus
+
+
+class LineageOut(_Wire):
+    """A run's parent (null unless it is a fork) and its forks, newest first, paged."""
+
+    run_id: str
+    parent: ParentOut | None
+    children: list[ChildOut]
     next_cursor: str | None
 
 
@@ -205,6 +266,7 @@ T = TypeVar("T")
 workflow_decoder = msgspec.json.Decoder(WorkflowSpec)
 run_request_decoder = msgspec.json.Decoder(RunRequest)
 cancel_request_decoder = msgspec.json.Decoder(CancelRequest)
+fork_request_decoder = msgspec.json.Decoder(ForkRequest)
 encoder = msgspec.json.Encoder()
 
 
@@ -305,6 +367,8 @@ def run_out(state: RunState) -> RunOut:
         idempotency_key=state.idempotency_key,
         cancel_requested=state.cancel_requested,
         summary=summary,
+        parent_run_id=state.parent_run_id,
+        parent_version=state.parent_version,
     )
 
 
@@ -319,8 +383,29 @@ def run_list(page: RunPage) -> RunList:
                 status=r.status,  # type: ignore[arg-type]  # the read model stores RunStatus values
                 created_at=r.created_at,
                 updated_at=r.updated_at,
+                parent_run_id=r.parent_run_id,
+                parent_version=r.parent_version,
             )
             for r in page.runs
         ],
         next_cursor=page.next_cursor,
+    )
+
+
+def lineage_out(lineage: Lineage) -> LineageOut:
+    """Return the wire form of a run's lineage."""
+    parent = lineage.parent
+    return LineageOut(
+        run_id=lineage.run_id,
+        parent=ParentOut(run_id=parent.run_id, at_version=parent.at_version) if parent else None,
+        children=[
+            ChildOut(
+                run_id=c.id,
+                at_version=c.parent_version or 0,
+                created_at=c.created_at,
+                status=c.status,  # type: ignore[arg-type]  # the read model stores RunStatus values
+            )
+            for c in lineage.children
+        ],
+        next_cursor=lineage.next_cursor,
     )

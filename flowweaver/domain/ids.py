@@ -67,6 +67,21 @@ def run_id_for_key(workflow_id: str, idempotency_key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{workflow_id}\n{idempotency_key}"))
 
 
+FORK_NAMESPACE = uuid.uuid5(NAMESPACE, "fork")
+"""Namespace of run ids derived from a fork's idempotency key: apart from POST /runs keys'."""
+
+
+def run_id_for_fork_key(parent_run_id: str, idempotency_key: str) -> str:
+    """Return the id of the fork of ``parent_run_id`` an idempotency key stands for.
+
+    uuid5 of the parent's id and the key in :data:`FORK_NAMESPACE`, a namespace of its own:
+    uuid5 hashes the namespace before the name, so no fork key gives the id of a POST /runs
+    key (:func:`run_id_for_key`, in :data:`NAMESPACE`), whatever the workflow id and key. A
+    key is scoped to its parent, as a run's key is to its workflow.
+    """
+    return str(uuid.uuid5(FORK_NAMESPACE, f"{parent_run_id}\n{idempotency_key}"))
+
+
 @lru_cache(maxsize=4096)
 def workflow_aggregate_id(workflow_id: str) -> uuid.UUID:
     """Return the aggregate id under which a workflow's versions are recorded."""
@@ -77,5 +92,32 @@ def request_hash(workflow_id: str, workflow_version: int | None, parameters: Any
     """Return a digest of what a run request asks for, to tell a repeat from a conflict."""
     body = _canonical.encode(
         {"workflowId": workflow_id, "version": workflow_version, "parameters": parameters}
+    )
+    return hashlib.sha256(body).hexdigest()
+
+
+def fork_request_hash(
+    parent_run_id: str,
+    at_version: int | None,
+    reset: Any,
+    parameters: Any,
+    outputs: Any,
+    on_task_failure: str | None,
+) -> str:
+    """Return a digest of what a fork request asks for, to tell a repeat from a conflict.
+
+    The request as given, not as resolved: a repeat that leaves ``at_version`` to default
+    names the same fork even when the parent has moved on since. ``reason`` and the caller
+    are not part of it, as the submitter is not part of a run request's digest.
+    """
+    body = _canonical.encode(
+        {
+            "parentRunId": parent_run_id,
+            "atVersion": at_version,
+            "reset": reset,
+            "parameters": parameters,
+            "outputs": outputs,
+            "onTaskFailure": on_task_failure,
+        }
     )
     return hashlib.sha256(body).hexdigest()

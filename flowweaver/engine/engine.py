@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +23,26 @@ import pykka
 import structlog
 
 from flowweaver.domain import run as commands
-from flowweaver.domain.events import RunStarted
-from flowweaver.domain.ids import canonical_run_id, request_hash, run_id_for_key
+from flowweaver.domain.events import RunEvent, RunForked, RunStarted
+from flowweaver.domain.ids import (
+    canonical_run_id,
+    fork_request_hash,
+    request_hash,
+    run_id_for_fork_key,
+    run_id_for_key,
+)
 from flowweaver.domain.run import (
     DEFAULT_INTERRUPTION_LIMIT,
     DEFAULT_MAX_TASK_IO_BYTES,
     RunState,
 )
-from flowweaver.domain.spec import WorkflowSpec, decode_workflow, workflow_from_builtins
+from flowweaver.domain.spec import (
+    OnTaskFailure,
+    WorkflowSpec,
+    decode_workflow,
+    workflow_from_builtins,
+)
+from flowweaver.engine.lineage import Lineage, read_lineage
 from flowweaver.engine.messages import CancelRequest
 from flowweaver.engine.pool import WorkerPool
 from flowweaver.engine.run_actor import RunServices
@@ -206,17 +218,7 @@ class Engine:
             _check_key(idempotency_key)
         registered = self.store.get_workflow(workflow_id, version)
         spec = registered.definition
-        missing = self.handlers.missing(t.handler for t in spec.tasks)
-        if missing:
-            raise ValidationError(
-                [
-                    FieldError(
-                        "$.workflowId",
-                        f"workflow {workflow_id!r} needs handler(s) not registered here: "
-                        + ", ".join(missing),
-                    )
-                ]
-            )
+        self._check_handlers(spec, (t.handler for t in spec.tasks), "$.workflowId")
         digest = request_hash(workflow_id, version, params)
         run_id = (
             run_id_for_key(workflow_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
@@ -232,22 +234,157 @@ class Engine:
             submitted_by=submitted_by,
             max_io_bytes=self.max_task_io_bytes,
         )
+        return self._launch(
+            state,
+            events,
+            idempotency_key,
+            digest,
+            "run_started",
+            workflow_id=workflow_id,
+            version=registered.version,
+        )
+
+    def fork_run(
+        self,
+        parent_run_id: str,
+        *,
+        at_version: int | None = None,
+        reset: list[str] | None = None,
+        parameters: dict[str, Any] | None = None,
+        outputs: dict[str, Any] | None = None,
+        reason: str = "",
+        by: str = "anonymous",
+        idempotency_key: str | None = None,
+        on_task_failure: OnTaskFailure | None = None,
+    ) -> RunHandle:
+        """Start a new run from a version of another run (its last unless ``at_version``).
+
+        ``reset`` (default: every task not completed as of that version) and everything
+        downstream of it run again; every other completed task is carried with its output,
+        or its override in ``outputs``, and does not run again. ``parameters`` replace the
+        parent's when given. The parent, live or ended, is not changed. With an idempotency
+        key the fork's id is derived from the parent's id and the key
+        (:func:`~flowweaver.domain.ids.run_id_for_fork_key`): the same key and request return
+        the existing fork (``created`` False).
+
+        Raises:
+            NotFoundError: no such run.
+            ValidationError: ``at_version`` outside 1 to the run's version, a reset task the
+                workflow lacks, an override of a task that is not carried, parameters or
+                outputs that are not JSON objects, a malformed key, or a handler a task to
+                run needs is not registered here.
+            IdempotencyConflictError: the key was used for a different fork of this run.
+            EngineClosedError: the engine is closed.
+        """
+        if self.supervisor.closed:
+            raise EngineClosedError("the engine is closed")
+        parent_id = _canonical(parent_run_id)
+        params = None if parameters is None else _check_parameters(parameters)
+        _check_fork_request(at_version, reset, outputs)
+        if idempotency_key is not None:
+            _check_key(idempotency_key)
+        # A run that ended here is remembered as it ended (it never changes again): forking
+        # it at its end, the usual rerun, needs no fold. Folding a 1,000-task parent from its
+        # snapshot allocates enough to set off a full garbage collection every few forks.
+        parent = self.supervisor.finished_state(parent_id)
+        if parent is None or (at_version is not None and at_version != parent.version):
+            parent = self.store.run_state(parent_id, at=at_version)
+        if parent is None:
+            raise NotFoundError("run", parent_id)
+        if at_version is not None and parent.version < at_version:
+            raise ValidationError(
+                [
+                    FieldError(
+                        "$.atVersion",
+                        f"run {parent_id} has {parent.version} events; "
+                        "atVersion must be from 1 to that",
+                    )
+                ]
+            )
+        digest = fork_request_hash(parent_id, at_version, reset, params, outputs, on_task_failure)
+        run_id = (
+            run_id_for_fork_key(parent_id, idempotency_key)
+            if idempotency_key
+            else str(uuid.uuid4())
+        )
+        state, events = commands.fork_run(
+            run_id,
+            parent,
+            self.clock.now(),
+            reset=reset,
+            parameters=params,
+            outputs=outputs,
+            by=by,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+            on_task_failure=on_task_failure,
+            max_io_bytes=self.max_task_io_bytes,
+        )
+        spec = state.spec
+        rerun = set(_unfinished_task_ids(state))
+        self._check_handlers(spec, (t.handler for t in spec.tasks if t.id in rerun), "$")
+        return self._launch(
+            state,
+            events,
+            idempotency_key,
+            digest,
+            "run_forked",
+            parent_run_id=parent_id,
+            parent_version=parent.version,
+            carried=len(state.tasks) - len(rerun),
+        )
+
+    def _check_handlers(self, spec: WorkflowSpec, names: Iterable[str], path: str) -> None:
+        """Raise ValidationError at ``path`` when a handler of ``names`` is not registered."""
+        missing = self.handlers.missing(names)
+        if missing:
+            raise ValidationError(
+                [
+                    FieldError(
+                        path,
+                        f"workflow {spec.id!r} needs handler(s) not registered here: "
+                        + ", ".join(missing),
+                    )
+                ]
+            )
+
+    def _launch(
+        self,
+        state: RunState,
+        events: list[RunEvent],
+        key: str | None,
+        digest: str,
+        log_event: str,
+        **log_fields: Any,
+    ) -> RunHandle:
+        """Store a new run's first events, log ``log_event``, and give the run an actor
+        (unless it ended already).
+
+        A repeated idempotency key loses the race at version 0 and returns the run it names.
+        """
+        run_id = state.id
         try:
             self.writer.append(Append(run_id, 0, events))
         except ConcurrencyError:
-            if idempotency_key is None:
+            if key is None:
                 raise
-            return self._existing_run(run_id, idempotency_key, digest)
-        metrics.runs_started.labels(workflow=workflow_id).inc()
+            return self._existing_run(run_id, key, digest)
+        metrics.runs_started.labels(workflow=state.workflow_id).inc()
         metrics.events_appended.inc(len(events))
-        log.info("run_started", run_id=run_id, workflow_id=workflow_id, version=registered.version)
-        self.supervisor.spawn(run_id, state)
+        log.info(log_event, run_id=run_id, **log_fields)
+        if state.is_terminal:
+            # A fork with nothing to run again ended in that append: record the end as its
+            # actor would (waiters, metrics, the final state) without starting a thread for it.
+            self.supervisor.run_finished(run_id, state)
+        else:
+            self.supervisor.spawn(run_id, state)
         return RunHandle(run_id=run_id, created=True, state=state)
 
     def _existing_run(self, run_id: str, key: str, digest: str) -> RunHandle:
         first = self.store.read_run(run_id, upto=1)
         started = first[0].event if first else None
-        if not isinstance(started, RunStarted) or started.request_hash != digest:
+        if not isinstance(started, RunStarted | RunForked) or started.request_hash != digest:
             raise IdempotencyConflictError(run_id, key)
         state = self.store.run_state(run_id)
         assert state is not None
@@ -264,6 +401,15 @@ class Engine:
         if state is None:
             raise NotFoundError("run", run_id)
         return state
+
+    def lineage(self, run_id: str, *, limit: int = 100, cursor: str | None = None) -> Lineage:
+        """Return the run's parent (None unless it is a fork) and a page of its forks.
+
+        Raises:
+            NotFoundError: no such run.
+            ValidationError: ``limit`` below 1 or a cursor the store did not issue.
+        """
+        return read_lineage(self.store, _canonical(run_id), limit=limit, cursor=cursor)
 
     def wait_run_finished(self, run_id: str, timeout: float | None = None) -> RunState:
         """Block until the run is terminal and return its final state.
@@ -412,6 +558,47 @@ def _check_parameters(parameters: dict[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError, OverflowError) as e:
         raise ValidationError([FieldError("$.parameters", f"not JSON: {e}")]) from e
     return parameters
+
+
+def _unfinished_task_ids(state: RunState) -> list[str]:
+    """Return the ids of a run's tasks that have not completed (a fork's tasks to run)."""
+    return [t.id for t in state.tasks.values() if t.status != "completed"]
+
+
+MAX_RESET = 10_000
+"""The most task ids a fork request may name in ``reset`` (a workflow has no more tasks)."""
+
+
+def _check_fork_request(at_version: object, reset: object, outputs: object) -> None:
+    """Check the shape of a fork request's version, reset list and output overrides.
+
+    Raises:
+        ValidationError: each problem at its JSON path.
+    """
+    problems: list[FieldError] = []
+    if at_version is not None and (
+        isinstance(at_version, bool) or not isinstance(at_version, int) or at_version < 1
+    ):
+        problems.append(FieldError("$.atVersion", "must be a whole number from 1"))
+    if reset is not None:
+        if not isinstance(reset, list) or len(reset) > MAX_RESET:
+            problems.append(FieldError("$.reset", f"must be a list of at most {MAX_RESET} ids"))
+        else:
+            problems += [
+                FieldError(f"$.reset[{i}]", "must be a task id")
+                for i, task_id in enumerate(reset)
+                if not isinstance(task_id, str)
+            ]
+    if outputs is not None:
+        if not isinstance(outputs, dict):
+            problems.append(FieldError("$.outputs", "must be a JSON object of task ids"))
+        else:
+            try:
+                _json.encode(outputs)
+            except (TypeError, ValueError, OverflowError) as e:
+                problems.append(FieldError("$.outputs", f"not JSON: {e}"))
+    if problems:
+        raise ValidationError(problems)
 
 
 def _check_key(key: str) -> None:

@@ -30,7 +30,12 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from flowweaver.domain.events import RUN_EVENT_NAMES, TERMINAL_EVENT_NAMES, RunStarted
+from flowweaver.domain.events import (
+    RUN_EVENT_NAMES,
+    TERMINAL_EVENT_NAMES,
+    RunForked,
+    RunStarted,
+)
 from flowweaver.domain.ids import workflow_aggregate_id
 from flowweaver.domain.run import RunState, apply, new_state
 from flowweaver.domain.spec import WorkflowSpec
@@ -62,17 +67,30 @@ from flowweaver.store.codec import (
 log = structlog.get_logger("flowweaver.store")
 
 DEFAULT_SNAPSHOT_INTERVAL = 1000
-INDEX_TYPES = ("RunStarted", *sorted(TERMINAL_EVENT_NAMES), WORKFLOW_NAME)
+INDEX_TYPES = (
+    "RunStarted",
+    "RunForked",
+    "RunPaused",
+    "RunResumed",
+    *sorted(TERMINAL_EVENT_NAMES),
+    WORKFLOW_NAME,
+)
+ACTIVE_STATUSES = ("running", "paused")
+"""Statuses of runs that have not ended: recovery resumes them (a paused run waits, resumed)."""
 INDEX_PAGE = 2000
 MAX_PAGE = 1000
 REGISTRATION_CACHE = 1024
 
 
 class IndexChanges(msgspec.Struct):
-    """What one stretch of the log changes in the read model."""
+    """What one stretch of the log changes in the read model.
+
+    ``started`` holds a row for each RunStarted or RunForked (the latter with its parent);
+    ``changed`` holds (run id, new status, when) in log order: pauses, resumes and ends.
+    """
 
     started: list[tuple[int, RunRow]] = []
-    ended: list[tuple[str, str, datetime]] = []
+    changed: list[tuple[str, str, datetime]] = []
     workflows: dict[str, int] = {}
 
 
@@ -99,7 +117,13 @@ class RunIndex(ABC):
 
     @abstractmethod
     def active(self) -> list[str]:
-        """Return the ids of runs without a terminal event."""
+        """Return the ids of runs without a terminal event (running or paused)."""
+
+    @abstractmethod
+    def children(
+        self, parent_run_id: str, limit: int, before: int | None
+    ) -> list[tuple[int, RunRow]]:
+        """Return up to ``limit`` runs forked from ``parent_run_id``, newest first."""
 
     @abstractmethod
     def workflow_ids(self) -> list[str]:
@@ -376,29 +400,17 @@ class RecorderEventStore:
                 changes = IndexChanges()
                 for row in rows:
                     name, _ = split_topic(row.topic)
-                    if name == "RunStarted":
-                        started = decode_event(row.state, row.topic)
-                        assert isinstance(started, RunStarted)
-                        changes.started.append(
-                            (
-                                row.id,
-                                RunRow(
-                                    id=str(row.originator_id),
-                                    workflow_id=started.workflow_id,
-                                    workflow_version=started.workflow_version,
-                                    status="running",
-                                    created_at=started.timestamp,
-                                    updated_at=started.timestamp,
-                                ),
-                            )
-                        )
+                    if name in ("RunStarted", "RunForked"):
+                        first = decode_event(row.state, row.topic)
+                        assert isinstance(first, RunStarted | RunForked)
+                        changes.started.append((row.id, _row_of(str(row.originator_id), first)))
                     elif name == WORKFLOW_NAME:
                         registered = decode_registration(row.state, row.topic)
                         changes.workflows[registered.workflow_id] = registered.version
                     else:
-                        ended = decode_event(row.state, row.topic)
-                        status = _TERMINAL_STATUS[name]
-                        changes.ended.append((str(row.originator_id), status, ended.timestamp))
+                        event = decode_event(row.state, row.topic)
+                        status = _STATUS_AFTER[name]
+                        changes.changed.append((str(row.originator_id), status, event.timestamp))
                 self._index.advance(start, rows[-1].id, changes)
 
     def list_runs(
@@ -409,20 +421,18 @@ class RecorderEventStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        if limit < 1:
-            raise ValidationError([FieldError("$.limit", "must be at least 1")])
-        before = None
-        if cursor is not None:
-            # isdigit() alone also accepts digits int() refuses, such as "²".
-            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:
-                raise ValidationError([FieldError("$.cursor", "not a cursor this server issued")])
-            before = int(cursor)
+        before = _page_start(limit, cursor)
         self.catch_up()
         with self._translate_errors([]):
             found = self._index.runs(workflow_id, status, limit + 1, before)
-        page = found[:limit]
-        next_cursor = str(page[-1][0]) if len(found) > limit else None
-        return RunPage(runs=[row for _, row in page], next_cursor=next_cursor)
+        return _page(found, limit)
+
+    def child_runs(self, run_id: str, *, limit: int = 50, cursor: str | None = None) -> RunPage:
+        before = _page_start(limit, cursor)
+        self.catch_up()
+        with self._translate_errors([]):
+            found = self._index.children(run_id, limit + 1, before)
+        return _page(found, limit)
 
     def active_run_ids(self) -> list[str]:
         self.catch_up()
@@ -482,7 +492,51 @@ def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:
     return stored
 
 
-_TERMINAL_STATUS = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}
+_STATUS_AFTER = {
+    "RunCompleted": "completed",
+    "RunFailed": "failed",
+    "RunCancelled": "cancelled",
+    "RunPaused": "paused",
+    "RunResumed": "running",
+}
+
+
+def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
+    """Return the run list row a run's first event starts."""
+    parent = (first.parent_run_id, first.parent_version) if isinstance(first, RunForked) else None
+    return RunRow(
+        id=run_id,
+        workflow_id=first.workflow_id,
+        workflow_version=first.workflow_version,
+        status="running",
+        created_at=first.timestamp,
+        updated_at=first.timestamp,
+        parent_run_id=parent[0] if parent else None,
+        parent_version=parent[1] if parent else None,
+    )
+
+
+def _page_start(limit: int, cursor: str | None) -> int | None:
+    """Check a page request; return the sequence the page starts below (None: the newest).
+
+    Raises:
+        ValidationError: ``limit`` is below 1, or the cursor is not one this store issued.
+    """
+    if limit < 1:
+        raise ValidationError([FieldError("$.limit", "must be at least 1")])
+    if cursor is None:
+        return None
+    # isdigit() alone also accepts digits int() refuses, such as "²".
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:
+        raise ValidationError([FieldError("$.cursor", "not a cursor this server issued")])
+    return int(cursor)
+
+
+def _page(found: list[tuple[int, RunRow]], limit: int) -> RunPage:
+    """Return the first ``limit`` rows of ``found`` (asked for one more) as a page."""
+    page = found[:limit]
+    next_cursor = str(page[-1][0]) if len(found) > limit else None
+    return RunPage(runs=[row for _, row in page], next_cursor=next_cursor)
 
 
 def _run_uuid(run_id: str) -> uuid.UUID | None:

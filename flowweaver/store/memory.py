@@ -8,7 +8,7 @@ import msgspec
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 
 from flowweaver.ports import RunRow
-from flowweaver.store.base import IndexChanges, RecorderEventStore, RunIndex
+from flowweaver.store.base import ACTIVE_STATUSES, IndexChanges, RecorderEventStore, RunIndex
 
 
 class MemoryRunIndex(RunIndex):
@@ -18,6 +18,7 @@ class MemoryRunIndex(RunIndex):
         self._lock = threading.Lock()
         self._position = 0
         self._runs: dict[str, tuple[int, RunRow]] = {}
+        self._children: dict[str, list[tuple[int, RunRow]]] = {}
         self._workflows: dict[str, int] = {}
 
     def position(self) -> int:
@@ -28,8 +29,14 @@ class MemoryRunIndex(RunIndex):
             if self._position != expected:
                 return False
             for seq, row in changes.started:
+                if row.id in self._runs:
+                    continue
                 self._runs[row.id] = (seq, row)
-            for run_id, status, at in changes.ended:
+                if row.parent_run_id is not None:
+                    self._children.setdefault(row.parent_run_id, []).append((seq, row))
+            for run_id, status, at in changes.changed:
+                if run_id not in self._runs:
+                    continue  # the log never started it: nothing to update, as in SQL
                 seq, row = self._runs[run_id]
                 self._runs[run_id] = (
                     seq,
@@ -55,7 +62,21 @@ class MemoryRunIndex(RunIndex):
 
     def active(self) -> list[str]:
         with self._lock:
-            return [run_id for run_id, (_, row) in self._runs.items() if row.status == "running"]
+            return [
+                run_id for run_id, (_, row) in self._runs.items() if row.status in ACTIVE_STATUSES
+            ]
+
+    def children(
+        self, parent_run_id: str, limit: int, before: int | None
+    ) -> list[tuple[int, RunRow]]:
+        with self._lock:
+            # Rows of children are kept by id in _runs; look each up for its current status.
+            found = [
+                self._runs[row.id]
+                for seq, row in reversed(self._children.get(parent_run_id, []))
+                if before is None or seq < before
+            ]
+        return found[:limit]
 
     def workflow_ids(self) -> list[str]:
         with self._lock:

@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from flowweaver.ports import RunRow
-from flowweaver.store.base import IndexChanges, RunIndex
+from flowweaver.store.base import ACTIVE_STATUSES, IndexChanges, RunIndex
+
+_COLUMNS = (
+    "seq, run_id, workflow_id, workflow_version, status, created_at, updated_at, "
+    "parent_run_id, parent_version"
+)
+# Columns added after the first release, created on open when a table lacks them.
+_ADDED_COLUMNS = (("parent_run_id", "TEXT"), ("parent_version", "BIGINT"))
 
 
 class SQLCursor(Protocol):
@@ -19,6 +26,9 @@ class SQLCursor(Protocol):
     def fetchall(self) -> Any: ...
 
     def fetchone(self) -> Any: ...
+
+    @property
+    def description(self) -> Any: ...
 
 
 Transaction = Callable[[bool], AbstractContextManager[SQLCursor]]
@@ -48,7 +58,8 @@ class SQLRunIndex(RunIndex):
             f"CREATE TABLE IF NOT EXISTS {self._runs} ("
             "seq BIGINT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, workflow_id TEXT NOT NULL, "
             "workflow_version INTEGER NOT NULL, status TEXT NOT NULL, "
-            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "parent_run_id TEXT, parent_version BIGINT)",
             f"CREATE INDEX IF NOT EXISTS {self._runs}_by_workflow "
             f"ON {self._runs} (workflow_id, seq)",
             f"CREATE INDEX IF NOT EXISTS {self._runs}_by_status ON {self._runs} (status, seq)",
@@ -62,6 +73,17 @@ class SQLRunIndex(RunIndex):
         with self._transaction(True) as cursor:
             for statement in statements:
                 cursor.execute(statement)
+            # A table made by an earlier release lacks the newer columns: add them. Its rows
+            # are runs that were started, not forked, so NULL is their parent.
+            cursor.execute(f"SELECT * FROM {self._runs} WHERE 1 = 0")
+            have = {column[0] for column in cursor.description}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    cursor.execute(f"ALTER TABLE {self._runs} ADD COLUMN {name} {kind}")
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._runs}_by_parent "
+                f"ON {self._runs} (parent_run_id, seq)"
+            )
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self._p) if self._p != "?" else statement
@@ -98,8 +120,7 @@ class SQLRunIndex(RunIndex):
     def _statements(self, changes: IndexChanges) -> Iterator[tuple[str, tuple[Any, ...]]]:
         for seq, row in changes.started:
             yield (
-                f"INSERT INTO {self._runs} (seq, run_id, workflow_id, workflow_version, status, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO {self._runs} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (run_id) DO NOTHING",
                 (
                     seq,
@@ -109,9 +130,11 @@ class SQLRunIndex(RunIndex):
                     row.status,
                     row.created_at.isoformat(),
                     row.updated_at.isoformat(),
+                    row.parent_run_id,
+                    row.parent_version,
                 ),
             )
-        for run_id, status, at in changes.ended:
+        for run_id, status, at in changes.changed:
             yield (
                 f"UPDATE {self._runs} SET status = ?, updated_at = ? WHERE run_id = ?",
                 (status, at.isoformat(), run_id),
@@ -137,14 +160,25 @@ class SQLRunIndex(RunIndex):
         if before is not None:
             clauses.append("seq < ?")
             params.append(before)
+        return self._select(clauses, params, limit)
+
+    def children(
+        self, parent_run_id: str, limit: int, before: int | None
+    ) -> list[tuple[int, RunRow]]:
+        clauses = ["parent_run_id = ?"]
+        params: list[Any] = [parent_run_id]
+        if before is not None:
+            clauses.append("seq < ?")
+            params.append(before)
+        return self._select(clauses, params, limit)
+
+    def _select(
+        self, clauses: list[str], params: list[Any], limit: int
+    ) -> list[tuple[int, RunRow]]:
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        statement = (
-            "SELECT seq, run_id, workflow_id, workflow_version, status, created_at, updated_at "
-            f"FROM {self._runs} {where}ORDER BY seq DESC LIMIT ?"
-        )
-        params.append(limit)
+        statement = f"SELECT {_COLUMNS} FROM {self._runs} {where}ORDER BY seq DESC LIMIT ?"
         with self._transaction(False) as cursor:
-            cursor.execute(self._sql(statement), tuple(params))
+            cursor.execute(self._sql(statement), (*params, limit))
             rows = cursor.fetchall()
         return [
             (
@@ -156,6 +190,10 @@ class SQLRunIndex(RunIndex):
                     status=r["status"],
                     created_at=datetime.fromisoformat(r["created_at"]),
                     updated_at=datetime.fromisoformat(r["updated_at"]),
+                    parent_run_id=r["parent_run_id"],
+                    parent_version=(
+                        int(r["parent_version"]) if r["parent_version"] is not None else None
+                    ),
                 ),
             )
             for r in rows
@@ -163,9 +201,12 @@ class SQLRunIndex(RunIndex):
 
     def active(self) -> list[str]:
         with self._transaction(False) as cursor:
+            marks = ", ".join("?" * len(ACTIVE_STATUSES))
             cursor.execute(
-                self._sql(f"SELECT run_id FROM {self._runs} WHERE status = ? ORDER BY seq"),
-                ("running",),
+                self._sql(
+                    f"SELECT run_id FROM {self._runs} WHERE status IN ({marks}) ORDER BY seq"
+                ),
+                ACTIVE_STATUSES,
             )
             return [r["run_id"] for r in cursor.fetchall()]
 

@@ -21,7 +21,6 @@ from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
-    SQLiteCursor,
     SQLiteDatastore,
 )
 
@@ -316,6 +315,8 @@ class SQLiteEventStore(RecorderEventStore):
         return rows
 
     @contextmanager
-    def _transaction(self, commit: bool) -> Iterator[SQLiteCursor]:
+    def _transaction(self, commit: bool) -> Iterator[sqlite3.Cursor]:
+        # The driver's own cursor: the library's wrapper has no ``description``, which the
+        # index reads to see which columns an existing table has.
         with self._datastore.transaction(commit=commit) as cursor:
-            yield cursor
+            yield cursor.sqlite_cursor

@@ -38,11 +38,14 @@ from flowweaver.domain.events import ErrorInfo, RunEvent, RunStarted, TaskStarte
 from flowweaver.domain.run import (
     RunState,
     fold,
+    fork_run,
     new_state,
+    pause_run,
     record_completed,
     record_failed,
     record_started,
     request_cancel,
+    resume_run,
     start_run,
 )
 from flowweaver.domain.spec import WorkflowSpec
@@ -888,6 +891,111 @@ class EventStoreSuite(ABC):
         running = {r.id for r in rows if r.status == "running"}
         assert set(store.active_run_ids()) == running
         assert len(store.active_run_ids()) == len(running)
+
+    # --- forks and pauses in the run list ----------------------------------------------------
+
+    def _fork(self, store: EventStore, parent: RunState, minutes: int) -> RunState:
+        """Record a fork of ``parent`` (as it stands) created ``minutes`` after T0."""
+        state, events = fork_run(new_run_id(), parent, T0 + timedelta(minutes=minutes))
+        self.record(store, state, events)
+        return state
+
+    def test_a_fork_is_listed_with_its_parent_and_among_the_parents_children(
+        self, store: EventStore
+    ) -> None:
+        """RunForked starts a run list row that names its parent; child_runs lists the forks."""
+        parent, events = completed_run(new_run_id())
+        self.record(store, parent, events)
+        at_two = fold(events[:2], new_state(parent.id))
+        forks = [self._fork(store, parent, 1), self._fork(store, at_two, 2)]
+        grandchild = self._fork(store, forks[0], 3)
+        rows = store.list_runs().runs
+        assert [r.id for r in rows] == [grandchild.id, forks[1].id, forks[0].id, parent.id]
+        assert (rows[-1].parent_run_id, rows[-1].parent_version) == (None, None)
+        assert (rows[2].parent_run_id, rows[2].parent_version) == (parent.id, parent.version)
+        assert (rows[1].parent_run_id, rows[1].parent_version) == (parent.id, 2)
+        assert rows[1].workflow_id == "wf"
+        assert rows[1].created_at == T0 + timedelta(minutes=2)
+        children = store.child_runs(parent.id)
+        assert [r.id for r in children.runs] == [forks[1].id, forks[0].id]
+        assert children.next_cursor is None
+        assert [r.id for r in store.child_runs(forks[0].id).runs] == [grandchild.id]
+        assert store.child_runs(grandchild.id).runs == []
+        assert store.child_runs(new_run_id()).runs == []
+
+    def test_child_runs_page_newest_first_and_show_each_childs_status(
+        self, store: EventStore
+    ) -> None:
+        """Children page by cursor without duplicates or holes, with their current status."""
+        parent, events = completed_run(new_run_id())
+        self.record(store, parent, events)
+        forks = [self._fork(store, parent, i) for i in range(5)]
+        # Forked at its last version, a completed run has nothing to run again: it completes.
+        assert all(f.status == "completed" for f in forks)
+        at_one = fold(events[:1], new_state(parent.id))
+        open_fork = self._fork(store, at_one, 9)
+        assert open_fork.status == "running"
+        seen: list[RunRow] = []
+        cursor: str | None = None
+        while True:
+            page = store.child_runs(parent.id, limit=2, cursor=cursor)
+            assert len(page.runs) <= 2
+            seen += page.runs
+            if (cursor := page.next_cursor) is None:
+                break
+        assert [r.id for r in seen] == [open_fork.id] + [f.id for f in forks[::-1]]
+        assert [r.status for r in seen] == ["running"] + ["completed"] * 5
+        assert open_fork.id in store.active_run_ids()
+        with pytest.raises(ValidationError):
+            store.child_runs(parent.id, limit=0)
+        with pytest.raises(ValidationError):
+            store.child_runs(parent.id, cursor="x")
+
+    def test_paused_runs_are_listed_as_paused_and_stay_active(self, store: EventStore) -> None:
+        """RunPaused makes the row paused (a status filter finds it) and RunResumed running
+        again; a paused run is still among the active runs that recovery resumes."""
+        run_id = new_run_id()
+        state, events = start_run(run_id, wide_workflow(1), 1, {}, T0)
+        self.record(store, state, events)
+        paused_at = T0 + timedelta(seconds=5)
+        self.record(store, state, pause_run(state, paused_at, by="op"))
+        [row] = store.list_runs(status="paused").runs
+        assert (row.id, row.status, row.updated_at) == (run_id, "paused", paused_at)
+        assert store.list_runs(status="running").runs == []
+        assert store.active_run_ids() == [run_id]
+        resumed_at = T0 + timedelta(seconds=9)
+        self.record(store, state, resume_run(state, resumed_at, by="op"))
+        [row] = store.list_runs(status="running").runs
+        assert (row.id, row.updated_at) == (run_id, resumed_at)
+        assert store.list_runs(status="paused").runs == []
+        assert store.active_run_ids() == [run_id]
+
+    def test_pause_resume_and_end_in_one_stretch_of_log_end_with_the_last(
+        self, store: EventStore
+    ) -> None:
+        """Status changes the index reads together apply in log order: the last one stands."""
+        run_id, other = new_run_id(), new_run_id()
+        state, events = start_run(run_id, wide_workflow(1), 1, {}, T0)
+        events += pause_run(state, T0 + timedelta(seconds=1), by="op")
+        events += resume_run(state, T0 + timedelta(seconds=2), by="op")
+        events += pause_run(state, T0 + timedelta(seconds=3), by="op")
+        second, more = start_run(other, wide_workflow(1), 1, {}, T0)
+        more += pause_run(second, T0 + timedelta(seconds=4), by="op")
+        more += resume_run(second, T0 + timedelta(seconds=5), by="op")
+        more += request_cancel(second, "stop", T0 + timedelta(seconds=6))
+        assert (state.status, second.status) == ("paused", "cancelled")
+        store.append(
+            [
+                Append(run_id=run_id, expected_version=0, events=events),
+                Append(run_id=other, expected_version=0, events=more),
+            ]
+        )
+        statuses = {r.id: (r.status, r.updated_at) for r in store.list_runs().runs}
+        assert statuses == {
+            run_id: ("paused", T0 + timedelta(seconds=3)),
+            other: ("cancelled", T0 + timedelta(seconds=6)),
+        }
+        assert store.active_run_ids() == [run_id]
 
     def test_ping_answers(self, store: EventStore) -> None:
         """ping returns when the store is reachable."""

@@ -70,6 +70,7 @@ def test_the_event_store_is_exactly_its_parts() -> None:
         "list_workflows",
         "list_runs",
         "active_run_ids",
+        "child_runs",
         "ping",
         "close",
     }

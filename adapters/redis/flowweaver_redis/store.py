@@ -27,6 +27,7 @@ key                         type        content
 ``index:wf:<workflow>``     sorted set  the same, for one workflow
 ``index:status:<status>``   sorted set  the same, for one status
 ``index:ws:<status>:<wf>``  sorted set  the same, for one status of one workflow
+``index:children:<run>``    sorted set  the same, for the runs forked from one run
 ``index:workflows``         hash        workflow id -> latest version
 ==========================  ==========  ==================================================
 
@@ -59,6 +60,7 @@ from eventsourcing.persistence import PersistenceError
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import RunRow
 from flowweaver.store.base import (
+    ACTIVE_STATUSES,
     DEFAULT_SNAPSHOT_INTERVAL,
     IndexChanges,
     RecorderEventStore,
@@ -283,7 +285,7 @@ class RedisRunIndex(RunIndex):
     def advance(self, expected: int, new: int, changes: IndexChanges) -> bool:
         started = {row.id: (seq, row) for seq, row in changes.started}
         before: dict[str, _Row] = {}
-        elsewhere = [run_id for run_id, _, _ in changes.ended if run_id not in started]
+        elsewhere = [run_id for run_id, _, _ in changes.changed if run_id not in started]
         if elsewhere:
             with _store_errors("read runs of the index"):
                 found = self._client.hmget(self.rows_key, elsewhere)
@@ -292,7 +294,7 @@ class RedisRunIndex(RunIndex):
                     seq, row = _decode_row(packed)
                     before[row.id] = (seq, row)
         after = {**before, **started}
-        for run_id, status, at in changes.ended:
+        for run_id, status, at in changes.changed:
             if run_id in after:  # else the log never started it: nothing to update, as in SQL
                 seq, row = after[run_id]
                 after[run_id] = (seq, msgspec.structs.replace(row, status=status, updated_at=at))
@@ -332,7 +334,13 @@ class RedisRunIndex(RunIndex):
         return bool(done)
 
     def _keys_of(self, row: RunRow) -> list[str]:
-        return [self.all_key, self._key(row.workflow_id, None), *self._status_keys(row)]
+        keys = [self.all_key, self._key(row.workflow_id, None), *self._status_keys(row)]
+        if row.parent_run_id is not None:
+            keys.append(self._children_key(row.parent_run_id))
+        return keys
+
+    def _children_key(self, parent_run_id: str) -> str:
+        return self._datastore.key(self._name, "children", parent_run_id)
 
     def _status_keys(self, row: RunRow) -> list[str]:
         return [self._key(None, row.status), self._key(row.workflow_id, row.status)]
@@ -347,10 +355,26 @@ class RedisRunIndex(RunIndex):
             )
         return [_decode_row(p) for p in packed]
 
+    def children(
+        self, parent_run_id: str, limit: int, before: int | None
+    ) -> list[tuple[int, RunRow]]:
+        high = "+inf" if before is None else f"({before}"
+        with _store_errors("list child runs"):
+            packed = self._runs_page(
+                keys=[self._children_key(parent_run_id), self.rows_key], args=[high, limit]
+            )
+        return [_decode_row(p) for p in packed]
+
     def active(self) -> list[str]:
+        found: list[tuple[float, str]] = []
         with _store_errors("list active runs"):
-            ids = cast("list[bytes]", self._client.zrange(self._key(None, "running"), 0, -1))
-        return [i.decode() for i in ids]
+            for status in ACTIVE_STATUSES:
+                pairs = cast(
+                    "list[tuple[bytes, float]]",
+                    self._client.zrange(self._key(None, status), 0, -1, withscores=True),
+                )
+                found += [(score, i.decode()) for i, score in pairs]
+        return [run_id for _, run_id in sorted(found)]
 
     def workflow_ids(self) -> list[str]:
         with _store_errors("list workflows"):

@@ -342,7 +342,7 @@ def test_index_refuses_to_advance_from_a_position_it_is_not_at(
         updated_at=T0,
     )
     assert index.advance(0, 5, IndexChanges(started=[(3, row)], workflows={"wf": 1})) is True
-    late = IndexChanges(ended=[(row.id, "failed", T0)], workflows={"other": 1})
+    late = IndexChanges(changed=[(row.id, "failed", T0)], workflows={"other": 1})
     assert index.advance(0, 9, late) is False
     assert index.position() == 5
     assert index.runs(None, None, 10, None) == [(3, row)]
