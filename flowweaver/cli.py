@@ -39,6 +39,7 @@ from flowweaver.api.examples import EXAMPLE_HANDLERS
 from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
+from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
@@ -333,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     for command in (status, events, cancel, replay):
+        _add_options(command, *_STORE)
+    for command in add_chain_commands(commands, _run_id):
         _add_options(command, *_STORE)
     return parser
 
@@ -717,6 +720,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "events": _events,
     "replay": _show,
     "cancel": _cancel,
+    **CHAIN_COMMANDS,
 }
 
 

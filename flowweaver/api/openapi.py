@@ -18,6 +18,7 @@ from flowweaver.domain.events import RUN_EVENT_NAMES, RUN_STATUSES
 from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 
 from . import schemas
+from .chain_routes import chain_paths
 from .errors import Problem
 
 REF = "#/components/schemas/{name}"
@@ -419,6 +420,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **chain_paths(),
     }
 
 

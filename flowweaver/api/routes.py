@@ -18,6 +18,7 @@ from flowweaver.observability import metrics
 
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
+from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
@@ -43,6 +44,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/metrics", get_metrics, expect_handler=_expect)
     r.add_get("/healthz", get_healthz, expect_handler=_expect)
     r.add_get("/readyz", get_readyz, expect_handler=_expect)
+    add_chain_routes(app)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:

@@ -11,10 +11,12 @@ Every record is stored under a topic that names its type and schema version (see
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from binascii import hexlify
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +46,7 @@ from flowweaver.errors import (
     ValidationError,
 )
 from flowweaver.ports import Append, RecordedEvent, RunPage, RunRow
-from flowweaver.store.chain import chain_on, genesis, seal, stored_hash
+from flowweaver.store.chain import chain_on, genesis, stored_hash
 from flowweaver.store.codec import (
     CURRENT_NAMES,
     SNAPSHOT_TOPIC,
@@ -154,8 +156,13 @@ class RecorderEventStore:
         stored, heads = self._chained_events(appends)
         if not stored:
             return []
-        with self._chain_heads(heads), self._translate_errors([a.run_id for a in appends]):
-            positions = self._events.insert_events(stored)
+        try:
+            with self._translate_errors([a.run_id for a in appends]):
+                positions = self._events.insert_events(stored)
+        except BaseException:
+            self._forget_heads(heads)
+            raise
+        self._remember_heads(heads)
         self._wake_waiters()
         return list(positions or [])
 
@@ -164,7 +171,7 @@ class RecorderEventStore:
     ) -> tuple[list[StoredEvent], dict[str, tuple[int, bytes]]]:
         """Map appends to stored events, each sealed with its hash on its run's chain.
 
-        Returns them and each run's new head (version, hash), for :meth:`_chain_heads`.
+        Returns them and each run's new head (version, hash), for :meth:`_remember_heads`.
         Several appends of one run in a batch chain in order.
 
         Raises:
@@ -172,11 +179,12 @@ class RecorderEventStore:
         """
         stored: list[StoredEvent] = []
         heads: dict[str, tuple[int, bytes]] = {}
+        sha256, topic_of, add = hashlib.sha256, event_topic, stored.append
         for append in appends:
             if not append.events:
                 continue
-            originator = uuid.UUID(append.run_id)
-            run_id = str(originator)
+            run_id = append.run_id
+            originator = uuid.UUID(run_id)
             version = append.expected_version
             known = heads.get(run_id)
             previous = (
@@ -186,8 +194,11 @@ class RecorderEventStore:
             )
             for event in append.events:
                 version += 1
-                data, previous = seal(previous, encode(event))
-                stored.append(StoredEvent(originator, version, event_topic(event), data))
+                canonical = encode(event)
+                previous = sha256(previous + canonical).digest()
+                # The hash goes in last, so a check cuts it off the exact stored bytes.
+                data = b'%b,"hash":"%b"}' % (canonical[:-1], hexlify(previous))
+                add(StoredEvent(originator, version, topic_of(event), data))
             heads[run_id] = (version, previous)
         return stored, heads
 
@@ -195,8 +206,7 @@ class RecorderEventStore:
         """Return the hash of a run's event ``version`` (h_0 for 0): remembered, or read."""
         if version == 0:
             return genesis(run_id)
-        with self._heads_lock:
-            known = self._heads.get(run_id)
+        known = self._heads.get(run_id)  # a lone read of a dict needs no lock
         if known is not None and known[0] == version:
             return known[1]
         with self._translate_errors([run_id]):
@@ -221,23 +231,18 @@ class RecorderEventStore:
                 after = version
         return head
 
-    @contextmanager
-    def _chain_heads(self, heads: dict[str, tuple[int, bytes]]) -> Iterator[None]:
-        """Remember the runs' new heads once their events are stored; forget them otherwise.
+    def _forget_heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        """Forget the heads of an append that failed.
 
-        An append that failed may still have been stored (a lost connection after commit):
-        the next append of the run then reads its head from the store.
+        It may still have been stored (a lost connection after the commit): the next
+        append of each run then reads its head from the store.
         """
-        try:
-            yield
-        except BaseException:
-            with self._heads_lock:
-                for run_id in heads:
-                    self._heads.pop(run_id, None)
-            raise
-        self._remember_heads(heads)
+        with self._heads_lock:
+            for run_id in heads:
+                self._heads.pop(run_id, None)
 
     def _remember_heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        """Remember the runs' new heads (version, hash) once their events are stored."""
         with self._heads_lock:
             for run_id, head in heads.items():
                 self._heads[run_id] = head
@@ -364,7 +369,7 @@ class RecorderEventStore:
             # so its next append chains on this without reading it again.
             last = stored_hash(rows[-1][2])
             if last is not None:
-                self._remember_heads({str(originator): (rows[-1][0], last)})
+                self._remember_heads({run_id: (rows[-1][0], last)})
         return state if state.version else None
 
     def _snapshot_state(self, run_id: str, snapshot: StoredEvent) -> RunState | None:
@@ -411,8 +416,7 @@ class RecorderEventStore:
         stored = [StoredEvent(originator, version, topic, data) for version, topic, data in rows]
         if not stored:
             return
-        with self._heads_lock:
-            self._heads.pop(str(originator), None)
+        self._forget_heads({run_id: (0, b"")})
         with self._translate_errors([run_id]):
             self._events.insert_events(stored)
         self._wake_waiters()

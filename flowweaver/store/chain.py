@@ -60,12 +60,6 @@ def genesis(run_id: str) -> bytes:
     return hashlib.sha256(str(uuid.UUID(run_id)).encode()).digest()
 
 
-def seal(previous: bytes, canonical: bytes) -> tuple[bytes, bytes]:
-    """Return (the bytes to store, this event's hash) for one event's canonical JSON."""
-    digest = hashlib.sha256(previous + canonical).digest()
-    return b'%b,"hash":"%b"}' % (canonical[:-1], digest.hex().encode()), digest
-
-
 def split_stored(data: bytes) -> tuple[bytes, str | None]:
     """Return (canonical JSON, the stored hex hash) of stored bytes; hash None when it has none."""
     if len(data) > SUFFIX_BYTES and data[-SUFFIX_BYTES : -SUFFIX_BYTES + 9] == HASH_MEMBER:

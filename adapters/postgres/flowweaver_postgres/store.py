@@ -526,8 +526,12 @@ class PostgresEventStore(RecorderEventStore):
         stored, heads = self._chained_events(appends)
         if not stored:
             return []
-        with self._chain_heads(heads):
+        try:
             positions = leases.append(stored, appends)
+        except BaseException:
+            self._forget_heads(heads)
+            raise
+        self._remember_heads(heads)
         self._wake_waiters()
         return positions
 
