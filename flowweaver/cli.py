@@ -4,6 +4,7 @@
     flowweaver run WORKFLOW.json [--params JSON] [--wait]
     flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
     flowweaver cancel RUN_ID [--reason TEXT]
+    flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one

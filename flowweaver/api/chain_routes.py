@@ -60,7 +60,13 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": schema}}}
 
 
-_RUN_ID = {"name": "runId", "in": "path", "required": True, "schema": {"type": "string"}}
+_RUN_ID = {
+    "name": "runId",
+    "in": "path",
+    "required": True,
+    "description": "The run's id (a UUID; a longer string names no run: 404).",
+    "schema": {"type": "string", "maxLength": 64},
+}
 _CHAIN_CHECK = {
     "title": "ChainCheck",
     "type": "object",

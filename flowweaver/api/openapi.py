@@ -436,6 +436,15 @@ _EVENT_SCHEMA = {
         "runId": {"type": "string"},
         "version": {"type": "integer", "minimum": 1},
         "timestamp": {"type": "string", "format": "date-time"},
+        "hash": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": (
+                "Last member: SHA-256 over the previous event's hash and this event's JSON "
+                "before this member (see GET /runs/{runId}/verify); absent from events "
+                "stored before hash chains."
+            ),
+        },
     },
     "required": ["type", "runId", "version", "timestamp"],
 }

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
+from flowweaver.errors import ConcurrencyError
 from flowweaver.ports import Append
 from flowweaver.store.audit import verify_run
 from flowweaver.testing.store_suite import completed_run
@@ -61,3 +62,25 @@ def test_a_changed_hash_is_caught_at_its_version(schema: str, open_pg_store: Ope
     digit = bytes(stored)[-3:-2]
     _rewrite(schema, state.id, 5, digit + b'"}', (b"0" if digit != b"0" else b"1") + b'"}')
     assert verify_run(store, state.id).first_bad_version == 5
+
+
+def test_fenced_appends_chain_and_a_fenced_off_one_leaves_no_head(
+    open_pg_store: OpenStore,
+) -> None:
+    """With leases open, appends go through the lease session and chain the same; an append
+    refused by the fence (another node's run) stores nothing and the owner's chain holds."""
+    owner, other = open_pg_store(), open_pg_store()
+    owner_leases = owner.open_leases("a")
+    other_leases = other.open_leases("b")
+    try:
+        state, events = completed_run(str(uuid.uuid4()))
+        owner.append([Append(run_id=state.id, expected_version=0, events=events[:4])])
+        assert owner_leases.holds(state.id)
+        with pytest.raises(ConcurrencyError):
+            other.append([Append(run_id=state.id, expected_version=4, events=events[4:5])])
+        owner.append([Append(run_id=state.id, expected_version=4, events=events[4:])])
+        check = verify_run(other, state.id)
+        assert (check.ok, check.version) == (True, len(events))
+    finally:
+        other_leases.close()
+        owner_leases.close()
