@@ -62,7 +62,7 @@ def _walk(store: StoredRuns, run_id: str, upto: int | None) -> ChainWalk:
     after = 0
     while True:
         rows = store.read_stored(run_id, after=after, upto=upto, limit=PAGE)
-        if not rows or not walk.feed([(version, data) for version, _, data in rows]):
+        if not rows or not walk.feed(rows):
             return walk
         after = rows[-1][0]
         if len(rows) < PAGE:
@@ -158,7 +158,7 @@ def import_runs(store: StoredRuns, open_lines: Callable[[], Iterable[bytes]]) ->
                 number,
                 f"run {run.run_id}: version {record.version} follows {run.walk.version}",
             )
-        if not run.walk.feed([(record.version, event)]):
+        if not run.walk.feed([(record.version, record.topic, event)]):
             break
         if record.version <= run.held:
             run.pending.append((record.version, record.topic, event))
