@@ -208,23 +208,45 @@ def _compare(store: StoredRuns, run: _Run) -> None:
 
 
 def _store_runs(store: StoredRuns, lines: Iterable[bytes], missing: dict[str, int]) -> None:
-    """Pass two: insert each run's versions after those the store holds, in bounded batches."""
+    """Pass two: insert each run's versions after those the store holds, in bounded batches.
+
+    Each batch is checked on its run's chain again before it is stored, so a file changed
+    since pass one cannot slip an unverified event in: the store holds a whole chain, or a
+    verified beginning of one, whatever happens to the file.
+    """
     batch: list[tuple[int, str, bytes]] = []
     size, current = 0, ""
+    walk: ChainWalk | None = None
     for number, line in _numbered(lines):
         record = _decode(number, line)
         held = missing.get(record.run_id)
-        if held is None or record.version <= held:
+        if held is None:
             continue
-        if record.run_id != current or len(batch) >= PAGE or size >= INSERT_BYTES:
-            if batch:
-                store.insert_stored(current, batch)
+        if record.run_id != current:
+            if walk is not None and not walk.result().ok:
+                raise _broken(current, walk.result())
+            _insert(store, current, batch)
             batch, size, current = [], 0, record.run_id
+            walk = ChainWalk(current)
+        assert walk is not None
         event = bytes(record.event)
+        if not walk.feed([(record.version, record.topic, event)]):
+            raise _broken(current, walk.result())
+        if record.version <= held:
+            continue
+        if len(batch) >= PAGE or size >= INSERT_BYTES:
+            _insert(store, current, batch)
+            batch, size = [], 0
         batch.append((record.version, record.topic, event))
         size += len(event)
+    if walk is not None and not walk.result().ok:
+        raise _broken(current, walk.result())
+    _insert(store, current, batch)
+
+
+def _insert(store: StoredRuns, run_id: str, batch: list[tuple[int, str, bytes]]) -> None:
     if batch:
-        store.insert_stored(current, batch)
+        store.insert_stored(run_id, batch)
 
 
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
