@@ -12,6 +12,7 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from flowweaver.errors import (
+    ChainBrokenError,
     ConcurrencyError,
     ConflictError,
     EngineClosedError,
@@ -60,6 +61,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ChainBrokenError",
     "ConcurrencyError",
     "ConflictError",
     "Engine",

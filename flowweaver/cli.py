@@ -5,6 +5,7 @@
     flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
     flowweaver cancel RUN_ID [--reason TEXT]
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
+    flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -41,6 +42,7 @@ from flowweaver.api.examples import EXAMPLE_HANDLERS
 from flowweaver.api.schemas import run_out
 from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
+from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
@@ -340,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     from flowweaver.cli_fork import add_fork_commands  # noqa: PLC0415 - it builds on this module
 
     add_fork_commands(commands, _COMMANDS)
+    for command in add_chain_commands(commands, _run_id):
+        _add_options(command, *_STORE)
     return parser
 
 
@@ -746,6 +750,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "events": _events,
     "replay": _show,
     "cancel": _cancel,
+    **CHAIN_COMMANDS,
 }
 
 

@@ -70,6 +70,19 @@ class ConcurrencyError(ConflictError):
         super().__init__(f"concurrent append to {', '.join(self.aggregate_ids)}")
 
 
+class ChainBrokenError(ConflictError):
+    """A run's stored events fail their hash chain: changed, removed, reordered or unhashed.
+
+    ``version`` is the first version that does not verify.
+    """
+
+    def __init__(self, run_id: str, version: int, reason: str) -> None:
+        self.run_id = run_id
+        self.version = version
+        self.reason = reason
+        super().__init__(f"run {run_id} fails its hash chain at version {version}: {reason}")
+
+
 class InvalidCommandError(FlowweaverError):
     """A command that the run's current state does not allow (cancel a finished run, ...)."""
 
@@ -124,6 +137,7 @@ class StoreLockedError(FlowweaverError):
 
 
 __all__ = [
+    "ChainBrokenError",
     "ConcurrencyError",
     "ConflictError",
     "EngineClosedError",

@@ -406,6 +406,42 @@ class Checkpoints(Protocol):
         ...
 
 
+@runtime_checkable
+class StoredRuns(Protocol):
+    """A store that reads and writes run events as the exact records it keeps.
+
+    Hash chains are checked on these bytes (:mod:`flowweaver.store.audit`), and runs are
+    moved between stores with them, byte for byte. Every store of this package has it.
+    """
+
+    def read_stored(
+        self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> Sequence[tuple[int, str, bytes]]:
+        """Return (version, topic, stored bytes) of a run's events, ``after < version <= upto``.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        ...
+
+    def last_version(self, run_id: str) -> int:
+        """Return the run's last version, 0 when the store holds none of it.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        ...
+
+    def insert_stored(self, run_id: str, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        """Store records of one run as they are (versions, topics, bytes), all or nothing.
+
+        Raises:
+            ConcurrencyError: a version is taken; nothing was stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        ...
+
+
 class Clock(Protocol):
     """Where the engine gets the time; tests pass a fake."""
 

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,8 +26,10 @@ from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.engine.lineage import Lineage
-from flowweaver.errors import StoreError
-from flowweaver.ports import RecordedEvent, RunPage, StoreReader
+from flowweaver.errors import NotFoundError, StoreError
+from flowweaver.ports import RecordedEvent, RunPage, StoredRuns, StoreReader
+from flowweaver.store.audit import export_run, verify_run
+from flowweaver.store.chain import ChainCheck
 
 T = TypeVar("T")
 
@@ -128,6 +130,34 @@ class EngineBridge:
     async def read_log(self, *, after: int, limit: int) -> list[RecordedEvent]:
         """Return stored run events of every run after global position ``after``."""
         return await self._call(self.store.read_log, after=after, limit=limit)
+
+    async def verify_run(self, run_id: str) -> ChainCheck:
+        """Walk the run's hash chain.
+
+        Raises:
+            NotFoundError: no such run (or a store that keeps no stored records).
+        """
+        return await self._call(verify_run, self._stored_runs(run_id), run_id)
+
+    async def export_run(self, run_id: str) -> AsyncIterator[bytes]:
+        """Verify the run, then return its export lines, a page at a time.
+
+        Raises:
+            NotFoundError: no such run.
+            ChainBrokenError: its chain is broken; nothing is returned.
+        """
+        lines = await self._call(export_run, self._stored_runs(run_id), run_id)
+
+        async def pages() -> AsyncIterator[bytes]:
+            while (page := await self._call(next, lines, None)) is not None:
+                yield page
+
+        return pages()
+
+    def _stored_runs(self, run_id: str) -> StoredRuns:
+        if not isinstance(self.store, StoredRuns):
+            raise NotFoundError("run", run_id)
+        return self.store
 
     async def max_position(self) -> int:
         """Return the highest global position in the log."""

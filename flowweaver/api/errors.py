@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from flowweaver.errors import (
+    ChainBrokenError,
     ConcurrencyError,
     EngineClosedError,
     FieldError,
@@ -117,6 +118,8 @@ def problem_for(error: FlowweaverError, instance: str | None = None) -> web.Resp
         return problem_response(404, "not-found", str(error), instance=instance)
     if isinstance(error, IdempotencyConflictError):
         return problem_response(409, "idempotency-conflict", str(error), instance=instance)
+    if isinstance(error, ChainBrokenError):
+        return problem_response(409, "chain-broken", str(error), instance=instance)
     if isinstance(error, InvalidCommandError):
         return problem_response(409, "invalid-command", str(error), instance=instance)
     if isinstance(error, ConcurrencyError):

@@ -18,6 +18,7 @@ from flowweaver.domain.events import RUN_EVENT_NAMES, RUN_STATUSES
 from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 
 from . import schemas
+from .chain_routes import chain_paths
 from .errors import Problem
 
 REF = "#/components/schemas/{name}"
@@ -507,6 +508,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **chain_paths(),
     }
 
 
@@ -522,6 +524,15 @@ _EVENT_SCHEMA = {
         "runId": {"type": "string"},
         "version": {"type": "integer", "minimum": 1},
         "timestamp": {"type": "string", "format": "date-time"},
+        "hash": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": (
+                "Last member: SHA-256 over the previous event's hash and this event's JSON "
+                "before this member (see GET /runs/{runId}/verify); absent from events "
+                "stored before hash chains."
+            ),
+        },
     },
     "required": ["type", "runId", "version", "timestamp"],
 }

@@ -19,6 +19,7 @@ from flowweaver.observability import metrics
 
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
+from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
@@ -47,6 +48,7 @@ def add_routes(app: web.Application) -> None:
     from .fork_routes import add_fork_routes  # noqa: PLC0415 - it builds on this module
 
     add_fork_routes(app)
+    add_chain_routes(app)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:

@@ -11,10 +11,12 @@ Every record is stored under a topic that names its type and schema version (see
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from binascii import hexlify
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +51,7 @@ from flowweaver.errors import (
     ValidationError,
 )
 from flowweaver.ports import Append, RecordedEvent, RunPage, RunRow
+from flowweaver.store.chain import chain_on, genesis, stored_hash
 from flowweaver.store.codec import (
     CURRENT_NAMES,
     SNAPSHOT_TOPIC,
@@ -80,6 +83,10 @@ ACTIVE_STATUSES = ("running", "paused")
 INDEX_PAGE = 2000
 MAX_PAGE = 1000
 REGISTRATION_CACHE = 1024
+CHAIN_HEAD_CACHE = 16384
+"""Runs whose last hash a store remembers (about 150 bytes each)."""
+CHAIN_PAGE = 5000
+"""Events read at a time when a run's chain is walked (verify, export)."""
 
 
 class IndexChanges(msgspec.Struct):
@@ -161,17 +168,111 @@ class RecorderEventStore:
         self.snapshots_ignored = 0
         """Snapshots :meth:`run_state` could not use (another schema version, undecodable)."""
         self._closed = False
+        # The last (version, hash) of recently written or read runs, so an append need not
+        # read its run's previous event to chain on it.
+        self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._heads_lock = threading.Lock()
+        self.chain_head_cache = CHAIN_HEAD_CACHE
 
     # --- writing -------------------------------------------------------------------------
 
     def append(self, appends: Sequence[Append]) -> list[int]:
-        stored = stored_events(appends)
+        stored, heads = self._chained_events(appends)
         if not stored:
             return []
-        with self._translate_errors([a.run_id for a in appends]):
-            positions = self._events.insert_events(stored)
+        try:
+            with self._translate_errors([a.run_id for a in appends]):
+                positions = self._events.insert_events(stored)
+        except BaseException:
+            self._forget_heads(heads)
+            raise
+        self._remember_heads(heads)
         self._wake_waiters()
         return list(positions or [])
+
+    def _chained_events(
+        self, appends: Sequence[Append]
+    ) -> tuple[list[StoredEvent], dict[str, tuple[int, bytes]]]:
+        """Map appends to stored events, each sealed with its hash on its run's chain.
+
+        Returns them and each run's new head (version, hash), for :meth:`_remember_heads`.
+        Several appends of one run in a batch chain in order.
+
+        Raises:
+            StoreError: the previous event of a run cannot be read.
+        """
+        stored: list[StoredEvent] = []
+        heads: dict[str, tuple[int, bytes]] = {}
+        sha256, topic_of, add = hashlib.sha256, event_topic, stored.append
+        for append in appends:
+            if not append.events:
+                continue
+            run_id = append.run_id
+            originator = uuid.UUID(run_id)
+            version = append.expected_version
+            known = heads.get(run_id)
+            previous = (
+                known[1]
+                if known is not None and known[0] == version
+                else self._chain_head(originator, run_id, version)
+            )
+            for event in append.events:
+                version += 1
+                canonical = encode(event)
+                previous = sha256(previous + canonical).digest()
+                # The hash goes in last, so a check cuts it off the exact stored bytes.
+                data = b'%b,"hash":"%b"}' % (canonical[:-1], hexlify(previous))
+                add(StoredEvent(originator, version, topic_of(event), data))
+            heads[run_id] = (version, previous)
+        return stored, heads
+
+    def _chain_head(self, originator: uuid.UUID, run_id: str, version: int) -> bytes:
+        """Return the hash of a run's event ``version`` (h_0 for 0): remembered, or read."""
+        if version == 0:
+            return genesis(run_id)
+        known = self._heads.get(run_id)  # a lone read of a dict needs no lock
+        if known is not None and known[0] == version:
+            return known[1]
+        with self._translate_errors([run_id]):
+            rows = self._select_run(originator, version - 1, version, 1)
+        if rows:
+            found = stored_hash(rows[0][2])
+            if found is not None:
+                return found
+        # No hash (stored before chains) or no such event (the insert will refuse the
+        # version): chain on from what the run holds, read page by page.
+        return self._walk_head(originator, run_id, version)
+
+    def _walk_head(self, originator: uuid.UUID, run_id: str, upto: int) -> bytes:
+        head, after = genesis(run_id), 0
+        while after < upto:
+            with self._translate_errors([run_id]):
+                rows = self._select_run(originator, after, upto, CHAIN_PAGE)
+            if not rows:
+                break
+            for version, _, data in rows:
+                head = chain_on(head, data)
+                after = version
+        return head
+
+    def _forget_heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        """Forget the heads of an append that failed.
+
+        It may still have been stored (a lost connection after the commit): the next
+        append of each run then reads its head from the store.
+        """
+        with self._heads_lock:
+            for run_id in heads:
+                self._heads.pop(run_id, None)
+
+    def _remember_heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        """Remember the runs' new heads (version, hash) once their events are stored."""
+        with self._heads_lock:
+            for run_id, head in heads.items():
+                self._heads[run_id] = head
+                self._heads.move_to_end(run_id)
+            while len(self._heads) > self.chain_head_cache:
+                self._heads.popitem(last=False)
 
     def save_snapshot(self, state: RunState) -> None:
         originator = snapshot_originator(uuid.UUID(state.id))
@@ -287,6 +388,12 @@ class RecorderEventStore:
             apply(state, decode_event(data, topic))
             if interval and state.version % interval == 0:
                 self.save_snapshot(state)
+        if at is None and rows:
+            # The run's last event as of now: the engine replays a run before it appends,
+            # so its next append chains on this without reading it again.
+            last = stored_hash(rows[-1][2])
+            if last is not None:
+                self._remember_heads({run_id: (rows[-1][0], last)})
         return state if state.version else None
 
     def _snapshot_state(self, run_id: str, snapshot: StoredEvent) -> RunState | None:
@@ -308,6 +415,35 @@ class RecorderEventStore:
             reason=reason,
         )
         return None
+
+    # --- stored records, as they are (hash chains, export and import) -----------------------
+
+    def read_stored(
+        self, run_id: str, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> Sequence[tuple[int, str, bytes]]:
+        originator = _run_uuid(run_id)
+        if originator is None:
+            return []
+        with self._translate_errors([run_id]):
+            return self._select_run(originator, after, upto, limit)
+
+    def last_version(self, run_id: str) -> int:
+        originator = _run_uuid(run_id)
+        if originator is None:
+            return 0
+        with self._translate_errors([run_id]):
+            rows = self._events.select_events(originator, desc=True, limit=1)
+        return rows[0].originator_version if rows else 0
+
+    def insert_stored(self, run_id: str, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        originator = uuid.UUID(run_id)
+        stored = [StoredEvent(originator, version, topic, data) for version, topic, data in rows]
+        if not stored:
+            return
+        self._forget_heads({run_id: (0, b"")})
+        with self._translate_errors([run_id]):
+            self._events.insert_events(stored)
+        self._wake_waiters()
 
     # --- workflows -----------------------------------------------------------------------
 
@@ -478,18 +614,6 @@ def recorded_event(
     """
     name, schema = split_topic(topic)
     return RecordedEvent(run_id, version, position, name, data, schema=schema)
-
-
-def stored_events(appends: Sequence[Append]) -> list[StoredEvent]:
-    """Map appends to the library's stored events: one per event, versions counted on."""
-    stored: list[StoredEvent] = []
-    for append in appends:
-        originator = uuid.UUID(append.run_id)
-        version = append.expected_version
-        for event in append.events:
-            version += 1
-            stored.append(StoredEvent(originator, version, event_topic(event), encode(event)))
-    return stored
 
 
 _STATUS_AFTER = {

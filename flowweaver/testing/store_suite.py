@@ -52,6 +52,7 @@ from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.errors import ConcurrencyError, NotFoundError, ValidationError
 from flowweaver.ports import Append, EventStore, RecordedEvent, RunRow
 from flowweaver.store.codec import UPCASTERS
+from flowweaver.testing.chain_suite import ChainSuite
 from flowweaver.testing.runs import T0, command_steps, simulate, task, workflow, workflow_specs
 
 _T = TypeVar("_T")
@@ -96,7 +97,7 @@ class SnapshotInterval(Protocol):
     snapshot_interval: int
 
 
-class EventStoreSuite(ABC):
+class EventStoreSuite(ChainSuite, ABC):
     """Reusable tests of the :class:`~flowweaver.ports.EventStore` contract.
 
     Hooks: :meth:`create_store` (required), :meth:`dispose_store`, and

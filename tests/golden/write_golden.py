@@ -52,6 +52,7 @@ CANCEL_RUN = "00000000-0000-4000-8000-00000000a003"
 OPERATED_RUN = "00000000-0000-4000-8000-00000000a004"
 FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
+CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -168,6 +169,17 @@ def cancel_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+def chained_run() -> tuple[RunState, list[list[RunEvent]]]:
+    """A run that completes, decided in three steps so its events are stored in three appends
+    (each event with its hash, chained across the appends)."""
+    state, first = start_run(CHAINED_RUN, spec(CANCEL_WORKFLOW), 1, {"why": "chained"}, at(30))
+    first += record_started(state, "slow", 1, "worker-1", at(30.01))
+    second = record_completed(state, "slow", 1, {"slept": 0.5}, 500.0, at(30.51))
+    third = record_started(state, "next", 1, "worker-2", at(30.52))
+    third += record_completed(state, "next", 1, {}, 1.0, at(30.53))
+    return state, [first, second, third]
+
+
 def operated_run() -> tuple[RunState, list[RunEvent]]:
     """A run an operator steers: a failure with traceback and logs pauses it (onTaskFailure
     pause), an operator retries the task, pauses, resumes, skips one task and completes
@@ -281,7 +293,15 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
             store.save_snapshot(state)
             originator = snapshot_originator(uuid.UUID(state.id))
             snapshot_2 = stored_lines(store, originator, snapshots=True)
+    # Written 2026-12 with hash chains (issue 11): every event stored with its "hash".
+    state, steps = chained_run()
+    version = 0
+    for events in steps:
+        store.append([Append(run_id=state.id, expected_version=version, events=events)])
+        version += len(events)
+    chained_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-chained.jsonl": chained_runs,
         "runs.jsonl": runs,
         "workflows.jsonl": workflows,
         "snapshots.jsonl": snapshot,

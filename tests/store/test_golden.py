@@ -15,6 +15,7 @@ from flowweaver.api.sse import event_json
 from flowweaver.domain.events import RUN_EVENT_TYPES
 from flowweaver.domain.run import fold, new_state
 from flowweaver.store import codec
+from flowweaver.store.chain import split_stored
 from flowweaver.store.codec import (
     CURRENT_TOPICS,
     SNAPSHOT_TOPIC,
@@ -117,6 +118,14 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
         5,
         {"slow": ("cancelled", 1, None), "next": ("cancelled", 0, None)},
     ),
+    "00000000-0000-4000-8000-00000000a007": (
+        "completed",
+        8,
+        {
+            "slow": ("completed", 1, {"result": {"slept": 0.5}}),
+            "next": ("completed", 1, {"result": {}}),
+        },
+    ),
 }
 
 
@@ -209,7 +218,10 @@ def test_current_encoder_writes_the_golden_bytes(line: Line) -> None:
         decoded = decode_event(line.raw, line.topic)
     current = msgspec.json.decode(encode(decoded))
     golden = msgspec.json.decode(line.raw)
-    assert msgspec.json.encode(without_new_empty_fields(current, golden)) == line.raw, (
+    # A run event stored since hash chains ends in its "hash" (tests/store/test_golden_chain.py
+    # checks it); the encoder writes what comes before it.
+    canonical, _ = split_stored(line.raw) if line.topic != WORKFLOW_TOPIC else (line.raw, None)
+    assert msgspec.json.encode(without_new_empty_fields(current, golden)) == canonical, (
         f"{line.topic} no longer encodes as stored: bump its schema version and add an "
         "upcaster (docs/concepts.md, Event schema versions)"
     )

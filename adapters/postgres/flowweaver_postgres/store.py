@@ -55,7 +55,7 @@ from psycopg_pool.base import AttemptWithBackoff
 from flowweaver.backoff import Backoff
 from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import Append
-from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore, stored_events
+from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
 from flowweaver.store.sql import SQLRunIndex
 from flowweaver_postgres.leases import (
     HEARTBEAT_INTERVAL,
@@ -523,10 +523,15 @@ class PostgresEventStore(RecorderEventStore):
         leases = self._leases
         if leases is None:
             return super().append(appends)
-        stored = stored_events(appends)
+        stored, heads = self._chained_events(appends)
         if not stored:
             return []
-        positions = leases.append(stored, appends)
+        try:
+            positions = leases.append(stored, appends)
+        except BaseException:
+            self._forget_heads(heads)
+            raise
+        self._remember_heads(heads)
         self._wake_waiters()
         return positions
 
