@@ -4,6 +4,7 @@
     flowweaver run WORKFLOW.json [--params JSON] [--wait]
     flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
     flowweaver cancel RUN_ID [--reason TEXT]
+    flowweaver check-replay RUN_ID ... | --all
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
+from flowweaver import cli_check_replay
 from flowweaver.api.app import (
     DEFAULT_BODY_LIMIT,
     DEFAULT_SSE_BUFFER,
@@ -271,6 +273,7 @@ _SERVE = (
     ),
 )
 """Every ``serve`` flag; those named as a field of :class:`ApiConfig` set that field."""
+_MAX_TASK_DATA = next(option for option in _SERVE if option.flag == "--max-task-data")
 _API_FIELDS = frozenset(f.name for f in fields(ApiConfig))
 
 
@@ -334,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     for command in (status, events, cancel, replay):
         _add_options(command, *_STORE)
+
+    check_replay = commands.add_parser(
+        "check-replay", help="re-derive every decision of stored runs with this code"
+    )
+    cli_check_replay.add_arguments(check_replay)
+    _add_options(check_replay, _MAX_TASK_DATA, *_STORE)
     return parser
 
 
@@ -708,6 +717,24 @@ def _cancel(args: argparse.Namespace) -> int:
     return EXIT_OK if state.status == "cancelled" else EXIT_FAILURE
 
 
+def _check_replay(args: argparse.Namespace) -> int:
+    """Re-derive every decision of the runs asked for (see :mod:`flowweaver.cli_check_replay`)."""
+    if bool(args.run_ids) == args.every:
+        raise UsageError("give RUN_ID ... or --all" + (", not both" if args.every else ""))
+    run_ids = [_run_id(text) for text in args.run_ids]
+    store = _open_existing(args.store)
+    try:
+        for run_id in run_ids:
+            if not store.read_run(run_id, upto=1):
+                raise CommandError(f"no run {run_id} in {_redact(args.store)}")
+        chosen = cli_check_replay.every_run_id(store) if args.every else run_ids
+        return cli_check_replay.check_replay(
+            store, chosen, sys.stdout, max_io_bytes=args.max_task_data
+        )
+    finally:
+        store.close()
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -717,6 +744,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "events": _events,
     "replay": _show,
     "cancel": _cancel,
+    "check-replay": _check_replay,
 }
 
 

@@ -1,0 +1,252 @@
+"""``flowweaver check-replay``: one line per run, a summary line, exit 0 when every run
+matches and 1 when one differs; one-line errors; bounded reads; beside a live server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from flowweaver import cli_check_replay
+from flowweaver.cli import main
+from flowweaver.domain import run as run_module
+from flowweaver.domain.run import RunState
+from flowweaver.store import SQLiteEventStore
+from tests.serve_process import ServeProcess
+from tests.test_cli import fw
+
+GOLDEN = Path(__file__).parent / "golden"
+RETRY_RUN = "00000000-0000-4000-8000-00000000a001"
+FAIL_RUN = "00000000-0000-4000-8000-00000000a002"
+FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
+# The runs the run list holds (a fork, which begins with RunForked, is not in it yet).
+LISTED = {
+    "00000000-0000-4000-8000-00000000a006": 5,
+    "00000000-0000-4000-8000-00000000a004": 19,
+    "00000000-0000-4000-8000-00000000a003": 6,
+    FAIL_RUN: 9,
+    RETRY_RUN: 11,
+}
+
+
+def golden_lines() -> list[dict[str, Any]]:
+    """Return every golden record (runs and workflows)."""
+    return [
+        json.loads(row)
+        for pattern in ("runs*.jsonl", "workflows*.jsonl")
+        for path in sorted(GOLDEN.glob(pattern))
+        for row in path.read_text().splitlines()
+    ]
+
+
+def write_store(path: Path, lines: list[dict[str, Any]]) -> str:
+    """Write ``lines`` into a SQLite store as stored rows, the way an old database holds
+    them; return the store's URL."""
+    store = SQLiteEventStore(str(path))
+    try:
+        store._events.insert_events(
+            [
+                StoredEvent(
+                    uuid.UUID(line["id"]), line["version"], line["topic"], line["stored"].encode()
+                )
+                for line in lines
+            ]
+        )
+    finally:
+        store.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def golden_store(tmp_path: Path) -> str:
+    """The URL of a SQLite store holding every golden run."""
+    return write_store(tmp_path / "golden.db", golden_lines())
+
+
+def check_replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    """Run ``flowweaver check-replay ARGS``: (exit code, stdout lines, stderr)."""
+    code = main(["check-replay", *args])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def test_every_listed_golden_run_matches(
+    golden_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--all: one ok line per run in the store's run list, a summary line, exit 0."""
+    code, lines, err = check_replay(capsys, "--all", "--store", golden_store)
+    assert (code, err) == (0, "")
+    assert sorted(lines[:-1]) == sorted(
+        f"run {run_id}  ok ({count} events)" for run_id, count in LISTED.items()
+    )
+    assert lines[-1] == f"5 runs checked, {sum(LISTED.values())} events: all match"
+
+
+def test_named_runs_are_checked_in_the_order_given(
+    golden_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs named on the command line (any UUID spelling; a fork too) are checked in order."""
+    code, lines, _ = check_replay(
+        capsys, FORKED_RUN.upper(), RETRY_RUN.replace("-", ""), "--store", golden_store
+    )
+    assert code == 0
+    assert lines == [
+        f"run {FORKED_RUN}  ok (7 events)",
+        f"run {RETRY_RUN}  ok (11 events)",
+        "2 runs checked, 18 events: all match",
+    ]
+
+
+def test_a_changed_decision_exits_1_at_its_version(
+    golden_store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code whose run summary counts differently: each run differs at its terminal event,
+    the field named; exit 1."""
+    summarize = run_module.summarize
+
+    def changed(state: RunState) -> Any:
+        summary = summarize(state)
+        return msgspec.structs.replace(summary, counts={**summary.counts, "all": len(state.tasks)})
+
+    monkeypatch.setattr(run_module, "summarize", changed)
+    code, lines, err = check_replay(capsys, RETRY_RUN, FAIL_RUN, "--store", golden_store)
+    assert (code, err) == (1, "")
+    assert lines == [
+        f"run {RETRY_RUN}  differs at version 11 (RunCompleted): summary.counts: "
+        'stored {"completed":2}; the code derives {"completed":2,"all":2}',
+        f"run {FAIL_RUN}  differs at version 9 (RunFailed): summary.counts: "
+        'stored {"failed":1,"skipped":1,"completed":1}; '
+        'the code derives {"failed":1,"skipped":1,"completed":1,"all":3}',
+        "2 runs checked, 20 events: 2 differ",
+    ]
+
+
+def test_an_edited_history_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stored skip whose reason the code would not give is caught; the other runs match."""
+    lines = golden_lines()
+    for line in lines:
+        if line["id"] == FAIL_RUN and line["version"] == 7:
+            line["stored"] = line["stored"].replace("broken failed", "broken was slow")
+    store = write_store(tmp_path / "edited.db", lines)
+    code, out, _ = check_replay(capsys, "--all", "--store", store)
+    assert code == 1
+    assert [line for line in out if line.startswith("run ") and "differs" in line] == [
+        f"run {FAIL_RUN}  differs at version 7 (TaskSkipped): reason: stored "
+        '"upstream task broken was slow"; the code derives "upstream task broken failed"'
+    ]
+    # The check of the edited run stops at its difference: two of its events are not read.
+    assert out[-1] == f"5 runs checked, {sum(LISTED.values()) - 2} events: 1 differs"
+
+
+def test_an_event_this_code_cannot_read_is_a_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stored event at a schema version this code does not know: the run's line says so."""
+    lines = [line for line in golden_lines() if line["id"] in (RETRY_RUN, FAIL_RUN)]
+    for line in lines:
+        if line["id"] == FAIL_RUN and line["version"] == 4:
+            line["topic"] = "TaskStarted@99"
+    store = write_store(tmp_path / "future.db", lines)
+    code, out, err = check_replay(capsys, FAIL_RUN, RETRY_RUN, "--store", store)
+    assert (code, err) == (1, "")
+    assert out[0].startswith(f"run {FAIL_RUN}  unreadable: ")
+    assert out[1:] == [f"run {RETRY_RUN}  ok (11 events)", "2 runs checked, 11 events: 1 differs"]
+
+
+def test_bad_requests_are_one_line_errors(
+    tmp_path: Path, golden_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown run, a missing store and a request for neither or both of RUN_ID and --all
+    are one line on stderr with a non-zero exit, and print nothing else."""
+    unknown = str(uuid.uuid4())
+    code, out, err = check_replay(capsys, RETRY_RUN, unknown, "--store", golden_store)
+    assert (code, out) == (1, [])
+    assert err.splitlines() == [f"flowweaver: error: no run {unknown} in {golden_store}"]
+
+    missing = tmp_path / "nowhere.db"
+    code, out, err = check_replay(capsys, "--all", "--store", f"sqlite:///{missing}")
+    assert (code, out) == (1, [])
+    assert err.splitlines() == [
+        f"flowweaver: error: no store at {missing} (set --store or FLOWWEAVER_STORE)"
+    ]
+    assert not missing.exists()
+
+    code, out, err = check_replay(capsys, "--store", golden_store)
+    assert (code, out, err) == (2, [], "flowweaver: error: give RUN_ID ... or --all\n")
+    code, out, err = check_replay(capsys, RETRY_RUN, "--all", "--store", golden_store)
+    assert (code, out, err) == (2, [], "flowweaver: error: give RUN_ID ... or --all, not both\n")
+
+
+def test_all_reads_runs_and_events_a_page_at_a_time(
+    golden_store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pages of two runs and three events the output is the same: nothing is read whole."""
+    code, whole, _ = check_replay(capsys, "--all", "--store", golden_store)
+    limits: list[int | None] = []
+    read_run = SQLiteEventStore.read_run
+    list_runs = SQLiteEventStore.list_runs
+
+    def paged_read(self: SQLiteEventStore, run_id: str, **options: Any) -> Any:
+        limits.append(options.get("limit"))
+        return read_run(self, run_id, **options)
+
+    def paged_list(self: SQLiteEventStore, **options: Any) -> Any:
+        limits.append(options.get("limit"))
+        return list_runs(self, **options)
+
+    monkeypatch.setattr(SQLiteEventStore, "read_run", paged_read)
+    monkeypatch.setattr(SQLiteEventStore, "list_runs", paged_list)
+    monkeypatch.setattr(cli_check_replay, "RUNS_PAGE", 2)
+    monkeypatch.setattr(cli_check_replay, "EVENTS_PAGE", 3)
+    monkeypatch.setattr(cli_check_replay.every_run_id, "__defaults__", (2,))
+    monkeypatch.setattr(cli_check_replay.stored_events, "__defaults__", (3,))
+    paged_code, paged, _ = check_replay(capsys, "--all", "--store", golden_store)
+    assert (paged_code, paged) == (code, whole)
+    assert limits and set(limits) == {2, 3}
+    assert limits.count(2) == 3  # five runs, two a page
+
+
+def wait_until_running(server: ServeProcess, run_id: str) -> None:
+    """Wait (at most ten seconds) until the run's task has started."""
+    pause = threading.Event()
+    for _ in range(500):
+        _, run = server.request("GET", f"/runs/{run_id}")
+        if run["tasks"][0]["status"] == "running":
+            return
+        pause.wait(0.02)
+    raise AssertionError(f"run {run_id} did not start")
+
+
+@pytest.mark.slow
+def test_beside_a_live_server_on_sqlite(tmp_path: Path) -> None:
+    """A server drives the SQLite file; check-replay reads it at the same time: the ended
+    run and the one still running both match."""
+    store = f"sqlite:///{tmp_path / 'live.db'}"
+    server = ServeProcess(store, tmp_path)
+    try:
+        server.wait_started()
+        nap = {"id": "nap", "tasks": [{"id": "z", "handler": "sleep", "inputs": {"seconds": 30}}]}
+        quick = {"id": "quick", "tasks": [{"id": "a", "handler": "noop"}]}
+        for workflow in (nap, quick):
+            assert server.request("POST", "/workflows", workflow)[0] == 201
+        status, done = server.request("POST", "/runs", {"workflowId": "quick"})
+        assert status == 201
+        server.wait_logged("run_finished", where=lambda line: line.get("run_id") == done["id"])
+        status, running = server.request("POST", "/runs", {"workflowId": "nap"})
+        assert status == 201
+        wait_until_running(server, running["id"])
+        checked = fw("check-replay", "--all", "--store", store, cwd=tmp_path)
+        assert checked.returncode == 0, checked.stderr
+        lines = checked.stdout.splitlines()
+        assert lines[-1].startswith("2 runs checked, ")
+        assert lines[-1].endswith(": all match")
+        assert {line.split()[1] for line in lines[:-1]} == {done["id"], running["id"]}
+        assert server.request("POST", f"/runs/{running['id']}/cancel")[0] == 202
+    finally:
+        server.close()
