@@ -4,6 +4,11 @@ matches and 1 when one differs; one-line errors; bounded reads; beside a live se
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -250,3 +255,69 @@ def test_beside_a_live_server_on_sqlite(tmp_path: Path) -> None:
         assert server.request("POST", f"/runs/{running['id']}/cancel")[0] == 202
     finally:
         server.close()
+
+
+def documented_section() -> list[str]:
+    """Return the lines of operations.md's section on check-replay."""
+    text = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    section = text.split("## Checking an upgrade against history\n", 1)[1].split("\n## ", 1)[0]
+    return section.splitlines()
+
+
+def _placeholders(line: str) -> str:
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "RUN", line)
+    return re.sub(r"completed in \d+ ms", "completed in N ms", line)
+
+
+def test_the_documented_session_runs_as_written(tmp_path: Path) -> None:
+    """The `$ flowweaver ...` session of operations.md runs as written, printing what it
+    shows (run ids and times aside), on a new store, from the repository's root."""
+    lines = documented_section()
+    session: list[tuple[list[str], list[str]]] = []
+    for line in lines:
+        if line.startswith("    $ "):
+            session.append((shlex.split(line[6:]), []))
+        elif session and line.startswith("    ") and not line.startswith("    $"):
+            session[-1][1].append(line[4:])
+        elif session and session[-1][1]:
+            break
+    assert [command[:2] for command, _ in session] == [
+        ["flowweaver", "run"],
+        ["flowweaver", "check-replay"],
+    ]
+    assert "(`export FLOWWEAVER_STORE=sqlite:///demo.db`)" in "\n".join(lines)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")}
+    env["FLOWWEAVER_STORE"] = f"sqlite:///{tmp_path / 'demo.db'}"
+    root = Path(__file__).parents[1]
+    for command, shown in session:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / command[0]), *command[1:]],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        printed = [_placeholders(line) for line in done.stdout.splitlines()]
+        assert printed == [_placeholders(line) for line in shown]
+
+
+def test_the_documented_difference_is_what_the_command_prints(
+    golden_store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The difference operations.md shows is printed, word for word, for the golden run by
+    code that also counts every task in the summary."""
+    shown = [line[4:] for line in documented_section() if line.startswith("    run 00000000")]
+    summary = [line[4:] for line in documented_section() if line.startswith("    1 run checked")]
+    summarize = run_module.summarize
+
+    def changed(state: RunState) -> Any:
+        counted = summarize(state)
+        return msgspec.structs.replace(counted, counts={**counted.counts, "all": len(state.tasks)})
+
+    monkeypatch.setattr(run_module, "summarize", changed)
+    code, lines, _ = check_replay(capsys, RETRY_RUN, "--store", golden_store)
+    assert code == 1
+    assert lines == [*shown, summary[-1]]
