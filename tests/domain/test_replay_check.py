@@ -4,18 +4,20 @@ would not take."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowweaver.domain import data as data_module
 from flowweaver.domain import run as run_module
 from flowweaver.domain.events import (
+    INTERRUPTED,
     ErrorInfo,
     RunCompleted,
     RunEvent,
@@ -27,13 +29,21 @@ from flowweaver.domain.events import (
 from flowweaver.domain.replay_check import Difference, check_run
 from flowweaver.domain.run import (
     RunState,
+    complete_task,
+    interrupt_running,
+    pause_run,
     record_completed,
     record_failed,
     record_retry_due,
     record_started,
+    request_cancel,
+    resume_run,
+    retry_task,
+    skip_task,
     start_run,
 )
 from flowweaver.domain.spec import RetryPolicy, WorkflowSpec
+from flowweaver.errors import InvalidCommandError, NotFoundError, ValidationError
 from flowweaver.store.codec import decode_event
 from flowweaver.testing.runs import T0, command_steps, simulate, task, workflow, workflow_specs
 
@@ -124,6 +134,80 @@ def test_jittered_retry_times_check_clean(samples: list[float]) -> None:
     state, events = jittered_run(samples)
     assert state.is_terminal
     assert check_run("run-j", events).ok
+
+
+# Commands by weight: outcomes most often, then operator actions, crashes and cancels.
+OPERATIONS = (
+    *["start"] * 8,
+    *["complete"] * 6,
+    *["fail"] * 3,
+    *["retry due"] * 2,
+    "pause",
+    *["resume"] * 2,
+    *["retry"] * 2,
+    "skip",
+    "complete by hand",
+    "crash",
+    "cancel",
+)
+SUITS = {"start": "scheduled", "complete": "running", "fail": "running"}
+SUITS |= {"retry due": "waiting_retry", "retry": "waiting_retry"}
+
+
+def _operate(state: RunState, name: str, arg: int, now: datetime) -> list[RunEvent]:
+    """Apply one command to a task chosen by ``arg`` among those the command suits (any
+    task when none does)."""
+    tasks = [t for t in state.tasks.values() if t.status == SUITS.get(name)]
+    tasks = tasks or list(state.tasks.values())
+    t = tasks[arg % len(tasks)]
+    result: Any = [{"n": arg}, arg, {"result": [arg]}, None][arg % 4]
+    error = ErrorInfo(
+        type=("ValueError", "Fatal", INTERRUPTED)[arg % 3],
+        message=f"boom {arg}",
+        retryable=arg % 5 != 0,
+        traceback="Traceback ...",
+    )
+    decide: dict[str, Callable[[], list[RunEvent]]] = {
+        "start": lambda: record_started(state, t.id, t.attempts, f"worker-{arg % 3}", now),
+        "complete": lambda: record_completed(state, t.id, t.attempts, result, float(arg), now),
+        "fail": lambda: record_failed(
+            state, t.id, t.attempts, error, now, jitter_sample=(arg % 21) / 10 - 1.0
+        ),
+        "retry due": lambda: record_retry_due(state, t.id, t.attempts, now),
+        "pause": lambda: pause_run(state, now, by="op", reason=f"look {arg}"),
+        "resume": lambda: resume_run(state, now, by="op"),
+        "retry": lambda: retry_task(state, t.id, now, by="op", reason="again"),
+        "skip": lambda: skip_task(state, t.id, now, by="op"),
+        "complete by hand": lambda: complete_task(state, t.id, {"by_hand": arg}, now, by="op"),
+        "crash": lambda: interrupt_running(state, now),
+        "cancel": lambda: request_cancel(state, f"stop {arg}", now, by="op"),
+    }
+    return decide[name]()
+
+
+@settings(max_examples=300)
+@given(
+    workflow_specs(),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(OPERATIONS), st.integers(0, 1023)), max_size=80),
+)
+def test_runs_steered_by_operators_check_clean(
+    spec: WorkflowSpec, pause: bool, steps: list[tuple[str, int]]
+) -> None:
+    """Runs driven by outcomes, crashes and every operator action (pause, resume, retry,
+    skip, complete by hand, cancel), pausing on failures or not, check clean."""
+    if pause:
+        spec = msgspec.structs.replace(spec, on_task_failure="pause")
+    state, events = start_run("run-op", spec, 1, {"x": 1}, T0)
+    for index, (name, arg) in enumerate(steps):
+        if state.is_terminal:
+            break
+        try:
+            events += _operate(state, name, arg, T0 + timedelta(seconds=index + 1))
+        except (InvalidCommandError, NotFoundError, ValidationError):
+            continue  # refused: nothing decided, nothing stored
+    report = check_run("run-op", events)
+    assert report.difference is None, report.difference
 
 
 # --- a deliberately changed decision is found at the first version it changes ---------------
