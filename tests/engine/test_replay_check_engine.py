@@ -101,8 +101,10 @@ def test_retries_timeouts_and_failures_check_clean(
     """Jittered retries that succeed, retries that run out and skip downstream, a timeout,
     a non-retryable error, an input path and an output path that match nothing."""
 
+    release = threading.Event()
+
     def slow(inputs: dict[str, Any], context: Any) -> dict[str, Any]:
-        threading.Event().wait(2.0)
+        release.wait(10)  # past its timeout; set once the run ended, so no thread outlives us
         return {}
 
     registry.register("slow", slow)
@@ -140,6 +142,7 @@ def test_retries_timeouts_and_failures_check_clean(
     bad = engine.start_run("doomed")
     assert engine.wait_run_finished(ok.run_id, timeout=20).status == "completed"
     state = engine.wait_run_finished(bad.run_id, timeout=20)
+    release.set()
     assert state.status == "failed"
     errors = {t.id: t.last_error.type for t in state.tasks.values() if t.last_error}
     assert errors == {
