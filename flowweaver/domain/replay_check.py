@@ -231,7 +231,7 @@ class _Checker:
                 )
             return self._completed(state, stored)
         if isinstance(stored, TaskFailed):
-            if stored.error.type in PUBLICATION_ERRORS and stored.error.traceback is None:
+            if _publication_failure(stored):
                 return commands.record_published(
                     state,
                     stored.task_id,
@@ -333,6 +333,21 @@ class _Checker:
         d.emit(stored)
         commands.follow_outcome(d, stored, max_io_bytes=self.max_io_bytes)
         return d.events
+
+
+def _publication_failure(stored: TaskFailed) -> bool:
+    """Say whether a failure reads as one decided while publishing a result.
+
+    A handler may raise an exception named OutputError too; one that has a traceback, may
+    be retried or is retried is the handler's.
+    """
+    error = stored.error
+    return (
+        error.type in PUBLICATION_ERRORS
+        and error.traceback is None
+        and not error.retryable
+        and stored.retry_at is None
+    )
 
 
 def _first_difference(derived: Event, stored: Event) -> tuple[str | None, str, str] | None:

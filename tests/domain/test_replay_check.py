@@ -431,3 +431,66 @@ def test_long_values_are_cut_to_one_short_line() -> None:
     assert len(found.stored) <= 240
     assert found.stored.endswith("...")
     assert "\n" not in found.describe()
+
+
+# --- publication and the data limit -------------------------------------------------------
+
+
+PUBLISHING = workflow(
+    task("a", handler="echo", outputs={"x": "$.result.x"}, retry={"maxAttempts": 2}),
+    task("b", "a", handler="echo", inputs={"x": "$.x"}),
+)
+
+
+def published_run(result: Any, **options: Any) -> list[RunEvent]:
+    """Run PUBLISHING: ``a`` returns ``result``; ``b``, when scheduled, completes."""
+    state, events = start_run("run-p", PUBLISHING, 1, {}, T0, **options)
+    events += record_started(state, "a", 1, "w", T0)
+    events += record_completed(state, "a", 1, result, 1.0, T0, **options)
+    if state.tasks["b"].status == "scheduled":
+        events += record_started(state, "b", 1, "w", T0)
+        events += record_completed(state, "b", 1, {"x": 1}, 1.0, T0, **options)
+    assert state.is_terminal
+    return events
+
+
+def test_an_output_path_that_matched_nothing_checks_clean_and_a_change_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OutputError is decided from a result that is not stored: the stored failure is
+    applied and what follows re-derived; code that would complete the task differs there."""
+    events = published_run({"y": 1})
+    failed = events[3]
+    assert isinstance(failed, TaskFailed)
+    assert failed.error.type == "OutputError"
+    assert check_run("run-p", events).ok
+    publish = run_module.record_published
+
+    def lenient(*args: Any, **kwargs: Any) -> list[RunEvent]:
+        return publish(*args, **{**kwargs, "failure": None})
+
+    monkeypatch.setattr(run_module, "record_published", lenient)
+    found = difference("run-p", events)
+    assert (found.version, found.event_type, found.field) == (4, "TaskFailed", None)
+    assert found.derived.startswith('{"type":"TaskCompleted"')
+
+
+def test_a_handler_error_named_like_a_publication_failure_is_the_handlers() -> None:
+    """A handler that raises an exception named OutputError is retried by its policy, and
+    the check reads it as the handler's failure."""
+    state, events = start_run("run-p", PUBLISHING, 1, {}, T0)
+    events += record_started(state, "a", 1, "w", T0)
+    error = ErrorInfo(type="OutputError", message="the handler's own")
+    events += record_failed(state, "a", 1, error, T0)
+    assert state.tasks["a"].status == "waiting_retry"
+    assert check_run("run-p", events).ok
+
+
+def test_the_data_limit_is_part_of_the_decisions() -> None:
+    """An output of 2,000 bytes completed under a 4 KiB limit checks clean with that limit;
+    checked with a 1 KiB limit, the code fails the task there instead."""
+    events = published_run({"x": "v" * 2000}, max_io_bytes=4096)
+    assert check_run("run-p", events, max_io_bytes=4096).ok
+    found = difference("run-p", events, max_io_bytes=1024)
+    assert (found.version, found.event_type) == (4, "TaskCompleted")
+    assert '"OutputTooLarge"' in found.derived
