@@ -319,6 +319,7 @@ class Decision:
         self.events: list[RunEvent] = []
 
     def emit(self, event: RunEvent) -> None:
+        """Apply ``event`` to the state and add it to the decided events."""
         apply(self.state, event)
         self.events.append(event)
 
@@ -336,7 +337,8 @@ def start_run(
     on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> tuple[RunState, list[RunEvent]]:
-    """Decide a run's first events: RunStarted, then TaskScheduled for every root task.
+    """Decide a run's first events: RunStarted, then TaskScheduled for every root task
+    (see :func:`begin_run`).
 
     ``max_io_bytes`` caps each task's resolved inputs (see :func:`record_completed`).
     """
