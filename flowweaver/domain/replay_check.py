@@ -65,6 +65,27 @@ MAX_SHOWN_CHARS = 240
 PUBLICATION_ERRORS = frozenset({"OutputError", "OutputTooLarge"})
 """Error types of a failure decided while publishing a result, not raised by a handler."""
 
+EVENT_KINDS: dict[str, str] = {
+    "RunStarted": "fact: the request",
+    "RunForked": "fact: the fork request",
+    "TaskScheduled": "decision",
+    "TaskStarted": "fact: a worker took the attempt",
+    "TaskCompleted": "fact: the handler's outcome, or an operator's (with by)",
+    "TaskFailed": "fact: the handler's outcome or a lost attempt; decision: its retry, and "
+    "failures at scheduling or publication",
+    "TaskRetried": "fact: a retry delay passed, or an operator asked (with by); decision "
+    "on a resume",
+    "TaskSkipped": "fact: an operator asked (with by); else decision",
+    "RunCancelRequested": "fact: someone asked",
+    "RunPaused": "fact: an operator asked; decision by engine",
+    "RunResumed": "fact: an operator asked",
+    "RunCancelled": "decision",
+    "RunCompleted": "decision",
+    "RunFailed": "decision",
+}
+"""What each run event type is to the check. A new event type needs its place here and in
+``_Checker._derive`` (a fact goes to the command the engine calls for it)."""
+
 _encoder = msgspec.json.Encoder()
 
 

@@ -18,6 +18,7 @@ from flowweaver.domain import data as data_module
 from flowweaver.domain import run as run_module
 from flowweaver.domain.events import (
     INTERRUPTED,
+    RUN_EVENT_NAMES,
     ErrorInfo,
     RunCompleted,
     RunEvent,
@@ -26,7 +27,7 @@ from flowweaver.domain.events import (
     TaskSkipped,
     TaskStarted,
 )
-from flowweaver.domain.replay_check import Difference, check_run
+from flowweaver.domain.replay_check import EVENT_KINDS, Difference, check_run
 from flowweaver.domain.run import (
     RunState,
     complete_task,
@@ -494,3 +495,8 @@ def test_the_data_limit_is_part_of_the_decisions() -> None:
     found = difference("run-p", events, max_io_bytes=1024)
     assert (found.version, found.event_type) == (4, "TaskCompleted")
     assert '"OutputTooLarge"' in found.derived
+
+
+def test_every_run_event_type_has_its_place_in_the_check() -> None:
+    """A new event type must be placed as a fact or a decision before the check is trusted."""
+    assert set(EVENT_KINDS) == set(RUN_EVENT_NAMES)
