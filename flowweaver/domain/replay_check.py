@@ -408,4 +408,4 @@ def _show(value: Any) -> str:
     return text
 
 
-__all__ = ["Difference", "ReplayReport", "check_run"]
+__all__ = ["EVENT_KINDS", "Difference", "ReplayReport", "check_run"]
