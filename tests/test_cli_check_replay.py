@@ -173,8 +173,9 @@ def test_an_event_this_code_cannot_read_is_a_line_and_exit_1(
 def test_bad_requests_are_one_line_errors(
     tmp_path: Path, golden_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unknown run, a missing store and a request for neither or both of RUN_ID and --all
-    are one line on stderr with a non-zero exit, and print nothing else."""
+    """An unknown run, a missing store, a file that is no SQLite database and a request for
+    neither or both of RUN_ID and --all are one line on stderr with a non-zero exit, and
+    print nothing else."""
     unknown = str(uuid.uuid4())
     code, out, err = check_replay(capsys, RETRY_RUN, unknown, "--store", golden_store)
     assert (code, out) == (1, [])
@@ -187,6 +188,15 @@ def test_bad_requests_are_one_line_errors(
         f"flowweaver: error: no store at {missing} (set --store or FLOWWEAVER_STORE)"
     ]
     assert not missing.exists()
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, but a file a typo pointed at\n" * 100)
+    code, out, err = check_replay(capsys, "--all", "--store", f"sqlite:///{garbage}")
+    assert (code, out) == (1, [])
+    assert err.splitlines() == [
+        f"flowweaver: error: cannot open the SQLite store at {garbage}: file is not a database"
+    ]
+    assert garbage.read_bytes() == b"not a database, but a file a typo pointed at\n" * 100
 
     code, out, err = check_replay(capsys, "--store", golden_store)
     assert (code, out, err) == (2, [], "flowweaver: error: give RUN_ID ... or --all\n")
