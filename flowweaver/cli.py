@@ -762,7 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowweaver: error: {first.path}: {first.message}{more}", file=sys.stderr)
         return EXIT_FAILURE
     except (CommandError, FlowweaverError) as e:
-        print(f"flowweaver: error: {e}", file=sys.stderr)
+        # One line, even when a driver's message has several (psycopg adds a hint line).
+        print("flowweaver: error: " + " ".join(str(e).split()), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("flowweaver: interrupted", file=sys.stderr)

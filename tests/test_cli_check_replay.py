@@ -173,7 +173,8 @@ def test_an_event_this_code_cannot_read_is_a_line_and_exit_1(
 def test_bad_requests_are_one_line_errors(
     tmp_path: Path, golden_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unknown run, a missing store, a file that is no SQLite database and a request for
+    """An unknown run, a missing store, a file that is no SQLite database, a database server
+    that refuses the connection, and a request for
     neither or both of RUN_ID and --all are one line on stderr with a non-zero exit, and
     print nothing else."""
     unknown = str(uuid.uuid4())
@@ -188,6 +189,12 @@ def test_bad_requests_are_one_line_errors(
         f"flowweaver: error: no store at {missing} (set --store or FLOWWEAVER_STORE)"
     ]
     assert not missing.exists()
+
+    refused = "postgresql://nobody@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    code, out, err = check_replay(capsys, "--all", "--store", refused)
+    assert (code, out) == (1, [])
+    assert len(err.splitlines()) == 1
+    assert err.startswith("flowweaver: error: cannot open the PostgreSQL store at 127.0.0.1:1")
 
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database, but a file a typo pointed at\n" * 100)
