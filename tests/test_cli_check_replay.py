@@ -174,9 +174,8 @@ def test_bad_requests_are_one_line_errors(
     tmp_path: Path, golden_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unknown run, a missing store, a file that is no SQLite database, a database server
-    that refuses the connection, and a request for
-    neither or both of RUN_ID and --all are one line on stderr with a non-zero exit, and
-    print nothing else."""
+    that refuses the connection, and a request for neither or both of RUN_ID and --all are
+    one line on stderr with a non-zero exit, and print nothing else."""
     unknown = str(uuid.uuid4())
     code, out, err = check_replay(capsys, RETRY_RUN, unknown, "--store", golden_store)
     assert (code, out) == (1, [])
