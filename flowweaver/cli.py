@@ -6,6 +6,7 @@
     flowweaver cancel RUN_ID [--reason TEXT]
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
+    flowweaver check-replay RUN_ID ... | --all
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
+from flowweaver import cli_check_replay
 from flowweaver.api.app import (
     DEFAULT_BODY_LIMIT,
     DEFAULT_SSE_BUFFER,
@@ -276,6 +278,7 @@ _SERVE = (
     ),
 )
 """Every ``serve`` flag; those named as a field of :class:`ApiConfig` set that field."""
+_MAX_TASK_DATA = next(option for option in _SERVE if option.flag == "--max-task-data")
 _API_FIELDS = frozenset(f.name for f in fields(ApiConfig))
 
 
@@ -344,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_fork_commands(commands, _COMMANDS)
     for command in add_chain_commands(commands, _run_id):
         _add_options(command, *_STORE)
+
+    check_replay = commands.add_parser(
+        "check-replay", help="re-derive every decision of stored runs with this code"
+    )
+    cli_check_replay.add_arguments(check_replay)
+    _add_options(check_replay, _MAX_TASK_DATA, *_STORE)
     return parser
 
 
@@ -741,6 +750,24 @@ def _cancel(args: argparse.Namespace) -> int:
     return EXIT_OK if state.status == "cancelled" else EXIT_FAILURE
 
 
+def _check_replay(args: argparse.Namespace) -> int:
+    """Re-derive every decision of the runs asked for (see :mod:`flowweaver.cli_check_replay`)."""
+    if bool(args.run_ids) == args.every:
+        raise UsageError("give RUN_ID ... or --all" + (", not both" if args.every else ""))
+    run_ids = [_run_id(text) for text in args.run_ids]
+    store = _open_existing(args.store)
+    try:
+        for run_id in run_ids:
+            if not store.read_run(run_id, upto=1):
+                raise CommandError(f"no run {run_id} in {_redact(args.store)}")
+        chosen = cli_check_replay.every_run_id(store) if args.every else run_ids
+        return cli_check_replay.check_replay(
+            store, chosen, sys.stdout, max_io_bytes=args.max_task_data
+        )
+    finally:
+        store.close()
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -751,6 +778,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay": _show,
     "cancel": _cancel,
     **CHAIN_COMMANDS,
+    "check-replay": _check_replay,
 }
 
 
@@ -768,7 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowweaver: error: {first.path}: {first.message}{more}", file=sys.stderr)
         return EXIT_FAILURE
     except (CommandError, FlowweaverError) as e:
-        print(f"flowweaver: error: {e}", file=sys.stderr)
+        # One line, even when a driver's message has several (psycopg adds a hint line).
+        print("flowweaver: error: " + " ".join(str(e).split()), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("flowweaver: interrupted", file=sys.stderr)

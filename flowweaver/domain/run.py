@@ -8,6 +8,7 @@ effects. Time and randomness come in as arguments: replay is deterministic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -318,6 +319,7 @@ class Decision:
         self.events: list[RunEvent] = []
 
     def emit(self, event: RunEvent) -> None:
+        """Apply ``event`` to the state and add it to the decided events."""
         apply(self.state, event)
         self.events.append(event)
 
@@ -335,27 +337,42 @@ def start_run(
     on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> tuple[RunState, list[RunEvent]]:
-    """Decide a run's first events: RunStarted, then TaskScheduled for every root task.
+    """Decide a run's first events: RunStarted, then TaskScheduled for every root task
+    (see :func:`begin_run`).
 
     ``max_io_bytes`` caps each task's resolved inputs (see :func:`record_completed`).
     """
+    first = RunStarted(
+        timestamp=now,
+        workflow_id=spec.id,
+        workflow_version=workflow_version,
+        definition=spec,
+        parameters=parameters,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        submitted_by=submitted_by,
+        on_task_failure=on_task_failure,
+    )
+    return begin_run(run_id, first, max_io_bytes=max_io_bytes)
+
+
+def begin_run(
+    run_id: str,
+    first: RunStarted | RunForked,
+    *,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+) -> tuple[RunState, list[RunEvent]]:
+    """Decide what follows a run's first event: TaskScheduled for every task it leaves
+    ready, and the run's end when nothing is left to run.
+
+    The one path behind :func:`start_run` and :func:`fork_run`; the replay check
+    (:mod:`flowweaver.domain.replay_check`) calls it with a stored first event.
+    """
     state = new_state(run_id)
     d = Decision(state)
-    d.emit(
-        RunStarted(
-            timestamp=now,
-            workflow_id=spec.id,
-            workflow_version=workflow_version,
-            definition=spec,
-            parameters=parameters,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            submitted_by=submitted_by,
-            on_task_failure=on_task_failure,
-        )
-    )
-    _schedule(d, spec.dag.roots(), now, max_io_bytes)
-    _finish_if_done(d, now)
+    d.emit(first)
+    _schedule(d, _ready(state), first.timestamp, max_io_bytes)
+    _finish_if_done(d, first.timestamp)
     return state, d.events
 
 
@@ -399,28 +416,62 @@ def record_completed(
     task = state.tasks.get(task_id)
     if task is None or task.status != "running" or task.attempts != attempt:
         return []
-    spec = state.spec.task(task_id)
-    d = Decision(state)
-    error: ErrorInfo | None = None
+    outputs = state.spec.task(task_id).outputs
     try:
-        output = publish(result, task.inputs or {}, spec.outputs)
+        output = publish(result, task.inputs or {}, outputs)
     except TaskInputError as e:
-        error = ErrorInfo(type="OutputError", message=str(e), retryable=False)
-    else:
+        failure = ErrorInfo(type="OutputError", message=str(e), retryable=False)
+        return record_published(
+            state,
+            task_id,
+            attempt,
+            None,
+            duration_ms,
+            now,
+            failure=failure,
+            max_io_bytes=max_io_bytes,
+            logs=logs,
+        )
+    return record_published(
+        state, task_id, attempt, output, duration_ms, now, max_io_bytes=max_io_bytes, logs=logs
+    )
+
+
+def record_published(
+    state: RunState,
+    task_id: str,
+    attempt: int,
+    output: Any,
+    duration_ms: float,
+    now: datetime,
+    *,
+    failure: ErrorInfo | None = None,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+    logs: Sequence[LogLine] = (),
+) -> list[RunEvent]:
+    """Decide TaskCompleted for ``output``, already published from the handler's result,
+    and whatever it makes ready; or nothing for a stale attempt.
+
+    ``failure`` (publishing failed: an output path matched nothing), or an ``output`` of
+    more than ``max_io_bytes`` as JSON, fails the task for good instead. The second half of
+    :func:`record_completed`, and what the replay check runs for a stored outcome whose raw
+    result is not stored.
+    """
+    task = state.tasks.get(task_id)
+    if task is None or task.status != "running" or task.attempts != attempt:
+        return []
+    if failure is None:
         size = json_size(output, stop_above=max_io_bytes)
         if size > max_io_bytes:
-            error = _too_large("OutputTooLarge", task_id, "published output", size, max_io_bytes)
-    if error is not None:
-        d.emit(
-            TaskFailed(
-                timestamp=now, task_id=task_id, attempt=attempt, error=error, logs=tuple(logs)
-            )
+            failure = _too_large("OutputTooLarge", task_id, "published output", size, max_io_bytes)
+    event: TaskCompleted | TaskFailed
+    if failure is not None:
+        error = ErrorInfo(type=failure.type, message=failure.message, retryable=False)
+        event = TaskFailed(
+            timestamp=now, task_id=task_id, attempt=attempt, error=error, logs=tuple(logs)
         )
-        _failed_for_good(d, task_id, now)
-        _finish_if_done(d, now)
-        return d.events
-    d.emit(
-        TaskCompleted(
+    else:
+        event = TaskCompleted(
             timestamp=now,
             task_id=task_id,
             attempt=attempt,
@@ -428,10 +479,33 @@ def record_completed(
             duration_ms=round(duration_ms, 3),
             logs=tuple(logs),
         )
-    )
-    _schedule_dependents(d, task_id, now, max_io_bytes)
-    _finish_if_done(d, now)
+    d = Decision(state)
+    d.emit(event)
+    follow_outcome(d, event, max_io_bytes=max_io_bytes)
     return d.events
+
+
+def follow_outcome(
+    d: Decision,
+    outcome: TaskCompleted | TaskFailed,
+    *,
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+) -> None:
+    """Decide what follows a task's outcome, just emitted into ``d``.
+
+    A completion schedules the dependents it made ready (unless the run is paused or being
+    cancelled); a failure for good skips what depends on the task, or pauses the run for an
+    operator; either may end the run. A failure with a retry ahead decides nothing more.
+    Every command that records an outcome ends here, and so does the replay check.
+    """
+    now = outcome.timestamp
+    if isinstance(outcome, TaskCompleted):
+        _schedule_dependents(d, outcome.task_id, now, max_io_bytes)
+    elif outcome.retry_at is None:
+        _failed_for_good(d, outcome.task_id, now)
+    else:
+        return
+    _finish_if_done(d, now)
 
 
 def _schedule_dependents(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
@@ -465,10 +539,40 @@ def record_failed(
     A failure for good skips everything downstream and may end the run; with
     ``onTaskFailure: pause`` it pauses the run instead. ``logs`` are the handler's lines.
     """
-    task = state.tasks.get(task_id)
-    if task is None or task.status not in ("running", "scheduled") or task.attempts != attempt:
+    event = failure_event(
+        state,
+        task_id,
+        attempt,
+        error,
+        now,
+        jitter_sample=jitter_sample,
+        interruption_limit=interruption_limit,
+        logs=logs,
+    )
+    if event is None:
         return []
     d = Decision(state)
+    d.emit(event)
+    follow_outcome(d, event)
+    return d.events
+
+
+def failure_event(
+    state: RunState,
+    task_id: str,
+    attempt: int,
+    error: ErrorInfo,
+    now: datetime,
+    *,
+    jitter_sample: float = 0.0,
+    interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
+    logs: Sequence[LogLine] = (),
+) -> TaskFailed | None:
+    """Return the TaskFailed that :func:`record_failed` decides, without applying it; None
+    for a stale attempt. ``state`` is not changed."""
+    task = state.tasks.get(task_id)
+    if task is None or task.status not in ("running", "scheduled") or task.attempts != attempt:
+        return None
     retry_at = _retry_at(state, task, error, now, jitter_sample, interruption_limit)
     if error.retryable and error.type != INTERRUPTED:
         policy = state.spec.retry_policy(state.spec.task(task_id))
@@ -478,23 +582,35 @@ def record_failed(
     if error.type == INTERRUPTED and task.interruptions + 1 >= interruption_limit:
         error = ErrorInfo(
             type=INTERRUPTED,
-            message=f"{error.message} (interrupted {task.interruptions + 1} times, the limit)",
+            message=f"{error.message}{_LIMIT_NOTE.format(count=task.interruptions + 1)}",
             retryable=False,
         )
-    d.emit(
-        TaskFailed(
-            timestamp=now,
-            task_id=task_id,
-            attempt=attempt,
-            error=error,
-            retry_at=retry_at,
-            logs=tuple(logs),
-        )
+    return TaskFailed(
+        timestamp=now,
+        task_id=task_id,
+        attempt=attempt,
+        error=error,
+        retry_at=retry_at,
+        logs=tuple(logs),
     )
-    if retry_at is None:
-        _failed_for_good(d, task_id, now)
-        _finish_if_done(d, now)
-    return d.events
+
+
+_LIMIT_NOTE = " (interrupted {count} times, the limit)"
+_LIMIT_NOTE_RE = re.compile(r" \(interrupted \d+ times, the limit\)\Z")
+
+
+def reported_error(stored: ErrorInfo) -> ErrorInfo:
+    """Return the error as it was reported to :func:`record_failed`, given the one stored.
+
+    The inverse of what :func:`failure_event` does to an error: an ``Interrupted`` attempt
+    at the interruption limit was stored with a note and as not retryable. A retryable
+    error the policy lists as non-retryable was stored as not retryable; given either
+    flag, the command decides the same, so the stored flag stands.
+    """
+    if stored.type == INTERRUPTED and _LIMIT_NOTE_RE.search(stored.message):
+        message = _LIMIT_NOTE_RE.sub("", stored.message)
+        return msgspec.structs.replace(stored, message=message, retryable=True)
+    return stored
 
 
 def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime) -> list[RunEvent]:
@@ -559,12 +675,7 @@ def settle(
         return []
     d = Decision(state)
     if not state.cancel_requested:
-        ready = [
-            t
-            for t in state.spec.dag.order
-            if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
-        ]
-        _schedule(d, ready, now, max_io_bytes)
+        _schedule(d, _ready(state), now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
@@ -634,34 +745,23 @@ def fork_run(
             carried[task_id] = value
     if problems:
         raise ValidationError(problems)
-    state = new_state(run_id)
-    d = Decision(state)
-    d.emit(
-        RunForked(
-            timestamp=now,
-            parent_run_id=parent.id,
-            parent_version=parent.version,
-            workflow_id=parent.workflow_id,
-            workflow_version=parent.workflow_version,
-            definition=spec,
-            parameters=parent.parameters if parameters is None else parameters,
-            carried=carried,
-            reset=tuple(t for t in dag.order if t in set(reset)),
-            by=by,
-            reason=reason,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            on_task_failure=on_task_failure or parent.on_task_failure,
-        )
+    first = RunForked(
+        timestamp=now,
+        parent_run_id=parent.id,
+        parent_version=parent.version,
+        workflow_id=parent.workflow_id,
+        workflow_version=parent.workflow_version,
+        definition=spec,
+        parameters=parent.parameters if parameters is None else parameters,
+        carried=carried,
+        reset=tuple(t for t in dag.order if t in set(reset)),
+        by=by,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        on_task_failure=on_task_failure or parent.on_task_failure,
     )
-    ready = [
-        t
-        for t in dag.order
-        if state.tasks[t].status == "pending" and not state.tasks[t].waiting_for
-    ]
-    _schedule(d, ready, now, max_io_bytes)
-    _finish_if_done(d, now)
-    return state, d.events
+    return begin_run(run_id, first, max_io_bytes=max_io_bytes)
 
 
 def pause_run(state: RunState, now: datetime, *, by: str, reason: str = "") -> list[RunEvent]:
@@ -699,12 +799,7 @@ def resume_run(
             _skip_downstream(d, task_id, now)
         elif task.status == "waiting_retry" and task.retry_at is not None and task.retry_at <= now:
             d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1))
-    ready = [
-        t
-        for t in state.spec.dag.order
-        if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
-    ]
-    _schedule(d, ready, now, max_io_bytes)
+    _schedule(d, _ready(state), now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
@@ -785,13 +880,11 @@ def complete_task(
             ]
         )
     d = Decision(state)
-    d.emit(
-        TaskCompleted(
-            timestamp=now, task_id=task_id, attempt=0, output=output, by=by, reason=reason
-        )
+    event = TaskCompleted(
+        timestamp=now, task_id=task_id, attempt=0, output=output, by=by, reason=reason
     )
-    _schedule_dependents(d, task_id, now, max_io_bytes)
-    _finish_if_done(d, now)
+    d.emit(event)
+    follow_outcome(d, event, max_io_bytes=max_io_bytes)
     return d.events
 
 
@@ -810,6 +903,15 @@ def _open_task(state: RunState, task_id: str) -> TaskState:
     if task is None:
         raise NotFoundError("task", f"{task_id} of run {state.id}")
     return task
+
+
+def _ready(state: RunState) -> list[str]:
+    """Return the pending tasks whose dependencies all completed, in topological order."""
+    return [
+        t
+        for t in state.spec.dag.order
+        if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
+    ]
 
 
 def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes: int) -> None:
@@ -839,8 +941,9 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
             error = _too_large("InputTooLarge", task_id, "resolved inputs", size, max_io_bytes)
         # The task fails where it stands, with empty inputs: nothing huge is stored.
         d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs={}))
-        d.emit(TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error))
-        _failed_for_good(d, task_id, now)
+        failed = TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error)
+        d.emit(failed)
+        follow_outcome(d, failed, max_io_bytes=max_io_bytes)
 
 
 def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> ErrorInfo:

@@ -118,16 +118,17 @@ class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
 
         return Dag(self)
 
+    @functools.cached_property
+    def _tasks_by_id(self) -> dict[str, TaskSpec]:
+        return {task.id: task for task in self.tasks}
+
     def task(self, task_id: str) -> TaskSpec:
-        """Return the task with this id.
+        """Return the task with this id (a dict lookup: commands ask on every outcome).
 
         Raises:
             KeyError: no task has this id.
         """
-        for task in self.tasks:
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+        return self._tasks_by_id[task_id]
 
     def retry_policy(self, task: TaskSpec) -> RetryPolicy:
         """Return the task's retry policy, else the workflow default, else one attempt."""

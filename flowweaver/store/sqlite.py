@@ -158,11 +158,16 @@ class SQLiteEventStore(RecorderEventStore):
         events = SQLiteApplicationRecorder(self._datastore, events_table_name=EVENTS_TABLE)
         snapshots = SQLiteAggregateRecorder(self._datastore, events_table_name="fw_snapshots")
         index = SQLRunIndex(self._transaction)
-        events.create_table()
-        snapshots.create_table()
-        index.create_tables()
-        with self._datastore.transaction(commit=True) as cursor:
-            cursor.execute(_CREATE_PROBE)
+        try:
+            events.create_table()
+            snapshots.create_table()
+            index.create_tables()
+            with self._datastore.transaction(commit=True) as cursor:
+                cursor.execute(_CREATE_PROBE)
+        except (sqlite3.DatabaseError, PersistenceError) as e:
+            # A file that is not a SQLite database (or a damaged one): one clear error.
+            self._datastore.close()
+            raise StoreError(f"cannot open the SQLite store at {path}: {e}") from e
         super().__init__(events, snapshots, index, snapshot_interval=snapshot_interval)
         # Readiness: the last write that failed, until a write or a probe succeeds after it.
         self._health = threading.Lock()
