@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.spec import OnTaskFailure, WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import StoreError
@@ -65,6 +65,7 @@ class EngineBridge:
         parameters: dict[str, Any] | None,
         idempotency_key: str | None,
         version: int | None,
+        on_task_failure: OnTaskFailure | None = None,
     ) -> RunHandle:
         """Start (or find, for a repeated key) a run."""
         return await self._call(
@@ -73,16 +74,13 @@ class EngineBridge:
             parameters=parameters,
             idempotency_key=idempotency_key,
             version=version,
+            on_task_failure=on_task_failure,
         )
 
-    async def cancel_run(self, run_id: str, reason: str) -> RunState:
-        """Record a cancel request and return the run's state right after it."""
-
-        def cancel() -> RunState:
-            self.engine.cancel_run(run_id, reason)
-            return self.engine.get_run(run_id)
-
-        return await self._call(cancel)
+    async def act(self, action: Callable[..., RunState], *args: Any, **kwargs: Any) -> RunState:
+        """Run an operator action of the engine (``engine.pause_run``, ...) off the loop and
+        return the run's state once it is stored."""
+        return await self._call(action, *args, **kwargs)
 
     # --- readers (the store, never the actors) ---------------------------------------------
 

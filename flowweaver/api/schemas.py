@@ -16,8 +16,9 @@ import msgspec
 
 from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import Ident, WorkflowSpec, field_error_from_msgspec
+from flowweaver.domain.spec import Ident, OnTaskFailure, WorkflowSpec, field_error_from_msgspec
 from flowweaver.domain.workflow import WorkflowRegistered
+from flowweaver.engine.operator import MAX_REASON_CHARS
 from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
@@ -51,12 +52,25 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     idempotency_key: IdempotencyKey | None = None
     parameters: dict[str, Any] | None = None
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
+    on_task_failure: OnTaskFailure | None = None
+    """``pause``: a task that fails for good pauses the run for an operator instead of failing
+    it; overrides the workflow's ``onTaskFailure`` (default ``fail``)."""
 
 
-class CancelRequest(_Wire, forbid_unknown_fields=True):
-    """POST /runs/{id}/cancel: why the run should stop (optional)."""
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
 
-    reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+class ActionRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/pause, resume, cancel, and tasks/{taskId}/retry, skip: why (optional)."""
+
+    reason: Reason = ""
+
+
+class CompleteTaskRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/tasks/{taskId}/complete: the task's published output, and why."""
+
+    output: Any
+    reason: Reason = ""
 
 
 # --- query strings (each decoded by decode_query; unknown parameters are ignored) ----------
@@ -191,7 +205,8 @@ T = TypeVar("T")
 
 workflow_decoder = msgspec.json.Decoder(WorkflowSpec)
 run_request_decoder = msgspec.json.Decoder(RunRequest)
-cancel_request_decoder = msgspec.json.Decoder(CancelRequest)
+action_request_decoder = msgspec.json.Decoder(ActionRequest)
+complete_task_request_decoder = msgspec.json.Decoder(CompleteTaskRequest)
 encoder = msgspec.json.Encoder()
 
 

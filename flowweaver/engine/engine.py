@@ -221,6 +221,10 @@ class Engine:
         if self.supervisor.closed:
             raise EngineClosedError("the engine is closed")
         params = _check_parameters(parameters)
+        if on_task_failure not in (None, "fail", "pause"):
+            raise ValidationError(
+                [FieldError("$.onTaskFailure", "onTaskFailure is one of: fail, pause")]
+            )
         if idempotency_key is not None:
             _check_key(idempotency_key)
         registered = self.store.get_workflow(workflow_id, version)
@@ -236,7 +240,7 @@ class Engine:
                     )
                 ]
             )
-        digest = request_hash(workflow_id, version, params)
+        digest = request_hash(workflow_id, version, params, on_task_failure=on_task_failure)
         run_id = (
             run_id_for_key(workflow_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
         )
