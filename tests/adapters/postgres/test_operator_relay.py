@@ -6,17 +6,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flowweaver_postgres.relay import REQUESTS_TABLE
 
-from flowweaver.domain.events import RunCancelRequested, RunPaused, RunResumed, TaskSkipped
+from flowweaver.domain.events import (
+    RunCancelRequested,
+    RunPaused,
+    RunResumed,
+    TaskSkipped,
+    TaskStarted,
+)
 from flowweaver.engine import Engine
 from flowweaver.engine.operator import OperatorAction, decode_answer, encode_action
 from flowweaver.errors import InvalidCommandError, NotFoundError, RunUnavailableError
 from flowweaver.handlers import HandlerRegistry, builtin_registry
 from tests.adapters.postgres.conftest import OpenStore
+from tests.adapters.postgres.support import drop_schema, new_schema_name
+from tests.adapters.postgres.test_cluster import Cluster, chain, node_of, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -201,3 +210,52 @@ def test_an_orphaned_run_is_taken_by_the_node_that_gets_the_action(
     finally:
         hold.release.set()
         b.close(grace=1)
+
+
+# --- two `flowweaver serve` processes ------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Serve processes on a schema of their own, dropped with everything in it afterwards."""
+    schema = new_schema_name()
+    started = Cluster(schema, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+        drop_schema(schema)
+
+
+@pytest.mark.slow
+def test_actions_sent_to_the_other_serve_process_answer_with_the_owner_state(
+    serve_cluster: Cluster,
+) -> None:
+    """POST pause, resume and cancel to the node that does not own the run: 202 from the owner."""
+    a, b = serve_cluster.start(2)
+    status, _ = a.request("POST", "/workflows", chain("relayed", 3, 1.0))
+    assert status == 201
+    _, run_id = a.start_run("relayed")
+    assert wait_until(lambda: any(e.name == "TaskStarted" for e in serve_cluster.events(run_id)))
+    started = [e.event for e in serve_cluster.events(run_id) if isinstance(e.event, TaskStarted)]
+    assert node_of(started[0].worker) == a.name  # A owns the run; B gets the actions
+    status, state = b.request("POST", f"/runs/{run_id}/pause", {"reason": "via b"})
+    assert status == 202 and state["status"] == "paused", state
+    status, problem = b.request("POST", f"/runs/{run_id}/pause")
+    assert status == 409 and "only a running run pauses" in problem["detail"]
+    status, state = b.request("POST", f"/runs/{run_id}/resume")
+    assert status == 202 and state["status"] == "running"
+    status, state = b.request("POST", f"/runs/{run_id}/cancel", {"reason": "enough"})
+    assert status == 202 and state["cancelRequested"] is True
+    serve_cluster.wait_finished([run_id])
+    assert serve_cluster.status(run_id) == "cancelled"
+    stored = [e.event for e in serve_cluster.events(run_id)]
+    assert [
+        (type(e).__name__, e.reason)
+        for e in stored
+        if isinstance(e, RunPaused | RunResumed | RunCancelRequested)
+    ] == [("RunPaused", "via b"), ("RunResumed", ""), ("RunCancelRequested", "enough")]
+    workers = {node_of(e.worker) for e in stored if isinstance(e, TaskStarted)}
+    assert workers == {a.name}  # B never ran anything of it
+    status, _ = b.request("POST", "/runs/00000000-0000-4000-8000-000000000009/pause")
+    assert status == 404
