@@ -1,8 +1,7 @@
 """The run actor: the only writer of its run.
 
 Inputs (free workers offered by the pool and the outcomes of attempts, timer expiries,
-operator actions (engine/operator.py),
-cancel requests) arrive in a mailbox that lives outside the actor, so none is lost when an
+operator actions) arrive in a mailbox that lives outside the actor, so none is lost when an
 actor dies and is rebuilt. Each wake-up drains the whole mailbox, decides on every input, and
 stores all resulting events in one append; only then does it act on them (hand jobs to
 workers, reply, dispatch, arm timers). A failed append gives offered workers back, keeps the
