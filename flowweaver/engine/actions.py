@@ -16,18 +16,21 @@ lapsed yet), the action is tried here again, until the timeout ends it with
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgspec
 import pykka
 import structlog
 
+from flowweaver.backoff import Backoff
 from flowweaver.domain.run import RunState
 from flowweaver.engine import operator
 from flowweaver.engine.messages import OperatorCommand
 from flowweaver.engine.operator import OperatorAction
 from flowweaver.engine.supervisor import Supervisor
 from flowweaver.errors import (
+    EngineClosedError,
     FlowweaverError,
     InvalidCommandError,
     NotFoundError,
@@ -44,6 +47,8 @@ RELAY_CLAIM_S = 1.0
 """How long a relayed action waits for a node to take it before it is tried here again."""
 RELAYED_ANSWER_S = 8.0
 """How long the owner waits for its run actor when it answers a relayed action."""
+_AGAIN = Backoff(base=0.025, cap=0.5)
+"""Pauses between tries while the run changes hands: 0.05 s, doubling to 0.5 s."""
 
 
 class ActionRouter:
@@ -64,6 +69,7 @@ class ActionRouter:
         self.clock = clock
         self.max_io_bytes = max_io_bytes
         self.relay: OperatorRelay | None = None
+        self._closing = threading.Event()
         if leases.shared and isinstance(store, RelayProvider):
             self.relay = store.open_operator_relay(
                 node, owns=leases.holds, handle=self.answer_relayed
@@ -77,12 +83,18 @@ class ActionRouter:
             InvalidCommandError: the run or the task is not in a state that allows it.
             ValidationError: a hand-given output over the limit.
             RunUnavailableError: no node that owns the run answered within ``timeout``.
-            TimeoutError: never; see RunUnavailableError.
+            EngineClosedError: the engine closed while the action waited.
         """
         run_id = action.run_id
         self._check(action)
         deadline = time.monotonic() + timeout
+        tries = 0
         while True:
+            if tries:  # the run changed hands under us: give the new owner a moment
+                pause = min(_AGAIN.delay(tries), max(0.0, deadline - time.monotonic()))
+                if self._closing.wait(pause):
+                    raise EngineClosedError("the engine is closing")
+            tries += 1
             answer = self._here(action, max(0.0, deadline - time.monotonic()))
             if isinstance(answer, RunState):
                 return answer
@@ -116,7 +128,8 @@ class ActionRouter:
         return operator.encode_answer(answer)
 
     def close(self) -> None:
-        """Stop relaying."""
+        """Stop relaying; callers waiting to try again give up."""
+        self._closing.set()
         if self.relay is not None:
             self.relay.close()
 
