@@ -100,7 +100,8 @@ class ActionRouter:
                 return answer
             if answer is not None:
                 raise answer
-            self._check(action)  # the run may have ended meanwhile: then say why not
+            if self.relay is None or tries > 1:
+                self._check(action)  # the run may have ended meanwhile: then say why not
             if self.relay is None:
                 raise InvalidCommandError(run_id, "the run could not take the request")
             if self._relayed(action, deadline):
