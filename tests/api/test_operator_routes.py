@@ -9,7 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from flowweaver.api.errors import PROBLEM_CONTENT_TYPE
+from flowweaver.api.errors import PROBLEM_CONTENT_TYPE, problem_for
+from flowweaver.api.openapi import build_document
+from flowweaver.errors import RunUnavailableError
 
 from .conftest import LiveServer, run, wait_finished
 
@@ -33,6 +35,14 @@ FAILING = {
     ],
 }
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000001"
+ROUTES = (
+    "pause",
+    "resume",
+    "cancel",
+    "tasks/b/retry",
+    "tasks/b/skip",
+    "tasks/b/complete",
+)
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: Any = None, **kw: Any) -> Any:
@@ -227,12 +237,11 @@ def test_bad_requests_store_nothing(sqlite_server: LiveServer, gates: Any) -> No
             problem(await post(s, f"{runs}/tasks/a/complete", {"output": 1}), 409)
             problem(await post(s, f"{runs}/tasks/a/retry"), 409)
             problem(await post(s, f"{runs}/tasks/b/retry"), 409)  # pending
-            problem(
-                await post(
-                    s, f"{runs}/pause", data=b"reason=x", headers={"Content-Type": "text/plain"}
-                ),
-                415,
-            )
+            problem(await post(s, f"{url}/runs/{UNKNOWN_RUN}/tasks/a/complete", {"output": 1}), 404)
+            for path in ROUTES:
+                text = {"data": b"reason=x", "headers": {"Content-Type": "text/plain"}}
+                problem(await post(s, f"{runs}/{path}", **text), 415)
+                problem(await post(s, f"{runs}/{path}", {"reason": ["not", "text"]}), 422)
             problem(
                 await post(
                     s, f"{runs}/pause", data=b"{", headers={"Content-Type": "application/json"}
@@ -256,3 +265,25 @@ def test_bad_requests_store_nothing(sqlite_server: LiveServer, gates: Any) -> No
             )
 
     run(main())
+
+
+def test_no_owner_answering_is_a_503_with_retry_after() -> None:
+    """RunUnavailableError is a 503 problem with Retry-After, never a 500."""
+    answer = problem_for(RunUnavailableError("r-1", "no node answered"), "/runs/r-1/pause")
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.content_type == PROBLEM_CONTENT_TYPE
+
+
+def test_openapi_shows_the_actions_and_on_task_failure() -> None:
+    """Each action is a POST answering 202/404/409/503; onTaskFailure is fail or pause."""
+    document = build_document()
+    for path in ROUTES:
+        template = "/runs/{runId}/" + path.replace("tasks/b/", "tasks/{taskId}/")
+        responses = document["paths"][template]["post"]["responses"]
+        assert {"202", "404", "409", "415", "422", "503"} <= responses.keys()
+    schemas = document["components"]["schemas"]
+    for name in ("WorkflowSpec", "RunRequest"):
+        kinds = schemas[name]["properties"]["onTaskFailure"]["anyOf"][0]["enum"]
+        assert kinds == ["fail", "pause"]
+    assert schemas["CompleteTaskRequest"]["required"] == ["output"]
