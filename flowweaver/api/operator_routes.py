@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import nesting_error
 from flowweaver.errors import ValidationError
 
@@ -52,10 +53,7 @@ def _task_id(request: web.Request) -> str:
     return request.match_info["taskId"][:MAX_TASK_ID_CHARS]
 
 
-def _accepted(state: object) -> web.Response:
-    from flowweaver.domain.run import RunState  # noqa: PLC0415 - only for the type check
-
-    assert isinstance(state, RunState)
+def _accepted(state: RunState) -> web.Response:
     return _json(schemas.run_out(state), status=202)
 
 

@@ -36,7 +36,12 @@ from flowweaver.domain.spec import (
     workflow_from_builtins,
 )
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
-from flowweaver.engine.operator import ANONYMOUS, OperatorAction
+from flowweaver.engine.operator import (
+    ANONYMOUS,
+    MAX_PRINCIPAL_CHARS,
+    MAX_REASON_CHARS,
+    OperatorAction,
+)
 from flowweaver.engine.pool import WorkerPool
 from flowweaver.engine.run_actor import RunServices
 from flowweaver.engine.supervisor import Supervisor
@@ -316,11 +321,9 @@ class Engine:
     # --- operator actions ------------------------------------------------------------------
     #
     # Each is decided by the run's actor (on this node, or on the node that owns the run in a
-    # cluster) and stored as one event that records ``by`` and ``reason``; each returns the
-    # run's state once it is stored. Each raises, storing nothing:
-    #     NotFoundError: no such run (or task);
-    #     InvalidCommandError: the run or task is not in a state that allows it;
-    #     RunUnavailableError: no node that owns the run answered within ``timeout``.
+    # cluster) and stored as one event that records ``by`` (at most 256 characters) and
+    # ``reason`` (at most 4,096); each returns the run's state once it is stored, and stores
+    # nothing when it raises.
 
     def cancel_run(
         self,
@@ -335,6 +338,11 @@ class Engine:
         Pending tasks are cancelled at once, running handlers see their context cancelled,
         and RunCancelled follows when none is running. Cancelling a run already being
         cancelled records nothing more.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidCommandError: the run has ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
         """
         return self._act("cancel", run_id, timeout, by=by, reason=reason)
 
@@ -347,7 +355,13 @@ class Engine:
         timeout: float = DEFAULT_ACTION_TIMEOUT_S,
     ) -> RunState:
         """Pause a running run (RunPaused): no new task starts; running attempts finish and
-        are recorded, and what they make ready waits for :meth:`resume_run`."""
+        are recorded, and what they make ready waits for :meth:`resume_run`.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidCommandError: the run is not running (paused, being cancelled, ended).
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
         return self._act("pause", run_id, timeout, by=by, reason=reason)
 
     def resume_run(
@@ -359,7 +373,13 @@ class Engine:
         timeout: float = DEFAULT_ACTION_TIMEOUT_S,
     ) -> RunState:
         """Resume a paused run (RunResumed): what the pause held starts, retries that came
-        due begin, and tasks that failed for good meanwhile skip what depends on them."""
+        due begin, and tasks that failed for good meanwhile skip what depends on them.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidCommandError: the run is not paused.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
         return self._act("resume", run_id, timeout, by=by, reason=reason)
 
     def retry_task(
@@ -372,7 +392,14 @@ class Engine:
         timeout: float = DEFAULT_ACTION_TIMEOUT_S,
     ) -> RunState:
         """Start the next attempt of a task now (TaskRetried): one waiting for its retry, or
-        one that failed in a paused run. The attempt starts even while the run is paused."""
+        one that failed in a paused run. The attempt starts even while the run is paused.
+
+        Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task neither waits for a retry nor failed in a paused
+                run, or the run ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
         return self._act("retry", run_id, timeout, by=by, reason=reason, task_id=task_id)
 
     def skip_task(
@@ -385,7 +412,13 @@ class Engine:
         timeout: float = DEFAULT_ACTION_TIMEOUT_S,
     ) -> RunState:
         """Skip a task that has not completed and is not running (TaskSkipped), and what
-        depends on it; a job of it waiting for a worker never runs."""
+        depends on it; a job of it waiting for a worker never runs.
+
+        Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task completed, runs or was skipped, or the run ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
         return self._act("skip", run_id, timeout, by=by, reason=reason, task_id=task_id)
 
     def complete_task(
@@ -403,7 +436,10 @@ class Engine:
         unless the run is paused, and a job of it waiting for a worker never runs.
 
         Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task completed or runs, or the run ended.
             ValidationError: ``output`` is not JSON or is larger than the task data limit.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
         """
         _check_output(output)
         return self._act(
@@ -423,6 +459,12 @@ class Engine:
     ) -> RunState:
         if self.supervisor.closed:
             raise EngineClosedError("the engine is closed")
+        if len(reason) > MAX_REASON_CHARS:
+            raise ValidationError(
+                [FieldError("$.reason", f"at most {MAX_REASON_CHARS} characters")]
+            )
+        if not by or len(by) > MAX_PRINCIPAL_CHARS:
+            raise ValidationError([FieldError("$.by", f"1 to {MAX_PRINCIPAL_CHARS} characters")])
         action = OperatorAction(
             kind=kind,
             run_id=_canonical(run_id),

@@ -38,6 +38,8 @@ ActionKind = Literal["pause", "resume", "cancel", "retry", "skip", "complete"]
 
 MAX_REASON_CHARS = 4096
 """The longest ``reason`` an operator action records."""
+MAX_PRINCIPAL_CHARS = 256
+"""The longest ``by`` an operator action records."""
 MAX_ANSWER_MESSAGE_CHARS = 4096
 """Longest error message a relayed answer carries (a domain message is far shorter)."""
 

@@ -424,6 +424,8 @@ def test_every_refused_action_stores_nothing(engine: Engine, gate: Gate, counter
         (NotFoundError, lambda: engine.skip_task(run_id, "nope")),
         (NotFoundError, lambda: engine.pause_run("00000000-0000-4000-8000-000000000000")),
         (NotFoundError, lambda: engine.pause_run("not-a-run")),
+        (ValidationError, lambda: engine.pause_run(run_id, reason="x" * 5000)),
+        (ValidationError, lambda: engine.pause_run(run_id, by="")),
     ]
     for error, call in refused:
         with pytest.raises(error):
