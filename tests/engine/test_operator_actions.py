@@ -3,6 +3,9 @@ complete by hand, cancel with ``by``; onTaskFailure "pause"; a paused run across
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -509,3 +512,53 @@ def test_a_paused_run_stays_paused_across_a_restart_and_resumes_later(
     finally:
         gate.opened.set()
         second.close(grace=2)
+
+
+CRASHING_CHILD = """
+import os, signal, sys, threading
+from flowweaver.engine import Engine
+from flowweaver.handlers import builtin_registry
+from flowweaver.store import SQLiteEventStore
+
+entered = threading.Event()
+registry = builtin_registry()
+registry.register("gate", lambda inputs: entered.set() or threading.Event().wait())
+registry.register("count", lambda inputs: dict(inputs))
+engine = Engine(SQLiteEventStore(sys.argv[1]), handlers=registry, workers=2)
+engine.register_workflow(WORKFLOW)
+run = engine.start_run("gate-then-count")
+entered.wait(10)
+engine.pause_run(run.run_id, by="alice", reason="before the crash")
+print("RUN", run.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_paused_run_stays_paused_after_its_process_is_killed(
+    tmp_path: Path, registry: HandlerRegistry, gate: Gate, counter: Counter
+) -> None:
+    """SIGKILL while paused: the next engine keeps the run paused until someone resumes it."""
+    db = tmp_path / "crash.db"
+    code = f"WORKFLOW = {GATE_THEN_COUNT!r}\n{CRASHING_CHILD}"
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    [run_id] = [line.split()[1] for line in child.stdout.splitlines() if line.startswith("RUN ")]
+    gate.opened.set()
+    engine = Engine(SQLiteEventStore(str(db)), handlers=registry, workers=2, owns_store=True)
+    try:
+        wait_for(lambda: status_of(engine, run_id, "g") == "waiting_retry")  # Interrupted
+        state = engine.get_run(run_id)
+        assert (state.status, state.paused_by) == ("paused", "alice")
+        assert gate.calls == 0 and counter.calls == []
+        engine.resume_run(run_id)
+        assert engine.wait_run_finished(run_id, timeout=10).status == "completed"
+        assert gate.calls == 1 and len(counter.calls) == 1
+    finally:
+        engine.close(grace=2)
