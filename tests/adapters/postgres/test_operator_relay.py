@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flowweaver_postgres.relay import REQUESTS_TABLE
+from flowweaver_postgres.relay import MAX_BODY_BYTES, REQUESTS_TABLE
 
 from flowweaver.domain.events import (
     RunCancelRequested,
@@ -173,10 +173,7 @@ def test_no_owner_answering_is_run_unavailable_and_nothing_is_stored(
         b.pause_run(run.run_id, timeout=2.5)
     assert time.monotonic() - began < 6
     assert a.get_run(run.run_id).version == version
-    store = b.store
-    with store._transaction(False) as cursor:  # type: ignore[attr-defined]
-        cursor.execute(f'SELECT count(*) AS n FROM "{store.schema}".{REQUESTS_TABLE}')  # type: ignore[attr-defined]
-        assert cursor.fetchone()["n"] == 0  # the withdrawn request left nothing behind
+    assert count_requests(b.store) == 0  # the withdrawn request left nothing behind
     hold.release.set()
     assert a.wait_run_finished(run.run_id, timeout=15).status == "completed"
 
@@ -259,3 +256,64 @@ def test_actions_sent_to_the_other_serve_process_answer_with_the_owner_state(
     assert workers == {a.name}  # B never ran anything of it
     status, _ = b.request("POST", "/runs/00000000-0000-4000-8000-000000000009/pause")
     assert status == 404
+
+
+# --- the relay alone ---------------------------------------------------------------------------
+
+
+def count_requests(store: Any) -> int:
+    with store._transaction(False) as cursor:
+        cursor.execute(f'SELECT count(*) AS n FROM "{store.schema}".{REQUESTS_TABLE}')
+        return int(cursor.fetchone()["n"])
+
+
+def test_a_claimed_request_that_gets_no_answer_times_out_and_leaves_no_row(
+    open_pg_store: OpenStore,
+) -> None:
+    """The owner took it and hangs: the sender gets TimeoutError in time; the row is gone."""
+    owner_store, sender_store = open_pg_store(), open_pg_store()
+    taken, release = threading.Event(), threading.Event()
+
+    def hang(run_id: str, body: bytes) -> bytes:
+        taken.set()
+        release.wait(10)
+        return b'{"outcome":"done"}'
+
+    owner = owner_store.open_operator_relay("owner", owns=lambda run_id: True, handle=hang)
+    sender = sender_store.open_operator_relay("sender", owns=lambda run_id: False, handle=hang)
+    try:
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match="node owner took the action"):
+            sender.request("r-1", b"{}", claim_timeout=5, timeout=1.0)
+        assert taken.is_set()
+        assert time.monotonic() - began < 3
+        assert count_requests(sender_store) == 0
+        with pytest.raises(ValueError, match="over"):
+            sender.request("r-1", b"x" * (MAX_BODY_BYTES + 1), claim_timeout=1, timeout=1)
+        assert count_requests(sender_store) == 0
+    finally:
+        release.set()
+        owner.close()
+        sender.close()
+
+
+def test_a_relayed_body_and_answer_travel_whole(open_pg_store: OpenStore) -> None:
+    """A large body (a hand-given output) reaches the owner as sent; its answer comes back."""
+    owner_store, sender_store = open_pg_store(), open_pg_store()
+    seen: list[tuple[str, bytes]] = []
+
+    def echo(run_id: str, body: bytes) -> bytes:
+        seen.append((run_id, body))
+        return body[:16]
+
+    owner = owner_store.open_operator_relay("owner", owns=lambda r: r == "mine", handle=echo)
+    sender = sender_store.open_operator_relay("sender", owns=lambda r: False, handle=echo)
+    try:
+        body = bytes(range(256)) * 4096  # 1 MiB, every byte value
+        assert sender.request("mine", body, claim_timeout=5, timeout=10) == body[:16]
+        assert seen == [("mine", body)]
+        assert sender.request("theirs", b"{}", claim_timeout=0.3, timeout=5) is None
+        assert len(seen) == 1 and count_requests(sender_store) == 0
+    finally:
+        owner.close()
+        sender.close()
