@@ -195,7 +195,10 @@ class ActionRouter:
             raise RunUnavailableError(run_id, f"the relay to the run's owner failed: {e}") from e
         if answer is None:
             return False
-        result = operator.decode_answer(run_id, answer)
+        try:
+            result = operator.decode_answer(run_id, answer)
+        except msgspec.DecodeError as e:
+            raise RunUnavailableError(run_id, f"the owner's answer is unreadable: {e}") from e
         if isinstance(result, FlowweaverError):
             raise result
         return result

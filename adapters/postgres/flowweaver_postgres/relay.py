@@ -144,7 +144,7 @@ class PostgresOperatorRelay:
                     self._fetch("DELETE FROM {0} WHERE id = %s RETURNING id", request_id)
                     return bytes(row["answer"])
                 now = time.monotonic()
-                if row["claimed_by"] is None and now >= claim_deadline:
+                if row["claimed_by"] is None and now >= min(claim_deadline, deadline):
                     withdrawn = self._fetch(
                         "DELETE FROM {0} WHERE id = %s AND claimed_by IS NULL RETURNING id",
                         request_id,
