@@ -171,6 +171,7 @@ def test_resume_dispatches_a_job_declined_while_paused(
 ) -> None:
     """A job queued for the only worker is declined while paused and runs after resume."""
     engine = make_engine(workers=1)
+    assert engine.actions.relay is None  # one process: every action goes to the run's actor
     engine.register_workflow(TWO_ROOTS)
     run = engine.start_run("two-roots")
     assert gate.entered.wait(10)

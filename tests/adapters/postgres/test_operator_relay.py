@@ -23,6 +23,7 @@ from flowweaver.engine import Engine
 from flowweaver.engine.operator import OperatorAction, decode_answer, encode_action
 from flowweaver.errors import InvalidCommandError, NotFoundError, RunUnavailableError
 from flowweaver.handlers import HandlerRegistry, builtin_registry
+from flowweaver.ports import RelayProvider
 from tests.adapters.postgres.conftest import OpenStore
 from tests.adapters.postgres.support import drop_schema, new_schema_name
 from tests.adapters.postgres.test_cluster import Cluster, chain, node_of, wait_until
@@ -300,6 +301,7 @@ def test_a_claimed_request_that_gets_no_answer_times_out_and_leaves_no_row(
 def test_a_relayed_body_and_answer_travel_whole(open_pg_store: OpenStore) -> None:
     """A large body (a hand-given output) reaches the owner as sent; its answer comes back."""
     owner_store, sender_store = open_pg_store(), open_pg_store()
+    assert isinstance(owner_store, RelayProvider)  # the capability the engine asks for
     seen: list[tuple[str, bytes]] = []
 
     def echo(run_id: str, body: bytes) -> bytes:
