@@ -91,6 +91,18 @@ class InvalidCommandError(FlowweaverError):
         super().__init__(f"run {run_id}: {message}")
 
 
+class RunUnavailableError(FlowweaverError):
+    """No node could take a request for a live run in time: its owner is busy, down, or being
+    replaced by another node. The same request may succeed a moment later.
+    """
+
+    retryable = True
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {message}")
+
+
 class StoreError(FlowweaverError):
     """The event store failed or cannot be reached; the same call may succeed later."""
 
@@ -148,6 +160,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidCommandError",
     "NotFoundError",
+    "RunUnavailableError",
     "StoreConfigError",
     "StoreError",
     "StoreLockedError",

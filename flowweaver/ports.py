@@ -3,7 +3,8 @@
 The store is split by what its users call (:class:`LogWriter`, :class:`LogReader`,
 :class:`LogFeed`, :class:`RunReader`, :class:`SnapshotWriter`, :class:`WorkflowRegistry`,
 :class:`RunQueries`, :class:`StoreLifecycle`); :class:`EventStore` is all of them. What only
-some stores can do (:class:`LeaseProvider`, :class:`DurabilityReport`, :class:`Checkpoints`)
+some stores can do (:class:`LeaseProvider`, :class:`RelayProvider`, :class:`DurabilityReport`,
+:class:`Checkpoints`)
 is asked with ``isinstance``. Every store implementation passes
 :mod:`flowweaver.testing.store_suite`.
 """
@@ -374,6 +375,58 @@ class LeaseProvider(Protocol):
             StoreLockedError: (SQLite) another engine drives the store.
             StoreConfigError: this store already has open leases.
             StoreError: the leases cannot be opened.
+        """
+        ...
+
+
+class OperatorRelay(Protocol):
+    """Carries an operator action to the node that owns its run, and the owner's answer back.
+
+    Opened by :class:`RelayProvider`; the engine sends actions for runs it does not own and
+    answers those relayed to it for runs it owns.
+    """
+
+    def request(
+        self, run_id: str, body: bytes, *, claim_timeout: float, timeout: float
+    ) -> bytes | None:
+        """Send ``body`` to the owner of ``run_id`` and return its answer.
+
+        None when no node took the request within ``claim_timeout`` seconds (nothing was
+        done; the run may have no owner right now). A node that took it answers within
+        ``timeout`` seconds of the send.
+
+        Raises:
+            TimeoutError: a node took the request and did not answer in time (it may have
+                acted on it).
+            StoreError: the relay cannot be reached.
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop answering and sending."""
+        ...
+
+
+@runtime_checkable
+class RelayProvider(Protocol):
+    """A store shared by several engines that relays operator actions between them.
+
+    PostgreSQL (a table of requests and LISTEN/NOTIFY wake-ups). An engine on a store
+    without it acts only on runs it owns.
+    """
+
+    def open_operator_relay(
+        self,
+        node: str,
+        *,
+        owns: Callable[[str], bool],
+        handle: Callable[[str, bytes], bytes],
+    ) -> OperatorRelay:
+        """Open this node's relay: ``handle(run_id, body)`` answers requests for the runs
+        ``owns(run_id)`` says are this node's, on a thread of the relay.
+
+        Raises:
+            StoreError: the relay cannot be opened.
         """
         ...
 

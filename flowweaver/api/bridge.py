@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from flowweaver.domain.run import RunState
-from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.spec import OnTaskFailure, WorkflowSpec
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.engine.lineage import Lineage
@@ -68,6 +68,8 @@ class EngineBridge:
         parameters: dict[str, Any] | None,
         idempotency_key: str | None,
         version: int | None,
+        on_task_failure: OnTaskFailure | None = None,
+        submitted_by: str | None = None,
     ) -> RunHandle:
         """Start (or find, for a repeated key) a run."""
         return await self._call(
@@ -76,6 +78,8 @@ class EngineBridge:
             parameters=parameters,
             idempotency_key=idempotency_key,
             version=version,
+            on_task_failure=on_task_failure,
+            submitted_by=submitted_by,
         )
 
     async def fork_run(self, parent_run_id: str, **options: Any) -> RunHandle:
@@ -86,14 +90,10 @@ class EngineBridge:
         """Return the run's parent and a page of its forks, from the store."""
         return await self._call(self.engine.lineage, run_id, limit=limit, cursor=cursor)
 
-    async def cancel_run(self, run_id: str, reason: str) -> RunState:
-        """Record a cancel request and return the run's state right after it."""
-
-        def cancel() -> RunState:
-            self.engine.cancel_run(run_id, reason)
-            return self.engine.get_run(run_id)
-
-        return await self._call(cancel)
+    async def act(self, action: Callable[..., RunState], *args: Any, **kwargs: Any) -> RunState:
+        """Run an operator action of the engine (``engine.pause_run``, ...) off the loop and
+        return the run's state once it is stored."""
+        return await self._call(action, *args, **kwargs)
 
     # --- readers (the store, never the actors) ---------------------------------------------
 

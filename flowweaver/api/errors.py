@@ -24,6 +24,7 @@ from flowweaver.errors import (
     IdempotencyConflictError,
     InvalidCommandError,
     NotFoundError,
+    RunUnavailableError,
     StoreError,
     ValidationError,
 )
@@ -125,6 +126,10 @@ def problem_for(error: FlowweaverError, instance: str | None = None) -> web.Resp
     if isinstance(error, ConcurrencyError):
         return problem_response(
             409, "concurrent-write", str(error), instance=instance, headers={"Retry-After": "1"}
+        )
+    if isinstance(error, RunUnavailableError):
+        return problem_response(
+            503, "run-unavailable", str(error), instance=instance, headers={"Retry-After": "1"}
         )
     if isinstance(error, StoreError):
         return problem_response(

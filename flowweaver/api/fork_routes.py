@@ -12,6 +12,7 @@ from . import schemas
 from .app import BRIDGE
 from .errors import bad_request
 from .prefer import wait_seconds
+from .principal import principal
 from .routes import _expect, _json, _read_json_body, _run_id, idempotency_key, started_run
 
 EMPTY_FORK = schemas.ForkRequest()
@@ -48,6 +49,7 @@ async def post_fork(request: web.Request) -> web.Response:
         reason=fork.reason,
         idempotency_key=key,
         on_task_failure=fork.on_task_failure,
+        by=principal(request),
     )
     return await started_run(request, handle, wait)
 

@@ -30,9 +30,10 @@ MAX_OFFSET = 2**63 - 1
 _WIRE_TYPES: tuple[Any, ...] = (
     WorkflowSpec,
     schemas.RunRequest,
-    schemas.CancelRequest,
     schemas.ForkRequest,
     schemas.LineageOut,
+    schemas.ActionRequest,
+    schemas.CompleteTaskRequest,
     schemas.WorkflowCreated,
     schemas.WorkflowOut,
     schemas.WorkflowList,
@@ -337,25 +338,6 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/runs/{runId}/cancel": {
-            "post": {
-                "operationId": "cancelRun",
-                "summary": "Ask a run to stop",
-                "parameters": [_RUN_ID],
-                "requestBody": {
-                    "required": False,
-                    "content": {JSON: {"schema": _ref("CancelRequest")}},
-                },
-                "responses": {
-                    "202": _json_response(
-                        "The request is recorded; RunCancelled follows", _ref("RunOut")
-                    ),
-                    "404": _problem("No such run"),
-                    "409": _problem("The run already ended"),
-                    **_BAD_BODY,
-                },
-            }
-        },
         "/runs/{runId}/fork": {
             "post": {
                 "operationId": "forkRun",
@@ -442,6 +424,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_operator_paths(),
         "/events/{runId}": {
             "get": {
                 "operationId": "streamRun",
@@ -536,6 +519,102 @@ _EVENT_SCHEMA = {
     },
     "required": ["type", "runId", "version", "timestamp"],
 }
+_TASK_ID = {
+    "name": "taskId",
+    "in": "path",
+    "required": True,
+    "description": "The task's id in the run's workflow.",
+    "schema": {"type": "string"},
+}
+
+# (path, operationId, summary, event, what the 409 means); every action answers alike.
+_OPERATOR_ACTIONS = (
+    (
+        "/runs/{runId}/pause",
+        "pauseRun",
+        "Pause a running run: no new task starts; running attempts finish and are recorded",
+        "RunPaused",
+        "The run is not running (paused, being cancelled, or ended)",
+    ),
+    (
+        "/runs/{runId}/resume",
+        "resumeRun",
+        "Resume a paused run: what the pause held starts",
+        "RunResumed",
+        "The run is not paused",
+    ),
+    (
+        "/runs/{runId}/cancel",
+        "cancelRun",
+        "Ask a run to stop; RunCancelled follows when nothing runs",
+        "RunCancelRequested",
+        "The run already ended",
+    ),
+    (
+        "/runs/{runId}/tasks/{taskId}/retry",
+        "retryTask",
+        "Start a task's next attempt now (even in a paused run)",
+        "TaskRetried",
+        "The task is not waiting for a retry, nor failed in a paused run; or the run ended",
+    ),
+    (
+        "/runs/{runId}/tasks/{taskId}/skip",
+        "skipTask",
+        "Skip a task that has not completed and is not running, and what depends on it",
+        "TaskSkipped",
+        "The task completed, runs, or was skipped; or the run ended",
+    ),
+    (
+        "/runs/{runId}/tasks/{taskId}/complete",
+        "completeTask",
+        "Complete a task by hand with `output` as its published output (attempt 0)",
+        "TaskCompleted",
+        "The task completed or runs; or the run ended",
+    ),
+)
+
+
+def _operator_paths() -> dict[str, Any]:
+    """The operator actions: each stores one event with `by` and `reason`, answers 202."""
+    paths: dict[str, Any] = {}
+    for path, operation_id, summary, event, conflict in _OPERATOR_ACTIONS:
+        is_complete = operation_id == "completeTask"
+        parameters = [_RUN_ID, _TASK_ID] if "{taskId}" in path else [_RUN_ID]
+        paths[path] = {
+            "post": {
+                "operationId": operation_id,
+                "summary": summary,
+                "description": (
+                    f"Stores {event} with `by` (the principal; `anonymous` without auth) and "
+                    "`reason`, on the node that owns the run (any node takes the request). "
+                    "Nothing is stored on any error."
+                ),
+                "parameters": parameters,
+                "requestBody": {
+                    "required": is_complete,
+                    "content": {
+                        JSON: {
+                            "schema": _ref(
+                                "CompleteTaskRequest" if is_complete else "ActionRequest"
+                            )
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json_response(f"{event} is stored: the run's state", _ref("RunOut")),
+                    "404": _problem("No such run" + (" or task" if "{taskId}" in path else "")),
+                    "409": _problem(conflict),
+                    **_BAD_BODY,
+                    "503": _problem(
+                        "No node that owns the run answered in time (a takeover may be under "
+                        "way); Retry-After says when to try again"
+                    ),
+                },
+            }
+        }
+    return paths
+
+
 _EVENT_PAGE = {
     "title": "EventPage",
     "type": "object",

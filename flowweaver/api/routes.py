@@ -23,6 +23,7 @@ from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
+from .principal import principal
 from .sse import event_json, log_stream, run_stream
 
 JSON = "application/json"
@@ -38,7 +39,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/runs", list_runs, expect_handler=_expect)
     r.add_get("/runs/{runId}", get_run, expect_handler=_expect)
     r.add_get("/runs/{runId}/events", get_run_events, expect_handler=_expect)
-    r.add_post("/runs/{runId}/cancel", cancel_run, expect_handler=_expect)
     r.add_get("/events/{runId}", get_run_stream, expect_handler=_expect)
     r.add_get("/events", get_log_stream, expect_handler=_expect)
     r.add_get("/openapi.json", get_openapi, expect_handler=_expect)
@@ -49,6 +49,9 @@ def add_routes(app: web.Application) -> None:
 
     add_fork_routes(app)
     add_chain_routes(app)
+    from .operator_routes import add_operator_routes  # noqa: PLC0415 - it uses this module's helpers
+
+    add_operator_routes(app)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -196,7 +199,12 @@ async def post_run(request: web.Request) -> web.Response:
     key = idempotency_key(request, run.idempotency_key)
     bridge = request.app[BRIDGE]
     handle = await bridge.start_run(
-        run.workflow_id, parameters=run.parameters, idempotency_key=key, version=run.version
+        run.workflow_id,
+        parameters=run.parameters,
+        idempotency_key=key,
+        version=run.version,
+        on_task_failure=run.on_task_failure,
+        submitted_by=principal(request),
     )
     return await started_run(request, handle, wait)
 
@@ -288,17 +296,6 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
         b"null" if next_after is None else b"%d" % next_after,
     )
     return web.Response(body=body, content_type=JSON)
-
-
-async def cancel_run(request: web.Request) -> web.Response:
-    """Ask a run to stop: 202 with its state once the request is recorded."""
-    run_id = _run_id(request)
-    body = await _read_json_body(request, required=False)
-    reason = ""
-    if body is not None:
-        reason = schemas.decode_body(schemas.cancel_request_decoder, body).reason
-    state = await request.app[BRIDGE].cancel_run(run_id, reason)
-    return _json(schemas.run_out(state), status=202)
 
 
 # --- streams ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from flowweaver.domain.spec import (
 )
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.engine.lineage import Lineage
+from flowweaver.engine.operator import MAX_REASON_CHARS
 from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
@@ -58,6 +59,12 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     idempotency_key: IdempotencyKey | None = None
     parameters: dict[str, Any] | None = None
     version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
+    on_task_failure: OnTaskFailure | None = None
+    """``pause``: a task that fails for good pauses the run for an operator instead of failing
+    it; overrides the workflow's ``onTaskFailure`` (default ``fail``)."""
+
+
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
 
 
 class ForkRequest(_Wire, forbid_unknown_fields=True):
@@ -76,10 +83,17 @@ class ForkRequest(_Wire, forbid_unknown_fields=True):
     on_task_failure: OnTaskFailure | None = None
 
 
-class CancelRequest(_Wire, forbid_unknown_fields=True):
-    """POST /runs/{id}/cancel: why the run should stop (optional)."""
+class ActionRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/pause, resume, cancel, and tasks/{taskId}/retry, skip: why (optional)."""
 
-    reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    reason: Reason = ""
+
+
+class CompleteTaskRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/tasks/{taskId}/complete: the task's published output, and why."""
+
+    output: Any
+    reason: Reason = ""
 
 
 # --- query strings (each decoded by decode_query; unknown parameters are ignored) ----------
@@ -265,8 +279,9 @@ T = TypeVar("T")
 
 workflow_decoder = msgspec.json.Decoder(WorkflowSpec)
 run_request_decoder = msgspec.json.Decoder(RunRequest)
-cancel_request_decoder = msgspec.json.Decoder(CancelRequest)
 fork_request_decoder = msgspec.json.Decoder(ForkRequest)
+action_request_decoder = msgspec.json.Decoder(ActionRequest)
+complete_task_request_decoder = msgspec.json.Decoder(CompleteTaskRequest)
 encoder = msgspec.json.Encoder()
 
 

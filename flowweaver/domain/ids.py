@@ -88,11 +88,25 @@ def workflow_aggregate_id(workflow_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"workflow\n{workflow_id}")
 
 
-def request_hash(workflow_id: str, workflow_version: int | None, parameters: Any) -> str:
-    """Return a digest of what a run request asks for, to tell a repeat from a conflict."""
-    body = _canonical.encode(
-        {"workflowId": workflow_id, "version": workflow_version, "parameters": parameters}
-    )
+def request_hash(
+    workflow_id: str,
+    workflow_version: int | None,
+    parameters: Any,
+    *,
+    on_task_failure: str | None = None,
+) -> str:
+    """Return a digest of what a run request asks for, to tell a repeat from a conflict.
+
+    ``on_task_failure`` counts only when given, so requests without it hash as they always did.
+    """
+    request: dict[str, Any] = {
+        "workflowId": workflow_id,
+        "version": workflow_version,
+        "parameters": parameters,
+    }
+    if on_task_failure is not None:
+        request["onTaskFailure"] = on_task_failure
+    body = _canonical.encode(request)
     return hashlib.sha256(body).hexdigest()
 
 

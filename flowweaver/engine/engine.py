@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import pykka
 import structlog
 
 from flowweaver.domain import run as commands
@@ -42,8 +41,14 @@ from flowweaver.domain.spec import (
     decode_workflow,
     workflow_from_builtins,
 )
+from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
 from flowweaver.engine.lineage import Lineage, read_lineage
-from flowweaver.engine.messages import CancelRequest
+from flowweaver.engine.operator import (
+    ANONYMOUS,
+    MAX_PRINCIPAL_CHARS,
+    MAX_REASON_CHARS,
+    OperatorAction,
+)
 from flowweaver.engine.pool import WorkerPool
 from flowweaver.engine.run_actor import RunServices
 from flowweaver.engine.supervisor import Supervisor
@@ -54,7 +59,6 @@ from flowweaver.errors import (
     EngineClosedError,
     FieldError,
     IdempotencyConflictError,
-    InvalidCommandError,
     NotFoundError,
     ValidationError,
 )
@@ -150,6 +154,18 @@ class Engine:
             max_task_io_bytes=max_task_io_bytes,
         )
         self.supervisor.start(self.services, recover=recover)
+        try:
+            self.actions = ActionRouter(
+                store,
+                self.supervisor,
+                leases,
+                self.clock,
+                node=self.node,
+                max_io_bytes=max_task_io_bytes,
+            )
+        except BaseException:
+            self.close(grace=0)
+            raise
 
     @property
     def writer(self) -> GroupCommitter:
@@ -198,11 +214,14 @@ class Engine:
         idempotency_key: str | None = None,
         version: int | None = None,
         submitted_by: str | None = None,
+        on_task_failure: OnTaskFailure | None = None,
     ) -> RunHandle:
         """Start a run of a workflow (its latest version unless ``version`` is given).
 
         With an idempotency key the run id is derived from it: the same key and request
-        return the existing run (``created`` False).
+        return the existing run (``created`` False). ``on_task_failure`` ("fail" or "pause")
+        overrides the workflow's ``onTaskFailure``: with "pause" a task that fails for good
+        pauses the run for an operator instead of failing it.
 
         Raises:
             NotFoundError: no such workflow or version.
@@ -214,12 +233,16 @@ class Engine:
         if self.supervisor.closed:
             raise EngineClosedError("the engine is closed")
         params = _check_parameters(parameters)
+        if on_task_failure not in (None, "fail", "pause"):
+            raise ValidationError(
+                [FieldError("$.onTaskFailure", "onTaskFailure is one of: fail, pause")]
+            )
         if idempotency_key is not None:
             _check_key(idempotency_key)
         registered = self.store.get_workflow(workflow_id, version)
         spec = registered.definition
         self._check_handlers(spec, (t.handler for t in spec.tasks), "$.workflowId")
-        digest = request_hash(workflow_id, version, params)
+        digest = request_hash(workflow_id, version, params, on_task_failure=on_task_failure)
         run_id = (
             run_id_for_key(workflow_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
         )
@@ -232,6 +255,7 @@ class Engine:
             idempotency_key=idempotency_key,
             request_hash=digest,
             submitted_by=submitted_by,
+            on_task_failure=on_task_failure,
             max_io_bytes=self.max_task_io_bytes,
         )
         return self._launch(
@@ -435,28 +459,162 @@ class Engine:
         finally:
             self.supervisor.unwatch(run_id, done)
 
-    def cancel_run(self, run_id: str, reason: str = "", timeout: float = 30.0) -> None:
-        """Ask a run to stop; return once the request is recorded.
+    # --- operator actions ------------------------------------------------------------------
+    #
+    # Each is decided by the run's actor (on this node, or on the node that owns the run in a
+    # cluster) and stored as one event that records ``by`` (at most 256 characters) and
+    # ``reason`` (at most 4,096); each returns the run's state once it is stored, and stores
+    # nothing when it raises.
+
+    def cancel_run(
+        self,
+        run_id: str,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+        *,
+        by: str = ANONYMOUS,
+    ) -> RunState:
+        """Ask a run that has not ended to stop (RunCancelRequested); return its state.
 
         Pending tasks are cancelled at once, running handlers see their context cancelled,
-        and RunCancelled follows when none is running.
+        and RunCancelled follows when none is running. Cancelling a run already being
+        cancelled records nothing more.
 
         Raises:
             NotFoundError: no such run.
-            InvalidCommandError: the run already ended.
+            InvalidCommandError: the run has ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
         """
-        run_id = _canonical(run_id)
-        state = self.get_run(run_id)
-        if state.is_terminal:
-            raise InvalidCommandError(run_id, f"the run already ended ({state.status})")
-        reply: pykka.Future[bool] = pykka.ThreadingFuture()
-        self.supervisor.deliver(run_id, CancelRequest(reason, reply))
-        if not reply.get(timeout=timeout):
-            state = self.get_run(run_id)
-            if not state.is_terminal:
-                raise InvalidCommandError(run_id, "the run could not take the request")
-            if state.status != "cancelled":
-                raise InvalidCommandError(run_id, f"the run already ended ({state.status})")
+        return self._act("cancel", run_id, timeout, by=by, reason=reason)
+
+    def pause_run(
+        self,
+        run_id: str,
+        *,
+        by: str = ANONYMOUS,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Pause a running run (RunPaused): no new task starts; running attempts finish and
+        are recorded, and what they make ready waits for :meth:`resume_run`.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidCommandError: the run is not running (paused, being cancelled, ended).
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        return self._act("pause", run_id, timeout, by=by, reason=reason)
+
+    def resume_run(
+        self,
+        run_id: str,
+        *,
+        by: str = ANONYMOUS,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Resume a paused run (RunResumed): what the pause held starts, retries that came
+        due begin, and tasks that failed for good meanwhile skip what depends on them.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidCommandError: the run is not paused.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        return self._act("resume", run_id, timeout, by=by, reason=reason)
+
+    def retry_task(
+        self,
+        run_id: str,
+        task_id: str,
+        *,
+        by: str = ANONYMOUS,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Start the next attempt of a task now (TaskRetried): one waiting for its retry, or
+        one that failed in a paused run. The attempt starts even while the run is paused.
+
+        Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task neither waits for a retry nor failed in a paused
+                run, or the run ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        return self._act("retry", run_id, timeout, by=by, reason=reason, task_id=task_id)
+
+    def skip_task(
+        self,
+        run_id: str,
+        task_id: str,
+        *,
+        by: str = ANONYMOUS,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Skip a task that has not completed and is not running (TaskSkipped), and what
+        depends on it; a job of it waiting for a worker never runs.
+
+        Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task completed, runs or was skipped, or the run ended.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        return self._act("skip", run_id, timeout, by=by, reason=reason, task_id=task_id)
+
+    def complete_task(
+        self,
+        run_id: str,
+        task_id: str,
+        output: Any,
+        *,
+        by: str = ANONYMOUS,
+        reason: str = "",
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Complete a task that has not completed and is not running by hand, with ``output``
+        as its published output (TaskCompleted, attempt 0); what it makes ready is scheduled
+        unless the run is paused, and a job of it waiting for a worker never runs.
+
+        Raises:
+            NotFoundError: no such run or task.
+            InvalidCommandError: the task completed or runs, or the run ended.
+            ValidationError: ``output`` is not JSON or is larger than the task data limit.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        _check_output(output)
+        return self._act(
+            "complete", run_id, timeout, by=by, reason=reason, task_id=task_id, output=output
+        )
+
+    def _act(
+        self,
+        kind: Any,
+        run_id: str,
+        timeout: float,
+        *,
+        by: str,
+        reason: str,
+        task_id: str | None = None,
+        output: Any = None,
+    ) -> RunState:
+        if self.supervisor.closed:
+            raise EngineClosedError("the engine is closed")
+        if len(reason) > MAX_REASON_CHARS:
+            raise ValidationError(
+                [FieldError("$.reason", f"at most {MAX_REASON_CHARS} characters")]
+            )
+        if not by or len(by) > MAX_PRINCIPAL_CHARS:
+            raise ValidationError([FieldError("$.by", f"1 to {MAX_PRINCIPAL_CHARS} characters")])
+        action = OperatorAction(
+            kind=kind,
+            run_id=_canonical(run_id),
+            by=by,
+            reason=reason,
+            task_id=task_id,
+            output=output,
+        )
+        return self.actions.act(action, timeout)
 
     def add_finish_listener(self, listener: Callable[[str, RunState], None]) -> None:
         """Call ``listener(run_id, final state)`` on the run's thread whenever a run ends here.
@@ -512,6 +670,9 @@ class Engine:
         """
         if not self.supervisor.stop_starting():
             return  # closed already
+        actions = getattr(self, "actions", None)  # absent when the relay failed to open
+        if actions is not None:
+            actions.close()
         self.pool.close(grace)
         self.supervisor.stop_actors()
         self.leases.close()
@@ -599,6 +760,13 @@ def _check_fork_request(at_version: object, reset: object, outputs: object) -> N
                 problems.append(FieldError("$.outputs", f"not JSON: {e}"))
     if problems:
         raise ValidationError(problems)
+
+
+def _check_output(output: Any) -> None:
+    try:
+        _json.encode(output)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValidationError([FieldError("$.output", f"not JSON: {e}")]) from e
 
 
 def _check_key(key: str) -> None:

@@ -21,6 +21,7 @@ from flowweaver.engine.messages import (
     Completed,
     Failed,
     Offer,
+    OperatorCommand,
     RunInput,
 )
 
@@ -118,5 +119,7 @@ def refuse(items: Sequence[RunInput]) -> None:
     for item in items:
         if isinstance(item, CancelRequest):
             item.reply.set(False)
+        elif isinstance(item, OperatorCommand):
+            item.reply.set(None)
         elif isinstance(item, Offer):
             item.decline()

@@ -11,7 +11,10 @@ from pykka import Future
 from flowweaver.domain.events import ErrorInfo, LogLine
 
 if TYPE_CHECKING:  # the pool sends these messages; it imports this module
+    from flowweaver.domain.run import RunState
+    from flowweaver.engine.operator import OperatorAction
     from flowweaver.engine.pool import Job, Reservation, WorkerPool
+    from flowweaver.errors import FlowweaverError
 
 
 class Offer:
@@ -105,7 +108,20 @@ class CancelRequest:
     reply: Future[bool]
 
 
-RunInput = Offer | Completed | Failed | RetryDue | CancelRequest
+@dataclass(frozen=True, slots=True)
+class OperatorCommand:
+    """An operator's action (engine/operator.py), decided by the run actor in its drain.
+
+    ``reply`` gets the run's state once the events are stored, the domain error when the
+    state does not allow the action (nothing stored), or None when no actor here takes it
+    (the run ended meanwhile, or another node owns it).
+    """
+
+    action: OperatorAction
+    reply: Future[RunState | FlowweaverError | None]
+
+
+RunInput = Offer | Completed | Failed | RetryDue | CancelRequest | OperatorCommand
 
 
 class Drain:

@@ -1,7 +1,7 @@
 """The run actor: the only writer of its run.
 
 Inputs (free workers offered by the pool and the outcomes of attempts, timer expiries,
-cancel requests) arrive in a mailbox that lives outside the actor, so none is lost when an
+operator actions) arrive in a mailbox that lives outside the actor, so none is lost when an
 actor dies and is rebuilt. Each wake-up drains the whole mailbox, decides on every input, and
 stores all resulting events in one append; only then does it act on them (hand jobs to
 workers, reply, dispatch, arm timers). A failed append gives offered workers back, keeps the
@@ -30,12 +30,13 @@ from flowweaver.domain import run as commands
 from flowweaver.domain.events import (
     RunCancelRequested,
     RunEvent,
+    RunResumed,
     TaskFailed,
     TaskRetried,
     TaskScheduled,
 )
 from flowweaver.domain.run import RunState
-from flowweaver.engine import faults
+from flowweaver.engine import faults, operator
 from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
@@ -43,13 +44,14 @@ from flowweaver.engine.messages import (
     Completed,
     Failed,
     Offer,
+    OperatorCommand,
     RetryDue,
     RunInput,
 )
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
 from flowweaver.engine.timers import Timers
 from flowweaver.engine.writer import GroupCommitter
-from flowweaver.errors import ConcurrencyError, StoreError
+from flowweaver.errors import ConcurrencyError, FlowweaverError, StoreError
 from flowweaver.observability import metrics
 from flowweaver.ports import Append, Clock, EventStore
 
@@ -183,7 +185,7 @@ class RunActor(pykka.ThreadingActor):
         self._decide_and_act(inputs)
         self._processing = []
 
-    def _decide_and_act(self, inputs: list[RunInput]) -> None:
+    def _decide_and_act(self, inputs: list[RunInput]) -> None:  # noqa: PLR0915 - one branch per input
         # An offered worker is never held across a retry: a failed append gives it back,
         # and the task, still scheduled in the store, is queued again when the state is
         # rebuilt (see _reconcile).
@@ -199,6 +201,7 @@ class RunActor(pykka.ThreadingActor):
         now = self.services.clock.now()
         events: list[RunEvent] = []
         replies: list[Any] = []
+        answers: list[tuple[OperatorCommand, FlowweaverError | None]] = []
         accepted: list[Offer] = []
         limit = self.services.interruption_limit
         pool = self.services.pool
@@ -240,6 +243,12 @@ class RunActor(pykka.ThreadingActor):
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
+            elif isinstance(item, OperatorCommand):
+                # Answered, refused or not, once this wake-up's append is stored.
+                decided, refused = operator.decide_or_refuse(
+                    item.action, state, now, max_io_bytes=self.services.max_task_io_bytes
+                )
+                answers.append((item, refused))
             else:
                 assert isinstance(item, CancelRequest)
                 decided = commands.request_cancel(state, item.reason, now)
@@ -261,6 +270,7 @@ class RunActor(pykka.ThreadingActor):
             return
         for reply in replies:
             reply.set(True)
+        operator.answer(answers, state)
         for offer in accepted:
             offer.accept()
         for task_id, reservation in reserved.items():
@@ -323,6 +333,9 @@ class RunActor(pykka.ThreadingActor):
                 self.services.pool.cancel_run(self.run_id)
         for task_id in to_dispatch:
             self._dispatch_if_idle(task_id)
+        if any(isinstance(event, RunResumed) for event in events):
+            # Offers declined while paused dropped their jobs, and retries came due unheard.
+            self._redispatch()
         interval = self.services.snapshot_interval
         if interval and state.version // interval > base // interval and not state.is_terminal:
             try:
@@ -352,9 +365,11 @@ class RunActor(pykka.ThreadingActor):
             reservation = self.services.pool.reserve()
             if reservation is None:
                 break
-            events.extend(
-                commands.record_started(state, task.id, task.attempts, reservation.name, now)
-            )
+            started = commands.record_started(state, task.id, task.attempts, reservation.name, now)
+            if not started:  # a paused run starts only what an operator ordered
+                self.services.pool.unreserve(reservation)
+                continue
+            events.extend(started)
             reserved[task.id] = reservation
         return reserved
 
@@ -378,7 +393,20 @@ class RunActor(pykka.ThreadingActor):
         task = state.tasks.get(task_id)
         if task is None or task.status != "scheduled" or state.cancel_requested:
             return
+        if state.is_paused and not task.ordered:
+            return  # held by the pause: resuming dispatches it (see _redispatch)
         self.services.pool.submit(self._job(task_id))
+
+    def _redispatch(self) -> None:
+        """Queue every scheduled task that is not queued or running here; re-arm retries."""
+        state = self.state
+        assert state is not None
+        for task in state.tasks.values():
+            if task.status == "scheduled":
+                if not self.services.pool.is_inflight(self.run_id, task.id, task.attempts):
+                    self._dispatch_if_idle(task.id)
+            elif task.status == "waiting_retry" and task.retry_at is not None:
+                self._arm_retry(task.id, task.attempts, task.retry_at)
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -449,12 +477,7 @@ class RunActor(pykka.ThreadingActor):
         for event in events:
             if isinstance(event, TaskFailed):
                 metrics.task_failures.labels(error_type=event.error.type).inc()
-        for task in state.tasks.values():
-            if task.status == "scheduled":
-                if not self.services.pool.is_inflight(self.run_id, task.id, task.attempts):
-                    self._dispatch_if_idle(task.id)
-            elif task.status == "waiting_retry" and task.retry_at is not None:
-                self._arm_retry(task.id, task.attempts, task.retry_at)
+        self._redispatch()
         if state.cancel_requested:
             self.services.pool.cancel_run(self.run_id)
 

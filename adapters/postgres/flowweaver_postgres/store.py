@@ -63,6 +63,7 @@ from flowweaver_postgres.leases import (
     PostgresLeases,
     append_function_sql,
 )
+from flowweaver_postgres.relay import REQUESTS_TABLE, PostgresOperatorRelay, requests_table_sql
 
 log = structlog.get_logger(__name__)
 
@@ -448,6 +449,7 @@ class PostgresEventStore(RecorderEventStore):
                     cursor.execute(
                         append_function_sql(settings.schema, EVENTS_TABLE, events.channel_name)
                     )
+                    cursor.execute(requests_table_sql(settings.schema))
         except (psycopg.Error, PersistenceError) as e:
             self._datastore.close()
             raise StoreError(f"cannot open the PostgreSQL store at {self._where()}: {e}") from e
@@ -467,6 +469,7 @@ class PostgresEventStore(RecorderEventStore):
         self.listener.start()
         self._leases: PostgresLeases | None = None
         self._leases_lock = threading.Lock()
+        self._relays: list[PostgresOperatorRelay] = []
 
     # --- leases and the fenced append ------------------------------------------------------
 
@@ -506,6 +509,31 @@ class PostgresEventStore(RecorderEventStore):
                 raise StoreError(f"cannot open a lease session on {self._where()}")
             self._leases = leases
         return leases
+
+    def open_operator_relay(
+        self,
+        node: str,
+        *,
+        owns: Callable[[str], bool],
+        handle: Callable[[str, bytes], bytes],
+    ) -> PostgresOperatorRelay:
+        """Open this node's operator relay (see :mod:`flowweaver_postgres.relay`): it answers
+        actions relayed for the runs ``owns`` says are this node's with ``handle``, and sends
+        this node's actions for runs another node owns. It closes with the store.
+        """
+        channel = channel_name(self.schema, REQUESTS_TABLE)
+        kwargs = self.settings.connection_kwargs("flowweaver-relay")
+        relay = PostgresOperatorRelay(
+            self._transaction,
+            self.schema,
+            channel,
+            node,
+            owns=owns,
+            handle=handle,
+            listener=lambda wake: PostgresLogListener(kwargs, channel, wake),
+        )
+        self._relays.append(relay)
+        return relay
 
     def _leases_closed(self, leases: PostgresLeases) -> None:
         with self._leases_lock:
@@ -574,6 +602,8 @@ class PostgresEventStore(RecorderEventStore):
 
     def close(self) -> None:
         """Stop the listener and close every connection (and the leases, if open)."""
+        for relay in self._relays:
+            relay.close()
         leases = self._leases
         if leases is not None:
             leases.close()

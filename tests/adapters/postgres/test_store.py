@@ -80,6 +80,7 @@ def test_open_store_finds_the_adapter_by_url_scheme(schema: str) -> None:
             "fw_runs",
             "fw_workflows",
             "fw_position",
+            "fw_operator_requests",
         }
     finally:
         store.close()
