@@ -22,6 +22,7 @@ from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
 from .sse import event_json, log_stream, run_stream
+from .travel_routes import add_travel_routes, as_of_version
 
 JSON = "application/json"
 
@@ -43,6 +44,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/metrics", get_metrics, expect_handler=_expect)
     r.add_get("/healthz", get_healthz, expect_handler=_expect)
     r.add_get("/readyz", get_readyz, expect_handler=_expect)
+    add_travel_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -234,8 +236,11 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 async def get_run(request: web.Request) -> web.Response:
-    """Return the run's state, or its state as of event ``?at=N``."""
-    at = schemas.decode_query(request.query, schemas.RunStateQuery).at
+    """Return the run's state, or its state as of event ``?at=N`` or instant ``?asOf=``."""
+    query = schemas.decode_query(request.query, schemas.RunStateQuery)
+    at = query.at
+    if query.as_of is not None:
+        at = await as_of_version(request, _run_id(request), query.as_of, at)
     state = await request.app[BRIDGE].get_run(_run_id(request), at)
     if at is not None and state.version < at:
         raise bad_request(
