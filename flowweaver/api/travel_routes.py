@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from aiohttp import web
 
 from flowweaver import travel
@@ -80,17 +79,21 @@ async def get_run_diff(request: web.Request) -> web.Response:
     except ValidationError as e:
         first = e.errors[0]
         raise ApiError(400, "bad-request", first.message, errors=e.errors) from None
-    head = b'{"runId":%b,"from":%d,"to":%d,"run":%b,"tasks":%b,' % (
-        msgspec.json.encode(run_id),
+    return web.Response(body=diff_json(found), content_type=JSON)
+
+
+def diff_json(found: travel.RunDiff) -> bytes:
+    """Return a diff as ``GET /runs/{id}/diff`` answers it (stored events are not decoded)."""
+    encode = schemas.encoder.encode
+    return b'{"runId":%b,"from":%d,"to":%d,"run":%b,"tasks":%b,"events":[%b],' % (
+        encode(found.run_id),
         found.start,
         found.end,
-        schemas.encoder.encode(found.changes.run),
-        schemas.encoder.encode(found.changes.tasks),
-    )
-    tail = b'"events":[%b],"eventCount":%d,"eventsTruncated":%b,"nextAfter":%b}' % (
+        encode(found.changes.run),
+        encode(found.changes.tasks),
         b",".join(event_json(rec) for rec in found.events),
+    ) + b'"eventCount":%d,"eventsTruncated":%b,"nextAfter":%b}' % (
         found.end - found.start,
         b"true" if found.truncated else b"false",
         b"null" if found.next_after is None else b"%d" % found.next_after,
     )
-    return web.Response(body=head + tail, content_type=JSON)
