@@ -18,10 +18,12 @@ from flowweaver.observability import metrics
 
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
+from .audit_routes import check_filter_run, log_page, run_page, wants_json
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
 from .sse import event_json, log_stream, run_stream
+from .sse.filters import parse_event_filter
 from .travel_routes import add_travel_routes, as_of_version
 
 JSON = "application/json"
@@ -253,8 +255,11 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
     """Return a page of the run's history, or its SSE stream for ``Accept: text/event-stream``."""
     run_id = _run_id(request)
     app = request.app
+    wanted = parse_event_filter(request.query)
     if _wants_event_stream(request):
-        return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
+        return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id, wanted)
+    if wanted is not None:
+        return await run_page(request, run_id, wanted)
     query = schemas.decode_query(request.query, schemas.HistoryQuery)
     bridge = app[BRIDGE]
     page = await bridge.read_run(run_id, after=query.after, limit=query.limit)
@@ -286,13 +291,19 @@ async def cancel_run(request: web.Request) -> web.Response:
 async def get_run_stream(request: web.Request) -> web.StreamResponse:
     """Stream one run's events (the original API's path)."""
     app = request.app
-    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], _run_id(request))
+    run_id = _run_id(request)
+    wanted = parse_event_filter(request.query)
+    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id, wanted)
 
 
 async def get_log_stream(request: web.Request) -> web.StreamResponse:
-    """Stream every run's events by log position (the audit feed)."""
+    """Stream every run's events by log position (the audit feed); JSON pages if asked."""
     app = request.app
-    return await log_stream(request, app[BRIDGE], app[HUB], app[STREAMS])
+    wanted = parse_event_filter(request.query, run_id=True)
+    if wants_json(request):
+        return await log_page(request, wanted)
+    await check_filter_run(request, wanted)
+    return await log_stream(request, app[BRIDGE], app[HUB], app[STREAMS], wanted)
 
 
 # --- operations -------------------------------------------------------------------------------
