@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from flowweaver.domain.run import record_completed, record_started, start_run
 from flowweaver.ports import Append
 from flowweaver.store import SQLiteEventStore
+from flowweaver.testing.runs import T0, task, workflow
 from tests.test_cli import fw
 from tests.test_travel import known_run
 
@@ -127,3 +129,30 @@ def test_replay_as_of_refusals(tmp_path: Path, stored: tuple[str, str]) -> None:
     )
     assert done.returncode == 2
     assert "not allowed with argument" in done.stderr
+
+
+def test_diff_of_a_long_run_lists_a_thousand_events_and_says_where_the_rest_are(
+    tmp_path: Path,
+) -> None:
+    """Over 1,000 events the text diff lists the first 1,000 and names the command for more."""
+    run_id = str(uuid.uuid4())
+    spec = workflow(*(task(f"t{i}") for i in range(400)))
+    state, events = start_run(run_id, spec, 1, {}, T0)
+    for i in range(400):
+        events += record_started(state, f"t{i}", 1, "w", T0)
+        events += record_completed(state, f"t{i}", 1, i, 1.0, T0)
+    store = SQLiteEventStore(str(tmp_path / "long.db"))
+    try:
+        store.append([Append(run_id, 0, events)])
+    finally:
+        store.close()
+    head = len(events)
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    done = fw("diff", run_id, "--from", "0", "--to", str(head), "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "events 1..1000:" in lines
+    assert lines[-1] == (
+        f"(1000 of {head} events shown; for the rest: flowweaver events {run_id} --after 1000)"
+    )
+    assert sum(1 for line in lines if line.startswith("task t399 ")) >= 3

@@ -75,7 +75,9 @@ async def get_run_diff(request: web.Request) -> web.Response:
                 f"query parameter {name} is required: diff?from=N&to=M", path=f"$.query.{name}"
             )
     try:
-        found = await request.app[BRIDGE].read_store(travel.diff_run, run_id, start, end)
+        found = await request.app[BRIDGE].read_store(
+            travel.diff_run, run_id, start, end, limit=travel.MAX_DIFF_EVENTS
+        )
     except ValidationError as e:
         first = e.errors[0]
         raise ApiError(400, "bad-request", first.message, errors=e.errors) from None

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from flowweaver import travel
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 
 from .conftest import LiveServer, run, wait_finished
@@ -157,5 +158,31 @@ def test_diff_of_unknown_run_is_404(sqlite_server: LiveServer) -> None:
                     s, f"{sqlite_server.url}/runs/{run_id}/diff?from=0&to=1"
                 )
                 assert (status, content_type) == (404, PROBLEM)
+
+    run(main())
+
+
+def test_diff_caps_its_events_and_says_how_to_page_on(
+    sqlite_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the cap the events are cut: eventsTruncated, and nextAfter pages the history."""
+    monkeypatch.setattr(travel, "MAX_DIFF_EVENTS", 4)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            run_id, events = await _finished_run(s, sqlite_server.url)
+            head = len(events)
+            url = f"{sqlite_server.url}/runs/{run_id}"
+            status, _, body = await _get(s, f"{url}/diff?from=2&to={head}")
+            assert status == 200
+            assert body["events"] == events[2:6]
+            assert (body["eventCount"], body["eventsTruncated"], body["nextAfter"]) == (
+                head - 2,
+                True,
+                6,
+            )
+            assert body["run"]["status"] == ["running", "completed"]  # the changes are whole
+            status, _, page = await _get(s, f"{url}/events?after={body['nextAfter']}")
+            assert page["events"] == events[6:]
 
     run(main())
