@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowweaver.domain.events import ErrorInfo, RunEvent
 from flowweaver.domain.run import (
@@ -22,8 +24,8 @@ from flowweaver.domain.run import (
 )
 from flowweaver.errors import NotFoundError, ValidationError
 from flowweaver.ports import Append, RecordedEvent
-from flowweaver.store import SQLiteEventStore
-from flowweaver.testing.runs import task, workflow
+from flowweaver.store import MemoryEventStore, SQLiteEventStore
+from flowweaver.testing.runs import command_steps, simulate, task, workflow, workflow_specs
 from flowweaver.travel import (
     diff_run,
     event_time,
@@ -269,3 +271,23 @@ def test_diff_of_an_unknown_run_is_not_found(store: SQLiteEventStore) -> None:
     """No such run: NotFoundError."""
     with pytest.raises(NotFoundError):
         diff_run(store, str(uuid.uuid4()), 0, 1)
+
+
+@given(workflow_specs(), command_steps, st.lists(st.floats(-2, 70), min_size=1, max_size=8))
+def test_version_at_is_a_bisection_of_the_stamps_on_any_run(
+    spec: Any, steps: list[tuple[int, int]], offsets: list[float]
+) -> None:
+    """On any simulated run (many events sharing a stamp), every instant finds the version a
+    scan of the stamps finds, and the state there is the fold of that prefix."""
+    run_id = str(uuid.uuid4())
+    simulated = simulate(spec, steps, run_id=run_id)
+    events = simulated.events
+    store = MemoryEventStore()
+    store.append([Append(run_id, 0, events)])
+    stamps = [event.timestamp for event in events]
+    for seconds in offsets:
+        instant = simulated.checkpoints[0][1].created_at + timedelta(seconds=seconds)  # type: ignore[operator]
+        expected = bisect.bisect_right(stamps, instant)
+        assert version_at(store, run_id, instant) == expected
+        state = state_as_of(store, run_id, instant)
+        assert (state.version if state else 0) == expected
