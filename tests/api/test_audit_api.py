@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from flowweaver.api import audit_routes
 from flowweaver.api.app import HUB
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
+from flowweaver.domain.ids import run_id_for_key
 
 from .conftest import (
     Gates,
@@ -219,6 +221,57 @@ def test_sse_feed_filtered_by_run(sqlite_server: LiveServer) -> None:
                 messages = sse_messages(response)
                 got = [await _next_event(messages) for _ in mine]
             assert [m.id for m in got] == [str(e["position"]) for e in mine]
+
+    run(main())
+
+
+def test_filtered_and_unfiltered_feeds_side_by_side(sqlite_server: LiveServer) -> None:
+    """Live, three feeds at once (every event, one type, one run) each get exactly theirs."""
+
+    async def main() -> None:
+        url = sqlite_server.url
+        async with aiohttp.ClientSession() as s:
+            await _two_runs(s, url)  # something stored before the feeds start
+            top = (await _whole_log(s, url))[-1]["position"]
+            flaky = run_id_for_key("flaky", "side-by-side")  # known before the run starts
+            feeds = {
+                "every": f"{url}/events?after={top}",
+                "started": f"{url}/events?after={top}&types=TaskStarted",
+            }
+            async with contextlib.AsyncExitStack() as stack:
+                streams = {}
+                for name, feed in feeds.items():
+                    response = await stack.enter_async_context(s.get(feed, headers={"Accept": SSE}))
+                    streams[name] = sse_messages(response)
+                plain = await _start(s, url, EXAMPLE_WORKFLOW)
+                # a runId filter before the run exists is a 404: subscribe once it does
+                body = {"workflowId": "flaky", "idempotencyKey": "side-by-side"}
+                async with s.post(f"{url}/workflows", json=FLAKY):
+                    pass
+                async with s.post(f"{url}/runs", json=body) as created:
+                    assert (await created.json())["id"] == flaky
+                response = await stack.enter_async_context(
+                    s.get(f"{url}/events?after={top}&runId={flaky}", headers={"Accept": SSE})
+                )
+                streams["flaky"] = sse_messages(response)
+                await wait_finished(s, url, plain)
+                await wait_finished(s, url, flaky)
+                new = [e for e in await _whole_log(s, url) if e["position"] > top]
+                expected = {
+                    "every": new,
+                    "started": [e for e in new if e["type"] == "TaskStarted"],
+                    "flaky": [e for e in new if e["runId"] == flaky],
+                }
+                for name, wanted in expected.items():
+                    got = [await _next_event(streams[name]) for _ in wanted]
+                    assert [m.id for m in got] == [str(e["position"]) for e in wanted], name
+                    assert [m.json() for m in got] == _without_position(wanted), name
+                # one more run: only the unfiltered and the TaskStarted feeds see it
+                third = await _start(s, url, EXAMPLE_WORKFLOW)
+                await wait_finished(s, url, third)
+                assert (await _next_event(streams["every"])).json()["runId"] == third
+                started = await _next_event(streams["started"])
+                assert (started.event, started.json()["runId"]) == ("TaskStarted", third)
 
     run(main())
 
