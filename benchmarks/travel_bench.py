@@ -1,6 +1,6 @@
 """Time travel on a long run in SQLite: state at a version, at an instant, and diffs.
 
-    .venv/bin/python benchmarks/travel_bench.py [--quick] [--repeats 5] [--events 100000]
+    .venv/bin/python benchmarks/travel_bench.py [--quick] [--repeats 5] [--events 100000] [--http]
 
 Each line is ``{"name", "value", "unit", "params", "repeats", "min", "max", "p95"}``: ``value``
 is the median over ``--repeats`` rounds of each round's median over the samples, ``p95`` the
@@ -15,15 +15,20 @@ target from issue 11 add ``target`` and ``met`` (``met`` judges the p95, the str
   :func:`flowweaver.travel.diff_run` (two states from their nearest snapshots, compared, up to
   1,000 events listed) and its JSON (ms).
 
+With ``--http`` the same three are timed again as a client sees them, over loopback against the
+real app (``GET /runs/{id}?at=N``, ``?asOf=``, ``/diff?from=&to=``): ``http_state_at_version``,
+``http_state_at_instant``, ``http_diff``.
+
 The run is built through the store with the domain's own commands: 1000 independent tasks, each
-failing and retrying until its last attempt completes, cut at ``--events`` events; every command
-is stamped a millisecond after the one before, and the store snapshots it every 1000 events (its
-default), as a live engine would have.
+failing and retrying until its last attempt completes (about ``--events`` events in all); every
+command is stamped a millisecond after the one before, and the store snapshots it every 1000
+events (its default), as a live engine would have.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import statistics
@@ -31,10 +36,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
+from aiohttp import web
+
+from flowweaver.api import create_app, make_runner
 from flowweaver.api.travel_routes import diff_json
 from flowweaver.domain.events import ErrorInfo, RunEvent
 from flowweaver.domain.run import (
@@ -45,6 +56,9 @@ from flowweaver.domain.run import (
     start_run,
 )
 from flowweaver.domain.spec import workflow_from_builtins
+from flowweaver.engine import Engine
+from flowweaver.handlers import builtin_registry
+from flowweaver.observability import configure_logging
 from flowweaver.ports import Append
 from flowweaver.store import SQLiteEventStore
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL
@@ -55,8 +69,13 @@ TASKS = 1000
 
 
 def long_run(run_id: str, events: int, tasks: int = TASKS) -> list[RunEvent]:
-    """Decide a run of ``tasks`` tasks that fail and retry; each command a millisecond later."""
-    attempts = max(1, min(100, -(-(events - 1 - tasks) // (3 * tasks)) + 1))
+    """Decide a run of ``tasks`` tasks that fail and retry; each command a millisecond later.
+
+    The run completes: each task takes 3 events per attempt (the first scheduled, the last
+    completed), so it has ``2 + 3 * tasks * attempts`` events, the attempts chosen to come
+    closest to ``events`` (99,002 for 100,000).
+    """
+    attempts = max(1, min(100, round((events - 2) / (3 * tasks))))
     spec = workflow_from_builtins(
         {
             "id": "travel-bench",
@@ -90,9 +109,8 @@ def long_run(run_id: str, events: int, tasks: int = TASKS) -> list[RunEvent]:
             else:
                 result = {"rows": i, "checksum": f"{i:08x}"}
                 decided += record_completed(state, f"t{i}", attempt, result, 12.5, tick())
-        if len(decided) >= events:
-            break
-    return decided[:events]
+    assert decided[-1].__class__.__name__ == "RunCompleted"
+    return decided
 
 
 def millis(work: Callable[[], object]) -> float:
@@ -149,82 +167,171 @@ class CountingStore:
         return self.store.run_state(run_id, **kw)
 
 
+@dataclass
+class Bench:
+    """The stored run and what every measurement needs."""
+
+    store: SQLiteEventStore
+    run_id: str
+    count: int
+    first: datetime
+    span: float
+    params: dict[str, Any]
+    rng: random.Random
+    repeats: int
+
+    @property
+    def samples(self) -> int:
+        return int(self.params["samples"])
+
+    def version(self) -> int:
+        return self.rng.randint(1, self.count)
+
+    def instant(self) -> datetime:
+        return self.first + timedelta(seconds=self.rng.uniform(0, self.span))
+
+    def instant_text(self) -> str:
+        return quote(self.instant().isoformat())
+
+    def pair(self) -> tuple[int, int]:
+        a, b = sorted(self.rng.randint(0, self.count) for _ in range(2))
+        return a, b
+
+
+def bench_store(b: Bench) -> None:
+    """Time the three reads as the API's handlers make them, without HTTP."""
+    store, run_id = b.store, b.run_id
+
+    def versions() -> list[float]:
+        return [millis(lambda: store.run_state(run_id, at=b.version())) for _ in range(b.samples)]
+
+    result = measure(b.repeats, versions)
+    emit("state_at_version", "ms", b.params, result, target="< 50", met=result["p95"] < 50)
+
+    counting = CountingStore(store)
+    most_reads = 0
+
+    def instants() -> list[float]:
+        nonlocal most_reads
+        timings = []
+        for _ in range(b.samples):
+            instant = b.instant()
+            counting.reads = 0
+            timings.append(millis(lambda: state_as_of(counting, run_id, instant)))  # noqa: B023
+            most_reads = max(most_reads, counting.reads)
+        return timings
+
+    result = measure(b.repeats, instants)
+    params = {**b.params, "reads": most_reads}
+    emit("state_at_instant", "ms", params, result, target="< 50", met=result["p95"] < 50)
+
+    def diffs() -> list[float]:
+        timings = []
+        for _ in range(b.samples):
+            start, end = b.pair()
+            timings.append(millis(lambda: diff_json(diff_run(store, run_id, start, end))))  # noqa: B023
+        return timings
+
+    result = measure(b.repeats, diffs)
+    emit("diff", "ms", b.params, result, target="< 100", met=result["p95"] < 100)
+
+
+async def bench_http(b: Bench) -> None:
+    """Time the three reads over loopback HTTP against the real app, one request at a time."""
+    configure_logging(json=True, level="WARNING")  # no access log lines among the results
+    engine = Engine(b.store, handlers=builtin_registry(), workers=1)
+    app = create_app(engine)
+    runner = make_runner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}/runs/{b.run_id}"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(url: str) -> float:
+                started = time.perf_counter()
+                async with session.get(url) as response:
+                    await response.read()
+                    assert response.status == 200, (url, response.status)
+                return (time.perf_counter() - started) * 1000
+
+            def diff_url() -> str:
+                start, end = b.pair()
+                return f"{base}/diff?from={start}&to={end}"
+
+            checks: list[tuple[str, Callable[[], str], int]] = [
+                ("http_state_at_version", lambda: f"{base}?at={b.version()}", 50),
+                (
+                    "http_state_at_instant",
+                    lambda: f"{base}?asOf={quote(b.instant().isoformat())}",
+                    50,
+                ),
+                ("http_diff", diff_url, 100),
+            ]
+            for name, make_url, target in checks:
+                rounds = [
+                    [await get(make_url()) for _ in range(b.samples)] for _ in range(b.repeats)
+                ]
+                result = measure(b.repeats, iter(rounds).__next__)
+                met = result["p95"] < target
+                emit(name, "ms", b.params, result, target=f"< {target}", met=met)
+    finally:
+        await runner.cleanup()
+        engine.close(grace=1)
+
+
+def build(store: SQLiteEventStore, events: int) -> tuple[str, int]:
+    """Store a long run; return its id and how many events it has."""
+    run_id = str(uuid.uuid4())
+    decided = long_run(run_id, events)
+    for start in range(0, len(decided), 1000):
+        chunk = decided[start : start + 1000]
+        store.append([Append(run_id=run_id, expected_version=start, events=chunk)])
+    head = store.run_state(run_id)  # folds once, saving a snapshot every 1000 events
+    assert head is not None
+    assert head.version == len(decided)
+    assert head.status == "completed"  # an engine opening the store resumes nothing
+    return run_id, len(decided)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke test")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per measurement")
-    parser.add_argument("--events", type=int, default=100_000, help="events in the long run")
+    parser.add_argument("--events", type=int, default=100_000, help="about this many events")
     parser.add_argument("--samples", type=int, default=None, help="timings per round")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--http", action="store_true", help="also time the reads over HTTP")
     args = parser.parse_args(argv)
-    samples = args.samples or (20 if args.quick else 200)
-    rng = random.Random(args.seed)
-    run_id = str(uuid.uuid4())
-    built = time.perf_counter()
-    events = long_run(run_id, args.events)
     with tempfile.TemporaryDirectory(prefix="flowweaver-travel-") as directory:
         store = SQLiteEventStore(str(Path(directory) / "travel.db"))
         try:
-            for start in range(0, len(events), 1000):
-                chunk = events[start : start + 1000]
-                store.append([Append(run_id=run_id, expected_version=start, events=chunk)])
-            head = store.run_state(run_id)  # folds once, saving a snapshot every 1000 events
-            assert head is not None
-            assert head.version == len(events)
-            build_s = time.perf_counter() - built
-            count = len(events)
+            built = time.perf_counter()
+            run_id, count = build(store, args.events)
+            first = event_time(store.read_run(run_id, upto=1)[0])
+            last = event_time(store.read_run(run_id, after=count - 1)[0])
             params: dict[str, Any] = {
                 "events": count,
                 "tasks": TASKS,
                 "snapshots": DEFAULT_SNAPSHOT_INTERVAL,
-                "samples": samples,
-                "build_s": round(build_s, 1),
+                "samples": args.samples or (20 if args.quick else 200),
+                "build_s": round(time.perf_counter() - built, 1),
             }
-            first = event_time(store.read_run(run_id, upto=1)[0])
-            last = event_time(store.read_run(run_id, after=count - 1)[0])
-            span = (last - first).total_seconds()
-
-            def versions() -> list[float]:
-                return [
-                    millis(lambda: store.run_state(run_id, at=rng.randint(1, count)))
-                    for _ in range(samples)
-                ]
-
-            result = measure(args.repeats, versions)
-            emit("state_at_version", "ms", params, result, target="< 50", met=result["p95"] < 50)
-
-            counting = CountingStore(store)
-            most_reads = 0
-
-            def instants() -> list[float]:
-                nonlocal most_reads
-                timings = []
-                for _ in range(samples):
-                    instant = first + timedelta(seconds=rng.uniform(0, span))
-                    counting.reads = 0
-                    timings.append(millis(lambda: state_as_of(counting, run_id, instant)))  # noqa: B023
-                    most_reads = max(most_reads, counting.reads)
-                return timings
-
-            result = measure(args.repeats, instants)
-            emit(
-                "state_at_instant",
-                "ms",
-                {**params, "reads": most_reads},
-                result,
-                target="< 50",
-                met=result["p95"] < 50,
+            bench = Bench(
+                store=store,
+                run_id=run_id,
+                count=count,
+                first=first,
+                span=(last - first).total_seconds(),
+                params=params,
+                rng=random.Random(args.seed),
+                repeats=args.repeats,
             )
-
-            def diffs() -> list[float]:
-                timings = []
-                for _ in range(samples):
-                    a, b = sorted(rng.randint(0, count) for _ in range(2))
-                    timings.append(millis(lambda: diff_json(diff_run(store, run_id, a, b))))  # noqa: B023
-                return timings
-
-            result = measure(args.repeats, diffs)
-            emit("diff", "ms", params, result, target="< 100", met=result["p95"] < 100)
+            bench_store(bench)
+            if args.http:
+                asyncio.run(bench_http(bench))
         finally:
             store.close()
 
