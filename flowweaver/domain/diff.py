@@ -27,8 +27,8 @@ RUN_FIELDS_LEFT_OUT = frozenset(
 TASK_FIELDS_LEFT_OUT = frozenset({"id", "waiting_for", "ordered"})
 
 Change = tuple[Any, Any]
-Field = tuple[int, str]  # (index among the struct's fields, camelCase name)
 """A field's value at the older version and at the newer, as JSON builtins."""
+Field = tuple[int, str]  # (index among the struct's fields, camelCase name)
 
 
 class StateDiff(msgspec.Struct, frozen=True, kw_only=True):
