@@ -2,7 +2,8 @@
 
     flowweaver serve [--host 127.0.0.1] [--port 3000] [--store URL] [--workers N] ...
     flowweaver run WORKFLOW.json [--params JSON] [--wait]
-    flowweaver status RUN_ID | events RUN_ID [--after N] [--follow] | replay RUN_ID --at N
+    flowweaver status RUN_ID | events RUN_ID [--after N] [--follow]
+    flowweaver replay RUN_ID (--at N | --as-of RFC3339) | diff RUN_ID --from N --to M
     flowweaver cancel RUN_ID [--reason TEXT]
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
-from flowweaver import cli_check_replay
+from flowweaver import cli_check_replay, cli_travel
 from flowweaver.api.app import (
     DEFAULT_BODY_LIMIT,
     DEFAULT_SSE_BUFFER,
@@ -56,6 +57,7 @@ from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
 from flowweaver.ports import Checkpoints, DurabilityReport, EventStore, StoreReader
 from flowweaver.store import DEFAULT_STORE_URL, open_store
+from flowweaver.travel import version_at
 
 log = structlog.get_logger("flowweaver.cli")
 _encoder = msgspec.json.Encoder()
@@ -325,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = _run_command(commands, "status", "show a run's state")
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    status.set_defaults(at=None)
+    status.set_defaults(at=None, as_of=None)
 
     events = _run_command(commands, "events", "print a run's events as JSON lines")
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
@@ -337,8 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_seconds, default=30.0, help="wait this long for RunCancelled"
     )
 
-    replay = _run_command(commands, "replay", "show a run's state as of event N")
-    replay.add_argument("--at", type=_positive_int, required=True, help="run version N")
+    replay = _run_command(commands, "replay", "show a run's state as of event N or an instant")
+    when = replay.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", type=_positive_int, help="run version N")
+    when.add_argument(
+        "--as-of",
+        type=cli_travel.instant_arg,
+        metavar="RFC3339",
+        help="an instant such as 2026-01-31T09:30:00Z: the state after the last event "
+        "stamped at or before it",
+    )
     replay.add_argument("--json", action="store_true", help="print the API's JSON")
     for command in (status, events, cancel, replay):
         _add_options(command, *_STORE)
@@ -353,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_check_replay.add_arguments(check_replay)
     _add_options(check_replay, _MAX_TASK_DATA, *_STORE)
+
+    diff = _run_command(commands, "diff", "show what changed in a run between two versions")
+    diff.add_argument("--from", dest="start", type=_offset, required=True, help="version N")
+    diff.add_argument("--to", dest="end", type=_offset, required=True, help="version M >= N")
+    diff.add_argument("--json", action="store_true", help="print the API's JSON")
+    _add_options(diff, *_STORE)
     return parser
 
 
@@ -660,6 +676,11 @@ def _show(args: argparse.Namespace) -> int:
         if state is None:
             raise CommandError(f"no run {args.run_id} in {_redact(args.store)}")
         total = None
+        if args.as_of is not None:
+            args.at = version_at(store, args.run_id, args.as_of)
+            if args.at == 0:
+                began = state.created_at.isoformat() if state.created_at else "later"
+                raise CommandError(f"run {args.run_id} began at {began}, after --as-of")
         if args.at is not None:
             if args.at > state.version:
                 raise CommandError(
@@ -779,6 +800,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": _cancel,
     **CHAIN_COMMANDS,
     "check-replay": _check_replay,
+    "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
 }
 
 

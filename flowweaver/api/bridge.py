@@ -163,6 +163,10 @@ class EngineBridge:
         """Return the highest global position in the log."""
         return await self._call(self.store.max_position)
 
+    async def read_store(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Return ``func(store, *args, **kwargs)``, a blocking read, run on a request thread."""
+        return await self._call(func, self.store, *args, **kwargs)
+
     async def ping(self) -> None:
         """Return when the store answers.
 

@@ -20,6 +20,7 @@ from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 from . import schemas
 from .chain_routes import chain_paths
 from .errors import Problem
+from .openapi_travel import add_travel_document
 
 REF = "#/components/schemas/{name}"
 PROBLEM = "application/problem+json"
@@ -648,19 +649,21 @@ def build_document() -> dict[str, Any]:
     tasks["maxItems"] = MAX_TASKS
     components["RunEvent"] = _EVENT_SCHEMA
     components["EventPage"] = _EVENT_PAGE
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Flowweaver",
-            "version": _version(),
-            "description": (
-                "Event-sourced workflow engine. Errors are RFC 9457 problem+json; a 422 lists "
-                "each problem with its JSON path in `errors`."
-            ),
-        },
-        "paths": _paths(),
-        "components": {"schemas": dict(sorted(components.items()))},
-    }
+    return add_travel_document(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "Flowweaver",
+                "version": _version(),
+                "description": (
+                    "Event-sourced workflow engine. Errors are RFC 9457 problem+json; a 422 lists "
+                    "each problem with its JSON path in `errors`."
+                ),
+            },
+            "paths": _paths(),
+            "components": {"schemas": dict(sorted(components.items()))},
+        }
+    )
 
 
 @functools.cache

@@ -19,12 +19,15 @@ from flowweaver.observability import metrics
 
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
+from .audit_routes import check_filter_run, log_page, run_page, wants_json
 from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
 from .prefer import wait_seconds
 from .principal import principal
 from .sse import event_json, log_stream, run_stream
+from .sse.filters import parse_event_filter
+from .travel_routes import add_travel_routes, as_of_version
 
 JSON = "application/json"
 
@@ -52,6 +55,7 @@ def add_routes(app: web.Application) -> None:
     from .operator_routes import add_operator_routes  # noqa: PLC0415 - it uses this module's helpers
 
     add_operator_routes(app)
+    add_travel_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -268,8 +272,11 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 async def get_run(request: web.Request) -> web.Response:
-    """Return the run's state, or its state as of event ``?at=N``."""
-    at = schemas.decode_query(request.query, schemas.RunStateQuery).at
+    """Return the run's state, or its state as of event ``?at=N`` or instant ``?asOf=``."""
+    query = schemas.decode_query(request.query, schemas.RunStateQuery)
+    at = query.at
+    if query.as_of is not None:
+        at = await as_of_version(request, _run_id(request), query.as_of, at)
     state = await request.app[BRIDGE].get_run(_run_id(request), at)
     if at is not None and state.version < at:
         raise bad_request(
@@ -282,8 +289,11 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
     """Return a page of the run's history, or its SSE stream for ``Accept: text/event-stream``."""
     run_id = _run_id(request)
     app = request.app
+    wanted = parse_event_filter(request.query)
     if _wants_event_stream(request):
-        return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id)
+        return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id, wanted)
+    if wanted is not None:
+        return await run_page(request, run_id, wanted)
     query = schemas.decode_query(request.query, schemas.HistoryQuery)
     bridge = app[BRIDGE]
     page = await bridge.read_run(run_id, after=query.after, limit=query.limit)
@@ -304,13 +314,19 @@ async def get_run_events(request: web.Request) -> web.StreamResponse:
 async def get_run_stream(request: web.Request) -> web.StreamResponse:
     """Stream one run's events (the original API's path)."""
     app = request.app
-    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], _run_id(request))
+    run_id = _run_id(request)
+    wanted = parse_event_filter(request.query)
+    return await run_stream(request, app[BRIDGE], app[HUB], app[STREAMS], run_id, wanted)
 
 
 async def get_log_stream(request: web.Request) -> web.StreamResponse:
-    """Stream every run's events by log position (the audit feed)."""
+    """Stream every run's events by log position (the audit feed); JSON pages if asked."""
     app = request.app
-    return await log_stream(request, app[BRIDGE], app[HUB], app[STREAMS])
+    wanted = parse_event_filter(request.query, run_id=True)
+    if wants_json(request):
+        return await log_page(request, wanted)
+    await check_filter_run(request, wanted)
+    return await log_stream(request, app[BRIDGE], app[HUB], app[STREAMS], wanted)
 
 
 # --- operations -------------------------------------------------------------------------------

@@ -115,9 +115,11 @@ class RunListQuery(_Wire):
 
 
 class RunStateQuery(_Wire):
-    """GET /runs/{id}: the state as of event ``at`` instead of the latest."""
+    """GET /runs/{id}: the state as of event ``at``, or as of instant ``asOf``, not the latest."""
 
     at: Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)] | None = None
+    as_of: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """An RFC 3339 instant: the state after the run's last event stamped at or before it."""
 
 
 class LineageQuery(_Wire):
@@ -132,6 +134,13 @@ class HistoryQuery(_Wire):
 
     after: Offset = 0
     limit: PageLimit = 100
+
+
+class DiffQuery(_Wire):
+    """GET /runs/{id}/diff: the two versions to compare (``from`` 0 is before the first event)."""
+
+    from_: Offset | None = msgspec.field(default=None, name="from")
+    to: Offset | None = None
 
 
 # --- answers ----------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from flowweaver.engine.messages import (
     RunInput,
 )
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
+from flowweaver.engine.stamps import stamp_time
 from flowweaver.engine.timers import Timers
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import ConcurrencyError, FlowweaverError, StoreError
@@ -198,7 +199,7 @@ class RunActor(pykka.ThreadingActor):
         state = self.state
         assert state is not None
         base = state.version
-        now = self.services.clock.now()
+        now = stamp_time(self.services.clock, state)
         events: list[RunEvent] = []
         replies: list[Any] = []
         answers: list[tuple[OperatorCommand, FlowweaverError | None]] = []
@@ -464,7 +465,7 @@ class RunActor(pykka.ThreadingActor):
         if state is None or state.is_terminal:
             return
         base = state.version
-        now = self.services.clock.now()
+        now = stamp_time(self.services.clock, state)
         events = commands.interrupt_running(
             state,
             now,

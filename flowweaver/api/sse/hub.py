@@ -21,6 +21,7 @@ from flowweaver.backoff import Backoff
 from flowweaver.observability import metrics
 from flowweaver.ports import RecordedEvent
 
+from .filters import EventFilter
 from .framing import LiveEvent, Round
 from .subscriber import Subscriber
 
@@ -58,6 +59,7 @@ class Hub:
         self.position = 0
         self._by_run: dict[str, set[Subscriber]] = {}
         self._global: set[Subscriber] = set()
+        self._filtered: dict[EventFilter, set[Subscriber]] = {}  # global feeds with a filter
         self._count = 0
         self.peak = 0  # the largest backlog of any subscriber gone, in bytes
         self.direct_writes = 0  # rounds written to a stream by its DirectWriter
@@ -76,6 +78,8 @@ class Hub:
 
     def _all(self) -> Iterator[Subscriber]:
         yield from self._global
+        for filtered in self._filtered.values():
+            yield from filtered
         for subs in self._by_run.values():
             yield from subs
 
@@ -123,7 +127,9 @@ class Hub:
         return True
 
     def _register(self, sub: Subscriber) -> None:
-        if sub.run_id is None:
+        if sub.run_id is None and sub.filter is not None:
+            self._filtered.setdefault(sub.filter, set()).add(sub)
+        elif sub.run_id is None:
             self._global.add(sub)
         else:
             self._by_run.setdefault(sub.run_id, set()).add(sub)
@@ -137,7 +143,14 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Stop offering events to ``sub`` (idempotent)."""
-        if sub.run_id is None:
+        if sub.run_id is None and sub.filter is not None:
+            filtered = self._filtered.get(sub.filter)
+            found = filtered is not None and sub in filtered
+            if filtered is not None:
+                filtered.discard(sub)
+                if not filtered:
+                    del self._filtered[sub.filter]
+        elif sub.run_id is None:
             found = sub in self._global
             self._global.discard(sub)
         else:
@@ -218,7 +231,7 @@ class Hub:
             if not self._count:
                 continue
             event = LiveEvent(rec)
-            if self._global:
+            if self._global or self._filtered:
                 every.append(event)
             if rec.run_id in self._by_run:
                 by_run.setdefault(rec.run_id, []).append(event)
@@ -228,8 +241,12 @@ class Hub:
             (Round(events, by_position=False), self._by_run[run_id])
             for run_id, events in by_run.items()
         ]
-        if every:
+        if every and self._global:
             rounds.append((Round(every, by_position=True), self._global))
+        for wanted, subs in self._filtered.items():
+            matching = [event for event in every if wanted.matches(event.rec)]
+            if matching:  # one round per distinct filter, its frames shared by its streams
+                rounds.append((Round(matching, by_position=True), subs))
         for batch, subs in rounds:
             for sub in subs:
                 n = sub.offer(batch)

@@ -22,6 +22,7 @@ from flowweaver.api.errors import bad_request
 from flowweaver.errors import NotFoundError, StoreError
 from flowweaver.ports import RecordedEvent
 
+from .filters import EventFilter
 from .framing import TERMINAL, error_message, is_terminal, sse_frame
 from .hub import Hub
 from .subscriber import StreamSettings, Subscriber
@@ -61,8 +62,12 @@ async def run_stream(
     hub: Hub,
     settings: StreamSettings,
     run_id: str,
+    event_filter: EventFilter | None = None,
 ) -> web.StreamResponse:
     """Answer a per-run SSE request: replay after the offset, then follow until the run ends.
+
+    With ``event_filter`` only the events it matches are sent; the stream still ends after
+    the run's terminal event, sent or not.
 
     Raises:
         ApiError: bad offset, or an offset beyond the run's last event (400), before streaming.
@@ -70,7 +75,9 @@ async def run_stream(
     """
     after = parse_offset(request)
     page_size = settings.replay_page
-    sub = Subscriber(request, settings, run_id=run_id, limit=hub.buffer, last=after)
+    sub = Subscriber(
+        request, settings, run_id=run_id, limit=hub.buffer, last=after, filter=event_filter
+    )
     # When the tailer is running, subscribing first lets one read of the store both check
     # the offset and replay everything before the live events (duplicates are skipped by
     # version). A long history, or a parked tailer, takes the two-step way in _follow_run.
@@ -141,6 +148,7 @@ async def _live_run(sub: Subscriber, bridge: EngineBridge) -> None:
             return
         frames: list[bytes] = []
         last = sub.last
+        wanted = sub.filter
         for event in items:
             version = event.rec.version
             if version <= last:
@@ -150,9 +158,11 @@ async def _live_run(sub: Subscriber, bridge: EngineBridge) -> None:
                 # race in another store): fill the hole from the store, in order.
                 hole = await bridge.read_run(sub.run_id, after=last, upto=version - 1)
                 for rec in hole:
-                    frames.append(sse_frame(rec.version, rec))
+                    if wanted is None or wanted.matches(rec):
+                        frames.append(sse_frame(rec.version, rec))
                     last = rec.version
-            frames.append(event.run_frame)
+            if wanted is None or wanted.matches(event.rec):
+                frames.append(event.run_frame)
             last = version
             if is_terminal(event.rec):
                 sub.ended = True
@@ -169,8 +179,10 @@ async def _send_page(sub: Subscriber, page: list[RecordedEvent], prefix: bytes =
     frames: list[bytes] = [prefix] if prefix else []
     ended = False
     last = sub.last
+    wanted = sub.filter
     for rec in page:  # up to a page of 2000: no call per event that can be spared
-        frames.append(sse_frame(rec.version, rec))
+        if wanted is None or wanted.matches(rec):
+            frames.append(sse_frame(rec.version, rec))
         last = rec.version
         if rec.name.encode() in TERMINAL:
             ended = True
@@ -196,9 +208,15 @@ async def _replay_run(sub: Subscriber, bridge: EngineBridge) -> bool:
 
 
 async def log_stream(
-    request: web.Request, bridge: EngineBridge, hub: Hub, settings: StreamSettings
+    request: web.Request,
+    bridge: EngineBridge,
+    hub: Hub,
+    settings: StreamSettings,
+    event_filter: EventFilter | None = None,
 ) -> web.StreamResponse:
     """Answer a global-feed SSE request: every run's events after a log position, forever.
+
+    With ``event_filter`` only the events it matches are sent, still by log position.
 
     Raises:
         ApiError: bad offset, or one beyond the end of the log (400), before streaming.
@@ -209,7 +227,9 @@ async def log_stream(
         raise bad_request(
             f"the log ends at position {top}; resume from an id it sent", path="$.after"
         )
-    sub = Subscriber(request, settings, run_id=None, limit=hub.buffer, last=after)
+    sub = Subscriber(
+        request, settings, run_id=None, limit=hub.buffer, last=after, filter=event_filter
+    )
 
     async def body() -> None:
         await sub.send(sub.retry_line())
@@ -261,9 +281,15 @@ async def _replay_log(sub: Subscriber, bridge: EngineBridge, until: int | None) 
         page = await bridge.read_log(after=sub.last, limit=page_size)
         if not page:
             return
-        frames = [sse_frame(rec.position or 0, rec) for rec in page]
-        sub.last = page[-1].position or sub.last
-        await sub.send(frames, len(frames))
+        wanted = sub.filter
+        frames = [
+            sse_frame(rec.position or 0, rec)
+            for rec in page
+            if wanted is None or wanted.matches(rec)
+        ]
+        sub.last = page[-1].position or sub.last  # what did not match is passed over too
+        if frames:
+            await sub.send(frames, len(frames))
         if len(page) < page_size:
             return
 

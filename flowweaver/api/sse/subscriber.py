@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from flowweaver.observability import metrics
 
+from .filters import EventFilter
 from .framing import HEARTBEAT, SHUTDOWN, LiveEvent, Round, error_message, retry_line
 
 log = structlog.get_logger("flowweaver.api.sse")
@@ -162,6 +163,7 @@ class Subscriber:
         "direct",
         "dropped",
         "ended",
+        "filter",
         "finished",
         "http_writer",
         "idle",
@@ -190,11 +192,15 @@ class Subscriber:
         run_id: str | None,
         limit: int,
         last: int = 0,
+        filter: EventFilter | None = None,
     ) -> None:
         self.request = request
         self.settings = settings
         self.run_id = run_id
         self.by_position = run_id is None
+        # The global feed's hub hands a filtered subscriber only the events that match; a
+        # run's stream gets every event of its run (to see its end) and skips the others.
+        self.filter = filter
         self.last = last
         self.limit = limit
         # the connection
@@ -339,8 +345,8 @@ class Subscriber:
         Only once the headers went out through the response (see :class:`DirectWriter`).
         """
         transport = self.transport
-        if not self.sent or transport is None:
-            self.direct = None
+        if not self.sent or transport is None or (self.filter and not self.by_position):
+            self.direct = None  # a filtered run stream writes what matches itself
             return
         assert isinstance(transport, asyncio.Transport)
         self.direct = DirectWriter(self.response, transport)
