@@ -229,6 +229,16 @@ class RunOut(_Wire):
     """The run this one was forked from; null for a run that was started."""
     parent_version: int | None = None
     """The parent's version the fork was taken at."""
+    submitted_by: str | None = None
+    """Who started (or forked) the run; ``anonymous`` without auth, null for older runs."""
+    on_task_failure: OnTaskFailure = "fail"
+    """What a task failing for good does: fail the run, or pause it for an operator."""
+    paused_by: str | None = None
+    """Who paused the run (``engine`` for a task failure), while it is paused."""
+    pause_reason: str | None = None
+    cancel_by: str | None = None
+    """Who asked the run to stop."""
+    cancel_reason: str | None = None
 
 
 class RunListItem(_Wire):
@@ -393,6 +403,12 @@ def run_out(state: RunState) -> RunOut:
         summary=summary,
         parent_run_id=state.parent_run_id,
         parent_version=state.parent_version,
+        submitted_by=state.submitted_by,
+        on_task_failure=state.on_task_failure,
+        paused_by=state.paused_by,
+        pause_reason=state.pause_reason,
+        cancel_by=state.cancel_by,
+        cancel_reason=state.cancel_reason,
     )
 
 
