@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
 
-    cancel = _run_command(commands, "cancel", "cancel a run of a store that no server drives")
+    cancel = _run_command(commands, "cancel", "cancel a run (SQLite: of a store no server drives)")
     cancel.add_argument("--reason", default="", help="why, recorded with the request")
     cancel.add_argument(
         "--timeout", type=_seconds, default=30.0, help="wait this long for RunCancelled"

@@ -21,9 +21,13 @@ from typing import Any
 import pytest
 
 from flowweaver import cli_actions
+from flowweaver.domain.events import RunPaused
 from flowweaver.domain.run import RunState
 from flowweaver.engine import Engine
+from flowweaver.engine.operator import OperatorAction
+from flowweaver.errors import InvalidCommandError
 from flowweaver.handlers import builtin_registry
+from flowweaver.ports import Append
 from flowweaver.store import MemoryEventStore, SQLiteEventStore
 from tests.serve_process import DEADLINE, ServeProcess
 
@@ -380,7 +384,7 @@ def test_act_on_a_memory_store_decides_on_the_stored_state_and_runs_nothing() ->
     finally:
         engine.close(grace=1)
     assert calls == ["step"]
-    action = cli_actions.OperatorAction(kind="retry", run_id=run_id, by="dave", task_id="extract")
+    action = OperatorAction(kind="retry", run_id=run_id, by="dave", task_id="extract")
     state = cli_actions.act(store, action, max_io_bytes=1024)
     assert (state.status, state.tasks["extract"].status) == ("running", "scheduled")
     assert calls == ["step"]
@@ -417,3 +421,54 @@ def test_the_operations_example_runs_as_written(tmp_path: Path) -> None:
         lines[-1],
     ]
     assert re.fullmatch(rf"run {run_id} completed in \d+ ms", lines[-1])
+
+
+class RacedStore(MemoryEventStore):
+    """A memory store where another writer appends ``first`` just before the next append."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: list[Any] = []
+
+    def append(self, appends: Any) -> list[int]:
+        if self.first:
+            run_id, event = self.first.pop()
+            state = self.run_state(run_id)
+            assert state is not None
+            super().append([Append(run_id, state.version, [event])])
+        return super().append(appends)
+
+
+def test_an_action_that_loses_a_race_is_decided_again_on_what_won() -> None:
+    """Another writer's event first: the retry is decided again after it and stored; a pause
+    that meets another pause is refused and adds nothing."""
+    store = RacedStore()
+    registry = builtin_registry()
+    registry.register("step", _failing_step)
+    engine = Engine(store, handlers=registry, workers=1)
+    try:
+        engine.register_workflow(WORKFLOW)
+        run_id = engine.start_run("ops").run_id
+        state = wait_state(engine, run_id, lambda s: s.tasks["extract"].status == "waiting_retry")
+    finally:
+        engine.close(grace=1)
+    now = state.updated_at
+    assert now is not None
+    store.first.append((run_id, RunPaused(timestamp=now, by="erin", reason="first")))
+    retry = OperatorAction(kind="retry", run_id=run_id, by="dave", task_id="extract")
+    state = cli_actions.act(store, retry, max_io_bytes=1024)
+    assert (state.status, state.tasks["extract"].status) == ("paused", "scheduled")
+    assert [rec.name for rec in store.read_run(run_id)][-2:] == ["RunPaused", "TaskRetried"]
+
+    resumed = cli_actions.act(
+        store,
+        OperatorAction(kind="resume", run_id=run_id, by="dave"),
+        max_io_bytes=1024,
+    )
+    assert resumed.status == "running"
+    store.first.append((run_id, RunPaused(timestamp=now, by="erin", reason="second")))
+    before = store.max_position()
+    pause = OperatorAction(kind="pause", run_id=run_id, by="dave")
+    with pytest.raises(InvalidCommandError, match="is paused: only a running run pauses"):
+        cli_actions.act(store, pause, max_io_bytes=1024)
+    assert store.max_position() == before + 1  # erin's pause only
