@@ -244,6 +244,11 @@ def act(
             f"{action.kind} it through that server: POST {route(action)}"
         ) from None
     try:
+        if not leases.acquire(action.run_id):  # a shared store without a relay: a live owner
+            raise CommandError(
+                f"run {action.run_id} is driven by another engine; {action.kind} it through "
+                f"that server: POST {route(action)}"
+            )
         state = _decide_and_append(store, action, clock, max_io_bytes)
     finally:
         leases.close()
