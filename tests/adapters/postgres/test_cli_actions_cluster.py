@@ -116,7 +116,9 @@ def test_pause_resume_and_cancel_take_effect_on_the_server_that_owns_the_run(
     """The command relays pause and resume to the live owner, which records them with the
     OS user and reason; the run's handlers all run in the server; cancel ends another run."""
     [node] = cluster.start(1)
-    assert node.request("POST", "/workflows", chain("slow", 2, 1.0))[0] == 201
+    slow = chain("slow", 2, 0.1)
+    slow["tasks"][0]["inputs"]["seconds"] = 3.0  # the commands act while s0 runs
+    assert node.request("POST", "/workflows", slow)[0] == 201
     _, run_id = node.start_run("slow")
     store = cluster.store
     wait_state(store, run_id, lambda s: s.tasks["s0"].status == "running")
