@@ -252,7 +252,10 @@ def act(
         state = _decide_and_append(store, action, clock, max_io_bytes)
     finally:
         leases.close()
-    assert state is not None  # one engine per store: no other writer to lose a race to
+    if state is None:  # only where no lock keeps other writers out (memory, Redis)
+        raise CommandError(
+            f"run {action.run_id} kept changing while the action was decided; try again"
+        )
     return state
 
 
