@@ -5,6 +5,7 @@
     flowweaver status RUN_ID | events RUN_ID [--after N] [--follow]
     flowweaver replay RUN_ID (--at N | --as-of RFC3339) | diff RUN_ID --from N --to M
     flowweaver cancel RUN_ID [--reason TEXT]
+    flowweaver pause|resume RUN_ID | retry|skip|complete RUN_ID TASK_ID ...  (cli_actions.py)
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
@@ -55,7 +56,13 @@ from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
-from flowweaver.ports import Checkpoints, DurabilityReport, EventStore, StoreReader
+from flowweaver.ports import (
+    Checkpoints,
+    DurabilityReport,
+    EventStore,
+    RelayProvider,
+    StoreReader,
+)
 from flowweaver.store import DEFAULT_STORE_URL, open_store
 from flowweaver.travel import version_at
 
@@ -333,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=_offset, default=0, help="only events after this version")
     events.add_argument("--follow", action="store_true", help="keep printing until the run ends")
 
-    cancel = _run_command(commands, "cancel", "cancel a run of a store that no server drives")
+    cancel = _run_command(commands, "cancel", "cancel a run (SQLite: of a store no server drives)")
     cancel.add_argument("--reason", default="", help="why, recorded with the request")
     cancel.add_argument(
         "--timeout", type=_seconds, default=30.0, help="wait this long for RunCancelled"
@@ -355,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flowweaver.cli_fork import add_fork_commands  # noqa: PLC0415 - it builds on this module
 
     add_fork_commands(commands, _COMMANDS)
+    from flowweaver.cli_actions import add_action_commands  # noqa: PLC0415 - likewise
+
+    add_action_commands(commands, _COMMANDS)
     for command in add_chain_commands(commands, _run_id):
         _add_options(command, *_STORE)
 
@@ -733,8 +743,13 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    from flowweaver import cli_actions  # noqa: PLC0415 - it builds on this module
+
     configure_logging(json=False, level="WARNING")
+    by = cli_actions.principal()
     store = _open_existing(args.store)
+    if isinstance(store, RelayProvider):  # a cluster's: the run's owner cancels it
+        return cli_actions.cancel_in_cluster(store, args)
     try:
         state = store.run_state(args.run_id)
         if state is None:
@@ -756,7 +771,7 @@ def _cancel(args: argparse.Namespace) -> int:
     try:
         # Recovery resumes the run here with the request already in its mailbox, so no task
         # of it starts in this process.
-        engine.cancel_run(args.run_id, args.reason)
+        engine.cancel_run(args.run_id, args.reason, by=by)
         try:
             state = engine.wait_run_finished(args.run_id, timeout=args.timeout)
         except TimeoutError as e:
