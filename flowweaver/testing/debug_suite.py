@@ -34,7 +34,9 @@ from flowweaver.domain.run import (
     start_run,
 )
 from flowweaver.errors import ConcurrencyError, NotFoundError, ValidationError
-from flowweaver.ports import Append, EventStore
+from flowweaver.ports import Append, EventStore, StoredRuns
+from flowweaver.store.audit import export_run, import_runs, verify_run
+from flowweaver.store.memory import MemoryEventStore
 from flowweaver.testing.runs import T0, task, workflow
 from flowweaver.travel import diff_run, state_as_of, version_at
 
@@ -196,6 +198,10 @@ class DebugReadsSuite:
         positions = [r.position or 0 for r in every]
         assert positions == sorted(set(positions))
         assert all(positions)
+        # From any position, a number the log skipped included, the log reads on after it.
+        for after in range(positions[-1] + 2):
+            tail = store.read_log(after=after, limit=5)
+            assert [r.position for r in tail] == [p for p in positions if p > after][:5], after
         filters = [
             EventFilter(types=frozenset({"RunPaused", "TaskRetried"})),
             EventFilter(run_id=runs[1].id),
@@ -299,6 +305,59 @@ class DebugReadsSuite:
         assert store.run_state(other.id) == other
         for k in range(1, len(more) + 1):
             assert store.run_state(other.id, at=k) == fold(more[:k], new_state(other.id)), k
+
+    def test_states_of_a_paused_and_forked_run_with_automatic_snapshots(
+        self, store: EventStore
+    ) -> None:
+        """With a snapshot every two events folded, the paused run and a fork of it read the
+        fold at every version, whether the latest state or an early one is read first."""
+        configure = getattr(self, "configure_snapshots", None)
+        if configure is None:  # pragma: no cover - EventStoreSuite has it
+            pytest.skip("no configure_snapshots hook")
+        configure(store, 2)
+        for latest_first in (True, False):
+            state, events, paused_at = self._stored_run(store)
+            at_pause = fold(events[:paused_at], new_state(state.id))
+            fork, fork_events = fork_run(str(uuid.uuid4()), at_pause, _seconds(7), by="op")
+            store.append([Append(run_id=fork.id, expected_version=0, events=fork_events)])
+            for run_id, evs, live in [(state.id, events, state), (fork.id, fork_events, fork)]:
+                if latest_first:
+                    assert store.run_state(run_id) == live
+                for k in range(1, len(evs) + 1):
+                    assert store.run_state(run_id, at=k) == fold(evs[:k], new_state(run_id)), k
+                assert store.run_state(run_id) == live
+
+    def test_hostile_text_in_tracebacks_and_logs_round_trips_and_verifies(
+        self, store: EventStore
+    ) -> None:
+        """NUL, line separators, non-BMP characters, quotes and backslashes in an error, its
+        traceback and log lines read back equal, fold equal, verify, and import from another
+        store byte for byte."""
+        text = 'nul\x00 sep\u2028 emoji\U0001f600 caf\u00e9 "quoted" back\\slash </script>'
+        run_id = str(uuid.uuid4())
+        spec = workflow(task("a"), workflow_id="hostile")
+        state, events = start_run(run_id, spec, 1, {"text": text}, T0, on_task_failure="pause")
+        events += record_started(state, "a", 1, "w", _seconds(1))
+        error = ErrorInfo(type="ValueError", message=text, retryable=False, traceback=text * 20)
+        logs = [_log(1.5, text, **{text: text, "count": 1})]
+        events += record_failed(state, "a", 1, error, _seconds(2), logs=logs)
+        source = MemoryEventStore()
+        source.append([Append(run_id=run_id, expected_version=0, events=events)])
+        lines = b"".join(export_run(source, run_id))
+        assert isinstance(store, StoredRuns)
+        import_runs(store, lines.splitlines)
+        assert [r.event for r in store.read_run(run_id)] == events
+        assert store.read_stored(run_id) == source.read_stored(run_id)
+        assert verify_run(store, run_id).ok
+        stored = store.run_state(run_id)
+        assert stored == state
+        assert stored is not None
+        failed = stored.tasks["a"]
+        assert failed.last_error == error
+        assert failed.logs[0].fields[text] == text
+        assert [r.name for r in store.read_log(after=0, limit=100)] == [
+            type(e).__name__ for e in events
+        ]
 
     def test_a_forked_run_state_round_trips_through_snapshots(self, store: EventStore) -> None:
         """A fork of the paused run, with new parameters, and a fork of the fork: their states
