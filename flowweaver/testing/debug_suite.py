@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import AggregateRecorder, StoredEvent
 
 from flowweaver.api.audit_routes import scan
 from flowweaver.api.sse.filters import EventFilter
@@ -36,6 +37,7 @@ from flowweaver.domain.run import (
 from flowweaver.errors import ConcurrencyError, NotFoundError, ValidationError
 from flowweaver.ports import Append, EventStore, StoredRuns
 from flowweaver.store.audit import export_run, import_runs, verify_run
+from flowweaver.store.codec import SNAPSHOT_NAME, encode, snapshot_originator, topic
 from flowweaver.store.memory import MemoryEventStore
 from flowweaver.testing.runs import T0, task, workflow
 from flowweaver.travel import diff_run, state_as_of, version_at
@@ -358,6 +360,29 @@ class DebugReadsSuite:
         assert [r.name for r in store.read_log(after=0, limit=100)] == [
             type(e).__name__ for e in events
         ]
+
+    def test_snapshots_of_the_first_schema_are_passed_over(self, store: EventStore) -> None:
+        """Snapshots stored before schema 2 (under the run's own id, without logs or pause)
+        do not shape any state: every version still reads as the fold, and new snapshots are
+        saved beside the old ones."""
+        recorder = getattr(store, "_snapshots", None)
+        if not isinstance(recorder, AggregateRecorder):
+            pytest.skip(f"{type(store).__name__} has no snapshot recorder to write old ones with")
+        state, events, paused_at = self._stored_run(store)
+        old_id = snapshot_originator(uuid.UUID(state.id), 1)
+        rows = []
+        for k in (2, paused_at, len(events)):
+            stale = fold(events[:k], new_state(state.id))
+            stale.status = "running"  # what schema 1 knew: no pause, no logs
+            for task_state in stale.tasks.values():
+                task_state.logs = ()
+            rows.append(StoredEvent(old_id, k, topic(SNAPSHOT_NAME, 1), encode(stale)))
+        recorder.insert_events(rows)
+        for _ in range(2):  # the second pass reads the snapshots the first one saved
+            assert store.run_state(state.id) == state
+            for k in range(1, len(events) + 1):
+                assert store.run_state(state.id, at=k) == fold(events[:k], new_state(state.id))
+            store.save_snapshot(fold(events[:paused_at], new_state(state.id)))
 
     def test_a_forked_run_state_round_trips_through_snapshots(self, store: EventStore) -> None:
         """A fork of the paused run, with new parameters, and a fork of the fork: their states
