@@ -247,5 +247,32 @@ def test_debugging_and_audit_end_to_end(debug_server: LiveServer) -> None:
                 streamed = await _first_events(response, 2)
             assert [m.event for m in streamed] == ["RunPaused", "TaskRetried"]
             assert [int(m.id or 0) for m in streamed] == positions
+            resume = {"Last-Event-ID": str(positions[0])}
+            async with s.get(
+                f"{base}/events", params=query, headers=resume, timeout=TIMEOUT
+            ) as response:
+                assert response.status == 200
+                (again,) = await _first_events(response, 1)
+            assert (again.event, again.id) == ("TaskRetried", str(positions[1]))
+
+            # A run's own history filtered by types, paged by version.
+            kinds = {"types": "TaskFailed,TaskCompleted", "limit": "1"}
+            seen, after = [], 0
+            while True:
+                page = await _ok(
+                    s,
+                    "GET",
+                    f"{base}/runs/{run_id}/events",
+                    params={**kinds, "after": str(after)},
+                )
+                seen += [(e["type"], e["taskId"], e["attempt"]) for e in page["events"]]
+                if page["nextAfter"] is None:
+                    break
+                after = page["nextAfter"]
+            assert seen == [
+                ("TaskFailed", "load", 1),
+                ("TaskCompleted", "load", 2),
+                ("TaskCompleted", "report", 1),
+            ]
 
     run(main())
