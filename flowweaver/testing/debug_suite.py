@@ -384,6 +384,33 @@ class DebugReadsSuite:
                 assert store.run_state(state.id, at=k) == fold(events[:k], new_state(state.id))
             store.save_snapshot(fold(events[:paused_at], new_state(state.id)))
 
+    def test_imported_forks_keep_their_lineage_and_pause(self, store: EventStore) -> None:
+        """A paused run and a fork of it, exported from another store and imported here, list
+        with their status and parent, the fork among the parent's children."""
+        source = MemoryEventStore()
+        parent, events, paused_at = self._stored_run(source)
+        at_pause = fold(events[:paused_at], new_state(parent.id))
+        fork, fork_events = fork_run(str(uuid.uuid4()), at_pause, _seconds(7), by="op")
+        source.append([Append(run_id=fork.id, expected_version=0, events=fork_events)])
+        still_paused, paused_events, _ = paused_and_retried_run(str(uuid.uuid4()))
+        paused_events = paused_events[:paused_at]
+        source.append([Append(run_id=still_paused.id, expected_version=0, events=paused_events)])
+        lines = b"".join(
+            b"".join(export_run(source, run_id)) for run_id in (parent.id, fork.id, still_paused.id)
+        )
+        assert isinstance(store, StoredRuns)
+        import_runs(store, lines.splitlines)
+        rows = {row.id: row for row in store.list_runs().runs}
+        assert (rows[fork.id].parent_run_id, rows[fork.id].parent_version) == (
+            parent.id,
+            paused_at,
+        )
+        assert rows[parent.id].status == "completed"
+        assert rows[still_paused.id].status == "paused"
+        assert [row.id for row in store.list_runs(status="paused").runs] == [still_paused.id]
+        assert set(store.active_run_ids()) == {fork.id, still_paused.id}
+        assert [row.id for row in store.child_runs(parent.id).runs] == [fork.id]
+
     def test_a_forked_run_state_round_trips_through_snapshots(self, store: EventStore) -> None:
         """A fork of the paused run, with new parameters, and a fork of the fork: their states
         (parent, parentVersion, carried outputs, parameters) equal the fold with and without
