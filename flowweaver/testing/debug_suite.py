@@ -6,7 +6,9 @@ so memory, SQLite, PostgreSQL and Redis all pass it: a run's version at an insta
 versions (:func:`~flowweaver.travel.diff_run`), the filtered, bounded scans behind
 ``GET /events?types=&runId=`` (:func:`flowweaver.api.audit_routes.scan` over ``read_log`` and
 ``read_run``), and the state at any version of a paused, retried, resumed and forked run whose
-failure carries a traceback and logs, equal to the fold whether or not snapshots were saved.
+failure carries a traceback and logs, equal to the fold whether or not snapshots were saved
+(snapshots of the first schema never used), and such runs imported from another store with their
+status and lineage.
 """
 
 from __future__ import annotations
@@ -451,3 +453,6 @@ class DebugReadsSuite:
         assert (grand.parent_run_id, grand.parent_version) == (fork.id, len(fork_events))
         assert grand.tasks["a"].output == {"result": {"v": 2}}
         assert grand.tasks["a"].status == "completed"
+
+
+__all__ = ["TRACEBACK", "DebugReadsSuite", "paused_and_retried_run"]
