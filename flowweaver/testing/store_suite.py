@@ -53,6 +53,7 @@ from flowweaver.errors import ConcurrencyError, NotFoundError, ValidationError
 from flowweaver.ports import Append, EventStore, RecordedEvent, RunRow
 from flowweaver.store.codec import UPCASTERS
 from flowweaver.testing.chain_suite import ChainSuite
+from flowweaver.testing.debug_suite import DebugReadsSuite
 from flowweaver.testing.runs import T0, command_steps, simulate, task, workflow, workflow_specs
 
 _T = TypeVar("_T")
@@ -97,7 +98,7 @@ class SnapshotInterval(Protocol):
     snapshot_interval: int
 
 
-class EventStoreSuite(ChainSuite, ABC):
+class EventStoreSuite(ChainSuite, DebugReadsSuite, ABC):
     """Reusable tests of the :class:`~flowweaver.ports.EventStore` contract.
 
     Hooks: :meth:`create_store` (required), :meth:`dispose_store`, and
