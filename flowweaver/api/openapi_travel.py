@@ -41,6 +41,26 @@ def _types(where: str) -> dict[str, Any]:
     }
 
 
+def _bounds(where: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": (
+                f"{where}Only events stamped {side} this RFC 3339 instant (included); "
+                "a malformed instant, or until before since, is a 400."
+            ),
+            "schema": {"type": "string"},
+            "example": example,
+        }
+        for name, side, example in (
+            ("since", "at or after", "2026-11-30T00:00:00Z"),
+            ("until", "at or before", "2026-12-06T23:59:59Z"),
+        )
+    ]
+
+
 _VERSION = {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}
 _CHANGE = {
     "type": "array",
@@ -173,13 +193,13 @@ def add_travel_document(doc: dict[str, Any]) -> dict[str, Any]:
         }
     }
     history = paths["/runs/{runId}/events"]["get"]
-    history["parameters"].append(_types("Both forms: "))
+    history["parameters"] += [_types("Both forms: "), *_bounds("Both forms: ")]
     history["description"] += (
         f" `types` filters both; a filtered JSON page looks at {SCAN_BUDGET} events at most, "
         "so it may hold fewer than `limit` with a `nextAfter` to go on from. A filtered "
         "stream still ends after the run's terminal event, sent or not."
     )
-    paths["/events/{runId}"]["get"]["parameters"].append(_types(""))
+    paths["/events/{runId}"]["get"]["parameters"] += [_types(""), *_bounds("")]
     feed = paths["/events"]["get"]
     feed["summary"] = (
         "Every run's events by global log position: SSE, or JSON pages with "
@@ -187,6 +207,7 @@ def add_travel_document(doc: dict[str, Any]) -> dict[str, Any]:
     )
     feed["parameters"] += [
         _types("Both forms: "),
+        *_bounds("Both forms: "),
         {
             "name": "runId",
             "in": "query",

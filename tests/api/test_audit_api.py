@@ -112,6 +112,46 @@ def test_json_log_pages_carry_positions_and_filter(sqlite_server: LiveServer) ->
     run(main())
 
 
+def test_since_and_until_keep_the_events_stamped_between_them(sqlite_server: LiveServer) -> None:
+    """?since= and ?until= bound the JSON log and a run's history by timestamp, both ends
+    included, on their own or with types; an instant with an offset other than Z works."""
+
+    async def main() -> None:
+        url = sqlite_server.url
+        async with aiohttp.ClientSession() as s:
+            plain, flaky = await _two_runs(s, url)
+            every = await _whole_log(s, url)
+            stamps = sorted({e["timestamp"] for e in every})
+            assert len(stamps) > 3
+            low, high = stamps[1], stamps[-2]
+
+            def between(e: Any) -> bool:
+                return bool(low <= e["timestamp"] <= high)
+
+            page = await _log(s, url, f"since={low}&until={high}&limit=1000")
+            assert page["events"] == [e for e in every if between(e)]
+            assert every[0] not in page["events"] or every[0]["timestamp"] >= low
+            page = await _log(s, url, f"since={high}&types=RunCompleted")
+            assert page["events"] == [
+                e for e in every if e["timestamp"] >= high and e["type"] == "RunCompleted"
+            ]
+            page = await _log(s, url, "until=2000-01-01T02:00:00%2B02:00")
+            assert page["events"] == []
+            async with s.get(
+                f"{url}/runs/{flaky}/events?since={low}&until={high}", headers={"Accept": JSON}
+            ) as response:
+                assert response.status == 200
+                history = (await response.json())["events"]
+            assert history == [
+                {k: v for k, v in e.items() if k != "position"}
+                for e in every
+                if e["runId"] == flaky and between(e)
+            ]
+            assert plain
+
+    run(main())
+
+
 def test_a_filtered_json_page_scans_a_bounded_stretch_and_gives_a_cursor(
     sqlite_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,6 +366,14 @@ def test_run_stream_filtered_live_ends_after_the_run(
         ("/runs/RUN/events?types=taskstarted", {}, "$.query.types"),
         ("/runs/RUN/events?types=Nope", {"Accept": SSE}, "$.query.types"),
         ("/events/RUN?types=Nope", {}, "$.query.types"),
+        ("/events?since=yesterday", {"Accept": JSON}, "$.query.since"),
+        ("/events?until=2026-01-01T00:00:00", {"Accept": SSE}, "$.query.until"),
+        (
+            "/events?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            {"Accept": JSON},
+            "$.query.until",
+        ),
+        ("/runs/RUN/events?since=2026-13-01T00:00:00Z", {}, "$.query.since"),
     ],
 )
 def test_bad_filters_are_400(

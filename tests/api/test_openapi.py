@@ -44,7 +44,7 @@ def test_the_history_routes_parameters_are_exactly_what_it_reads(server: LiveSer
     """JSON history reads after and limit (not Last-Event-ID); the stream ignores limit."""
     operation = _operation("/runs/{runId}/events")
     params = {p["name"]: p for p in operation["parameters"]}
-    assert set(params) == {"runId", "after", "limit", "Last-Event-ID", "types"}
+    assert set(params) == {"runId", "after", "limit", "Last-Event-ID", "types", "since", "until"}
     assert "JSON history only" in params["limit"]["description"]
     assert "SSE only" in params["Last-Event-ID"]["description"]
 
