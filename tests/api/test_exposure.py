@@ -252,3 +252,119 @@ def test_exposure_values() -> None:
     assert is_loopback("localhost")
     for public in ("0.0.0.0", "::", "", "10.0.0.5", "example.com"):  # noqa: S104
         assert not is_loopback(public), public
+
+
+# --- CORS -------------------------------------------------------------------------------------
+
+ALLOWED = "https://app.example.com"
+OTHER = "https://evil.example"
+
+
+def _preflight(origin: str, method: str = "POST") -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+
+
+def test_a_preflight_from_a_listed_origin_is_answered(servers: Any) -> None:
+    """OPTIONS from a --cors-origin origin: 204 with the route's methods, our headers, max-age."""
+    server = servers(cors_origin=(ALLOWED,))
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.options(f"{server.url}/runs", headers=_preflight(ALLOWED)) as r:
+                assert r.status == 204
+                assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
+                assert set(r.headers["Access-Control-Allow-Methods"].split(", ")) >= {
+                    "GET",
+                    "POST",
+                }
+                allowed = r.headers["Access-Control-Allow-Headers"].split(", ")
+                assert set(allowed) == {
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "Last-Event-ID",
+                    "Prefer",
+                }
+                assert r.headers["Access-Control-Max-Age"] == "3600"
+                assert "Origin" in r.headers["Vary"]
+                assert "Access-Control-Allow-Credentials" not in r.headers
+            url = f"{server.url}/runs/00000000-0000-4000-8000-000000000001/cancel"
+            async with s.options(url, headers=_preflight(ALLOWED)) as r:
+                assert r.status == 204
+                assert r.headers["Access-Control-Allow-Methods"] == "POST"
+            async with s.options(f"{server.url}/nowhere", headers=_preflight(ALLOWED)) as r:
+                assert r.status == 404
+
+    run(main())
+
+
+@pytest.mark.parametrize("listed", [(), (ALLOWED,)])
+def test_other_origins_get_a_403_preflight_and_no_cors_headers(
+    servers: Any, listed: tuple[str, ...]
+) -> None:
+    """A preflight from an unlisted origin is 403 problem+json; its requests get no CORS headers."""
+    server = servers(cors_origin=listed)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            for origin_sent in (OTHER, "null", ALLOWED + ":8443", "http://app.example.com"):
+                async with s.options(f"{server.url}/runs", headers=_preflight(origin_sent)) as r:
+                    problem = _problem(await _answer(r), 403, "origin-not-allowed")
+                    assert "--cors-origin" in problem["detail"]
+                    assert "Access-Control-Allow-Origin" not in r.headers
+                    assert "Access-Control-Allow-Methods" not in r.headers
+                async with s.get(f"{server.url}/runs", headers={"Origin": origin_sent}) as r:
+                    assert r.status == 200
+                    assert not any(h.startswith("Access-Control-") for h in r.headers)
+                    assert ("Vary" in r.headers) == bool(listed)
+
+    run(main())
+    assert server.store.max_position() == 0
+
+
+def test_a_listed_origin_reads_answers_problems_and_sse(servers: Any) -> None:
+    """A listed origin's answers carry its origin (problems and the SSE stream included)."""
+    server = servers(cors_origin=(ALLOWED, "http://localhost:8080"))
+    origin_header = {"Origin": ALLOWED}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{server.url}/workflows", json=WORKFLOW, headers=origin_header) as r:
+                assert r.status == 201
+                assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
+                exposed = r.headers["Access-Control-Expose-Headers"]
+                assert "Location" in exposed
+                assert "Retry-After" in exposed
+            async with s.post(
+                f"{server.url}/runs", json={"workflowId": "w"}, headers=origin_header
+            ) as r:
+                assert r.status == 201
+                run_id = (await r.json())["id"]
+            text = {**origin_header, "Content-Type": "text/plain"}
+            async with s.post(f"{server.url}/runs", data=b"{}", headers=text) as r:
+                _problem(await _answer(r), 415, "unsupported-media-type")
+                assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
+            stream = {"Origin": "http://localhost:8080", "Accept": "text/event-stream"}
+            async with s.get(f"{server.url}/events/{run_id}", headers=stream) as r:
+                assert r.status == 200
+                assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:8080"
+                assert r.headers["Vary"] == "Origin"
+                names = [
+                    line.decode().removeprefix("event: ").strip()
+                    async for line in r.content
+                    if line.startswith(b"event: ")
+                ]
+                assert names[0] == "RunStarted"
+                assert names[-1] == "RunCompleted"
+
+    run(main())
+
+
+def test_cors_origins_are_checked_at_start() -> None:
+    """An origin that is no scheme://host[:port] is refused when the app is built."""
+    with pytest.raises(ValueError, match="not an origin"):
+        Exposure.build(cors_origins=["https://app.example.com/path"])
