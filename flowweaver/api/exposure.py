@@ -189,6 +189,33 @@ def add_exposure(app: web.Application, exposure: Exposure) -> None:
 async def exposure_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse other Hosts (421), answer CORS preflights, and refuse non-JSON bodies (415)."""
     exposure = request.app[EXPOSURE]
+    check_host(request, exposure)
+    if (
+        request.method == hdrs.METH_OPTIONS
+        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    ):
+        return _preflight(request, exposure)
+    if not isinstance(request.match_info, MatchInfoError):  # else 404 or 405 as before
+        check_media_type(request)
+    return await handler(request)
+
+
+def check_before_body(request: web.Request) -> None:
+    """Check Host and media type of a request that waits for ``100 Continue`` to send its body.
+
+    Raises:
+        ApiError: 400, 421 or 415, as the middleware would answer after the upload.
+    """
+    check_host(request, request.app[EXPOSURE])
+    check_media_type(request)
+
+
+def check_host(request: web.Request, exposure: Exposure) -> None:
+    """Refuse a request whose Host this server does not answer for.
+
+    Raises:
+        ApiError: two Host headers (400), a Host not allowed (421).
+    """
     hosts = request.headers.getall(hdrs.HOST, ())
     if len(hosts) > 1:
         raise ApiError(400, "bad-request", "the request has more than one Host header")
@@ -199,17 +226,14 @@ async def exposure_middleware(request: web.Request, handler: Handler) -> web.Str
             f"this server does not answer for host {hosts[0][:MAX_HOST_CHARS]!r}; "
             "its operator lists the names it answers for with --allowed-host",
         )
-    if (
-        request.method == hdrs.METH_OPTIONS
-        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
-    ):
-        return _preflight(request, exposure)
-    if not isinstance(request.match_info, MatchInfoError):  # else 404 or 405 as before
-        _check_media_type(request)
-    return await handler(request)
 
 
-def _check_media_type(request: web.Request) -> None:
+def check_media_type(request: web.Request) -> None:
+    """Refuse a POST that does not say it sends UTF-8 JSON, or another body that is not JSON.
+
+    Raises:
+        ApiError: 415 with ``Accept-Post: application/json``.
+    """
     method = request.method
     if method == hdrs.METH_POST or (
         method in (hdrs.METH_PUT, hdrs.METH_PATCH, hdrs.METH_DELETE) and request.body_exists

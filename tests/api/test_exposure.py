@@ -368,3 +368,27 @@ def test_cors_origins_are_checked_at_start() -> None:
     """An origin that is no scheme://host[:port] is refused when the app is built."""
     with pytest.raises(ValueError, match="not an origin"):
         Exposure.build(cors_origins=["https://app.example.com/path"])
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"Host: localhost\r\nContent-Type: text/plain\r\n", b"415"),
+        (b"Host: evil.example\r\nContent-Type: application/json\r\n", b"421"),
+    ],
+)
+def test_a_refused_upload_is_answered_before_100_continue(
+    server: LiveServer, head: bytes, status: bytes
+) -> None:
+    """With Expect: 100-continue the 415 or 421 comes at once: the body is never asked for."""
+    sock = connect(server)
+    sock.sendall(
+        b"POST /workflows HTTP/1.1\r\n" + head + b"Content-Length: 100000\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    answer = read_to_end(sock)  # the server closes: the body was never asked for
+    sock.close()
+    assert answer.split(b" ", 2)[1] == status, answer
+    assert b"100 Continue" not in answer
+    assert b"application/problem+json" in answer
+    assert server.store.list_workflows() == []
