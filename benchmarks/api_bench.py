@@ -292,7 +292,7 @@ def _subscribe_raw(port: int, run_id: str, count: int) -> list[list[tuple[float,
 
     Returns, per connection, the (arrival time, bytes) of every read.
     """
-    request = f"GET /events/{run_id} HTTP/1.0\r\nHost: bench\r\n\r\n".encode()
+    request = f"GET /events/{run_id} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
     by_fd: dict[int, socket.socket] = {}
     received: dict[int, list[tuple[float, bytes]]] = {}
     poller = select.epoll()
@@ -479,7 +479,7 @@ async def stall(url: str, stalled: int, tasks: int, blob: int) -> dict[str, floa
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", port))
-            sock.sendall(f"GET /events/{run_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            sock.sendall(f"GET /events/{run_id} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
             socks.append(sock)
         delays = []
         async with s.get(f"{url}/events/{run_id}") as r:

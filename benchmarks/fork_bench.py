@@ -31,6 +31,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_bench import percentile, server  # a sibling script, not a package
 
+JSON = {"Content-Type": "application/json"}  # every POST says JSON, even with no body
+
 
 def wide(tasks: int) -> dict[str, Any]:
     """A workflow of ``tasks`` independent no-op tasks."""
@@ -58,7 +60,7 @@ async def fork_times(url: str, run_id: str, forks: int) -> dict[str, float]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
         for _ in range(forks):
             began = time.perf_counter()
-            async with s.post(f"{url}/runs/{run_id}/fork") as r:
+            async with s.post(f"{url}/runs/{run_id}/fork", headers=JSON) as r:
                 assert r.status == 201, await r.text()
                 body = await r.read()
             times.append((time.perf_counter() - began) * 1000)

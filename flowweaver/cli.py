@@ -23,6 +23,7 @@ import gc
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
-from flowweaver import cli_check_replay, cli_travel
+from flowweaver import cli_check_replay, cli_expose, cli_travel
 from flowweaver.api.app import (
     DEFAULT_BODY_LIMIT,
     DEFAULT_SSE_BUFFER,
@@ -166,6 +167,25 @@ def _from_env(env: str, convert: Callable[[str], Any], default: Any, *, many: bo
         raise UsageError(f"{env}: {e}") from None
 
 
+class _Repeatable(argparse.Action):
+    """A flag of several values that may be repeated: each use adds to the list.
+
+    The first use replaces the default (the environment variable's list).
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is self.default or current is None else list(current)
+        items.extend(values)
+        setattr(namespace, self.dest, items)
+
+
 @dataclass(frozen=True, slots=True)
 class _Option:
     """A flag whose default the environment variable FLOWWEAVER_<FLAG> can set.
@@ -194,7 +214,7 @@ class _Option:
         default = _from_env(self.env, self.convert, self.default, many=self.many)
         if self.many:
             suffix = f"({self.env}, comma-separated)"
-            extra: dict[str, Any] = {"nargs": "+"}
+            extra: dict[str, Any] = {"nargs": "+", "action": _Repeatable}
         else:
             suffix = f"({self.env}; default {self.shown})"
             extra = {"choices": self.choices} if self.choices else {}
@@ -285,6 +305,40 @@ _SERVE = (
         "more fails the task",
         shown="1MiB",
     ),
+    _Option(
+        "--auth",
+        cli_expose.auth_mode,
+        None,
+        "how requests are authenticated: token (Authorization: Bearer) or none",
+        shown="none on a loopback host; required on any other",
+        choices=cli_expose.AUTH_MODES,
+    ),
+    _Option(
+        "--allowed-host",
+        str,
+        [],
+        "a DNS name (or name:port) the Host header may carry, beside localhost and IP "
+        "addresses; * for any (repeatable)",
+        many=True,
+        metavar="HOST",
+    ),
+    _Option(
+        "--cors-origin",
+        cli_expose.cors_origin,
+        [],
+        "a browser origin (https://app.example.com) allowed to call the API (repeatable)",
+        many=True,
+        metavar="ORIGIN",
+    ),
+    _Option(
+        "--tls-cert",
+        str,
+        None,
+        "PEM certificate chain: serve HTTPS",
+        shown="none: HTTP",
+        metavar="FILE",
+    ),
+    _Option("--tls-key", str, None, "PEM private key of --tls-cert", shown="none", metavar="FILE"),
 )
 """Every ``serve`` flag; those named as a field of :class:`ApiConfig` set that field."""
 _MAX_TASK_DATA = next(option for option in _SERVE if option.flag == "--max-task-data")
@@ -446,6 +500,7 @@ def _serve(args: argparse.Namespace) -> int:
     set_switch_interval()
     json_logs = {"json": True, "console": False}.get(args.log_format)
     configure_logging(json=json_logs, level=args.log_level)
+    tls = cli_expose.check_exposure(args)
     registry = _registry(args.handlers, examples=args.example_handlers)
     config = ApiConfig(**{k: v for k, v in vars(args).items() if k in _API_FIELDS})
     store = open_store(args.store)
@@ -461,12 +516,14 @@ def _serve(args: argparse.Namespace) -> int:
         max_task_io_bytes=args.max_task_data,
     )
     try:
-        return asyncio.run(_serve_async(engine, config, args))
+        return asyncio.run(_serve_async(engine, config, args, tls))
     finally:
         engine.close(args.grace)
 
 
-async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespace) -> int:
+async def _serve_async(
+    engine: Engine, config: ApiConfig, args: argparse.Namespace, tls: ssl.SSLContext | None = None
+) -> int:
     app = create_app(engine, config=config)
     runner = make_runner(
         app, keepalive_timeout=config.keepalive_timeout, shutdown_timeout=config.shutdown_timeout
@@ -480,6 +537,7 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         max_connections=config.max_connections,
         max_connections_per_client=config.max_connections_per_client,
         health_connections=config.health_connections,
+        ssl_context=tls,
     )
     try:
         await site.start()
@@ -492,7 +550,7 @@ async def _serve_async(engine: Engine, config: ApiConfig, args: argparse.Namespa
         loop.add_signal_handler(signum, stop.set)
     log.info(
         "server_started",
-        url=f"http://{args.host}:{site.port}",
+        url=f"{'https' if tls else 'http'}://{args.host}:{site.port}",
         port=site.port,
         store=_redact(args.store),
         workers=args.workers,

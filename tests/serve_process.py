@@ -104,7 +104,8 @@ class ServeProcess:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             payload = None if body is None else json.dumps(body)
-            headers = {"Content-Type": "application/json"} if payload else {}
+            # Every POST says JSON, even with no body (flowweaver/api/exposure.py).
+            headers = {"Content-Type": "application/json"} if method != "GET" else {}
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             content_type = response.getheader("Content-Type", "")

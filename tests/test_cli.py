@@ -54,7 +54,7 @@ def _free_port() -> int:
 def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
-    if data is not None:
+    if method != "GET":  # every POST says JSON, even with no body
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback

@@ -33,6 +33,11 @@ SAMPLES = {
     "--health-connections": ("2", 2),
     "--grace": ("6", 6.0),
     "--max-task-data": ("4KiB", 4096),
+    "--auth": ("none", "none"),
+    "--allowed-host": ("api.example.com", ["api.example.com"]),
+    "--cors-origin": ("https://App.example.com:443", ["https://app.example.com"]),
+    "--tls-cert": ("cert.pem", "cert.pem"),
+    "--tls-key": ("key.pem", "key.pem"),
 }
 TYPED = [o for o in cli._SERVE if o.convert not in (str, str.upper)]
 
@@ -94,3 +99,16 @@ def test_the_help_and_the_docs_name_every_variable() -> None:
         assert f"{option.flag} " in shown, option.flag
         assert f"({option.env}" in shown, option.env
         assert f"| `{option.flag}` | `{option.env}` |" in docs, option.flag
+
+
+def test_a_repeatable_flag_adds_each_use_and_replaces_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--allowed-host a --allowed-host b,c gives all three; flags replace the variable's list."""
+    monkeypatch.setenv("FLOWWEAVER_ALLOWED_HOST", "from-env.example, other.example")
+    parse = cli.build_parser().parse_args
+    assert parse(["serve"]).allowed_host == ["from-env.example", "other.example"]
+    args = parse(["serve", "--allowed-host", "a.example", "--allowed-host", "b.example", "c"])
+    assert args.allowed_host == ["a.example", "b.example", "c"]
+    origins = ["--cors-origin", "https://a.example", "--cors-origin", "http://localhost:8080"]
+    assert parse(["serve", *origins]).cors_origin == ["https://a.example", "http://localhost:8080"]

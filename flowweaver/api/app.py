@@ -16,6 +16,7 @@ from flowweaver.errors import FieldError, ValidationError
 
 from .bridge import EngineBridge
 from .errors import problem_middleware
+from .exposure import Exposure, add_exposure
 from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
@@ -48,6 +49,8 @@ class ApiConfig:
     threads: int = 16
     ready_timeout: float = 2.0
     max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
+    allowed_host: tuple[str, ...] = ()  # Host names answered beside localhost and IP addresses
+    cors_origin: tuple[str, ...] = ()  # browser origins given CORS headers
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -93,6 +96,7 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.cleanup_ctx.append(_waits)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(_end_waits)
+    add_exposure(app, Exposure.build(config.allowed_host, config.cors_origin))
     add_routes(app)
     return app
 

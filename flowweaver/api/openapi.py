@@ -151,7 +151,9 @@ _BAD_BODY = {
     "400": _problem("The body is not JSON"),
     "408": _problem("The body did not arrive in time"),
     "413": _problem("The body is larger than the server accepts"),
-    "415": _problem("The body is not application/json"),
+    "415": _problem(
+        "Not sent as application/json (UTF-8): every POST says so, even one with no body"
+    ),
     "422": _problem("The document breaks a rule; `errors` lists each with its JSON path"),
 }
 
@@ -657,7 +659,10 @@ def build_document() -> dict[str, Any]:
                 "version": _version(),
                 "description": (
                     "Event-sourced workflow engine. Errors are RFC 9457 problem+json; a 422 lists "
-                    "each problem with its JSON path in `errors`."
+                    "each problem with its JSON path in `errors`. Every POST sends "
+                    "`Content-Type: application/json`, even with no body (else 415). Any "
+                    "operation answers 421 to a `Host` that is a DNS name the server was not "
+                    "given with --allowed-host (localhost and IP addresses are always answered)."
                 ),
             },
             "paths": _paths(),

@@ -22,6 +22,7 @@ from .app import BRIDGE, CONFIG, HUB, STREAMS
 from .audit_routes import check_filter_run, log_page, run_page, wants_json
 from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
+from .exposure import check_before_body
 from .openapi import openapi_document
 from .prefer import wait_seconds
 from .principal import principal
@@ -59,13 +60,21 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
-    """Answer ``Expect: 100-continue``: 413 at once for a body over the limit, else 100.
+    """Answer ``Expect: 100-continue``: 421, 415 or 413 at once for a request refused, else 100.
 
     aiohttp's own handler sends 100 first, and the client then uploads a body the server
     will refuse. This runs before the middleware, so it answers problems itself.
     """
     if request.version != HttpVersion11:
         return None  # HTTP/1.0 has no interim answers; the body follows anyway
+    try:
+        check_before_body(request)  # a 421 or 415 at once, before the upload
+    except ApiError as e:
+        response = problem_response(
+            e.status, e.slug, e.detail, instance=request.path, headers=e.headers
+        )
+        response.force_close()
+        return response
     expect = request.headers.get("Expect", "")
     if expect.lower() != "100-continue":
         return problem_response(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -254,7 +255,12 @@ async def connection_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a :class:`ConnectionGuard`."""
+    """A TCP site whose connections go through a :class:`ConnectionGuard`; HTTPS with a context.
+
+    Under TLS the guard sees a connection once its handshake is done; the handshake itself
+    must end within ``header_timeout`` seconds, so that clients that stall it cannot pile up
+    uncounted.
+    """
 
     __slots__ = ("_guard_options", "_host", "_port", "guard")
 
@@ -269,8 +275,9 @@ class GuardedSite(web.BaseSite):
         max_connections_per_client: int = 0,
         health_connections: int = 0,
         backlog: int = 512,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, backlog=backlog)
+        super().__init__(runner, backlog=backlog, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._guard_options: dict[str, Any] = {
@@ -283,7 +290,8 @@ class GuardedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     @property
     def port(self) -> int:
@@ -306,6 +314,10 @@ class GuardedSite(web.BaseSite):
             self._port,
             backlog=self._backlog,
             reuse_address=True,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=(
+                (self._guard_options["header_timeout"] or None) if self._ssl_context else None
+            ),
             family=socket.AF_INET6 if ":" in self._host else socket.AF_INET,
         )
 

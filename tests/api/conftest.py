@@ -25,6 +25,9 @@ from flowweaver.handlers import HandlerRegistry, builtin_registry
 from flowweaver.ports import EventStore
 from flowweaver.store import MemoryEventStore, SQLiteEventStore
 
+JSON_TYPE = {"Content-Type": "application/json"}
+"""Every POST says it sends JSON, even one with no body (see flowweaver/api/exposure.py)."""
+
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a test's client coroutine to the end."""

@@ -24,7 +24,9 @@ def raw_get(
 ) -> socket.socket:
     """Send one ``GET path`` with ``Connection: close`` and return the socket, unread."""
     sock = connect(server, rcvbuf=rcvbuf, timeout=15)
-    sock.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {path} HTTP/{version}\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+    )
     return sock
 
 

@@ -38,7 +38,7 @@ def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
 
 def _get(path: str, *, close: bool = False) -> bytes:
     connection = b"Connection: close\r\n" if close else b""
-    return b"GET %b HTTP/1.1\r\nHost: x\r\n%b\r\n" % (path.encode(), connection)
+    return b"GET %b HTTP/1.1\r\nHost: localhost\r\n%b\r\n" % (path.encode(), connection)
 
 
 def _rejected(reason: str) -> float:
@@ -83,7 +83,7 @@ def test_the_header_deadline_applies_to_every_request_on_a_connection(servers: A
         # A request with a body (its bytes may come after the headers), answered.
         body = b'{"id": "w", "tasks": []}'
         sock.sendall(
-            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /workflows HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)
         )
         sock.sendall(body)
@@ -91,12 +91,12 @@ def test_the_header_deadline_applies_to_every_request_on_a_connection(servers: A
         assert head.startswith(b"HTTP/1.1 422 ")
         # A second request in time is answered on the same connection.
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-        sock.sendall(b"Host: x\r\n\r\n")
+        sock.sendall(b"Host: localhost\r\n\r\n")
         head, _ = _read_response(sock)
         assert head.startswith(b"HTTP/1.1 200 OK")
         # A third one trickles: cut after the header deadline, not the keep-alive timeout.
         with capture_logs() as logs:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
             started = time.monotonic()
             answer = read_to_end(sock)
             elapsed = time.monotonic() - started
@@ -173,7 +173,7 @@ def test_a_request_the_http_parser_refuses_is_logged_without_an_error(server: Li
     """A header aiohttp's parser refuses (a control character) is answered 400 and access-logged."""
     with capture_logs() as logs:
         with connect(server) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Odd: a\x01b\r\n\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Odd: a\x01b\r\n\r\n")
             answer = read_to_end(sock)
         deadline = time.monotonic() + 5
         while not [e for e in logs if e["event"] == "http_request"]:

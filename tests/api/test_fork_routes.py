@@ -13,7 +13,7 @@ import pytest
 from flowweaver.handlers import HandlerRegistry
 from flowweaver.store import SQLiteEventStore
 
-from .conftest import Gates, LiveServer, Servers, example_registry, run
+from .conftest import JSON_TYPE, Gates, LiveServer, Servers, example_registry, run
 
 PROBLEM = "application/problem+json"
 WAIT = {"Prefer": "wait=20"}
@@ -81,6 +81,8 @@ def fork_server(servers: Servers, gates: Gates, calls: Calls, tmp_path: Path) ->
 async def _call(
     s: aiohttp.ClientSession, method: str, url: str, **kw: Any
 ) -> tuple[int, dict[str, str], Any]:
+    if method == "POST" and "json" not in kw and "data" not in kw:
+        kw["headers"] = {**JSON_TYPE, **kw.get("headers", {})}
     async with s.request(method, url, **kw) as r:
         return r.status, dict(r.headers), await r.json(content_type=None)
 

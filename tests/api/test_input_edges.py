@@ -216,7 +216,7 @@ def test_an_idempotency_key_that_is_not_utf8_is_a_400(server: LiveServer) -> Non
     for key in (b"k\xff\xfe", b"\xc3(", "clé".encode("latin-1")):
         raw = _raw(
             server,
-            b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /runs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nIdempotency-Key: " + key + b"\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body) + body,
         )
@@ -230,7 +230,7 @@ def test_a_body_that_claims_gzip_but_is_not_is_a_400(server: LiveServer) -> None
     body = json.dumps(EXAMPLE_WORKFLOW).encode()
     raw = _raw(
         server,
-        b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /workflows HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Encoding: gzip\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body) + body,
     )
@@ -244,7 +244,7 @@ def test_expect_continue_over_the_limit_gets_413_not_100(servers: Any) -> None:
     server = servers(body_limit=2048)
     raw = _raw(
         server,
-        b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /workflows HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Expect: 100-continue\r\nContent-Length: 1000000\r\n\r\n",
         read_all=False,
     )
@@ -258,7 +258,7 @@ def test_expect_continue_within_the_limit_still_gets_100(server: LiveServer) -> 
     body = json.dumps(EXAMPLE_WORKFLOW).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /workflows HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Expect: 100-continue\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)
         )
@@ -275,7 +275,7 @@ def test_an_unknown_expectation_is_a_417_problem(server: LiveServer) -> None:
     """An Expect header other than 100-continue is a 417 problem+json."""
     raw = _raw(
         server,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: teapot\r\nConnection: close\r\n\r\n",
     )
     assert _status_of(raw) == 417, raw[:300]
     assert b"application/problem+json" in raw

@@ -13,7 +13,7 @@ from flowweaver.api.errors import PROBLEM_CONTENT_TYPE, problem_for
 from flowweaver.api.openapi import build_document
 from flowweaver.errors import RunUnavailableError
 
-from .conftest import LiveServer, run, wait_finished
+from .conftest import JSON_TYPE, LiveServer, run, wait_finished
 
 GATED = {
     "id": "gated",
@@ -49,6 +49,8 @@ async def post(session: aiohttp.ClientSession, url: str, body: Any = None, **kw:
     """POST ``body`` as JSON (no body when None); return (status, headers, JSON answer)."""
     if body is not None:
         kw["json"] = body
+    elif "data" not in kw:
+        kw["headers"] = {**JSON_TYPE, **kw.get("headers", {})}
     async with session.post(url, **kw) as response:
         return response.status, dict(response.headers), await response.json(content_type=None)
 

@@ -16,7 +16,7 @@ from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.errors import StoreError
 from flowweaver.store import MemoryEventStore
 
-from .conftest import LiveServer, run, wait_finished
+from .conftest import JSON_TYPE, LiveServer, run, wait_finished
 
 PROBLEM = "application/problem+json"
 
@@ -394,9 +394,10 @@ def test_cancel(server: LiveServer, gates: Any) -> None:
             _, _, final = await _get(s, f"{url}/runs/{run_id}")
             assert final["status"] == "cancelled"
             assert {t["id"]: t["status"] for t in final["tasks"]}["b"] == "cancelled"
-            async with s.post(f"{url}/runs/{run_id}/cancel") as r:
+            async with s.post(f"{url}/runs/{run_id}/cancel", headers=JSON_TYPE) as r:
                 _is_problem(r.status, dict(r.headers), await r.json(content_type=None), 409)
-            async with s.post(f"{url}/runs/00000000-0000-0000-0000-000000000001/cancel") as r:
+            unknown = f"{url}/runs/00000000-0000-0000-0000-000000000001/cancel"
+            async with s.post(unknown, headers=JSON_TYPE) as r:
                 _is_problem(r.status, dict(r.headers), await r.json(content_type=None), 404)
 
     run(main())

@@ -15,6 +15,7 @@ from flowweaver.errors import NotFoundError
 from flowweaver.store import SQLiteEventStore
 
 from .conftest import (
+    JSON_TYPE,
     Gates,
     LiveServer,
     Servers,
@@ -62,7 +63,7 @@ def test_every_spelling_answers_with_the_canonical_id(server: LiveServer) -> Non
                     page = await r.json()
                     assert page["runId"] == run_id
                     assert {e["runId"] for e in page["events"]} == {run_id}
-                async with s.post(f"{server.url}/runs/{odd}/cancel") as r:
+                async with s.post(f"{server.url}/runs/{odd}/cancel", headers=JSON_TYPE) as r:
                     assert r.status == 409, odd  # found, and already ended
 
     run(main())
@@ -108,7 +109,8 @@ def test_cancel_with_an_odd_spelling_cancels_the_run(server: LiveServer, gates: 
         async with aiohttp.ClientSession() as s:
             run_id = await _start(s, server.url, HELD)
             gates.wait_entered("ids")
-            async with s.post(f"{server.url}/runs/urn:uuid:{run_id.upper()}/cancel") as r:
+            odd = f"{server.url}/runs/urn:uuid:{run_id.upper()}/cancel"
+            async with s.post(odd, headers=JSON_TYPE) as r:
                 assert r.status == 202
                 assert (await r.json())["id"] == run_id
             events = await wait_finished(s, server.url, run_id)
@@ -127,7 +129,7 @@ def test_an_id_that_is_no_uuid_is_404(server: LiveServer, path: str) -> None:
         async with aiohttp.ClientSession() as s:
             url = server.url + path.format(id="not-a-run")
             method = s.post if path.endswith("cancel") else s.get
-            async with method(url) as r:
+            async with method(url, headers=JSON_TYPE) as r:
                 assert r.status == 404
                 assert r.headers["Content-Type"].startswith("application/problem+json")
 

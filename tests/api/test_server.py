@@ -26,7 +26,7 @@ def test_trickled_headers_get_408_and_are_closed(servers: Any) -> None:
     """A client that does not finish its request headers in time gets a 408 and is closed."""
     server = servers(header_timeout=0.3)
     with connect(server) as trickler, connect(server) as silent:
-        trickler.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        trickler.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         started = time.monotonic()
         answer = read_to_end(trickler)
         elapsed = time.monotonic() - started
@@ -50,7 +50,7 @@ def test_prompt_requests_are_not_cut(servers: Any) -> None:
         # Headers split over several packets still count once they are complete.
         with connect(server) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-            sock.sendall(b"Host: x\r\n")
+            sock.sendall(b"Host: localhost\r\n")
             sock.sendall(b"Connection: close\r\n\r\n")
             assert read_to_end(sock).startswith(b"HTTP/1.1 200 OK")
     finally:
@@ -67,7 +67,7 @@ def test_connections_beyond_the_bound_get_503(servers: Any) -> None:
         response = first.getresponse()
         assert response.status == 200
         response.read()
-        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert second.recv(65536).startswith(b"HTTP/1.1 200 OK")
         with connect(server) as third:
             answer = read_to_end(third)
@@ -75,7 +75,7 @@ def test_connections_beyond_the_bound_get_503(servers: Any) -> None:
         assert b'"status":503' in answer
         # The second client says goodbye: the server closes it (and frees its slot) before
         # the client sees the end of the stream.
-        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert b"200 OK" in read_to_end(second)
         assert server.site is not None
         assert server.site.guard is not None
@@ -166,7 +166,7 @@ def test_a_trickled_body_gets_408_and_is_closed(servers: Any) -> None:
     server = servers(body_timeout=0.3)
     with connect(server) as sock:
         sock.sendall(
-            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /workflows HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b'Content-Length: 100\r\n\r\n{"id": '
         )
         answer = read_to_end(sock)
