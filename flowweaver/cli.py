@@ -269,6 +269,20 @@ _SERVE = (
         8,
         "connections kept beyond --max-connections for /healthz and /readyz",
     ),
+    _Option(
+        "--rate-limit",
+        _offset,
+        0,
+        "requests per second per principal (per client address without auth), as a burst "
+        "refilled at that rate; more get 429; 0: no limit",
+    ),
+    _Option(
+        "--sse-per-client",
+        _offset,
+        0,
+        "SSE streams at once per principal (per client address without auth); more get "
+        "429; 0: no cap beyond --max-connections-per-client",
+    ),
     _Option("--grace", _seconds, 30.0, "on SIGTERM, seconds running handlers get to finish"),
     _Option(
         "--max-task-data",

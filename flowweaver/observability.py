@@ -94,6 +94,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "flowweaver_http_requests_refused",
+            "Requests refused by a per-client limit (429), by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 metrics = Metrics()

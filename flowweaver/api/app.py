@@ -16,6 +16,7 @@ from flowweaver.errors import FieldError, ValidationError
 
 from .bridge import EngineBridge
 from .errors import problem_middleware
+from .limits import add_limits
 from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
@@ -48,6 +49,8 @@ class ApiConfig:
     threads: int = 16
     ready_timeout: float = 2.0
     max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
+    rate_limit: int = 0  # requests per second per client, 0: none (see limits.py)
+    sse_per_client: int = 0  # SSE streams at once per client, 0: no cap of its own
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -94,6 +97,12 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(_end_waits)
     add_routes(app)
+    add_limits(
+        app,
+        rate=config.rate_limit,
+        sse_per_client=config.sse_per_client,
+        retry_ms=config.sse_retry_ms,
+    )
     return app
 
 
