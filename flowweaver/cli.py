@@ -390,11 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _redact(url: str) -> str:
+    """Return ``url`` with its password masked, in the user part or a ``password=`` parameter.
+
+    libpq URLs take ``?password=`` (and ``sslpassword=``) as well as ``user:password@``.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = re.sub(r"(?i)((?:^|&)[^&=]*password=)[^&]*", r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _open_existing(url: str) -> EventStore:

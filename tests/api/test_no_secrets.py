@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from flowweaver.cli import _redact
 from tests.serve_process import ServeProcess
 
 SECRETS = ("hunter2", "sekrit-token", "sekrit-ticket")
@@ -211,3 +212,18 @@ def test_a_password_stays_in_its_run_out_of_every_log_line_and_error_answer(
     for what, status, raw in errors:
         for secret in SECRETS:
             assert secret.encode() not in raw, (what, status, raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://fw:hunter2@db/fw", "postgresql://fw:***@db/fw"),
+        ("postgresql://db/fw?user=fw&password=hunter2", "postgresql://db/fw?user=fw&password=***"),
+        ("postgresql://db/fw?sslpassword=hunter2&x=1", "postgresql://db/fw?sslpassword=***&x=1"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("sqlite:///fw.db", "sqlite:///fw.db"),
+    ],
+)
+def test_store_urls_are_logged_without_their_password(url: str, shown: str) -> None:
+    """The store URL in server_started and in CLI messages masks a password wherever it is."""
+    assert _redact(url) == shown
