@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 repeat, 20 runs")
     parser.add_argument("--follow", default="wait,sse", help="wait, sse, or both")
     parser.add_argument("--rate", type=int, default=100_000, help="the --rate-limit of the run")
+    parser.add_argument("--runs", type=int, default=200, help="W1's runs per sample")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
-    runs = 20 if args.quick else 200
+    runs = 20 if args.quick else args.runs
     cases = {"off": (), "rate_limit": ("--rate-limit", str(args.rate))}
     with tempfile.TemporaryDirectory() as tmp:
         for follow in [f for f in args.follow.split(",") if f]:
