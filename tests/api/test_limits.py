@@ -246,3 +246,41 @@ def test_the_variables_set_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (serve.rate_limit, serve.sse_per_client) == (7, 3)
     monkeypatch.setenv("FLOWWEAVER_RATE_LIMIT", "fast")
     assert main(["serve"]) == 2
+
+
+def test_a_principal_has_one_bucket_and_one_stream_count_from_any_address(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a principal (as --auth token gives), its requests count together from every
+    address; anonymous ones still count by address."""
+    import flowweaver.api.limits as limits_module  # noqa: PLC0415 - patched for this test
+
+    monkeypatch.setattr(
+        limits_module,
+        "principal",
+        lambda request: request.headers.get("X-Test-Principal", "anonymous"),
+    )
+    server = servers(rate_limit=2)
+    _freeze(server)
+    streams = servers(sse_per_client=1)
+    alice = {"X-Test-Principal": "alice"}
+
+    async def main() -> list[int]:
+        statuses = []
+        async with _session() as one, _session("127.0.0.2") as two:
+            for s in (one, two, one):
+                async with s.get(f"{server.url}/workflows", headers=alice) as r:
+                    statuses.append(r.status)
+            async with two.get(f"{server.url}/workflows") as r:  # anonymous: its address
+                statuses.append(r.status)
+            async with one.get(f"{streams.url}/events", headers=alice) as first:
+                statuses.append(first.status)
+                async with two.get(f"{streams.url}/events", headers=alice) as second:
+                    statuses.append(second.status)
+                async with two.get(f"{streams.url}/events") as anonymous:
+                    statuses.append(anonymous.status)
+        return statuses
+
+    assert run(main()) == [200, 200, 429, 200, 200, 429, 200]
+    keys = server.call(lambda: list(_limits(server).buckets._buckets))  # type: ignore[union-attr]
+    assert sorted(keys) == ["address:127.0.0.2", "principal:alice"]
