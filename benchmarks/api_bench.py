@@ -41,7 +41,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,11 +106,14 @@ def _memory_kib(pid: int) -> dict[str, int]:
 
 
 @contextmanager
-def server(store_path: Path, *, workers: int = 8, limits: bool = False) -> Iterator[str]:
+def server(
+    store_path: Path, *, workers: int = 8, limits: bool = False, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """Run ``flowweaver serve`` on ``store_path`` and yield its base URL.
 
     The limits on connections per client and on an SSE client's backlog are lifted, for the
-    thousand subscribers of one process, unless ``limits`` keeps the defaults.
+    thousand subscribers of one process, unless ``limits`` keeps the defaults. ``extra`` are
+    more serve flags (benchmarks/limits_bench.py: ``--rate-limit``).
     """
     port = _free_port()
     env = {
@@ -137,6 +140,7 @@ def server(store_path: Path, *, workers: int = 8, limits: bool = False) -> Itera
             "--heartbeat",
             "0.5",
             *(() if limits else ("--max-connections-per-client", "4000", "--sse-buffer", "64MiB")),
+            *extra,
         ],
         env=env,
     )

@@ -296,6 +296,20 @@ _SERVE = (
         8,
         "connections kept beyond --max-connections for /healthz and /readyz",
     ),
+    _Option(
+        "--rate-limit",
+        _offset,
+        0,
+        "requests per second per principal (per client address without auth), as a burst "
+        "refilled at that rate; more get 429; 0: no limit",
+    ),
+    _Option(
+        "--sse-per-client",
+        _offset,
+        0,
+        "SSE streams at once per principal (per client address without auth); more get "
+        "429; 0: no cap beyond --max-connections-per-client",
+    ),
     _Option("--grace", _seconds, 30.0, "on SIGTERM, seconds running handlers get to finish"),
     _Option(
         "--max-task-data",
@@ -440,11 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _redact(url: str) -> str:
+    """Return ``url`` with its password masked, in the user part or a ``password=`` parameter.
+
+    libpq URLs take ``?password=`` (and ``sslpassword=``) as well as ``user:password@``.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = re.sub(r"(?i)((?:^|&)[^&=]*password=)[^&]*", r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _open_existing(url: str) -> EventStore:

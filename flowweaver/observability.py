@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -92,6 +94,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "flowweaver_http_requests_refused",
+            "Requests refused by a per-client limit (429), by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 metrics = Metrics()
@@ -104,6 +112,57 @@ def _lead_with_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[
     lead: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
     lead.update(event)
     return lead
+
+
+def _exception_of(value: Any) -> BaseException | None:
+    """Return the exception an ``exc_info`` value names (True: the one being handled)."""
+    if isinstance(value, BaseException):
+        return value
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        return value[1]
+    if value is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def render_exception(error: BaseException) -> str:
+    """Return ``error``'s traceback with its type and stack, but without its message.
+
+    Exception messages can quote what a client sent: aiohttp's parser errors quote the
+    offending header line (an ``Authorization`` header included), a ``KeyError`` its key, a
+    decoding error the value. Log lines keep the type and the stack (file, line, code), which
+    point at the bug, and leave the message out; chained exceptions are rendered the same way.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(chain) < 16:
+        seen.add(id(current))
+        chain.append(current)
+        cause = current.__cause__
+        current = (
+            cause if cause is not None or current.__suppress_context__ else current.__context__
+        )
+    parts: list[str] = []
+    for i, item in enumerate(reversed(chain)):
+        if i:
+            parts.append("\nThe above exception led to the following one:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        kind = type(item)
+        parts.append(f"{kind.__module__}.{kind.__qualname__} (message not logged)\n")
+    return "".join(parts).rstrip("\n")
+
+
+def _format_exception(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Turn ``exc_info`` into an ``exception`` field without the message (see above)."""
+    value = event.pop("exc_info", None)
+    error = _exception_of(value)
+    if error is not None:
+        event["exception"] = render_exception(error)
+    return event
 
 
 def configure_logging(
@@ -138,7 +197,7 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
+            _format_exception,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -149,7 +208,7 @@ def configure_logging(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            _format_exception,
             renderer,
         ],
     )

@@ -31,6 +31,8 @@ SAMPLES = {
     "--max-connections": ("10", 10),
     "--max-connections-per-client": ("5", 5),
     "--health-connections": ("2", 2),
+    "--rate-limit": ("20", 20),
+    "--sse-per-client": ("4", 4),
     "--grace": ("6", 6.0),
     "--max-task-data": ("4KiB", 4096),
     "--auth": ("none", "none"),

@@ -17,6 +17,7 @@ from flowweaver.errors import FieldError, ValidationError
 from .bridge import EngineBridge
 from .errors import problem_middleware
 from .exposure import Exposure, add_exposure
+from .limits import add_limits
 from .server import connection_middleware
 from .sse import Hub, StreamSettings
 
@@ -51,6 +52,8 @@ class ApiConfig:
     max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
     allowed_host: tuple[str, ...] = ()  # Host names answered beside localhost and IP addresses
     cors_origin: tuple[str, ...] = ()  # browser origins given CORS headers
+    rate_limit: int = 0  # requests per second per client, 0: none (see limits.py)
+    sse_per_client: int = 0  # SSE streams at once per client, 0: no cap of its own
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -98,6 +101,12 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.on_shutdown.append(_end_waits)
     add_exposure(app, Exposure.build(config.allowed_host, config.cors_origin))
     add_routes(app)
+    add_limits(
+        app,
+        rate=config.rate_limit,
+        sse_per_client=config.sse_per_client,
+        retry_ms=config.sse_retry_ms,
+    )
     return app
 
 

@@ -139,7 +139,8 @@ def problem_for(error: FlowweaverError, instance: str | None = None) -> web.Resp
         return problem_response(
             503, "shutting-down", str(error), instance=instance, headers={"Retry-After": "1"}
         )
-    log.error("unmapped_error", error=repr(error), path=instance)
+    # The type only: a message may quote what the client sent (see observability).
+    log.error("unmapped_error", error=type(error).__name__, path=instance)
     return problem_response(500, "internal", "the server failed to answer", instance=instance)
 
 

@@ -78,7 +78,7 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     expect = request.headers.get("Expect", "")
     if expect.lower() != "100-continue":
         return problem_response(
-            417, None, f"unknown expectation {expect[:40]!r}", instance=request.path
+            417, None, "the only expectation answered is 100-continue", instance=request.path
         )
     limit = request.app[CONFIG].body_limit
     length = request.content_length

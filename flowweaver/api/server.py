@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
 
 from flowweaver.observability import metrics
 
@@ -135,6 +136,8 @@ class _GuardedProtocol(asyncio.Protocol):
         metrics.http_connections.inc()
         self._arm()
         self.inner = guard.factory()
+        if type(self.inner) is RequestHandler:
+            self.inner.__class__ = _QuietRequestHandler
         self.inner.connection_made(transport)
 
     def _refuse(self, reason: str, answer: bytes) -> None:
@@ -225,6 +228,42 @@ class _GuardedProtocol(asyncio.Protocol):
         if self.inner is not None:
             self.inner.connection_lost(exc)
         self.transport = None
+
+
+UNPARSABLE_DETAIL = (
+    "the request is not valid HTTP/1.1: a malformed request line or header, or one over the "
+    "size limit"
+)
+
+
+class _QuietRequestHandler(RequestHandler):
+    """aiohttp's protocol, but answering what its parser refuses without quoting it.
+
+    aiohttp answers such requests with a plain-text 400 quoting the offending line, and logs
+    that quote at error level: an ``Authorization`` header with a stray control character, or
+    a request line with ``?ticket=``, would be written to the log and sent back. Here the
+    answer is a fixed problem+json 400 and the log line names the error's type only.
+    """
+
+    __slots__ = ()  # the same layout as RequestHandler: connection_made swaps the class
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, None)
+        log.info(
+            "request_unparsable",
+            peer=request.remote,
+            error=type(exc).__name__ if exc is not None else None,
+        )
+        response = problem_response(400, "unparsable-request", UNPARSABLE_DETAIL)
+        response.force_close()
+        return response
 
 
 def _guarded(request: web.BaseRequest) -> _GuardedProtocol | None:

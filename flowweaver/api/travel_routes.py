@@ -53,8 +53,13 @@ async def as_of_version(request: web.Request, run_id: str, text: str, at: int | 
         )
     try:
         instant = travel.parse_instant(text)
-    except ValueError as e:
-        raise bad_request(f"query parameter asOf: {e}", path="$.query.asOf") from None
+    except ValueError:
+        # Not the parser's message: it quotes the value, and error answers quote nothing sent.
+        raise bad_request(
+            "query parameter asOf must be an RFC 3339 timestamp with an offset, "
+            "such as 2026-01-31T09:30:00Z",
+            path="$.query.asOf",
+        ) from None
     version = await request.app[BRIDGE].read_store(travel.version_at, run_id, instant)
     if version == 0:
         raise bad_request(

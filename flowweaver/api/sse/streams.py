@@ -49,7 +49,7 @@ def parse_offset(request: web.Request, name: str = "after") -> int:
 
 def _offset(text: str, what: str, path: str) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_OFFSET:
-        raise bad_request(f"{what} must be a non-negative integer, not {text[:40]!r}", path=path)
+        raise bad_request(f"{what} must be a non-negative integer", path=path)
     return int(text)
 
 
