@@ -16,6 +16,7 @@ SAMPLES = {
     "--host": ("0.0.0.0", "0.0.0.0"),  # noqa: S104 - parsed, never bound
     "--port": ("8080", 8080),
     "--store": ("sqlite:///x.db", "sqlite:///x.db"),
+    "--auth": ("token", "token"),
     "--handlers": ("a.py", ["a.py"]),
     "--workers": ("3", 3),
     "--example-handlers": ("0", False),

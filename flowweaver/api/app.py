@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from flowweaver.engine import Engine
-from flowweaver.errors import FieldError, ValidationError
+from flowweaver.errors import FieldError, StoreConfigError, ValidationError
+from flowweaver.ports import TokenLog
+from flowweaver.tokens import TokenRegistry
 
+from .auth import enable_auth
 from .bridge import EngineBridge
 from .errors import problem_middleware
 from .server import connection_middleware
@@ -48,6 +51,7 @@ class ApiConfig:
     threads: int = 16
     ready_timeout: float = 2.0
     max_waits: int = 1024  # requests waiting at once with Prefer: wait (not a serve flag)
+    auth: str = "none"  # "token": every route but /healthz and /readyz needs a token
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -94,6 +98,12 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(_end_waits)
     add_routes(app)
+    if config.auth == "token":
+        if not isinstance(engine.store, TokenLog):
+            raise StoreConfigError(
+                f"{type(engine.store).__name__} keeps no tokens: no --auth token"
+            )
+        enable_auth(app, TokenRegistry(engine.store))
     return app
 
 

@@ -20,6 +20,7 @@ from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 from . import schemas
 from .chain_routes import chain_paths
 from .errors import Problem
+from .openapi_auth import add_auth_document
 from .openapi_travel import add_travel_document
 
 REF = "#/components/schemas/{name}"
@@ -649,7 +650,7 @@ def build_document() -> dict[str, Any]:
     tasks["maxItems"] = MAX_TASKS
     components["RunEvent"] = _EVENT_SCHEMA
     components["EventPage"] = _EVENT_PAGE
-    return add_travel_document(
+    document = add_travel_document(
         {
             "openapi": "3.1.0",
             "info": {
@@ -664,6 +665,7 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
+    return add_auth_document(document)
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from flowweaver.observability import metrics
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
 from .audit_routes import check_filter_run, log_page, run_page, wants_json
+from .auth_routes import add_auth_routes
 from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .openapi import openapi_document
@@ -56,6 +57,7 @@ def add_routes(app: web.Application) -> None:
 
     add_operator_routes(app)
     add_travel_routes(app, _expect)
+    add_auth_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
