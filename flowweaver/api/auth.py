@@ -37,7 +37,7 @@ from .errors import ApiError, Handler
 
 log = structlog.get_logger("flowweaver.api.auth")
 
-PRINCIPAL_KEY = "flowweaver.principal"
+PRINCIPAL_KEY: web.RequestKey[str] = web.RequestKey("principal", str)
 """Where the middleware leaves the token's name on the request (see principal())."""
 SESSION_COOKIE = "fw_session"
 TICKET_TTL = 60.0

@@ -141,19 +141,21 @@ async def post_session(request: web.Request) -> web.Response:
     if request.headers.get("Origin") is not None:
         check_origin(request)  # no other site signs a browser in to this one
     wanted = schemas.decode_body(_session_decoder, await _body(request))
-    entry = _known(wanted.token, request.app[TOKENS])
-    response = web.Response(status=204)
-    response.set_cookie(
-        SESSION_COOKIE,
-        wanted.token,
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
-    response.headers["Cache-Control"] = "no-store"
-    del entry
+    _known(wanted.token, request.app[TOKENS])
+    response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+    set_session_cookie(response, wanted.token, secure=request.secure)
     return response
+
+
+def set_session_cookie(response: web.StreamResponse, token: str, *, secure: bool) -> None:
+    """Put ``token`` in the session cookie: HttpOnly, SameSite=Strict, Path=/, Secure on TLS.
+
+    HttpOnly keeps it from the page's scripts; SameSite=Strict keeps other sites' pages from
+    sending it; Secure (under TLS) keeps it off plain HTTP.
+    """
+    response.set_cookie(
+        SESSION_COOKIE, token, path="/", httponly=True, samesite="Strict", secure=secure
+    )
 
 
 async def delete_session(request: web.Request) -> web.Response:

@@ -15,5 +15,4 @@ def principal(request: web.Request) -> str:
     Without authentication every request is ``anonymous``; with it (``serve --auth token``),
     this is the token's name. Every route that records ``by`` asks here and nowhere else.
     """
-    name: str = request.get(PRINCIPAL_KEY, ANONYMOUS)
-    return name
+    return request.get(PRINCIPAL_KEY, ANONYMOUS)
