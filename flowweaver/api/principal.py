@@ -15,4 +15,5 @@ def principal(request: web.Request) -> str:
     Without authentication every request is ``anonymous``; with it (``serve --auth token``),
     this is the token's name. Every route that records ``by`` asks here and nowhere else.
     """
-    return request.get(PRINCIPAL_KEY, ANONYMOUS)
+    name: str = request.get(PRINCIPAL_KEY, ANONYMOUS)
+    return name
