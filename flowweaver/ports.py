@@ -117,6 +117,9 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The run this one was forked from (RunForked), None for a run that was started."""
     parent_version: int | None = None
     """The parent's version the fork was taken at."""
+    submitted_by: str | None = None
+    """Who started the run (RunStarted.submittedBy) or forked it (RunForked.by); None for
+    runs indexed before this column existed, or started before principals were recorded."""
 
 
 class RunPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -240,8 +243,11 @@ class RunQueries(Protocol):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        submitted_by: str | None = None,
     ) -> RunPage:
         """Return a page of runs, newest first, from the read model.
+
+        ``submitted_by`` keeps the runs that principal started or forked.
 
         Raises:
             ValidationError: the cursor is not one this store issued.

@@ -47,6 +47,16 @@ _NAME = {
     "description": "The token's name",
 }
 
+_SUBMITTED_BY = {
+    "name": "submittedBy",
+    "in": "query",
+    "schema": {"type": "string", "maxLength": 128},
+    "description": (
+        "Only the runs this principal started or forked: a token's name (`anonymous` for "
+        "requests without auth). Runs indexed before this filter existed match no name."
+    ),
+}
+
 _AUTH_PATHS: dict[str, Any] = {
     "/auth/tickets": {
         "post": {
@@ -164,6 +174,7 @@ _SCHEMES = {
 def add_auth_document(doc: dict[str, Any]) -> dict[str, Any]:
     """Add the /auth routes, the security schemes and each operation's role to ``doc``."""
     doc["paths"].update(_AUTH_PATHS)
+    doc["paths"]["/runs"]["get"]["parameters"].append(_SUBMITTED_BY)
     _, components = msgspec.json.schema_components(AUTH_WIRE_TYPES, ref_template=REF)
     schemas = doc["components"]["schemas"]
     schemas.update(components)

@@ -267,6 +267,7 @@ async def list_runs(request: web.Request) -> web.Response:
             status=query.status,
             limit=query.limit,
             cursor=query.cursor,
+            submitted_by=query.submitted_by,
         )
     except ValidationError as e:
         raise bad_request("cursor is not one this server issued", path="$.query.cursor") from e

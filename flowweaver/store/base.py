@@ -121,7 +121,12 @@ class RunIndex(ABC):
 
     @abstractmethod
     def runs(
-        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+        self,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+        submitted_by: str | None = None,
     ) -> list[tuple[int, RunRow]]:
         """Return up to ``limit`` (sequence, row) pairs, newest first, older than ``before``."""
 
@@ -586,11 +591,12 @@ class RecorderEventStore:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        submitted_by: str | None = None,
     ) -> RunPage:
         before = _page_start(limit, cursor)
         self.catch_up()
         with self._translate_errors([]):
-            found = self._index.runs(workflow_id, status, limit + 1, before)
+            found = self._index.runs(workflow_id, status, limit + 1, before, submitted_by)
         return _page(found, limit)
 
     def child_runs(self, run_id: str, *, limit: int = 50, cursor: str | None = None) -> RunPage:
@@ -658,6 +664,7 @@ _STATUS_AFTER = {
 def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
     """Return the run list row a run's first event starts."""
     parent = (first.parent_run_id, first.parent_version) if isinstance(first, RunForked) else None
+    by = first.by if isinstance(first, RunForked) else first.submitted_by
     return RunRow(
         id=run_id,
         workflow_id=first.workflow_id,
@@ -667,6 +674,7 @@ def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
         updated_at=first.timestamp,
         parent_run_id=parent[0] if parent else None,
         parent_version=parent[1] if parent else None,
+        submitted_by=by,
     )
 
 

@@ -538,3 +538,29 @@ def test_the_cookie_is_secure_exactly_under_tls(secure: bool) -> None:
     assert morsel["samesite"] == "Strict"
     assert morsel["path"] == "/"
     assert bool(morsel["secure"]) is secure
+
+
+def test_the_run_list_filters_by_who_submitted(auth: AuthServer) -> None:
+    """GET /runs?submittedBy=NAME lists the runs that token started; each row says who."""
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(headers=auth.headers("reader")) as s:
+            async with s.post(
+                f"{auth.url}/runs", json={"workflowId": "gated"}, headers=auth.headers("submitter")
+            ) as r:
+                mine = (await r.json())["id"]
+            async with s.get(f"{auth.url}/runs", params={"submittedBy": "submitter-1"}) as r:
+                assert r.status == 200
+                assert [row["id"] for row in (await r.json())["runs"]] == [mine]
+            async with s.get(f"{auth.url}/runs", params={"submittedBy": "admin-1"}) as r:
+                rows = (await r.json())["runs"]
+            assert {row["id"] for row in rows} == {auth.done_run, auth.held_run}
+            assert {row["submittedBy"] for row in rows} == {"admin-1"}
+            async with s.get(
+                f"{auth.url}/runs", params={"submittedBy": "admin-1", "status": "completed"}
+            ) as r:
+                assert [row["id"] for row in (await r.json())["runs"]] == [auth.done_run]
+            async with s.get(f"{auth.url}/runs", params={"submittedBy": "x" * 129}) as r:
+                assert r.status == 400
+
+    run(main())
