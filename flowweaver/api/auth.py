@@ -91,8 +91,11 @@ def required_role(request: web.Request) -> str | None:
     """Return the role ``request``'s route needs, None when it is open to all.
 
     An unknown path or method needs a valid token too (reader), so that what exists is not
-    told to strangers; a route missing from :data:`ROUTE_ROLES` needs admin.
+    told to strangers; a route missing from :data:`ROUTE_ROLES` needs admin. OPTIONS is open:
+    a browser's CORS preflight never carries credentials, and it answers no data.
     """
+    if request.method == "OPTIONS":
+        return OPEN
     route = request.match_info.route
     resource = route.resource
     if resource is None or request.match_info.http_exception is not None:

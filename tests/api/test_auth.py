@@ -564,3 +564,17 @@ def test_the_run_list_filters_by_who_submitted(auth: AuthServer) -> None:
                 assert r.status == 400
 
     run(main())
+
+
+def test_unknown_paths_need_a_token_and_options_needs_none(auth: AuthServer) -> None:
+    """A path that does not exist is 401 before 404; OPTIONS (a CORS preflight) is not refused."""
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            assert (await send(s, "GET", f"{auth.url}/nowhere", {}))[0] == 401
+            status, _, _ = await send(s, "GET", f"{auth.url}/nowhere", auth.headers("reader"))
+            assert status == 404
+            async with s.options(f"{auth.url}/runs") as r:
+                assert r.status not in (401, 403)
+
+    run(main())
