@@ -86,8 +86,8 @@ class TokenRegistry:
         self.refreshed_at = float("-inf")
         """``time.monotonic()`` when the last :meth:`refresh` had read the store."""
 
-    def refresh(self) -> None:
-        """Fold what the store holds since the last refresh.
+    def refresh(self) -> int:
+        """Fold what the store holds since the last refresh; return how many events that was.
 
         Raises:
             StoreError: the store cannot be reached; what was known stays.
@@ -100,6 +100,12 @@ class TokenRegistry:
             if events:
                 self._by_hash = {e.hash: e for e in self._state.by_name.values()}
             self.refreshed_at = started
+        return len(events)
+
+    @property
+    def version(self) -> int:
+        """Return how many token events the registry has folded."""
+        return self._state.version
 
     def age(self) -> float:
         """Return the seconds since the last successful :meth:`refresh` began."""

@@ -301,16 +301,27 @@ def enable_auth(app: web.Application, registry: TokenRegistry) -> None:
 async def _refresher(app: web.Application) -> AsyncIterator[None]:
     registry = app[TOKENS]
     await asyncio.to_thread(registry.refresh)  # start with the tokens, or do not start
-    task = asyncio.create_task(_refresh_tokens(registry))
+    task = asyncio.create_task(_refresh_tokens(app, registry))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-async def _refresh_tokens(registry: TokenRegistry) -> None:
-    """Read new token events every REFRESH_INTERVAL, so revocations elsewhere are seen."""
+async def _refresh_tokens(app: web.Application, registry: TokenRegistry) -> None:
+    """Read new token events every REFRESH_INTERVAL, so revocations elsewhere are seen, and
+    end the live streams of revoked tokens (their clients reconnect and get a 401)."""
+    from .app import HUB  # noqa: PLC0415 - the app module imports this one
+
+    hub = app[HUB]
     failing = False
+    checked = registry.version  # the registry's version when streams were last checked
+
+    def revoked(request: web.Request) -> bool:
+        name = request.get(PRINCIPAL_KEY)
+        entry = registry.get(name) if name is not None else None
+        return entry is not None and entry.revoked
+
     while True:
         await asyncio.sleep(REFRESH_INTERVAL)
         try:
@@ -319,5 +330,11 @@ async def _refresh_tokens(registry: TokenRegistry) -> None:
             if not failing:
                 log.warning("tokens_refresh_failed", error=str(e))
             failing = True
-        else:
-            failing = False
+            continue
+        failing = False
+        if registry.version == checked:
+            continue  # no token changed: no stream to end
+        checked = registry.version
+        ended = hub.end_streams(revoked)
+        if ended:
+            log.info("streams_of_revoked_tokens_ended", streams=ended)

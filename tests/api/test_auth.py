@@ -3,6 +3,7 @@ tickets for EventSource and the UI's cookie. Every refusal is problem+json and s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -576,5 +577,27 @@ def test_unknown_paths_need_a_token_and_options_needs_none(auth: AuthServer) -> 
             assert status == 404
             async with s.options(f"{auth.url}/runs") as r:
                 assert r.status not in (401, 403)
+
+    run(main())
+
+
+def test_a_live_stream_ends_when_its_token_is_revoked(auth: AuthServer) -> None:
+    """A stream that follows a running run ends once its token is revoked; reopening is 401."""
+    assert auth.server.app is not None
+    registry = auth.server.app[TOKENS]
+    secret, _ = registry.create("watcher", "reader", by="test")
+    headers = {"Authorization": f"Bearer {secret}", "Accept": SSE}
+
+    async def main() -> None:
+        url = f"{auth.url}/events/{auth.held_run}"
+        async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
+            assert r.status == 200
+            await r.content.readuntil(b"\n\n")  # the stream is live
+            await asyncio.to_thread(registry.revoke, "watcher", by="test")
+            async with asyncio.timeout(5):
+                while await r.content.read(65536):
+                    pass  # read to the end: the server ends the stream
+        async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
+            assert r.status == 401
 
     run(main())
