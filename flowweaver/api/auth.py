@@ -33,7 +33,7 @@ from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.tokens import TokenEntry, role_allows
 from flowweaver.tokens import TokenRegistry, is_well_formed
 
-from .errors import ApiError, Handler
+from .errors import ApiError, Handler, problem_response
 
 log = structlog.get_logger("flowweaver.api.auth")
 
@@ -288,6 +288,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     request[PRINCIPAL_KEY] = entry.name
     return await handler(request)
+
+
+def refusal_before_body(request: web.Request) -> web.Response | None:
+    """Return the 401 or 403 a request will get, for ``Expect: 100-continue``; None if none.
+
+    The expectation is answered before the middleware runs: without this, a client with no
+    token would be told to upload its body only to have it refused.
+    """
+    if TOKENS not in request.app:
+        return None
+    needed = required_role(request)
+    if needed is None:
+        return None
+    try:
+        entry = authenticate(request)
+    except ApiError as e:
+        headers = e.headers
+        return problem_response(e.status, e.slug, e.detail, instance=request.path, headers=headers)
+    if role_allows(entry.role, needed):
+        return None
+    detail = f"token {entry.name!r} has the role {entry.role}; this route needs {needed}"
+    return problem_response(403, "forbidden", detail, instance=request.path)
 
 
 def enable_auth(app: web.Application, registry: TokenRegistry) -> None:

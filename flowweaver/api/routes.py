@@ -20,6 +20,7 @@ from flowweaver.observability import metrics
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
 from .audit_routes import check_filter_run, log_page, run_page, wants_json
+from .auth import refusal_before_body
 from .auth_routes import add_auth_routes
 from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
@@ -68,6 +69,10 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     """
     if request.version != HttpVersion11:
         return None  # HTTP/1.0 has no interim answers; the body follows anyway
+    refused = refusal_before_body(request)
+    if refused is not None:
+        refused.force_close()  # the body was never asked for: do not read it as a request
+        return refused
     expect = request.headers.get("Expect", "")
     if expect.lower() != "100-continue":
         return problem_response(

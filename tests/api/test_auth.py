@@ -4,7 +4,9 @@ tickets for EventSource and the UI's cookie. Every refusal is problem+json and s
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import socket
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -601,3 +603,26 @@ def test_a_live_stream_ends_when_its_token_is_revoked(auth: AuthServer) -> None:
             assert r.status == 401
 
     run(main())
+
+
+@pytest.mark.parametrize(("role", "status"), [(None, 401), ("reader", 403), ("submitter", 201)])
+def test_expect_continue_is_refused_before_the_body_without_the_role(
+    auth: AuthServer, role: str | None, status: int
+) -> None:
+    """`Expect: 100-continue` without a token or role is answered at once, no 100 asked."""
+    body = json.dumps({**EXAMPLE_WORKFLOW, "id": "expected"}).encode()
+    bearer = b"Authorization: Bearer %b\r\n" % auth.tokens[role].encode() if role else b""
+    with socket.create_connection(("127.0.0.1", auth.server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n%b"
+            b"Content-Length: %d\r\n\r\n" % (bearer, len(body))
+        )
+        first = sock.recv(65536)
+        if first.startswith(b"HTTP/1.1 100 Continue"):
+            sock.sendall(body)
+        answer = first
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert first.startswith(b"HTTP/1.1 100 Continue") == (status == 201), first
+    assert f"HTTP/1.1 {status} ".encode() in answer
