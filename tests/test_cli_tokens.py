@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,32 +98,32 @@ def test_list_of_a_missing_store_says_so(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no store at" in done.stderr
 
 
-@pytest.fixture
-def served(sqlite_store: str, tmp_path: Path) -> Iterator[ServeProcess]:
-    """`serve --auth token` on the SQLite store, with an admin token made first."""
-    server = ServeProcess(sqlite_store, tmp_path, args=("--auth", "token"))
+def check_tokens_beside_a_server(store: str, cwd: Path) -> None:
+    """`serve --auth token` on ``store``; tokens the CLI makes and revokes on that store take
+    effect on the server within a second."""
+    server = ServeProcess(store, cwd, args=("--auth", "token"))
     try:
         server.wait_started()
-        yield server
+        assert call(server.port, "GET", "/runs")[0] == 401
+        token = make(store, "reader-1", "reader", cwd)
+        deadline = time.monotonic() + REVOCATION_DEADLINE
+        while call(server.port, "GET", "/runs", token)[0] != 200:
+            assert time.monotonic() < deadline, "the new token was not accepted within 1 s"
+            time.sleep(0.02)
+        done = fw("tokens", "revoke", "reader-1", "--store", store, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + REVOCATION_DEADLINE
+        while (answer := call(server.port, "GET", "/runs", token))[0] != 401:
+            assert time.monotonic() < deadline, "the revoked token was still accepted after 1 s"
+            time.sleep(0.02)
+        assert answer[1]["WWW-Authenticate"].startswith("Bearer")
+        assert call(server.port, "GET", "/healthz")[0] == 200
     finally:
         server.close()
 
 
 def test_tokens_made_and_revoked_beside_a_live_server_take_effect_within_a_second(
-    served: ServeProcess, sqlite_store: str, tmp_path: Path
+    sqlite_store: str, tmp_path: Path
 ) -> None:
-    """The CLI writes to the store a server drives; the server sees each change within 1 s."""
-    assert call(served.port, "GET", "/runs")[0] == 401
-    token = make(sqlite_store, "reader-1", "reader", tmp_path)
-    deadline = time.monotonic() + REVOCATION_DEADLINE
-    while call(served.port, "GET", "/runs", token)[0] != 200:
-        assert time.monotonic() < deadline, "the new token was not accepted within 1 s"
-        time.sleep(0.02)
-    done = fw("tokens", "revoke", "reader-1", "--store", sqlite_store, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    deadline = time.monotonic() + REVOCATION_DEADLINE
-    while (answer := call(served.port, "GET", "/runs", token))[0] != 401:
-        assert time.monotonic() < deadline, "the revoked token was still accepted after 1 s"
-        time.sleep(0.02)
-    assert answer[1]["WWW-Authenticate"].startswith("Bearer")
-    assert call(served.port, "GET", "/healthz")[0] == 200
+    """The CLI writes to the SQLite store a server drives; the server sees each change in 1 s."""
+    check_tokens_beside_a_server(sqlite_store, tmp_path)
