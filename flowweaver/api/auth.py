@@ -197,10 +197,15 @@ def _bearer(header: str, registry: TokenRegistry) -> TokenEntry:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise _unauthorized("send Authorization: Bearer <token>", "invalid_request")
-    return _known(secret, registry)
+    return known_token(secret, registry)
 
 
-def _known(secret: str, registry: TokenRegistry) -> TokenEntry:
+def known_token(secret: str, registry: TokenRegistry) -> TokenEntry:
+    """Return the live token whose secret is ``secret``.
+
+    Raises:
+        ApiError: the secret is malformed, unknown or revoked (401).
+    """
     if not is_well_formed(secret):
         raise _unauthorized("the token is malformed", "invalid_token")
     entry = registry.lookup(secret)
@@ -255,7 +260,7 @@ def authenticate(request: web.Request) -> TokenEntry:
         return entry
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is not None:
-        entry = _known(cookie, registry)
+        entry = known_token(cookie, registry)
         if request.method not in SAFE_METHODS:
             check_origin(request)
         return entry
@@ -296,8 +301,8 @@ def refusal_before_body(request: web.Request) -> web.Response | None:
     The expectation is answered before the middleware runs: without this, a client with no
     token would be told to upload its body only to have it refused.
     """
-    if TOKENS not in request.app:
-        return None
+    if TOKENS not in request.app or request.method in SAFE_METHODS:
+        return None  # no body worth sparing (and a ticket is spent only once, by the middleware)
     needed = required_role(request)
     if needed is None:
         return None

@@ -21,8 +21,8 @@ from .auth import (
     SESSION_COOKIE,
     TICKETS,
     TOKENS,
-    _known,
     check_origin,
+    known_token,
     same_origin,
     stream_target,
 )
@@ -141,7 +141,7 @@ async def post_session(request: web.Request) -> web.Response:
     if request.headers.get("Origin") is not None:
         check_origin(request)  # no other site signs a browser in to this one
     wanted = schemas.decode_body(_session_decoder, await _body(request))
-    _known(wanted.token, request.app[TOKENS])
+    known_token(wanted.token, request.app[TOKENS])
     response = web.Response(status=204, headers={"Cache-Control": "no-store"})
     set_session_cookie(response, wanted.token, secure=request.secure)
     return response
