@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import socket
+import threading
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -15,12 +16,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from flowweaver.api.auth import ROUTE_ROLES, SESSION_COOKIE, TICKETS, TOKENS
+from flowweaver.api.auth import ROUTE_ROLES, SESSION_COOKIE, STALE_AFTER, TICKETS, TOKENS
 from flowweaver.api.auth_routes import set_session_cookie
 from flowweaver.api.errors import PROBLEM_CONTENT_TYPE
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.api.openapi import build_document
 from flowweaver.domain.tokens import ROLES, role_allows
+from flowweaver.errors import StoreError
+from flowweaver.store.memory import MemoryEventStore
 
 from .conftest import Gates, LiveServer, Servers, collect, events_of, example_registry, run
 
@@ -626,3 +629,43 @@ def test_expect_continue_is_refused_before_the_body_without_the_role(
             answer += chunk
     assert first.startswith(b"HTTP/1.1 100 Continue") == (status == 201), first
     assert f"HTTP/1.1 {status} ".encode() in answer
+
+
+def test_a_server_that_cannot_read_its_tokens_answers_503_not_a_guess(servers: Servers) -> None:
+    """When the store stops answering token reads for 5 s, requests get 503 tokens-unavailable
+    (health stays open); once it answers again, tokens work again."""
+    failing, refused = threading.Event(), threading.Event()
+
+    class FlakyStore(MemoryEventStore):
+        def token_events(self, *, after: int = 0) -> list[Any]:
+            if failing.is_set():
+                refused.set()
+                raise StoreError("the store is down")
+            return super().token_events(after=after)
+
+    server = servers(store=FlakyStore(), auth="token")
+    assert server.app is not None
+    registry = server.app[TOKENS]
+    secret, _ = registry.create("r", "reader", by="test")
+    headers = {"Authorization": f"Bearer {secret}"}
+    failing.set()
+    assert refused.wait(5)  # the refresher's reads fail from now on
+    registry.refreshed_at -= STALE_AFTER + 1  # as if the last good read were that long ago
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{server.url}/runs", headers=headers) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "1"
+                assert (await r.json())["type"].endswith("tokens-unavailable")
+            async with s.get(f"{server.url}/healthz") as r:
+                assert r.status == 200
+            failing.clear()
+            async with asyncio.timeout(5):
+                while True:
+                    async with s.get(f"{server.url}/runs", headers=headers) as r:
+                        if r.status == 200:
+                            return
+                    await asyncio.sleep(0.05)
+
+    run(main())
