@@ -28,6 +28,7 @@ from flowweaver.errors import (
     StoreError,
     StoreLockedError,
     TaskInputError,
+    TokenExistsError,
     ValidationError,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "StoreLockedError",
     "TaskContext",
     "TaskInputError",
+    "TokenExistsError",
     "ValidationError",
     "handler",
     "open_store",

@@ -9,6 +9,7 @@
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
+    flowweaver tokens create --name NAME --role ROLE | list | revoke NAME  (cli_tokens.py)
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -49,6 +50,7 @@ from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
 from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
+from flowweaver.cli_tokens import add_token_commands, tokens_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
@@ -447,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--to", dest="end", type=_offset, required=True, help="version M >= N")
     diff.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_options(diff, *_STORE)
+    for command in add_token_commands(commands, _Parser):
+        _add_options(command, *_STORE)
     return parser
 
 
@@ -576,6 +580,7 @@ async def _serve_async(
         store=_redact(args.store),
         workers=args.workers,
         handlers=engine.handlers.names(),
+        auth=config.auth,
     )
     checkpoints = asyncio.create_task(_checkpoint_when_quiet(engine.store))
     # What start-up made (modules, the app, the engine) lives as long as the process: keep it
@@ -895,6 +900,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **CHAIN_COMMANDS,
     "check-replay": _check_replay,
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
+    "tokens": tokens_command,
 }
 
 

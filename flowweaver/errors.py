@@ -70,6 +70,14 @@ class ConcurrencyError(ConflictError):
         super().__init__(f"concurrent append to {', '.join(self.aggregate_ids)}")
 
 
+class TokenExistsError(ConflictError):
+    """A token of that name exists already (revoked or not: names are never reused)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already; names are never reused")
+
+
 class ChainBrokenError(ConflictError):
     """A run's stored events fail their hash chain: changed, removed, reordered or unhashed.
 
@@ -165,5 +173,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "TaskInputError",
+    "TokenExistsError",
     "ValidationError",
 ]

@@ -4,7 +4,7 @@ The store is split by what its users call (:class:`LogWriter`, :class:`LogReader
 :class:`LogFeed`, :class:`RunReader`, :class:`SnapshotWriter`, :class:`WorkflowRegistry`,
 :class:`RunQueries`, :class:`StoreLifecycle`); :class:`EventStore` is all of them. What only
 some stores can do (:class:`LeaseProvider`, :class:`RelayProvider`, :class:`DurabilityReport`,
-:class:`Checkpoints`)
+:class:`Checkpoints`, :class:`TokenLog`)
 is asked with ``isinstance``. Every store implementation passes
 :mod:`flowweaver.testing.store_suite`.
 """
@@ -20,6 +20,7 @@ import msgspec
 from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RunEvent
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.tokens import AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered
 
 
@@ -116,6 +117,9 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The run this one was forked from (RunForked), None for a run that was started."""
     parent_version: int | None = None
     """The parent's version the fork was taken at."""
+    submitted_by: str | None = None
+    """Who started the run (RunStarted.submittedBy) or forked it (RunForked.by); None for
+    runs indexed before this column existed, or started before principals were recorded."""
 
 
 class RunPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,8 +243,11 @@ class RunQueries(Protocol):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        submitted_by: str | None = None,
     ) -> RunPage:
         """Return a page of runs, newest first, from the read model.
+
+        ``submitted_by`` keeps the runs that principal started or forked.
 
         Raises:
             ValidationError: the cursor is not one this store issued.
@@ -490,6 +497,32 @@ class StoredRuns(Protocol):
 
         Raises:
             ConcurrencyError: a version is taken; nothing was stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenLog(Protocol):
+    """A store that keeps the API's tokens as events (every store of this package does).
+
+    All of them are one aggregate: a reader keeps the version it has folded to and asks for
+    what came after, so a revocation on one node reaches the others at their next read.
+    """
+
+    def token_events(self, *, after: int = 0) -> list[AnyTokenEvent]:
+        """Return the token registry's events after version ``after``, oldest first.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        ...
+
+    def append_token_event(self, expected_version: int, event: AnyTokenEvent) -> None:
+        """Store ``event`` as the registry's version ``expected_version + 1``.
+
+        Raises:
+            ConcurrencyError: another writer stored that version first; nothing was stored.
             StoreError: the store failed; nothing was stored.
         """
         ...

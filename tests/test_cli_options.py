@@ -16,6 +16,7 @@ SAMPLES = {
     "--host": ("0.0.0.0", "0.0.0.0"),  # noqa: S104 - parsed, never bound
     "--port": ("8080", 8080),
     "--store": ("sqlite:///x.db", "sqlite:///x.db"),
+    "--auth": ("token", "token"),
     "--handlers": ("a.py", ["a.py"]),
     "--workers": ("3", 3),
     "--example-handlers": ("0", False),
@@ -35,7 +36,6 @@ SAMPLES = {
     "--sse-per-client": ("4", 4),
     "--grace": ("6", 6.0),
     "--max-task-data": ("4KiB", 4096),
-    "--auth": ("none", "none"),
     "--allowed-host": ("api.example.com", ["api.example.com"]),
     "--cors-origin": ("https://App.example.com:443", ["https://app.example.com"]),
     "--tls-cert": ("cert.pem", "cert.pem"),

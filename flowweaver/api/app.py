@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from flowweaver.engine import Engine
-from flowweaver.errors import FieldError, ValidationError
+from flowweaver.errors import FieldError, StoreConfigError, ValidationError
+from flowweaver.ports import TokenLog
+from flowweaver.tokens import TokenRegistry
 
+from .auth import enable_auth
 from .bridge import EngineBridge
 from .errors import problem_middleware
 from .exposure import Exposure, add_exposure
@@ -54,6 +57,7 @@ class ApiConfig:
     cors_origin: tuple[str, ...] = ()  # browser origins given CORS headers
     rate_limit: int = 0  # requests per second per client, 0: none (see limits.py)
     sse_per_client: int = 0  # SSE streams at once per client, 0: no cap of its own
+    auth: str = "none"  # "token": every route but /healthz and /readyz needs a token
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)
@@ -101,6 +105,13 @@ def create_app(engine: Engine, *, config: ApiConfig | None = None) -> web.Applic
     app.on_shutdown.append(_end_waits)
     add_exposure(app, Exposure.build(config.allowed_host, config.cors_origin))
     add_routes(app)
+    # Who is asking comes before how often: the limits key a client by its principal.
+    if config.auth == "token":
+        if not isinstance(engine.store, TokenLog):
+            raise StoreConfigError(
+                f"{type(engine.store).__name__} keeps no tokens: no --auth token"
+            )
+        enable_auth(app, TokenRegistry(engine.store))
     add_limits(
         app,
         rate=config.rate_limit,

@@ -102,7 +102,13 @@ class EngineBridge:
         return await self._call(self.engine.get_run, run_id, at=at)
 
     async def list_runs(
-        self, *, workflow_id: str | None, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        submitted_by: str | None = None,
     ) -> RunPage:
         """Return a page of runs from the read model."""
         return await self._call(
@@ -111,6 +117,7 @@ class EngineBridge:
             status=status,
             limit=limit,
             cursor=cursor,
+            submitted_by=submitted_by,
         )
 
     async def get_workflow(self, workflow_id: str, version: int | None) -> WorkflowRegistered:

@@ -26,6 +26,7 @@ from flowweaver.errors import (
     NotFoundError,
     RunUnavailableError,
     StoreError,
+    TokenExistsError,
     ValidationError,
 )
 
@@ -119,6 +120,8 @@ def problem_for(error: FlowweaverError, instance: str | None = None) -> web.Resp
         return problem_response(404, "not-found", str(error), instance=instance)
     if isinstance(error, IdempotencyConflictError):
         return problem_response(409, "idempotency-conflict", str(error), instance=instance)
+    if isinstance(error, TokenExistsError):
+        return problem_response(409, "token-exists", str(error), instance=instance)
     if isinstance(error, ChainBrokenError):
         return problem_response(409, "chain-broken", str(error), instance=instance)
     if isinstance(error, InvalidCommandError):

@@ -20,6 +20,7 @@ from flowweaver.domain.spec import MAX_TASKS, WorkflowSpec
 from . import schemas
 from .chain_routes import chain_paths
 from .errors import Problem
+from .openapi_auth import add_auth_document
 from .openapi_limits import add_limits_document
 from .openapi_travel import add_travel_document
 
@@ -670,7 +671,7 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
-    return add_limits_document(document)
+    return add_auth_document(add_limits_document(document))
 
 
 @functools.cache

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from flowweaver.engine.operator import ANONYMOUS
 
+from .auth import PRINCIPAL_KEY
+
 
 def principal(request: web.Request) -> str:
     """Return the principal of ``request``.
@@ -13,4 +15,5 @@ def principal(request: web.Request) -> str:
     Without authentication every request is ``anonymous``; with it (``serve --auth token``),
     this is the token's name. Every route that records ``by`` asks here and nowhere else.
     """
-    return ANONYMOUS
+    name: str = request.get(PRINCIPAL_KEY, ANONYMOUS)
+    return name

@@ -20,6 +20,8 @@ from flowweaver.observability import metrics
 from . import schemas
 from .app import BRIDGE, CONFIG, HUB, STREAMS
 from .audit_routes import check_filter_run, log_page, run_page, wants_json
+from .auth import refusal_before_body
+from .auth_routes import add_auth_routes
 from .chain_routes import add_chain_routes
 from .errors import ApiError, bad_request, problem_response
 from .exposure import check_before_body
@@ -57,6 +59,7 @@ def add_routes(app: web.Application) -> None:
 
     add_operator_routes(app)
     add_travel_routes(app, _expect)
+    add_auth_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -75,6 +78,10 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
         )
         response.force_close()
         return response
+    refused = refusal_before_body(request)
+    if refused is not None:
+        refused.force_close()  # the body was never asked for: do not read it as a request
+        return refused
     expect = request.headers.get("Expect", "")
     if expect.lower() != "100-continue":
         return problem_response(
@@ -274,6 +281,7 @@ async def list_runs(request: web.Request) -> web.Response:
             status=query.status,
             limit=query.limit,
             cursor=query.cursor,
+            submitted_by=query.submitted_by,
         )
     except ValidationError as e:
         raise bad_request("cursor is not one this server issued", path="$.query.cursor") from e

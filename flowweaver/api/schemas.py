@@ -112,6 +112,8 @@ class RunListQuery(_Wire):
     status: RunStatus | None = None
     limit: PageLimit = 50
     cursor: str | None = None
+    submitted_by: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    """Only runs this principal started or forked (a token's name, or ``anonymous``)."""
 
 
 class RunStateQuery(_Wire):
@@ -252,6 +254,8 @@ class RunListItem(_Wire):
     updated_at: datetime
     parent_run_id: str | None = None
     parent_version: int | None = None
+    submitted_by: str | None = None
+    """Who started (or forked) the run: a token's name, ``anonymous`` without auth."""
 
 
 class RunList(_Wire):
@@ -425,6 +429,7 @@ def run_list(page: RunPage) -> RunList:
                 updated_at=r.updated_at,
                 parent_run_id=r.parent_run_id,
                 parent_version=r.parent_version,
+                submitted_by=r.submitted_by,
             )
             for r in page.runs
         ],

@@ -88,6 +88,10 @@ def workflow_aggregate_id(workflow_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"workflow\n{workflow_id}")
 
 
+TOKENS_AGGREGATE = uuid.uuid5(NAMESPACE, "tokens")
+"""The aggregate id under which every token event of a store is recorded."""
+
+
 def request_hash(
     workflow_id: str,
     workflow_version: int | None,

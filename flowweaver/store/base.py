@@ -38,9 +38,10 @@ from flowweaver.domain.events import (
     RunForked,
     RunStarted,
 )
-from flowweaver.domain.ids import workflow_aggregate_id
+from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import RunState, apply, new_state
 from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.domain.tokens import AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered, WorkflowVersions, register
 from flowweaver.errors import (
     ConcurrencyError,
@@ -60,11 +61,13 @@ from flowweaver.store.codec import (
     decode_event,
     decode_registration,
     decode_snapshot,
+    decode_token_event,
     encode,
     event_topic,
     readable_topics,
     snapshot_originator,
     split_topic,
+    token_topic,
 )
 
 log = structlog.get_logger("flowweaver.store")
@@ -118,7 +121,12 @@ class RunIndex(ABC):
 
     @abstractmethod
     def runs(
-        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+        self,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+        submitted_by: str | None = None,
     ) -> list[tuple[int, RunRow]]:
         """Return up to ``limit`` (sequence, row) pairs, newest first, older than ``before``."""
 
@@ -437,6 +445,8 @@ class RecorderEventStore:
 
     def insert_stored(self, run_id: str, rows: Sequence[tuple[int, str, bytes]]) -> None:
         originator = uuid.UUID(run_id)
+        if originator == TOKENS_AGGREGATE:
+            raise ValidationError([FieldError("$.runId", "is the token registry's id, no run's")])
         stored = [StoredEvent(originator, version, topic, data) for version, topic, data in rows]
         if not stored:
             return
@@ -518,6 +528,31 @@ class RecorderEventStore:
         self.catch_up()
         return [self.get_workflow(workflow_id) for workflow_id in self._index.workflow_ids()]
 
+    # --- tokens --------------------------------------------------------------------------
+
+    def token_events(self, *, after: int = 0) -> list[AnyTokenEvent]:
+        """Return the token registry's events after version ``after``, oldest first.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        with self._translate_errors(["tokens"]):
+            rows = self._events.select_events(TOKENS_AGGREGATE, gt=after)
+        return [decode_token_event(row.state, row.topic) for row in rows]
+
+    def append_token_event(self, expected_version: int, event: AnyTokenEvent) -> None:
+        """Store ``event`` as the registry's version ``expected_version + 1``.
+
+        Raises:
+            ConcurrencyError: another writer stored that version first; nothing was stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        stored = StoredEvent(
+            TOKENS_AGGREGATE, expected_version + 1, token_topic(event), encode(event)
+        )
+        with self._translate_errors(["tokens"]):
+            self._events.insert_events([stored])
+
     # --- the read model ------------------------------------------------------------------
 
     def catch_up(self) -> None:
@@ -556,11 +591,12 @@ class RecorderEventStore:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        submitted_by: str | None = None,
     ) -> RunPage:
         before = _page_start(limit, cursor)
         self.catch_up()
         with self._translate_errors([]):
-            found = self._index.runs(workflow_id, status, limit + 1, before)
+            found = self._index.runs(workflow_id, status, limit + 1, before, submitted_by)
         return _page(found, limit)
 
     def child_runs(self, run_id: str, *, limit: int = 50, cursor: str | None = None) -> RunPage:
@@ -628,6 +664,7 @@ _STATUS_AFTER = {
 def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
     """Return the run list row a run's first event starts."""
     parent = (first.parent_run_id, first.parent_version) if isinstance(first, RunForked) else None
+    by = first.by if isinstance(first, RunForked) else first.submitted_by
     return RunRow(
         id=run_id,
         workflow_id=first.workflow_id,
@@ -637,6 +674,7 @@ def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
         updated_at=first.timestamp,
         parent_run_id=parent[0] if parent else None,
         parent_version=parent[1] if parent else None,
+        submitted_by=by,
     )
 
 
@@ -666,6 +704,8 @@ def _page(found: list[tuple[int, RunRow]], limit: int) -> RunPage:
 def _run_uuid(run_id: str) -> uuid.UUID | None:
     """Return the run's aggregate id, or None for a string no run can have as its id."""
     try:
-        return uuid.UUID(run_id)
+        originator = uuid.UUID(run_id)
     except ValueError:
         return None
+    # The token registry is no run: its hashes are not served as a run's history.
+    return None if originator == TOKENS_AGGREGATE else originator

@@ -22,6 +22,7 @@ import msgspec
 
 from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RUN_EVENT_TYPES, Event, RunEvent
 from flowweaver.domain.run import RunState
+from flowweaver.domain.tokens import TOKEN_EVENT_TYPES, TOKEN_SCHEMA_VERSIONS, AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.errors import EventSchemaError
 
@@ -36,7 +37,11 @@ WORKFLOW_SCHEMA_VERSION = 1
 SNAPSHOT_SCHEMA_VERSION = 2
 """The version of a snapshot's JSON (an encoded RunState): bump it when RunState changes shape."""
 
-SCHEMA_VERSIONS: dict[str, int] = {**EVENT_SCHEMA_VERSIONS, WORKFLOW_NAME: WORKFLOW_SCHEMA_VERSION}
+SCHEMA_VERSIONS: dict[str, int] = {
+    **EVENT_SCHEMA_VERSIONS,
+    WORKFLOW_NAME: WORKFLOW_SCHEMA_VERSION,
+    **TOKEN_SCHEMA_VERSIONS,
+}
 """The current schema version of every upcastable record type, by name."""
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -45,6 +50,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(RunEvent)
 _workflow_decoder = msgspec.json.Decoder(WorkflowRegistered)
+_token_decoder = msgspec.json.Decoder(AnyTokenEvent)
 _state_decoder = msgspec.json.Decoder(RunState)
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -72,6 +78,9 @@ SNAPSHOT_TOPIC = topic(SNAPSHOT_NAME, SNAPSHOT_SCHEMA_VERSION)
 WORKFLOW_TOPIC = topic(WORKFLOW_NAME, WORKFLOW_SCHEMA_VERSION)
 _EVENT_TOPICS: dict[type[Event], str] = {
     t: topic(t.__name__, t.schema_version) for t in RUN_EVENT_TYPES
+}
+_TOKEN_TOPICS: dict[type[Any], str] = {
+    t: topic(t.__name__, t.schema_version) for t in TOKEN_EVENT_TYPES
 }
 CURRENT_NAMES: dict[str, str] = {topic(name, v): name for name, v in SCHEMA_VERSIONS.items()}
 """Type name by topic, for the topics of events and registrations at their current version:
@@ -163,7 +172,11 @@ def upcast(stored_topic: str, data: bytes) -> bytes:
         document = step(document)
         version += 1
     decoder: msgspec.json.Decoder[Any] = (
-        _workflow_decoder if name == WORKFLOW_NAME else _event_decoder
+        _workflow_decoder
+        if name == WORKFLOW_NAME
+        else _token_decoder
+        if name in TOKEN_SCHEMA_VERSIONS
+        else _event_decoder
     )
     return _encoder.encode(decoder.decode(_encoder.encode(document)))
 
@@ -189,6 +202,23 @@ def decode_registration(data: bytes, stored_topic: str | None = None) -> Workflo
     if stored_topic is not None and stored_topic not in CURRENT_TOPICS:
         data = upcast(stored_topic, data)
     return _workflow_decoder.decode(data)
+
+
+def token_topic(event: AnyTokenEvent) -> str:
+    """Return the topic a token event is stored under: its type at the current version."""
+    return _TOKEN_TOPICS[type(event)]
+
+
+def decode_token_event(data: bytes, stored_topic: str | None = None) -> AnyTokenEvent:
+    """Decode a stored token event, upcast from an older version if need be.
+
+    Raises:
+        EventSchemaError: see :func:`upcast`.
+    """
+    if stored_topic is not None and stored_topic not in CURRENT_TOPICS:
+        data = upcast(stored_topic, data)
+    event: AnyTokenEvent = _token_decoder.decode(data)
+    return event
 
 
 def decode_state(data: bytes) -> RunState:

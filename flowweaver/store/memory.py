@@ -47,7 +47,12 @@ class MemoryRunIndex(RunIndex):
             return True
 
     def runs(
-        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+        self,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+        submitted_by: str | None = None,
     ) -> list[tuple[int, RunRow]]:
         with self._lock:
             rows = sorted(self._runs.values(), key=lambda pair: pair[0], reverse=True)
@@ -57,6 +62,7 @@ class MemoryRunIndex(RunIndex):
             if (before is None or seq < before)
             and (workflow_id is None or row.workflow_id == workflow_id)
             and (status is None or row.status == status)
+            and (submitted_by is None or row.submitted_by == submitted_by)
         ]
         return found[:limit]
 

@@ -12,10 +12,14 @@ from flowweaver.store.base import ACTIVE_STATUSES, IndexChanges, RunIndex
 
 _COLUMNS = (
     "seq, run_id, workflow_id, workflow_version, status, created_at, updated_at, "
-    "parent_run_id, parent_version"
+    "parent_run_id, parent_version, submitted_by"
 )
 # Columns added after the first release, created on open when a table lacks them.
-_ADDED_COLUMNS = (("parent_run_id", "TEXT"), ("parent_version", "BIGINT"))
+_ADDED_COLUMNS = (
+    ("parent_run_id", "TEXT"),
+    ("parent_version", "BIGINT"),
+    ("submitted_by", "TEXT"),
+)
 
 
 class SQLCursor(Protocol):
@@ -59,7 +63,7 @@ class SQLRunIndex(RunIndex):
             "seq BIGINT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, workflow_id TEXT NOT NULL, "
             "workflow_version INTEGER NOT NULL, status TEXT NOT NULL, "
             "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
-            "parent_run_id TEXT, parent_version BIGINT)",
+            "parent_run_id TEXT, parent_version BIGINT, submitted_by TEXT)",
             f"CREATE INDEX IF NOT EXISTS {self._runs}_by_workflow "
             f"ON {self._runs} (workflow_id, seq)",
             f"CREATE INDEX IF NOT EXISTS {self._runs}_by_status ON {self._runs} (status, seq)",
@@ -83,6 +87,10 @@ class SQLRunIndex(RunIndex):
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {self._runs}_by_parent "
                 f"ON {self._runs} (parent_run_id, seq)"
+            )
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._runs}_by_submitter "
+                f"ON {self._runs} (submitted_by, seq)"
             )
 
     def _sql(self, statement: str) -> str:
@@ -120,7 +128,7 @@ class SQLRunIndex(RunIndex):
     def _statements(self, changes: IndexChanges) -> Iterator[tuple[str, tuple[Any, ...]]]:
         for seq, row in changes.started:
             yield (
-                f"INSERT INTO {self._runs} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO {self._runs} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (run_id) DO NOTHING",
                 (
                     seq,
@@ -132,6 +140,7 @@ class SQLRunIndex(RunIndex):
                     row.updated_at.isoformat(),
                     row.parent_run_id,
                     row.parent_version,
+                    row.submitted_by,
                 ),
             )
         for run_id, status, at in changes.changed:
@@ -147,10 +156,18 @@ class SQLRunIndex(RunIndex):
             )
 
     def runs(
-        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+        self,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+        submitted_by: str | None = None,
     ) -> list[tuple[int, RunRow]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if submitted_by is not None:
+            clauses.append("submitted_by = ?")
+            params.append(submitted_by)
         if workflow_id is not None:
             clauses.append("workflow_id = ?")
             params.append(workflow_id)
@@ -194,6 +211,7 @@ class SQLRunIndex(RunIndex):
                     parent_version=(
                         int(r["parent_version"]) if r["parent_version"] is not None else None
                     ),
+                    submitted_by=r["submitted_by"],
                 ),
             )
             for r in rows

@@ -925,6 +925,42 @@ class EventStoreSuite(ChainSuite, DebugReadsSuite, ABC):
         assert store.child_runs(grandchild.id).runs == []
         assert store.child_runs(new_run_id()).runs == []
 
+    def test_list_runs_filters_by_who_started_or_forked_each_run(self, store: EventStore) -> None:
+        """submitted_by keeps the runs a principal started (submittedBy) or forked (by),
+        with the other filters and through pages."""
+        mine: list[str] = []
+        for i, who in enumerate(["alice", "bob", "alice", None, "alice", "bob"]):
+            run_id = new_run_id()
+            workflow_id = "wa" if i < 3 else "wb"
+            state, events = start_run(
+                run_id, wide_workflow(1, workflow_id), 1, {}, T0 + timedelta(minutes=i),
+                submitted_by=who,
+            )  # fmt: skip
+            self.record(store, state, events)
+            if who == "alice":
+                mine.append(run_id)
+        parent = store.run_state(mine[0])
+        assert parent is not None
+        fork, events = fork_run(new_run_id(), parent, T0 + timedelta(minutes=9), by="alice")
+        self.record(store, fork, events)
+        mine.append(fork.id)
+        rows = store.list_runs(submitted_by="alice").runs
+        assert [r.id for r in rows] == mine[::-1]
+        assert all(r.submitted_by == "alice" for r in rows)
+        assert len(store.list_runs(submitted_by="bob").runs) == 2
+        assert store.list_runs(submitted_by="nobody").runs == []
+        of_wa = store.list_runs(submitted_by="alice", workflow_id="wa").runs
+        assert [r.id for r in of_wa] == [fork.id, mine[1], mine[0]]
+        assert store.list_runs(submitted_by="alice", status="failed").runs == []
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = store.list_runs(submitted_by="alice", limit=1, cursor=cursor)
+            seen += [r.id for r in page.runs]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert seen == mine[::-1]
+
     def test_child_runs_page_newest_first_and_show_each_childs_status(
         self, store: EventStore
     ) -> None:

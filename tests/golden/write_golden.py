@@ -11,6 +11,7 @@ event type or schema version, add a scenario under a new file name; see README.m
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import tempfile
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent
-from flowweaver.domain.ids import workflow_aggregate_id
+from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
     complete_task,
@@ -39,6 +40,7 @@ from flowweaver.domain.run import (
     start_run,
 )
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
+from flowweaver.domain.tokens import AnyTokenEvent, TokenCreated, TokenRevoked
 from flowweaver.ports import Append
 from flowweaver.store.codec import snapshot_originator
 from flowweaver.store.sqlite import SQLiteEventStore
@@ -239,6 +241,27 @@ def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
 Line = dict[str, Any]
 
 
+def token_events() -> list[AnyTokenEvent]:
+    """Two tokens made by the CLI and one revoked by the other over HTTP."""
+    return [
+        TokenCreated(
+            timestamp=at(0),
+            name="ci-deploy",
+            role="submitter",
+            hash=hashlib.sha256(b"fw_" + b"A" * 43).hexdigest(),
+            created_by="cli:root",
+        ),
+        TokenCreated(
+            timestamp=at(1),
+            name="alice",
+            role="admin",
+            hash=hashlib.sha256(b"fw_" + b"B" * 43).hexdigest(),
+            created_by="cli:root",
+        ),
+        TokenRevoked(timestamp=at(2), name="ci-deploy", by="alice"),
+    ]
+
+
 def stored_lines(
     store: SQLiteEventStore, aggregate: uuid.UUID, snapshots: bool = False
 ) -> list[Line]:
@@ -300,7 +323,12 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
         store.append([Append(run_id=state.id, expected_version=version, events=events)])
         version += len(events)
     chained_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with API tokens (issue 12): one revoked, one live; hashes of fake secrets.
+    for version, event in enumerate(token_events()):
+        store.append_token_event(version, event)
+    tokens = stored_lines(store, TOKENS_AGGREGATE)
     return {
+        "tokens.jsonl": tokens,
         "runs-chained.jsonl": chained_runs,
         "runs.jsonl": runs,
         "workflows.jsonl": workflows,

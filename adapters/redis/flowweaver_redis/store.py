@@ -235,6 +235,8 @@ end
 return out
 """
 
+SUBMITTER_PAGE = 500
+"""Rows read at a time when one principal's runs are filtered by workflow or status."""
 _Row = tuple[int, RunRow]
 _encode_row = msgspec.json.Encoder().encode
 _decode_row = msgspec.json.Decoder(tuple[int, RunRow]).decode
@@ -337,7 +339,12 @@ class RedisRunIndex(RunIndex):
         keys = [self.all_key, self._key(row.workflow_id, None), *self._status_keys(row)]
         if row.parent_run_id is not None:
             keys.append(self._children_key(row.parent_run_id))
+        if row.submitted_by is not None:
+            keys.append(self._submitter_key(row.submitted_by))
         return keys
+
+    def _submitter_key(self, submitted_by: str) -> str:
+        return self._datastore.key(self._name, "by", submitted_by)
 
     def _children_key(self, parent_run_id: str) -> str:
         return self._datastore.key(self._name, "children", parent_run_id)
@@ -346,14 +353,54 @@ class RedisRunIndex(RunIndex):
         return [self._key(None, row.status), self._key(row.workflow_id, row.status)]
 
     def runs(
-        self, workflow_id: str | None, status: str | None, limit: int, before: int | None
+        self,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+        submitted_by: str | None = None,
     ) -> list[tuple[int, RunRow]]:
+        if submitted_by is not None:
+            return self._runs_of(submitted_by, workflow_id, status, limit, before)
         high = "+inf" if before is None else f"({before}"
         with _store_errors("list runs"):
             packed = self._runs_page(
                 keys=[self._key(workflow_id, status), self.rows_key], args=[high, limit]
             )
         return [_decode_row(p) for p in packed]
+
+    def _runs_of(
+        self,
+        submitted_by: str,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+    ) -> list[tuple[int, RunRow]]:
+        """Page through one principal's runs, keeping those of the workflow and status asked.
+
+        A set per principal and workflow and status would multiply the keys every run
+        touches; the principal's own set, filtered here, reads at most that principal's runs.
+        """
+        found: list[tuple[int, RunRow]] = []
+        page = max(limit, SUBMITTER_PAGE)
+        while len(found) < limit:
+            high = "+inf" if before is None else f"({before}"
+            with _store_errors("list runs"):
+                packed = self._runs_page(
+                    keys=[self._submitter_key(submitted_by), self.rows_key], args=[high, page]
+                )
+            rows = [_decode_row(p) for p in packed]
+            found += [
+                (seq, row)
+                for seq, row in rows
+                if (workflow_id is None or row.workflow_id == workflow_id)
+                and (status is None or row.status == status)
+            ]
+            if len(rows) < page:
+                break
+            before = rows[-1][0]
+        return found[:limit]
 
     def children(
         self, parent_run_id: str, limit: int, before: int | None

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import structlog
+from aiohttp import web
 
 from flowweaver.api.bridge import EngineBridge
 from flowweaver.backoff import Backoff
@@ -82,6 +83,14 @@ class Hub:
             yield from filtered
         for subs in self._by_run.values():
             yield from subs
+
+    def end_streams(self, where: Callable[[web.Request], bool]) -> int:
+        """End the live streams whose request ``where`` picks (their token was revoked, say);
+        return how many."""
+        chosen = [sub for sub in self._all() if where(sub.request)]
+        for sub in chosen:
+            sub.close()
+        return len(chosen)
 
     def peak_backlog(self) -> int:
         """Return the largest backlog, in bytes, any subscriber has had (gone ones included)."""
