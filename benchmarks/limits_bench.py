@@ -1,7 +1,12 @@
-"""What ``--rate-limit`` costs: W1 over REST with and without it, and the token bucket alone.
+"""What ``--rate-limit`` (or ``--auth token``) costs: W1 over REST with and without it, and the
+token bucket alone.
 
     .venv/bin/python benchmarks/limits_bench.py [--repeats 5] [--quick] [--follow wait,sse]
-                                                [--rate 100000]
+                                                [--rate 100000] [--against rate_limit|auth]
+
+With ``--against auth`` the second server runs ``--auth token`` instead, its store holding an
+admin token made with ``flowweaver tokens create`` before it starts, and every request to it
+carries that token (the plain server gets none): the figure is what authentication costs.
 
 W1 chain3 over REST (benchmarks/api_bench.py): 200 runs one after another, each a POST /runs
 with ``Prefer: wait=60`` (``wait``) or a POST and its run's SSE stream (``sse``), on a fresh
@@ -24,17 +29,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
@@ -42,15 +51,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_bench import (  # a sibling script, not a package
     CHAIN3,
     FINISH,
+    FLOWWEAVER,
     SERVER_PIDS,
     Finish,
     _register,
-    _session,
     percentile,
     server,
 )
 
 from flowweaver.api.limits import MAX_CLIENTS, TokenBuckets, add_limits, limits_middleware
+
+TOKENS: dict[str, str] = {}
+"""The bearer token of each server run with ``--auth token``, by base URL."""
+
+
+@contextlib.contextmanager
+def authed_server(store_path: Path) -> Iterator[str]:
+    """Run ``flowweaver serve --auth token`` on a store holding one admin token; yield its URL."""
+    made = subprocess.run(
+        [FLOWWEAVER, "tokens", "create", "--name", "bench", "--role", "admin", "--store",
+         f"sqlite:///{store_path}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    with server(store_path, extra=("--auth", "token")) as url:
+        TOKENS[url] = made.stdout.split()[0]
+        yield url
+
+
+def _sessions(urls: dict[str, str]) -> dict[str, aiohttp.ClientSession]:
+    """Return a client session per server, sending its token when it has one."""
+    return {
+        name: aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            headers={"Authorization": f"Bearer {TOKENS[url]}"} if url in TOKENS else None,
+        )
+        for name, url in urls.items()
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -94,18 +130,22 @@ async def w1_side_by_side(
     the machine: what the other helpers' jobs cost them falls on both alike.
     """
     latencies: dict[str, list[float]] = {name: [] for name in urls}
-    async with _session() as s:
-        for url in urls.values():
-            await _register(s, url, CHAIN3)
+    sessions = _sessions(urls)
+    try:
+        for name, url in urls.items():
+            await _register(sessions[name], url, CHAIN3)
         cpu = {name: cpu_seconds(SERVER_PIDS[url]) for name, url in urls.items()}
         order = list(urls.items())
         for i in range(runs):
             for name, url in order if i % 2 else order[::-1]:  # neither always goes first
                 t0 = time.perf_counter()
-                await finish(s, url, "chain3", {"value": i})
+                await finish(sessions[name], url, "chain3", {"value": i})
                 latencies[name].append((time.perf_counter() - t0) * 1000)
         for name, url in urls.items():
             cpu[name] = cpu_seconds(SERVER_PIDS[url]) - cpu[name]
+    finally:
+        for session in sessions.values():
+            await session.close()
     return {
         name: {
             "runs_per_s": runs / (sum(values) / 1000),
@@ -122,15 +162,19 @@ def requests_side_by_side(urls: dict[str, str], requests: int) -> dict[str, floa
     per: dict[str, list[float]] = {name: [] for name in urls}
 
     async def go() -> None:
-        async with _session() as s:
+        sessions = _sessions(urls)
+        try:
             order = list(urls.items())
             for turn in range(requests // 100):
                 for name, url in order if turn % 2 else order[::-1]:
                     t0 = time.perf_counter()
                     for _ in range(100):
-                        async with s.get(f"{url}/workflows") as r:
+                        async with sessions[name].get(f"{url}/workflows") as r:
                             await r.read()
                     per[name].append((time.perf_counter() - t0) / 100 * 1e6)
+        finally:
+            for session in sessions.values():
+                await session.close()
 
     asyncio.run(go())
     return {name: statistics.median(values) for name, values in per.items()}
@@ -175,20 +219,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--follow", default="wait,sse", help="wait, sse, or both")
     parser.add_argument("--rate", type=int, default=100_000, help="the --rate-limit of the run")
     parser.add_argument("--runs", type=int, default=200, help="W1's runs per sample")
+    parser.add_argument(
+        "--against", choices=("rate_limit", "auth"), default="rate_limit", help="what is measured"
+    )
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     runs = 20 if args.quick else args.runs
-    cases = {"off": (), "rate_limit": ("--rate-limit", str(args.rate))}
+    measured = args.against
+    flags = ("--rate-limit", str(args.rate)) if measured == "rate_limit" else ("--auth", "token")
+    cases: dict[str, tuple[str, ...]] = {"off": (), measured: flags}
+
+    def start(stack: ExitStack, path: Path, name: str) -> str:
+        if name == "auth":
+            return stack.enter_context(authed_server(path))
+        return stack.enter_context(server(path, extra=cases[name]))
+
     with tempfile.TemporaryDirectory() as tmp:
         for follow in [f for f in args.follow.split(",") if f]:
             samples: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
             for i in range(repeats):
                 with ExitStack() as stack:
                     urls = {
-                        name: stack.enter_context(
-                            server(Path(tmp) / f"{follow}-{name}-{i}.db", extra=extra)
-                        )
-                        for name, extra in cases.items()
+                        name: start(stack, Path(tmp) / f"{follow}-{name}-{i}.db", name)
+                        for name in cases
                     }
                     got = asyncio.run(w1_side_by_side(urls, runs, FINISH[follow]))
                 for name in cases:
@@ -207,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                     "samples": [{k: round(v, 3) for k, v in s.items()} for s in got_all],
                 }
                 print(json.dumps(line), flush=True)
-            off, on = medians["off"], medians["rate_limit"]
+            off, on = medians["off"], medians[measured]
 
             def pct(before: float, after: float) -> float:
                 return round((after - before) / before * 100, 2)
@@ -219,13 +272,10 @@ def main(argv: list[str] | None = None) -> None:
                     off["server_cpu_ms_per_run"], on["server_cpu_ms_per_run"]
                 ),
             }
-            print(json.dumps({"follow": follow, "rate_limit_cost_pct": cost}), flush=True)
+            print(json.dumps({"follow": follow, f"{measured}_cost_pct": cost}), flush=True)
         requests = 2_000 if args.quick else 20_000
         with ExitStack() as stack:
-            urls = {
-                name: stack.enter_context(server(Path(tmp) / f"get-{name}.db", extra=extra))
-                for name, extra in cases.items()
-            }
+            urls = {name: start(stack, Path(tmp) / f"get-{name}.db", name) for name in cases}
             micros = requests_side_by_side(urls, requests)
         print(
             json.dumps(

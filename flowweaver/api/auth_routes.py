@@ -197,9 +197,21 @@ async def post_token(request: web.Request) -> web.Response:
     )
 
 
+class RevokeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /auth/tokens/{name}/revoke: no fields; the body, if any, is ``{}``."""
+
+
+_revoke_decoder = msgspec.json.Decoder(RevokeRequest)
+
+
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a token: every node refuses it within a second; 200 with what it was."""
+    from .routes import _read_json_body  # noqa: PLC0415 - routes imports this module
+
     _auth_on(request)
+    body = await _read_json_body(request, required=False)
+    if body is not None:
+        schemas.decode_body(_revoke_decoder, body)
     registry = request.app[TOKENS]
     entry = await asyncio.to_thread(
         registry.revoke, request.match_info["name"], by=principal(request)

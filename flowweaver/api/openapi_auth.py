@@ -138,13 +138,27 @@ _AUTH_PATHS: dict[str, Any] = {
         "post": {
             "operationId": "revokeToken",
             "summary": "Revoke a token: every node refuses it within a second",
+            "description": "Sent as application/json like every POST; the body, if any, is `{}`.",
             "parameters": [_NAME],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "properties": {},
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
             "responses": {
                 "200": {
                     "description": "The token as it now is",
                     "content": {JSON: {"schema": _ref("TokenOut")}},
                 },
                 "404": _problem("No token has that name, or --auth none"),
+                **_BAD,
             },
         }
     },
