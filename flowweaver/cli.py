@@ -373,6 +373,18 @@ def _add_options(parser: argparse.ArgumentParser, *options: _Option) -> argparse
     return parser
 
 
+def _add_driving_options(command: argparse.ArgumentParser) -> None:
+    """Add the options of a command that drives a run embedded (``run``, ``fork``)."""
+    command.add_argument("--key", default=None, help="idempotency key")
+    command.add_argument(
+        "--wait", action="store_true", help="show every event as a progress line while it runs"
+    )
+    command.add_argument(
+        "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
+    )
+    _add_options(command, *_STORE, *_HANDLERS)
+
+
 def _run_command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """Add a command about one run of a store (its --store comes last, see build_parser)."""
     command: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
@@ -393,14 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
     run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
     run.add_argument("--params", default="{}", help="run parameters, a JSON object")
-    run.add_argument("--key", default=None, help="idempotency key")
-    run.add_argument(
-        "--wait", action="store_true", help="show every event as a progress line while it runs"
-    )
-    run.add_argument(
-        "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
-    )
-    _add_options(run, *_STORE, *_HANDLERS)
+    _add_driving_options(run)
 
     status = _run_command(commands, "status", "show a run's state")
     status.add_argument("--json", action="store_true", help="print the API's JSON")

@@ -23,11 +23,11 @@ import msgspec
 
 from flowweaver.api.schemas import MAX_PAGE, lineage_out
 from flowweaver.cli import (
-    _HANDLERS,
     _STORE,
     EXIT_OK,
     CommandError,
     UsageError,
+    _add_driving_options,
     _add_options,
     _drive,
     _iso,
@@ -36,7 +36,6 @@ from flowweaver.cli import (
     _redact,
     _registry,
     _run_command,
-    _seconds,
 )
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.engine.lineage import read_lineage
@@ -67,14 +66,7 @@ def add_fork_commands(commands: Any, table: dict[str, Callable[[argparse.Namespa
         help="override a carried task's output (repeatable)",
     )
     fork.add_argument("--reason", default="", help="why, recorded on RunForked")
-    fork.add_argument("--key", default=None, help="idempotency key")
-    fork.add_argument(
-        "--wait", action="store_true", help="show every event as a progress line while it runs"
-    )
-    fork.add_argument(
-        "--timeout", type=_seconds, default=3600.0, help="give up after this many seconds"
-    )
-    _add_options(fork, *_STORE, *_HANDLERS)
+    _add_driving_options(fork)
 
     lineage = _run_command(commands, "lineage", "show a run's parent and the runs forked from it")
     lineage.add_argument("--json", action="store_true", help="print the API's JSON")
