@@ -9,6 +9,7 @@ effects. Time and randomness come in as arguments: replay is deterministic.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -518,12 +519,13 @@ def _decide_dependents(d: Decision, task_id: str, now: datetime, max_io_bytes: i
     state = d.state
     if state.cancel_requested:
         return
-    work = list(state.spec.dag.dependents[task_id])
+    work = deque(state.spec.dag.dependents[task_id])
+    roots = Roots()
     while work:
-        dependent = work.pop(0)
+        dependent = work.popleft()
         if state.tasks[dependent].status != "pending":
             continue
-        verdict, why = trigger_verdict(state, dependent)
+        verdict, why = trigger_verdict(state, dependent, roots)
         if verdict == "skip":
             d.emit(TaskSkipped(timestamp=now, task_id=dependent, reason=why))
             work.extend(state.spec.dag.dependents[dependent])
@@ -535,14 +537,15 @@ Verdict = tuple[str, str]
 """``("ready" | "skip" | "wait", reason)``: what a pending task's trigger rule says now."""
 
 
-def trigger_verdict(state: RunState, task_id: str) -> Verdict:
+def trigger_verdict(state: RunState, task_id: str, roots: Roots | None = None) -> Verdict:
     """Say whether a pending task may run, can never run, or waits, by its trigger rule.
 
     Counts its direct dependencies that completed, failed and were skipped, with Airflow's
     meaning: a task the engine skipped because its own dependencies failed counts as failed
     (Airflow's ``upstream_failed``). While the run is paused a failed dependency is not
     final yet (an operator may retry it), so it counts as not ended. A task with no
-    dependencies is ready whatever its rule.
+    dependencies is ready whatever its rule. ``roots`` may carry what skipped tasks stand for
+    between calls of one command.
     """
     spec = state.spec.task(task_id)
     rule: TriggerRule = spec.trigger or "all_success"
@@ -550,7 +553,7 @@ def trigger_verdict(state: RunState, task_id: str) -> Verdict:
     if n == 0 or rule == "always":
         return ("ready", "")
     ok = failed = skipped = 0
-    memo: dict[str, str | None] = {}
+    roots = roots or Roots()
     failed_root = skipped_root = ""
     for dep in spec.dependencies:
         status = state.tasks[dep].status
@@ -561,13 +564,13 @@ def trigger_verdict(state: RunState, task_id: str) -> Verdict:
                 failed += 1
                 failed_root = failed_root or dep
         elif status == "skipped":
-            root = _failure_root(state, dep, memo)
+            root = _failure_root(state, dep, roots)
             if root is not None:
                 failed += 1
                 failed_root = failed_root or root
             else:
                 skipped += 1
-                skipped_root = skipped_root or _skip_root(state, dep)
+                skipped_root = skipped_root or _skip_root(state, dep, roots)
     if rule == "all_success" and (failed or skipped):
         # The reason runs written before trigger rules carry, so the replay check agrees.
         if failed:
@@ -612,40 +615,78 @@ _FAILURE_PROPAGATING: frozenset[str] = frozenset(
 )
 
 
-def _failure_root(state: RunState, task_id: str, memo: dict[str, str | None]) -> str | None:
+class Roots:
+    """What skipped tasks stand for, worked out once for the decisions of one command."""
+
+    __slots__ = ("failure", "skip")
+
+    def __init__(self) -> None:
+        self.failure: dict[str, str | None] = {}
+        self.skip: dict[str, str] = {}
+
+
+def _ended_by(task: TaskState, moment: datetime | None) -> bool:
+    return task.completed_at is not None and moment is not None and task.completed_at <= moment
+
+
+def _failure_root(state: RunState, task_id: str, roots: Roots) -> str | None:
     """For a skipped task that counts as failed downstream (Airflow's upstream_failed),
     return the failed task behind it; None when it counts as skipped.
 
     It counts as failed when its rule is one a failure defeats and one of its own
-    dependencies failed or counts as failed.
+    dependencies that had ended when it was skipped failed or counts as failed; so what it
+    stands for never changes afterwards. Iterative: a chain of any length is fine.
     """
-    if task_id in memo:
-        return memo[task_id]
-    spec = state.spec.task(task_id)
-    answer: str | None = None
-    if (spec.trigger or "all_success") in _FAILURE_PROPAGATING:
-        for dep in spec.dependencies:
-            status = state.tasks[dep].status
-            if status == "failed" and not state.is_paused:
-                answer = dep
-            elif status == "skipped":
-                answer = _failure_root(state, dep, memo)
-            if answer is not None:
-                break
-    memo[task_id] = answer
-    return answer
+    memo = roots.failure
+    stack = [task_id]
+    while stack:
+        current = stack[-1]
+        if current in memo:
+            stack.pop()
+            continue
+        spec = state.spec.task(current)
+        skipped_at = state.tasks[current].completed_at
+        answer: str | None = None
+        unknown: str | None = None
+        if (spec.trigger or "all_success") in _FAILURE_PROPAGATING:
+            for dep in spec.dependencies:
+                upstream = state.tasks[dep]
+                if not _ended_by(upstream, skipped_at):
+                    continue
+                if upstream.status == "failed" and not state.is_paused:
+                    answer = dep
+                elif upstream.status == "skipped":
+                    if dep not in memo:
+                        unknown = dep
+                        break
+                    answer = memo[dep]
+                if answer is not None:
+                    break
+        if unknown is not None:
+            stack.append(unknown)
+            continue
+        memo[current] = answer
+        stack.pop()
+    return memo[task_id]
 
 
-def _skip_root(state: RunState, task_id: str) -> str:
+def _skip_root(state: RunState, task_id: str, roots: Roots) -> str:
     """Return the task whose skip made a skipped ``all_success`` chain skip (for reasons)."""
-    while (state.spec.task(task_id).trigger or "all_success") == "all_success":
-        upstream = [
-            d for d in state.spec.task(task_id).dependencies if state.tasks[d].status == "skipped"
-        ]
-        if not upstream:
+    memo = roots.skip
+    path: list[str] = []
+    current = task_id
+    while current not in memo:
+        path.append(current)
+        spec = state.spec.task(current)
+        upstream = [d for d in spec.dependencies if state.tasks[d].status == "skipped"]
+        if (spec.trigger or "all_success") != "all_success" or not upstream:
+            memo[current] = current
             break
-        task_id = upstream[0]
-    return task_id
+        current = upstream[0]
+    root = memo[current]
+    for seen in path:
+        memo[seen] = root
+    return root
 
 
 def record_failed(
@@ -1036,10 +1077,11 @@ def _decide_pending(d: Decision, now: datetime, max_io_bytes: int) -> None:
     if state.cancel_requested or state.is_paused:
         return
     ready: list[str] = []
+    roots = Roots()
     for task_id in state.spec.dag.order:
         if state.tasks[task_id].status != "pending":
             continue
-        verdict, why = trigger_verdict(state, task_id)
+        verdict, why = trigger_verdict(state, task_id, roots)
         if verdict == "skip":
             d.emit(TaskSkipped(timestamp=now, task_id=task_id, reason=why))
         elif verdict == "ready":

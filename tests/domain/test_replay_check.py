@@ -241,8 +241,8 @@ def test_changed_skip_propagation_is_found_at_the_first_skip(
     failed run stored TaskSkipped (version 7)."""
     verdict = run_module.trigger_verdict
 
-    def never_skips(state: RunState, task_id: str) -> tuple[str, str]:
-        said = verdict(state, task_id)
+    def never_skips(state: RunState, task_id: str, roots: Any = None) -> tuple[str, str]:
+        said = verdict(state, task_id, roots)
         return ("wait", "") if said[0] == "skip" else said
 
     monkeypatch.setattr(run_module, "trigger_verdict", never_skips)

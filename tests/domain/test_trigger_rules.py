@@ -325,3 +325,45 @@ def test_a_skip_is_decided_only_when_the_rule_can_no_longer_be_met(
                 assert not t.dependencies or "completed" in ups
             elif rule == "none_failed":
                 assert "failed" not in ups
+
+
+def test_what_a_skip_stands_for_is_fixed_when_it_is_decided() -> None:
+    """x is skipped because a was skipped: it counts as skipped, even after its other
+    dependency b fails later, so the one_failed task after it sees no failure."""
+    run = Driver(
+        workflow(
+            task("a"),
+            task("b"),
+            task("z"),
+            task("x", "a", "b"),
+            task("y", "x", "z", trigger="one_failed"),
+        )
+    )
+    run.events += record_started(run.state, "b", 1, "w", run._tick())
+    run.skip("a")
+    assert run.reason("x") == "upstream task a was skipped"
+    run.events += record_failed(run.state, "b", 1, FATAL, run._tick())
+    run.complete("z")
+    assert run.reason("y") == "trigger rule one_failed: no upstream task failed"
+    run.replays()
+
+
+@pytest.mark.parametrize("gate", ["fail", "complete"])
+def test_a_long_chain_cascades_and_is_read_back_without_recursion(gate: str) -> None:
+    """t0 fails and the skip runs down a chain of 3,000 tasks; a fresh fold (as after a
+    restart) then works out iteratively that the chain's end counts as failed."""
+    length = 3000
+    tasks = [task("t0"), *(task(f"t{i}", f"t{i - 1}") for i in range(1, length))]
+    tasks += [task("gate"), task("last", f"t{length - 1}", "gate", trigger="all_failed")]
+    run = Driver(workflow(*tasks))
+    run.events += record_started(run.state, "gate", 1, "w", run._tick())
+    run.fail("t0")
+    assert run.reason(f"t{length - 1}") == "upstream task t0 failed"
+    assert run.status("last") == "pending"
+    run.state = fold(run.events, new_state("run-1"))
+    if gate == "fail":
+        run.events += record_failed(run.state, "gate", 1, FATAL, run._tick())
+        assert run.status("last") == "scheduled"
+    else:
+        run.events += record_completed(run.state, "gate", 1, {}, 1.0, run._tick())
+        assert run.reason("last") == "trigger rule all_failed: an upstream task completed"
