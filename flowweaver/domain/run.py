@@ -9,6 +9,7 @@ effects. Time and randomness come in as arguments: replay is deterministic.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +50,7 @@ from flowweaver.domain.events import (
     TaskStarted,
     TaskStatus,
 )
-from flowweaver.domain.spec import OnTaskFailure, WorkflowSpec
+from flowweaver.domain.spec import OnTaskFailure, TriggerRule, WorkflowSpec
 from flowweaver.errors import (
     FieldError,
     InvalidCommandError,
@@ -371,7 +372,7 @@ def begin_run(
     state = new_state(run_id)
     d = Decision(state)
     d.emit(first)
-    _schedule(d, _ready(state), first.timestamp, max_io_bytes)
+    _decide_pending(d, first.timestamp, max_io_bytes)
     _finish_if_done(d, first.timestamp)
     return state, d.events
 
@@ -500,25 +501,206 @@ def follow_outcome(
     """
     now = outcome.timestamp
     if isinstance(outcome, TaskCompleted):
-        _schedule_dependents(d, outcome.task_id, now, max_io_bytes)
+        _decide_dependents(d, outcome.task_id, now, max_io_bytes)
     elif outcome.retry_at is None:
-        _failed_for_good(d, outcome.task_id, now)
+        _failed_for_good(d, outcome.task_id, now, max_io_bytes)
     else:
         return
     _finish_if_done(d, now)
 
 
-def _schedule_dependents(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
-    """Schedule the dependents of a task that just completed, unless the run is held."""
+def _decide_dependents(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
+    """A task just ended: decide each pending dependent by its trigger rule, and cascade.
+
+    A dependent whose rule is met is scheduled (unless the run is paused or being cancelled:
+    it waits for resume); one whose rule can no longer be met is skipped with the reason, and
+    its own dependents are decided in turn; any other keeps waiting.
+    """
     state = d.state
-    if state.cancel_requested or state.is_paused:
+    if state.cancel_requested:
         return
-    ready = [
-        t
-        for t in state.spec.dag.dependents[task_id]
-        if state.tasks[t].waiting_for == 0 and state.tasks[t].status == "pending"
-    ]
-    _schedule(d, ready, now, max_io_bytes)
+    completed = state.tasks[task_id].status == "completed"
+    work = deque((t, completed) for t in state.spec.dag.dependents[task_id])
+    roots = Roots()
+    while work:
+        dependent, after_completion = work.popleft()
+        waiting = state.tasks[dependent]
+        if waiting.status != "pending":
+            continue
+        if (
+            after_completion
+            and waiting.waiting_for
+            and state.spec.task(dependent).trigger in (None, "all_success")
+        ):
+            # O(1) for the default rule after a completion (a join of 1,000 tasks stays
+            # linear): a dependency that failed or was skipped would have decided it already.
+            continue
+        verdict, why = trigger_verdict(state, dependent, roots)
+        if verdict == "skip":
+            d.emit(TaskSkipped(timestamp=now, task_id=dependent, reason=why))
+            work.extend((t, False) for t in state.spec.dag.dependents[dependent])
+        elif verdict == "ready" and not state.is_paused:
+            _schedule(d, [dependent], now, max_io_bytes)
+
+
+Verdict = tuple[str, str]
+"""``("ready" | "skip" | "wait", reason)``: what a pending task's trigger rule says now."""
+
+
+def trigger_verdict(state: RunState, task_id: str, roots: Roots | None = None) -> Verdict:
+    """Say whether a pending task may run, can never run, or waits, by its trigger rule.
+
+    Counts its direct dependencies that completed, failed and were skipped, with Airflow's
+    meaning: a task the engine skipped because its own dependencies failed counts as failed
+    (Airflow's ``upstream_failed``). While the run is paused a failed dependency is not
+    final yet (an operator may retry it), so it counts as not ended. A task with no
+    dependencies is ready whatever its rule. ``roots`` may carry what skipped tasks stand for
+    between calls of one command.
+    """
+    spec = state.spec.task(task_id)
+    rule: TriggerRule = spec.trigger or "all_success"
+    n = len(spec.dependencies)
+    if (
+        n == 0
+        or rule == "always"
+        or (rule == "all_success" and not state.tasks[task_id].waiting_for)
+    ):
+        return ("ready", "")
+    ok = failed = skipped = 0
+    roots = roots or Roots()
+    failed_root = skipped_root = ""
+    for dep in spec.dependencies:
+        status = state.tasks[dep].status
+        if status == "completed":
+            ok += 1
+        elif status == "failed":
+            if not state.is_paused:
+                failed += 1
+                failed_root = failed_root or dep
+        elif status == "skipped":
+            root = _failure_root(state, dep, roots)
+            if root is not None:
+                failed += 1
+                failed_root = failed_root or root
+            else:
+                skipped += 1
+                skipped_root = skipped_root or _skip_root(state, dep, roots)
+    if rule == "all_success" and (failed or skipped):
+        # The reason runs written before trigger rules carry, so the replay check agrees.
+        if failed:
+            return ("skip", f"upstream task {failed_root} failed")
+        return ("skip", f"upstream task {skipped_root} was skipped")
+    done = ok + failed + skipped
+    return _rule_verdict(rule, n, ok, failed, skipped, done)
+
+
+def _rule_verdict(
+    rule: TriggerRule, n: int, ok: int, failed: int, skipped: int, done: int
+) -> Verdict:
+    why = f"trigger rule {rule}: "
+    if rule == "all_success":
+        return ("ready", "") if ok == n else ("wait", "")
+    if rule == "all_failed":
+        if ok or skipped:
+            what = "completed" if ok else "was skipped"
+            return ("skip", why + f"an upstream task {what}")
+        return ("ready", "") if failed == n else ("wait", "")
+    if rule == "all_done":
+        return ("ready", "") if done == n else ("wait", "")
+    if rule == "one_success":
+        if ok:
+            return ("ready", "")
+        return ("skip", why + "no upstream task completed") if done == n else ("wait", "")
+    if rule == "one_failed":
+        if failed:
+            return ("ready", "")
+        return ("skip", why + "no upstream task failed") if done == n else ("wait", "")
+    if failed:  # none_failed, none_failed_min_one_success
+        return ("skip", why + "an upstream task failed")
+    if done < n:
+        return ("wait", "")
+    if rule == "none_failed_min_one_success" and not ok:
+        return ("skip", why + "no upstream task completed")
+    return ("ready", "")
+
+
+_FAILURE_PROPAGATING: frozenset[str] = frozenset(
+    {"all_success", "one_success", "none_failed", "none_failed_min_one_success"}
+)
+
+
+class Roots:
+    """What skipped tasks stand for, worked out once for the decisions of one command."""
+
+    __slots__ = ("failure", "skip")
+
+    def __init__(self) -> None:
+        self.failure: dict[str, str | None] = {}
+        self.skip: dict[str, str] = {}
+
+
+def _ended_by(task: TaskState, moment: datetime | None) -> bool:
+    return task.completed_at is not None and moment is not None and task.completed_at <= moment
+
+
+def _failure_root(state: RunState, task_id: str, roots: Roots) -> str | None:
+    """For a skipped task that counts as failed downstream (Airflow's upstream_failed),
+    return the failed task behind it; None when it counts as skipped.
+
+    It counts as failed when its rule is one a failure defeats and one of its own
+    dependencies that had ended when it was skipped failed or counts as failed; so what it
+    stands for never changes afterwards. Iterative: a chain of any length is fine.
+    """
+    memo = roots.failure
+    stack = [task_id]
+    while stack:
+        current = stack[-1]
+        if current in memo:
+            stack.pop()
+            continue
+        spec = state.spec.task(current)
+        skipped_at = state.tasks[current].completed_at
+        answer: str | None = None
+        unknown: str | None = None
+        if (spec.trigger or "all_success") in _FAILURE_PROPAGATING:
+            for dep in spec.dependencies:
+                upstream = state.tasks[dep]
+                if not _ended_by(upstream, skipped_at):
+                    continue
+                if upstream.status == "failed" and not state.is_paused:
+                    answer = dep
+                elif upstream.status == "skipped":
+                    if dep not in memo:
+                        unknown = dep
+                        break
+                    answer = memo[dep]
+                if answer is not None:
+                    break
+        if unknown is not None:
+            stack.append(unknown)
+            continue
+        memo[current] = answer
+        stack.pop()
+    return memo[task_id]
+
+
+def _skip_root(state: RunState, task_id: str, roots: Roots) -> str:
+    """Return the task whose skip made a skipped ``all_success`` chain skip (for reasons)."""
+    memo = roots.skip
+    path: list[str] = []
+    current = task_id
+    while current not in memo:
+        path.append(current)
+        spec = state.spec.task(current)
+        upstream = [d for d in spec.dependencies if state.tasks[d].status == "skipped"]
+        if (spec.trigger or "all_success") != "all_success" or not upstream:
+            memo[current] = current
+            break
+        current = upstream[0]
+    root = memo[current]
+    for seen in path:
+        memo[seen] = root
+    return root
 
 
 def record_failed(
@@ -674,8 +856,7 @@ def settle(
     if state.is_terminal or state.definition is None or state.is_paused:
         return []
     d = Decision(state)
-    if not state.cancel_requested:
-        _schedule(d, _ready(state), now, max_io_bytes)
+    _decide_pending(d, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
@@ -795,11 +976,9 @@ def resume_run(
     d.emit(RunResumed(timestamp=now, by=by, reason=reason))
     for task_id in state.spec.dag.order:
         task = state.tasks[task_id]
-        if task.status == "failed":
-            _skip_downstream(d, task_id, now)
-        elif task.status == "waiting_retry" and task.retry_at is not None and task.retry_at <= now:
+        if task.status == "waiting_retry" and task.retry_at is not None and task.retry_at <= now:
             d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1))
-    _schedule(d, _ready(state), now, max_io_bytes)
+    _decide_pending(d, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
 
@@ -841,7 +1020,7 @@ def skip_task(
         )
     d = Decision(state)
     d.emit(TaskSkipped(timestamp=now, task_id=task_id, reason=reason, by=by))
-    _skip_downstream(d, task_id, now, why="was skipped")
+    _decide_dependents(d, task_id, now, DEFAULT_MAX_TASK_IO_BYTES)
     _finish_if_done(d, now)
     return d.events
 
@@ -905,13 +1084,23 @@ def _open_task(state: RunState, task_id: str) -> TaskState:
     return task
 
 
-def _ready(state: RunState) -> list[str]:
-    """Return the pending tasks whose dependencies all completed, in topological order."""
-    return [
-        t
-        for t in state.spec.dag.order
-        if state.tasks[t].status == "pending" and state.tasks[t].waiting_for == 0
-    ]
+def _decide_pending(d: Decision, now: datetime, max_io_bytes: int) -> None:
+    """Decide every pending task by its trigger rule, in topological order, so that a skip
+    is seen by what depends on it: schedule what is ready, skip what can never run."""
+    state = d.state
+    if state.cancel_requested or state.is_paused:
+        return
+    ready: list[str] = []
+    roots = Roots()
+    for task_id in state.spec.dag.order:
+        if state.tasks[task_id].status != "pending":
+            continue
+        verdict, why = trigger_verdict(state, task_id, roots)
+        if verdict == "skip":
+            d.emit(TaskSkipped(timestamp=now, task_id=task_id, reason=why))
+        elif verdict == "ready":
+            ready.append(task_id)
+    _schedule(d, ready, now, max_io_bytes)
 
 
 def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes: int) -> None:
@@ -954,8 +1143,8 @@ def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> Err
     return ErrorInfo(type=kind, message=message, retryable=False)
 
 
-def _failed_for_good(d: Decision, task_id: str, now: datetime) -> None:
-    """A task failed for good: skip what depends on it, or pause the run for an operator."""
+def _failed_for_good(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
+    """A task failed for good: decide what depends on it, or pause the run for an operator."""
     state = d.state
     if state.on_task_failure == "pause" and not state.cancel_requested:
         if not state.is_paused:
@@ -965,17 +1154,7 @@ def _failed_for_good(d: Decision, task_id: str, now: datetime) -> None:
                 )
             )
         return
-    _skip_downstream(d, task_id, now)
-
-
-def _skip_downstream(d: Decision, task_id: str, now: datetime, why: str = "failed") -> None:
-    for descendant in d.state.spec.dag.descendants(task_id):
-        if d.state.tasks[descendant].status == "pending":
-            d.emit(
-                TaskSkipped(
-                    timestamp=now, task_id=descendant, reason=f"upstream task {task_id} {why}"
-                )
-            )
+    _decide_dependents(d, task_id, now, max_io_bytes)
 
 
 def _finish_if_done(d: Decision, now: datetime) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -79,6 +79,19 @@ class Defaults(_Document, frozen=True, kw_only=True):
     timeout: Timeout | None = None
 
 
+TriggerRule = Literal[
+    "all_success",
+    "all_done",
+    "all_failed",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+    "always",
+]
+"""A task's trigger rule, with Airflow's meaning (docs/concepts.md, "Trigger rules")."""
+
+
 class TaskSpec(_Document, frozen=True, kw_only=True):
     """One node of the DAG: which handler runs, after which tasks, with which inputs."""
 
@@ -90,6 +103,8 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     outputs: dict[str, str] = {}
     retry: RetryPolicy | None = None
     timeout: Timeout | None = None
+    trigger: TriggerRule | None = None
+    """When the task may run, from its dependencies' outcomes; None means ``all_success``."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -150,7 +165,10 @@ def field_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError)
     match = _PATH_IN_MESSAGE.match(text)
     if match is None:
         return FieldError("$", text)
-    return FieldError(match["path"], match["message"])
+    message = match["message"]
+    if match["path"].endswith(".trigger") and message.startswith("Invalid enum value"):
+        message += f"; a trigger rule is one of {', '.join(get_args(TriggerRule))}"
+    return FieldError(match["path"], message)
 
 
 def decode_workflow(data: bytes | str) -> WorkflowSpec:

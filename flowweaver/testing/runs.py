@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import strategies as st
 
@@ -29,7 +29,7 @@ from flowweaver.domain.run import (
     settle,
     start_run,
 )
-from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
+from flowweaver.domain.spec import TriggerRule, WorkflowSpec, workflow_from_builtins
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 """The moment simulated runs start; every step is one second later than the one before."""
@@ -37,6 +37,10 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ERROR_TYPES = ("ValueError", "Fatal", INTERRUPTED)
 """The error types simulated failures use; workflows from :func:`workflow_specs` treat
 ``Fatal`` as non-retryable."""
+
+
+TRIGGER_RULES: tuple[TriggerRule, ...] = get_args(TriggerRule)
+"""Every trigger rule a task may name."""
 
 
 def workflow(*tasks: dict[str, Any], workflow_id: str = "wf", **extra: Any) -> WorkflowSpec:
@@ -85,8 +89,13 @@ _output_documents: st.SearchStrategy[dict[str, Any]] = st.one_of(
 
 
 @st.composite
-def workflow_specs(draw: st.DrawFn, *, min_tasks: int = 1, max_tasks: int = 6) -> WorkflowSpec:
-    """Draw a valid workflow: a random DAG whose edges point from earlier to later tasks."""
+def workflow_specs(
+    draw: st.DrawFn, *, min_tasks: int = 1, max_tasks: int = 6, triggers: bool = True
+) -> WorkflowSpec:
+    """Draw a valid workflow: a random DAG whose edges point from earlier to later tasks.
+
+    With ``triggers`` about half the tasks name a trigger rule (the rest take the default).
+    """
     count = draw(st.integers(min_tasks, max_tasks))
     ids = [f"t{i}" for i in range(count)]
     tasks = []
@@ -100,6 +109,8 @@ def workflow_specs(draw: st.DrawFn, *, min_tasks: int = 1, max_tasks: int = 6) -
             document["retry"] = retry
         document["inputs"] = draw(_input_documents)
         document["outputs"] = draw(_output_documents)
+        if triggers and draw(st.booleans()):
+            document["trigger"] = draw(st.sampled_from(TRIGGER_RULES))
         tasks.append(document)
     return workflow(*tasks)
 
@@ -232,6 +243,7 @@ def _options(
 __all__ = [
     "ERROR_TYPES",
     "T0",
+    "TRIGGER_RULES",
     "SimulatedRun",
     "command_steps",
     "dags",

@@ -239,7 +239,13 @@ def test_changed_skip_propagation_is_found_at_the_first_skip(
 ) -> None:
     """Code that no longer skips downstream of a failure derives nothing where the golden
     failed run stored TaskSkipped (version 7)."""
-    monkeypatch.setattr(run_module, "_skip_downstream", lambda *args, **kwargs: None)
+    verdict = run_module.trigger_verdict
+
+    def never_skips(state: RunState, task_id: str, roots: Any = None) -> tuple[str, str]:
+        said = verdict(state, task_id, roots)
+        return ("wait", "") if said[0] == "skip" else said
+
+    monkeypatch.setattr(run_module, "trigger_verdict", never_skips)
     found = difference(FAIL_RUN, GOLDEN_RUNS[FAIL_RUN])
     assert (found.version, found.event_type, found.field) == (7, "TaskSkipped", None)
     assert found.derived == "nothing"

@@ -55,6 +55,7 @@ OPERATED_RUN = "00000000-0000-4000-8000-00000000a004"
 FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
+TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -230,6 +231,42 @@ def forked_run(parent: RunState) -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+TRIGGER_WORKFLOW: dict[str, Any] = {
+    "id": "golden-trigger",
+    "name": "Trigger rules",
+    "tasks": [
+        {"id": "extract", "handler": "fail"},
+        {"id": "load", "handler": "noop", "dependencies": ["extract"]},
+        {"id": "cleanup", "handler": "noop", "dependencies": ["load"], "trigger": "all_done"},
+        {"id": "alert", "handler": "noop", "dependencies": ["extract"], "trigger": "one_failed"},
+        {"id": "report", "handler": "noop", "dependencies": ["load"], "trigger": "none_failed"},
+        {
+            "id": "join",
+            "handler": "noop",
+            "dependencies": ["alert", "load"],
+            "trigger": "one_success",
+        },
+    ],
+}
+
+
+def trigger_run() -> tuple[RunState, list[RunEvent]]:
+    """A run with trigger rules (issue 13): extract fails for good, so load is skipped (it
+    counts as failed), report (none_failed) is skipped naming its rule, cleanup (all_done)
+    and alert (one_failed) run, and join (one_success) runs once alert completed."""
+    state, events = start_run(TRIGGER_RUN, spec(TRIGGER_WORKFLOW), 1, {}, at(60))
+    events += record_started(state, "extract", 1, "worker-1", at(60.01))
+    error = ErrorInfo(type="ValueError", message="source unreachable", retryable=False)
+    events += record_failed(state, "extract", 1, error, at(60.02))
+    events += record_started(state, "cleanup", 1, "worker-1", at(60.03))
+    events += record_started(state, "alert", 1, "worker-2", at(60.03))
+    events += record_completed(state, "alert", 1, {"paged": True}, 0.5, at(60.04))
+    events += record_completed(state, "cleanup", 1, {}, 0.5, at(60.05))
+    events += record_started(state, "join", 1, "worker-2", at(60.06))
+    events += record_completed(state, "join", 1, {}, 0.5, at(60.07))
+    return state, events
+
+
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
     """A run cancelled by a named principal while paused."""
     state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
@@ -327,7 +364,15 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     for version, event in enumerate(token_events()):
         store.append_token_event(version, event)
     tokens = stored_lines(store, TOKENS_AGGREGATE)
+    # Written 2026-12 with trigger rules (issue 13): TaskSpec.trigger in the definitions.
+    store.register_workflow(spec(TRIGGER_WORKFLOW), at(-1))
+    trigger_workflows = stored_lines(store, workflow_aggregate_id(TRIGGER_WORKFLOW["id"]))
+    state, events = trigger_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    trigger_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-trigger.jsonl": trigger_runs,
+        "workflows-trigger.jsonl": trigger_workflows,
         "tokens.jsonl": tokens,
         "runs-chained.jsonl": chained_runs,
         "runs.jsonl": runs,

@@ -126,6 +126,18 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "next": ("completed", 1, {"result": {}}),
         },
     ),
+    "00000000-0000-4000-8000-00000000a008": (
+        "failed",
+        16,
+        {
+            "extract": ("failed", 1, None),
+            "load": ("skipped", 0, None),
+            "cleanup": ("completed", 1, {"result": {}}),
+            "alert": ("completed", 1, {"result": {"paged": True}}),
+            "report": ("skipped", 0, None),
+            "join": ("completed", 1, {"result": {}}),
+        },
+    ),
 }
 
 
@@ -313,6 +325,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-fail",
         "golden-cancel",
         "golden-operated",
+        "golden-trigger",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)
