@@ -58,7 +58,7 @@ from flowweaver.cli import (
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
 from flowweaver.domain.spec import nesting_error
 from flowweaver.engine import operator
-from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, RELAY_CLAIM_S
+from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, relay_action
 from flowweaver.engine.operator import (
     ANONYMOUS,
     MAX_PRINCIPAL_CHARS,
@@ -69,10 +69,8 @@ from flowweaver.engine.operator import (
 from flowweaver.engine.stamps import stamp_time
 from flowweaver.errors import (
     ConcurrencyError,
-    FlowweaverError,
     NotFoundError,
     RunUnavailableError,
-    StoreError,
     StoreLockedError,
     ValidationError,
 )
@@ -84,7 +82,6 @@ from flowweaver.ports import (
     LeaseProvider,
     Leases,
     LocalLeases,
-    OperatorRelay,
     RelayProvider,
     SystemClock,
 )
@@ -328,7 +325,7 @@ def _through_owner(
                     leases.release(run_id)
                 if state is not None:
                     return state
-            elif _relayed(relay, action, deadline):
+            elif relay_action(relay, action, deadline):
                 state = store.run_state(run_id)
                 if state is None:
                     raise NotFoundError("run", run_id)
@@ -348,42 +345,6 @@ def _through_owner(
         if leases is not None:
             leases.close()
         relay.close()
-
-
-def _relayed(relay: OperatorRelay, action: OperatorAction, deadline: float) -> bool:
-    """Send ``action`` to the run's owner; True when it was done there, False when no node
-    took it or the one that did no longer owns the run.
-
-    Raises:
-        InvalidCommandError, NotFoundError, ValidationError: the owner refused it.
-        RunUnavailableError: the owner took it and did not answer in time.
-    """
-    run_id = action.run_id
-    remaining = max(0.0, deadline - time.monotonic())
-    try:
-        answer = relay.request(
-            run_id,
-            operator.encode_action(action),
-            claim_timeout=min(RELAY_CLAIM_S, remaining),
-            timeout=remaining,
-        )
-    except TimeoutError:
-        raise RunUnavailableError(
-            run_id,
-            "the node that owns the run took the action and did not answer in time; it may "
-            "still be stored: read the run before trying again",
-        ) from None
-    except (StoreError, ValueError) as e:
-        raise RunUnavailableError(run_id, f"the relay to the run's owner failed: {e}") from e
-    if answer is None:
-        return False
-    try:
-        result = operator.decode_answer(run_id, answer)
-    except msgspec.DecodeError as e:
-        raise RunUnavailableError(run_id, f"the owner's answer is unreadable: {e}") from e
-    if isinstance(result, FlowweaverError):
-        raise result
-    return result
 
 
 def cancel_in_cluster(store: EventStore, args: argparse.Namespace) -> int:

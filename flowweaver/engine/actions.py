@@ -167,38 +167,43 @@ class ActionRouter:
             ) from None
 
     def _relayed(self, action: OperatorAction, deadline: float) -> bool:
-        """Send ``action`` to the run's owner; True when it was done there.
-
-        False when no node took it, or the node that took it no longer owns the run.
-
-        Raises:
-            InvalidCommandError, NotFoundError, ValidationError: the owner refused it.
-            RunUnavailableError: the owner took it and did not answer in time.
-        """
         assert self.relay is not None
-        run_id = action.run_id
-        remaining = max(0.0, deadline - time.monotonic())
-        try:
-            answer = self.relay.request(
-                run_id,
-                operator.encode_action(action),
-                claim_timeout=min(RELAY_CLAIM_S, remaining),
-                timeout=remaining,
-            )
-        except TimeoutError:
-            raise RunUnavailableError(
-                run_id,
-                "the node that owns the run took the action and did not answer in time; it may "
-                "still be stored: read the run before trying again",
-            ) from None
-        except StoreError as e:
-            raise RunUnavailableError(run_id, f"the relay to the run's owner failed: {e}") from e
-        if answer is None:
-            return False
-        try:
-            result = operator.decode_answer(run_id, answer)
-        except msgspec.DecodeError as e:
-            raise RunUnavailableError(run_id, f"the owner's answer is unreadable: {e}") from e
-        if isinstance(result, FlowweaverError):
-            raise result
-        return result
+        return relay_action(self.relay, action, deadline)
+
+
+def relay_action(relay: OperatorRelay, action: OperatorAction, deadline: float) -> bool:
+    """Send ``action`` to the run's owner over ``relay``; True when it was done there.
+
+    False when no node took it, or the node that took it no longer owns the run. Used by
+    :class:`ActionRouter` and by the command line's actions on a cluster's store.
+
+    Raises:
+        InvalidCommandError, NotFoundError, ValidationError: the owner refused it.
+        RunUnavailableError: the owner took it and did not answer in time, or the relay failed.
+    """
+    run_id = action.run_id
+    remaining = max(0.0, deadline - time.monotonic())
+    try:
+        answer = relay.request(
+            run_id,
+            operator.encode_action(action),
+            claim_timeout=min(RELAY_CLAIM_S, remaining),
+            timeout=remaining,
+        )
+    except TimeoutError:
+        raise RunUnavailableError(
+            run_id,
+            "the node that owns the run took the action and did not answer in time; it may "
+            "still be stored: read the run before trying again",
+        ) from None
+    except (StoreError, ValueError) as e:
+        raise RunUnavailableError(run_id, f"the relay to the run's owner failed: {e}") from e
+    if answer is None:
+        return False
+    try:
+        result = operator.decode_answer(run_id, answer)
+    except msgspec.DecodeError as e:
+        raise RunUnavailableError(run_id, f"the owner's answer is unreadable: {e}") from e
+    if isinstance(result, FlowweaverError):
+        raise result
+    return result
