@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,27 +9,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from flowweaver.handlers import HandlerRegistry
 from flowweaver.store import SQLiteEventStore
+from tests.fork_support import FORKABLE, Calls
 
 from .conftest import JSON_TYPE, Gates, LiveServer, Servers, example_registry, run
 
 PROBLEM = "application/problem+json"
 WAIT = {"Prefer": "wait=20"}
-FORKABLE = {
-    "id": "forkable",
-    "tasks": [
-        {"id": "a", "handler": "count", "inputs": {"value": "$.params.v"}},
-        {"id": "b", "handler": "flaky", "dependencies": ["a"], "inputs": {"x": "$.result.value"}},
-        {
-            "id": "c",
-            "handler": "count",
-            "dependencies": ["b"],
-            "inputs": {"value": "$.result.x", "p": "$.params.p"},
-        },
-        {"id": "d", "handler": "count", "dependencies": ["a"], "inputs": {"value": 1}},
-    ],
-}
 LIVE = {
     "id": "live",
     "tasks": [
@@ -38,31 +23,6 @@ LIVE = {
         {"id": "held", "handler": "gate", "dependencies": ["first"], "inputs": {"gate": "g"}},
     ],
 }
-
-
-class Calls:
-    """Handler calls by task id; ``flaky`` fails while ``failing`` is set."""
-
-    def __init__(self) -> None:
-        self.by_task: Counter[str] = Counter()
-        self.failing = threading.Event()
-        self.failing.set()
-        self._lock = threading.Lock()
-
-    def register(self, registry: HandlerRegistry) -> None:
-        registry.register("count", self._count)
-        registry.register("flaky", self._flaky)
-
-    def _count(self, inputs: dict[str, Any], context: Any) -> Any:
-        with self._lock:
-            self.by_task[context.task_id] += 1
-        return inputs
-
-    def _flaky(self, inputs: dict[str, Any], context: Any) -> Any:
-        self._count(inputs, context)
-        if self.failing.is_set():
-            raise RuntimeError("not today")
-        return inputs
 
 
 @pytest.fixture

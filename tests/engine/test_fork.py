@@ -3,7 +3,6 @@ idempotency, bad requests that store nothing, and a fork resumed by a new engine
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +18,9 @@ from flowweaver.handlers import HandlerRegistry
 from flowweaver.ports import EventStore
 from flowweaver.store import SQLiteEventStore
 from tests.engine.conftest import EngineFactory, Gate
+from tests.fork_support import FORKABLE, Calls
 
 WAIT = 20.0
-
-# a -> b -> c, and a -> d: b fails on its first call.
-DIAMOND = {
-    "id": "forkable",
-    "tasks": [
-        {"id": "a", "handler": "count", "inputs": {"value": "$.params.v"}},
-        {"id": "b", "handler": "flaky", "dependencies": ["a"], "inputs": {"x": "$.result.value"}},
-        {
-            "id": "c",
-            "handler": "count",
-            "dependencies": ["b"],
-            "inputs": {"value": "$.result.x", "p": "$.params.p"},
-        },
-        {"id": "d", "handler": "count", "dependencies": ["a"], "inputs": {"value": 1}},
-    ],
-}
 
 
 @pytest.fixture
@@ -47,41 +31,17 @@ def store(tmp_path: Path) -> Iterator[EventStore]:
     store.close()
 
 
-class Calls:
-    """Counts handler calls by task id; ``flaky`` fails while ``failing`` is set."""
-
-    def __init__(self, registry: HandlerRegistry) -> None:
-        self.by_task: Counter[str] = Counter()
-        self.failing = threading.Event()
-        self.failing.set()
-        self._lock = threading.Lock()
-        registry.register("count", self._count)
-        registry.register("flaky", self._flaky)
-
-    def _seen(self, context: Any) -> None:
-        with self._lock:
-            self.by_task[context.task_id] += 1
-
-    def _count(self, inputs: dict[str, Any], context: Any) -> Any:
-        self._seen(context)
-        return inputs
-
-    def _flaky(self, inputs: dict[str, Any], context: Any) -> Any:
-        self._seen(context)
-        if self.failing.is_set():
-            raise RuntimeError("not today")
-        return inputs
-
-
 @pytest.fixture
 def calls(registry: HandlerRegistry) -> Calls:
     """The counting handlers, registered."""
-    return Calls(registry)
+    calls = Calls()
+    calls.register(registry)
+    return calls
 
 
 def failed_parent(engine: Engine, calls: Calls) -> str:
-    """Run DIAMOND once with b failing for good; return the run id."""
-    engine.register_workflow(DIAMOND)
+    """Run FORKABLE once with b failing for good; return the run id."""
+    engine.register_workflow(FORKABLE)
     run = engine.start_run("forkable", parameters={"v": 7, "p": "old"})
     state = engine.wait_run_finished(run.run_id, timeout=WAIT)
     assert state.status == "failed"
@@ -140,7 +100,7 @@ def test_reset_parameters_and_an_output_override_reach_the_downstream_inputs(
     """reset names what runs again; an override replaces a carried output, and new parameters
     replace the parent's: the downstream task sees both."""
     calls.failing.clear()
-    engine.register_workflow(DIAMOND)
+    engine.register_workflow(FORKABLE)
     run = engine.start_run("forkable", parameters={"v": 7, "p": "old"})
     assert engine.wait_run_finished(run.run_id, timeout=WAIT).status == "completed"
     fork = engine.fork_run(
@@ -186,7 +146,7 @@ def test_a_live_run_forks_and_both_finish_on_their_own(
 def test_a_fork_of_a_fork_shows_its_lineage_both_ways(engine: Engine, calls: Calls) -> None:
     """lineage names a fork's parent and lists each run's forks, newest first."""
     calls.failing.clear()
-    engine.register_workflow(DIAMOND)
+    engine.register_workflow(FORKABLE)
     root = engine.start_run("forkable", parameters={"v": 1, "p": "x"}).run_id
     engine.wait_run_finished(root, timeout=WAIT)
     child = engine.fork_run(root, reset=["d"]).run_id
