@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,16 @@ def limited(limit: int = 1, key: str | None = None, workflow_id: str = "limited"
         "concurrency": concurrency,
         "tasks": [{"id": "t", "handler": "turn", "inputs": {"n": "$.params.n"}}],
     }
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        threading.Event().wait(0.01)
+    return condition()
 
 
 def names(engine: Engine, run_id: str) -> list[str]:
@@ -219,6 +231,8 @@ def test_ready_tasks_of_higher_priority_runs_get_a_free_worker_first(
         assert turnstile.next_entered() == 0
         low = engine.start_run("quick", priority=-1)
         high = engine.start_run("quick", priority=10)
+        # Their actors start on the spawner thread: both jobs must wait for the worker first.
+        assert wait_until(lambda: engine.pool.queue_depth() == 2)
         turnstile.let_go(0)
         for h in (blocker, low, high):
             assert engine.wait_run_finished(h.run_id, WAIT_S).status == "completed"
@@ -261,3 +275,43 @@ def test_the_job_queue_serves_higher_priorities_first_then_in_order() -> None:
     assert [jobs.popleft().task_id for _ in range(5)] == ["b", "e", "a", "c", "d"]
     with pytest.raises(IndexError):
         jobs.popleft()
+
+
+def _documented_workflow() -> dict[str, Any]:
+    """The example of docs/concepts.md, "Concurrency and priority", as written."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "concepts.md").read_text()
+    section = text[text.index("## Concurrency and priority") :]
+    start = section.index("```json") + len("```json")
+    document: dict[str, Any] = json.loads(section[start : section.index("```\n", start)])
+    return document
+
+
+def test_the_documented_example_queues_per_customer_and_by_priority(
+    tmp_path: Path, turnstile: Turnstile, registry: HandlerRegistry
+) -> None:
+    """The docs' workflow: a second acme import waits while another customer's starts; a
+    later acme import with priority 10 begins before the one queued earlier."""
+    engine = Engine(
+        SQLiteEventStore(str(tmp_path / "docs.db")), handlers=registry, workers=1, owns_store=True
+    )
+    try:
+        engine.register_workflow(
+            {"id": "blocker", "tasks": [{"id": "t", "handler": "turn", "inputs": {"n": 0}}]}
+        )
+        engine.register_workflow(_documented_workflow())
+        blocker = engine.start_run("blocker")  # holds the only worker: imports stay under way
+        assert turnstile.next_entered() == 0
+        acme = [
+            engine.start_run("customer-import", parameters={"customer": "acme"}, priority=p)
+            for p in (0, 0, 10)
+        ]
+        bolt = engine.start_run("customer-import", parameters={"customer": "bolt"})
+        assert [h.state.status for h in acme] == ["running", "queued", "queued"]
+        assert bolt.state.status == "running"
+        turnstile.let_go(0)
+        for h in [blocker, bolt, *acme]:
+            assert engine.wait_run_finished(h.run_id, WAIT_S).status == "completed"
+        dequeued = [r.run_id for r in engine.store.read_log(after=0) if r.name == "RunDequeued"]
+        assert dequeued == [acme[2].run_id, acme[1].run_id]
+    finally:
+        engine.close(grace=2)
