@@ -40,6 +40,7 @@ from flowweaver.domain.concurrency import (
 from flowweaver.domain.events import RunEvent, RunForked, RunStarted
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import concurrency_group
+from flowweaver.engine.stamps import stamp_time
 from flowweaver.errors import ConcurrencyError, FlowweaverError
 from flowweaver.observability import metrics
 from flowweaver.ports import AdmissionLockProvider, Append, Clock, EventStore
@@ -158,7 +159,8 @@ class Admission:
         if state is None:
             return False
         base = state.version
-        events = dequeue_run(state, self.clock.now(), max_io_bytes=self.max_io_bytes)
+        now = stamp_time(self.clock, state)  # never before the run's last event
+        events = dequeue_run(state, now, max_io_bytes=self.max_io_bytes)
         if not events:
             return False
         try:
