@@ -43,12 +43,14 @@ from flowweaver.domain.spec import concurrency_group
 from flowweaver.engine.stamps import stamp_time
 from flowweaver.errors import ConcurrencyError, FlowweaverError
 from flowweaver.observability import metrics
-from flowweaver.ports import AdmissionLockProvider, Append, Clock, EventStore
+from flowweaver.ports import AdmissionLockProvider, Append, Clock, EventStore, Leases
 
 log = structlog.get_logger("flowweaver.engine")
 
 SWEEP_INTERVAL_S = 2.0
 """How often queued runs are looked for when no run's end brought their group here."""
+RETRY_BUSY_S = 0.25
+"""How soon a group is looked at again when its best queued run could not be written to."""
 PAGE = 1000
 _META_CACHE = 65536
 _SWEEP = object()
@@ -64,6 +66,7 @@ class Admission:
         store: EventStore,
         append: Callable[[Append], None],
         spawn: Callable[[str, RunState | None], bool],
+        leases: Leases,
         clock: Clock,
         *,
         max_io_bytes: int,
@@ -72,6 +75,7 @@ class Admission:
         self.store = store
         self._append = append
         self._spawn = spawn
+        self._leases = leases
         self.clock = clock
         self.max_io_bytes = max_io_bytes
         self.sweep_interval = sweep_interval
@@ -150,29 +154,53 @@ class Admission:
         for candidate in admission_order(waiting):
             if begun >= free or self._closed:
                 break
-            if self._begin(candidate.run_id):
+            outcome = self._begin(candidate.run_id)
+            if outcome == "busy":
+                # Another writer holds the best candidate for a moment (a node's actor that
+                # answers an action, a lease not yet let go): try the group again shortly,
+                # rather than let a lower priority pass it.
+                retry = threading.Timer(RETRY_BUSY_S, self._work.put, ((workflow_id, key, limit),))
+                retry.daemon = True
+                retry.start()
+                break
+            if outcome == "begun":
                 begun += 1
         return begun
 
-    def _begin(self, run_id: str) -> bool:
-        state = self.store.run_state(run_id)
-        if state is None:
-            return False
-        base = state.version
-        now = stamp_time(self.clock, state)  # never before the run's last event
-        events = dequeue_run(state, now, max_io_bytes=self.max_io_bytes)
-        if not events:
-            return False
+    def _begin(self, run_id: str) -> str:
+        """Begin a queued run: "begun", "gone" (not queued any more) or "busy" (try again).
+
+        The run's lease comes first: in a cluster only the node that owns a run writes to it
+        (a queued run is nobody's), and the node that begins it runs it.
+        """
+        had = self._leases.holds(run_id)
+        if not had and not self._leases.acquire(run_id):
+            log.info("run_dequeue_deferred", run_id=run_id, reason="another node owns it")
+            return "busy"
+        outcome = "busy"
         try:
-            self._append(Append(run_id, base, events))
-        except ConcurrencyError:
-            # Cancelled meanwhile, or a node's actor holds it for a moment: the next pass sees.
-            log.info("run_dequeue_lost", run_id=run_id)
-            return False
+            state = self.store.run_state(run_id)
+            events = (
+                dequeue_run(state, stamp_time(self.clock, state), max_io_bytes=self.max_io_bytes)
+                if state is not None
+                else []
+            )
+            if state is None or not events:
+                outcome = "gone"
+                return outcome
+            try:
+                self._append(Append(run_id, state.version - len(events), events))
+            except ConcurrencyError:
+                log.info("run_dequeue_deferred", run_id=run_id, reason="written meanwhile")
+                return outcome
+            outcome = "begun"
+        finally:
+            if outcome != "begun" and not had:
+                self._leases.release(run_id)
         metrics.events_appended.inc(len(events))
         log.info("run_dequeued", run_id=run_id, workflow_id=state.workflow_id)
         self._spawn(run_id, state)
-        return True
+        return "begun"
 
     # --- reading the group ---------------------------------------------------------------------
 

@@ -173,6 +173,7 @@ class Engine:
             store,
             self._append,  # not writer.append: a benchmark swaps the writer
             self.supervisor.spawn,
+            self.leases,
             self.clock,
             max_io_bytes=max_task_io_bytes,
             sweep_interval=admission_sweep_interval,
@@ -433,7 +434,12 @@ class Engine:
             # A fork with nothing to run again ended in that append: record the end as its
             # actor would (waiters, metrics, the final state) without starting a thread for it.
             self.supervisor.run_finished(run_id, state)
-        elif not state.is_queued:  # a queued run has no actor until a slot frees (admission.py)
+        elif state.is_queued:
+            # No actor until a slot frees (admission.py), and no lease: the store may have
+            # given this node one as it created the run, and whichever node begins the run
+            # must be able to write to it.
+            self.leases.release(run_id)
+        else:
             self.supervisor.spawn(run_id, state)
         return RunHandle(run_id=run_id, created=True, state=state)
 
