@@ -12,6 +12,7 @@ is asked with ``isinstance``. Every store implementation passes
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -382,6 +383,24 @@ class LeaseProvider(Protocol):
             StoreLockedError: (SQLite) another engine drives the store.
             StoreConfigError: this store already has open leases.
             StoreError: the leases cannot be opened.
+        """
+        ...
+
+
+@runtime_checkable
+class AdmissionLockProvider(Protocol):
+    """A store shared by several processes, which must take turns to admit runs.
+
+    A concurrency limit holds across nodes only if one node at a time counts a workflow's
+    runs under way and lets more begin (engine/admission.py). PostgreSQL: an advisory lock.
+    A store without this capability has one engine, which takes turns in-process.
+    """
+
+    def admission_lock(self, group: str) -> AbstractContextManager[None]:
+        """Hold the lock of ``group`` (a workflow id and key) across every process.
+
+        Raises:
+            StoreError: the lock cannot be taken (the database is down).
         """
         ...
 

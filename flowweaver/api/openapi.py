@@ -237,7 +237,9 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json_response(
-                        "The run was started (with Prefer: wait, ended or as it stands)",
+                        "The run was started (with Prefer: wait, ended or as it stands), or"
+                        " accepted with status `queued` when its workflow's concurrency limit"
+                        " is reached (it begins, RunDequeued, when a slot frees)",
                         _ref("RunOut"),
                         headers={"Preference-Applied": _PREFERENCE_APPLIED},
                     ),

@@ -225,6 +225,7 @@ async def post_run(request: web.Request) -> web.Response:
         version=run.version,
         on_task_failure=run.on_task_failure,
         submitted_by=principal(request),
+        priority=run.priority,
     )
     return await started_run(request, handle, wait)
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from flowweaver.domain.concurrency import MAX_PRIORITY, MIN_PRIORITY
 from flowweaver.domain.events import RunStatus, TaskStatus
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import (
@@ -62,6 +63,9 @@ class RunRequest(_Wire, forbid_unknown_fields=True):
     on_task_failure: OnTaskFailure | None = None
     """``pause``: a task that fails for good pauses the run for an operator instead of failing
     it; overrides the workflow's ``onTaskFailure`` (default ``fail``)."""
+    priority: Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
+    """Higher first: among the queued runs of a workflow with a concurrency limit, and for
+    free workers among ready tasks of all runs."""
 
 
 Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
@@ -241,6 +245,10 @@ class RunOut(_Wire):
     cancel_by: str | None = None
     """Who asked the run to stop."""
     cancel_reason: str | None = None
+    priority: int = 0
+    """The run's priority (POST /runs): higher first, for queued runs and for workers."""
+    concurrency_key: str | None = None
+    """The value (as JSON) the workflow's keyed concurrency limit counts this run under."""
 
 
 class RunListItem(_Wire):
@@ -413,6 +421,8 @@ def run_out(state: RunState) -> RunOut:
         pause_reason=state.pause_reason,
         cancel_by=state.cancel_by,
         cancel_reason=state.cancel_reason,
+        priority=state.priority,
+        concurrency_key=state.concurrency_key,
     )
 
 

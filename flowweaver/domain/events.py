@@ -67,6 +67,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     submitted_by: str | None = None
     on_task_failure: OnTaskFailure | None = None
     """Set by the run request: overrides the workflow's ``onTaskFailure``."""
+    priority: int = 0
+    """Higher first: among queued runs of a workflow, and for free workers among ready tasks."""
 
 
 class RunForked(Event, frozen=True, kw_only=True):
@@ -89,6 +91,21 @@ class RunForked(Event, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     request_hash: str = ""
     on_task_failure: OnTaskFailure | None = None
+
+
+class RunQueued(Event, frozen=True, kw_only=True):
+    """The workflow's concurrency limit was reached: the run waits for a slot, no task runs.
+
+    ``concurrency_key`` is the canonical JSON of the key's value in the run's parameters (None
+    when the workflow's limit has no key); queued runs begin by ``priority``, then in order.
+    """
+
+    priority: int = 0
+    concurrency_key: str | None = None
+
+
+class RunDequeued(Event, frozen=True, kw_only=True):
+    """A slot of the concurrency limit came free: the queued run begins."""
 
 
 class TaskScheduled(Event, frozen=True, kw_only=True):
@@ -189,6 +206,8 @@ class RunFailed(Event, frozen=True, kw_only=True):
 RunEvent = (
     RunStarted
     | RunForked
+    | RunQueued
+    | RunDequeued
     | TaskScheduled
     | TaskStarted
     | TaskCompleted
@@ -206,6 +225,8 @@ RunEvent = (
 RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     RunStarted,
     RunForked,
+    RunQueued,
+    RunDequeued,
     TaskScheduled,
     TaskStarted,
     TaskCompleted,
@@ -224,7 +245,7 @@ EVENT_SCHEMA_VERSIONS: dict[str, int] = {t.__name__: t.schema_version for t in R
 """The current schema version of each run event type, by name."""
 TERMINAL_EVENT_NAMES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 
-RunStatus = Literal["pending", "running", "paused", "completed", "failed", "cancelled"]
+RunStatus = Literal["pending", "queued", "running", "paused", "completed", "failed", "cancelled"]
 TaskStatus = Literal[
     "pending",
     "scheduled",
@@ -237,6 +258,7 @@ TaskStatus = Literal[
 ]
 RUN_STATUSES: tuple[RunStatus, ...] = (
     "pending",
+    "queued",
     "running",
     "paused",
     "completed",

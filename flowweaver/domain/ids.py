@@ -98,10 +98,12 @@ def request_hash(
     parameters: Any,
     *,
     on_task_failure: str | None = None,
+    priority: int = 0,
 ) -> str:
     """Return a digest of what a run request asks for, to tell a repeat from a conflict.
 
-    ``on_task_failure`` counts only when given, so requests without it hash as they always did.
+    ``on_task_failure`` counts only when given, and ``priority`` only when not 0, so requests
+    without them hash as they always did.
     """
     request: dict[str, Any] = {
         "workflowId": workflow_id,
@@ -110,6 +112,8 @@ def request_hash(
     }
     if on_task_failure is not None:
         request["onTaskFailure"] = on_task_failure
+    if priority:
+        request["priority"] = priority
     body = _canonical.encode(request)
     return hashlib.sha256(body).hexdigest()
 

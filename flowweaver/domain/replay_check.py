@@ -36,13 +36,16 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain import run as commands
+from flowweaver.domain.concurrency import dequeue_run
 from flowweaver.domain.events import (
     ENGINE_PRINCIPAL,
     Event,
     RunCancelRequested,
+    RunDequeued,
     RunEvent,
     RunForked,
     RunPaused,
+    RunQueued,
     RunResumed,
     RunStarted,
     TaskCompleted,
@@ -68,6 +71,8 @@ PUBLICATION_ERRORS = frozenset({"OutputError", "OutputTooLarge"})
 EVENT_KINDS: dict[str, str] = {
     "RunStarted": "fact: the request",
     "RunForked": "fact: the fork request",
+    "RunQueued": "fact: the workflow's concurrency limit was reached",
+    "RunDequeued": "fact: a slot of the limit came free; decision: what the start owes",
     "TaskScheduled": "decision",
     "TaskStarted": "fact: a worker took the attempt",
     "TaskCompleted": "fact: the handler's outcome, or an operator's (with by)",
@@ -227,6 +232,13 @@ class _Checker:
             FlowweaverError: the code refuses the fact (an operator action it would not take).
         """
         if self.state is None:
+            if version == 1 and isinstance(stored, RunStarted) and stored.definition.concurrency:
+                # Whether it began or was queued was decided outside the run (admission):
+                # the next stored event says, and is checked as a fact or a settle.
+                self.state = commands.new_state(self.run_id)
+                d = Decision(self.state)
+                d.emit(stored)
+                return d.events
             if version == 1 and isinstance(stored, RunStarted | RunForked):
                 self.state, derived = commands.begin_run(
                     self.run_id, stored, max_io_bytes=self.max_io_bytes
@@ -275,6 +287,12 @@ class _Checker:
             return commands.skip_task(
                 state, stored.task_id, now, by=stored.by, reason=stored.reason
             )
+        if isinstance(stored, RunQueued):
+            d = Decision(state)
+            d.emit(stored)
+            return d.events
+        if isinstance(stored, RunDequeued):
+            return dequeue_run(state, now, max_io_bytes=self.max_io_bytes)
         if isinstance(stored, RunCancelRequested):
             return commands.request_cancel(state, stored.reason, now, by=stored.by)
         if isinstance(stored, RunPaused) and stored.by != ENGINE_PRINCIPAL:

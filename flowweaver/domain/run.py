@@ -34,10 +34,12 @@ from flowweaver.domain.events import (
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
+    RunDequeued,
     RunEvent,
     RunFailed,
     RunForked,
     RunPaused,
+    RunQueued,
     RunResumed,
     RunStarted,
     RunStatus,
@@ -50,7 +52,12 @@ from flowweaver.domain.events import (
     TaskStarted,
     TaskStatus,
 )
-from flowweaver.domain.spec import OnTaskFailure, TriggerRule, WorkflowSpec
+from flowweaver.domain.spec import (
+    OnTaskFailure,
+    TriggerRule,
+    WorkflowSpec,
+    concurrency_group,
+)
 from flowweaver.errors import (
     FieldError,
     InvalidCommandError,
@@ -102,6 +109,9 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     on_task_failure: OnTaskFailure = "fail"
     parent_run_id: str | None = None
     parent_version: int | None = None
+    priority: int = 0
+    concurrency_key: str | None = None
+    """While queued or after: the key's value its concurrency limit counted it under."""
     tasks: dict[str, TaskState] = {}
     unfinished: int = 0
     running: int = 0
@@ -123,6 +133,11 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     def is_paused(self) -> bool:
         """Say whether the run is paused: nothing the engine decides on its own starts."""
         return self.status == "paused"
+
+    @property
+    def is_queued(self) -> bool:
+        """Say whether the run waits for a slot of its workflow's concurrency limit."""
+        return self.status == "queued"
 
     @property
     def spec(self) -> WorkflowSpec:
@@ -216,6 +231,12 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         task.retry_at = None
     elif isinstance(event, RunStarted | RunForked):
         _begin(state, event)
+    elif isinstance(event, RunQueued):
+        state.status = "queued"
+        state.priority = event.priority
+        state.concurrency_key = event.concurrency_key
+    elif isinstance(event, RunDequeued):
+        state.status = "running"
     elif isinstance(event, RunPaused):
         state.status = "paused"
         state.paused_by = event.by
@@ -262,6 +283,9 @@ def _begin(state: RunState, event: RunStarted | RunForked) -> None:
     state.created_at = event.timestamp
     if isinstance(event, RunStarted):
         state.submitted_by = event.submitted_by
+        state.priority = event.priority
+        if spec.concurrency is not None:
+            state.concurrency_key = concurrency_group(spec, event.parameters)
         carried: dict[str, Any] = {}
     else:
         state.submitted_by = event.by
@@ -337,11 +361,13 @@ def start_run(
     submitted_by: str | None = None,
     on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+    priority: int = 0,
 ) -> tuple[RunState, list[RunEvent]]:
     """Decide a run's first events: RunStarted, then TaskScheduled for every root task
     (see :func:`begin_run`).
 
     ``max_io_bytes`` caps each task's resolved inputs (see :func:`record_completed`).
+    ``priority`` orders the run among queued runs and its tasks among ready ones.
     """
     first = RunStarted(
         timestamp=now,
@@ -353,6 +379,7 @@ def start_run(
         request_hash=request_hash,
         submitted_by=submitted_by,
         on_task_failure=on_task_failure,
+        priority=priority,
     )
     return begin_run(run_id, first, max_io_bytes=max_io_bytes)
 
@@ -851,9 +878,10 @@ def settle(
 ) -> list[RunEvent]:
     """Decide what a resumed run still owes: schedule ready tasks, end the run if all ended.
 
-    A paused run owes nothing until it is resumed (see :func:`resume_run`).
+    A paused run owes nothing until it is resumed (see :func:`resume_run`), a queued one
+    nothing until it is dequeued (:mod:`flowweaver.domain.concurrency`).
     """
-    if state.is_terminal or state.definition is None or state.is_paused:
+    if state.is_terminal or state.definition is None or state.is_paused or state.is_queued:
         return []
     d = Decision(state)
     _decide_pending(d, now, max_io_bytes)
@@ -1072,6 +1100,8 @@ def _require_open(state: RunState) -> None:
         raise InvalidCommandError(state.id, "has not started")
     if state.is_terminal:
         raise InvalidCommandError(state.id, f"has ended ({state.status})")
+    if state.is_queued:
+        raise InvalidCommandError(state.id, "is queued: none of its tasks has begun")
     if state.cancel_requested:
         raise InvalidCommandError(state.id, "is being cancelled")
 
@@ -1088,7 +1118,7 @@ def _decide_pending(d: Decision, now: datetime, max_io_bytes: int) -> None:
     """Decide every pending task by its trigger rule, in topological order, so that a skip
     is seen by what depends on it: schedule what is ready, skip what can never run."""
     state = d.state
-    if state.cancel_requested or state.is_paused:
+    if state.cancel_requested or state.is_paused or state.is_queued:
         return
     ready: list[str] = []
     roots = Roots()

@@ -7,6 +7,7 @@ Validation reports every problem it finds, each with the JSON path it belongs to
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -25,6 +26,7 @@ MAX_DEPENDENCIES = 10_000
 MAX_ATTEMPTS = 100
 MAX_DELAY_S = 86_400.0
 MAX_TIMEOUT_S = 86_400.0
+MAX_CONCURRENCY = 100_000
 MAX_NESTING = 64
 """How deep a JSON value in a document (task inputs, run parameters) may nest. Deeper values
 would make recursive code (validation, a `$..` path, encoders) run out of stack."""
@@ -92,6 +94,17 @@ TriggerRule = Literal[
 """A task's trigger rule, with Airflow's meaning (docs/concepts.md, "Trigger rules")."""
 
 
+class Concurrency(_Document, frozen=True, kw_only=True):
+    """How many runs of a workflow may be under way at once, per value of ``key`` when given.
+
+    Runs over the limit are accepted and queued (docs/concepts.md, "Concurrency and priority").
+    """
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CONCURRENCY)]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    """A path into the run's parameters, ``$.params.<name>[.<name>...]``: one limit per value."""
+
+
 class TaskSpec(_Document, frozen=True, kw_only=True):
     """One node of the DAG: which handler runs, after which tasks, with which inputs."""
 
@@ -121,6 +134,8 @@ class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
     defaults: Defaults = Defaults()
     on_task_failure: OnTaskFailure | None = None
     """``pause``: a task failing for good pauses the run for an operator; None means fail."""
+    concurrency: Concurrency | None = None
+    """At most ``limit`` runs under way at once; the others wait queued (None: no limit)."""
 
     @functools.cached_property
     def dag(self) -> Dag:
@@ -269,6 +284,10 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
+    if spec.concurrency is not None and spec.concurrency.key is not None:
+        problem = key_path_error(spec.concurrency.key)
+        if problem:
+            errors.append(FieldError("$.concurrency.key", problem))
     # Cycles are reported with the other errors, on the graph of the edges that are otherwise
     # valid (a self-dependency and an unknown task are reported above).
     graph: dict[str, list[str]] = {}
@@ -280,6 +299,43 @@ def validate_workflow(spec: WorkflowSpec) -> None:
         errors.append(FieldError("$.tasks", "dependency cycle: " + " -> ".join(cycle)))
     if errors:
         raise ValidationError(errors)
+
+
+_KEY_PATH = re.compile(r"^\$\.params(\.[A-Za-z_][A-Za-z0-9_-]{0,127}){1,8}$")
+
+
+def key_path_error(path: str) -> str | None:
+    """Return why ``path`` is no concurrency key path, or None when it is one."""
+    if _KEY_PATH.match(path):
+        return None
+    return "a concurrency key is a path into the run's parameters, like $.params.customer"
+
+
+def key_path_names(path: str) -> list[str]:
+    """Return the parameter names a valid key path walks: ``$.params.a.b`` -> [a, b]."""
+    return path.split(".")[2:]
+
+
+_key_encoder = msgspec.json.Encoder(order="deterministic")
+MAX_KEY_CHARS = 256
+
+
+def concurrency_group(spec: WorkflowSpec, parameters: dict[str, Any]) -> str | None:
+    """Return the value a run's concurrency limit counts it under, as canonical JSON.
+
+    None when the workflow has no keyed limit. A parameter the path does not reach counts
+    as ``null``; a value longer than MAX_KEY_CHARS as JSON is named by its SHA-256.
+    """
+    limit = spec.concurrency
+    if limit is None or limit.key is None:
+        return None
+    value: Any = parameters
+    for name in key_path_names(limit.key):
+        value = value.get(name) if isinstance(value, dict) else None
+    text = _key_encoder.encode(value).decode()
+    if len(text) > MAX_KEY_CHARS:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
 
 
 TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"

@@ -22,6 +22,7 @@ import msgspec
 import structlog
 
 from flowweaver.domain import run as commands
+from flowweaver.domain.concurrency import MAX_PRIORITY, MIN_PRIORITY
 from flowweaver.domain.events import RunEvent, RunForked, RunStarted
 from flowweaver.domain.ids import (
     canonical_run_id,
@@ -42,6 +43,7 @@ from flowweaver.domain.spec import (
     workflow_from_builtins,
 )
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
+from flowweaver.engine.admission import SWEEP_INTERVAL_S, Admission
 from flowweaver.engine.lineage import Lineage, read_lineage
 from flowweaver.engine.operator import (
     ANONYMOUS,
@@ -112,6 +114,7 @@ class Engine:
         leases: Leases | None = None,
         takeover_interval: float = 1.0,
         max_task_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+        admission_sweep_interval: float = SWEEP_INTERVAL_S,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -166,6 +169,19 @@ class Engine:
         except BaseException:
             self.close(grace=0)
             raise
+        self.admission = Admission(
+            store,
+            self._append,  # not writer.append: a benchmark swaps the writer
+            self.supervisor.spawn,
+            self.leases,
+            self.clock,
+            max_io_bytes=max_task_io_bytes,
+            sweep_interval=admission_sweep_interval,
+        )
+        self.supervisor.add_finish_listener(self.admission.run_ended)
+
+    def _append(self, append: Append) -> None:
+        self.writer.append(append)
 
     @property
     def writer(self) -> GroupCommitter:
@@ -215,6 +231,7 @@ class Engine:
         version: int | None = None,
         submitted_by: str | None = None,
         on_task_failure: OnTaskFailure | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Start a run of a workflow (its latest version unless ``version`` is given).
 
@@ -223,10 +240,15 @@ class Engine:
         overrides the workflow's ``onTaskFailure``: with "pause" a task that fails for good
         pauses the run for an operator instead of failing it.
 
+        ``priority`` (higher first, from -1,000,000 to 1,000,000) orders the run among the
+        queued runs of a workflow with a concurrency limit, and its ready tasks before other
+        runs' for free workers. A run over its workflow's limit is stored queued (its state's
+        status is ``queued``) and begins when a slot frees.
+
         Raises:
             NotFoundError: no such workflow or version.
-            ValidationError: parameters are not a JSON object, a key is malformed, or a
-                handler the workflow names is not registered here.
+            ValidationError: parameters are not a JSON object, a key is malformed, the
+                priority is out of range, or a handler the workflow names is not registered here.
             IdempotencyConflictError: the key was used for a different request.
             EngineClosedError: the engine is closed.
         """
@@ -239,10 +261,13 @@ class Engine:
             )
         if idempotency_key is not None:
             _check_key(idempotency_key)
+        _check_priority(priority)
         registered = self.store.get_workflow(workflow_id, version)
         spec = registered.definition
         self._check_handlers(spec, (t.handler for t in spec.tasks), "$.workflowId")
-        digest = request_hash(workflow_id, version, params, on_task_failure=on_task_failure)
+        digest = request_hash(
+            workflow_id, version, params, on_task_failure=on_task_failure, priority=priority
+        )
         run_id = (
             run_id_for_key(workflow_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
         )
@@ -257,16 +282,24 @@ class Engine:
             submitted_by=submitted_by,
             on_task_failure=on_task_failure,
             max_io_bytes=self.max_task_io_bytes,
+            priority=priority,
         )
-        return self._launch(
-            state,
-            events,
-            idempotency_key,
-            digest,
-            "run_started",
-            workflow_id=workflow_id,
-            version=registered.version,
-        )
+
+        def launch(state: RunState, events: list[RunEvent]) -> RunHandle:
+            return self._launch(
+                state,
+                events,
+                idempotency_key,
+                digest,
+                "run_queued" if state.is_queued else "run_started",
+                workflow_id=workflow_id,
+                version=registered.version,
+            )
+
+        if spec.concurrency is None:
+            return launch(state, events)
+        handle: RunHandle = self.admission.launch(state, events, launch)
+        return handle
 
     def fork_run(
         self,
@@ -401,6 +434,11 @@ class Engine:
             # A fork with nothing to run again ended in that append: record the end as its
             # actor would (waiters, metrics, the final state) without starting a thread for it.
             self.supervisor.run_finished(run_id, state)
+        elif state.is_queued:
+            # No actor until a slot frees (admission.py), and no lease: the store may have
+            # given this node one as it created the run, and whichever node begins the run
+            # must be able to write to it.
+            self.leases.release(run_id)
         else:
             self.supervisor.spawn(run_id, state)
         return RunHandle(run_id=run_id, created=True, state=state)
@@ -670,6 +708,9 @@ class Engine:
         """
         if not self.supervisor.stop_starting():
             return  # closed already
+        admission = getattr(self, "admission", None)  # absent when the relay failed to open
+        if admission is not None:
+            admission.close()
         actions = getattr(self, "actions", None)  # absent when the relay failed to open
         if actions is not None:
             actions.close()
@@ -767,6 +808,22 @@ def _check_output(output: Any) -> None:
         _json.encode(output)
     except (TypeError, ValueError, OverflowError) as e:
         raise ValidationError([FieldError("$.output", f"not JSON: {e}")]) from e
+
+
+def _check_priority(priority: object) -> None:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise ValidationError(
+            [
+                FieldError(
+                    "$.priority",
+                    f"a priority is a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}",
+                )
+            ]
+        )
 
 
 def _check_key(key: str) -> None:

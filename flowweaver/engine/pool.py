@@ -16,13 +16,14 @@ handlers run on the engine's event loop and are cancelled for real on timeout.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import itertools
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,8 @@ class Job:
     handler: str
     inputs: dict[str, Any]
     timeout: float | None
+    priority: int = 0
+    """The run's: jobs of higher-priority runs are offered free workers first."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     _finished: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,6 +71,59 @@ class Job:
                 return False
             self._finished = True
             return True
+
+
+class JobQueue:
+    """Jobs waiting for a worker: by run priority, higher first, then first in, first out.
+
+    One deque per priority present; with every run at the default priority it is one deque.
+    """
+
+    __slots__ = ("_by_priority", "_count", "_order")
+
+    def __init__(self) -> None:
+        self._by_priority: dict[int, deque[Job]] = {}
+        self._order: list[int] = []  # the priorities present, highest first
+        self._count = 0
+
+    def append(self, job: Job) -> None:
+        """Queue ``job`` behind the others of its priority."""
+        jobs = self._by_priority.get(job.priority)
+        if jobs is None:
+            jobs = self._by_priority[job.priority] = deque()
+            bisect.insort(self._order, job.priority, key=lambda p: -p)
+        jobs.append(job)
+        self._count += 1
+
+    def popleft(self) -> Job:
+        """Take the next job.
+
+        Raises:
+            IndexError: no job waits.
+        """
+        if not self._order:
+            raise IndexError("no job waits")
+        top = self._order[0]
+        jobs = self._by_priority[top]
+        job = jobs.popleft()
+        if not jobs:
+            del self._by_priority[top]
+            self._order.pop(0)
+        self._count -= 1
+        return job
+
+    def clear(self) -> None:
+        """Forget every job."""
+        self._by_priority.clear()
+        self._order.clear()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Job]:
+        for priority in self._order:
+            yield from self._by_priority[priority]
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +168,7 @@ class WorkerPool:
         self._loop = loop
         self._node = node
         self._lock = threading.Lock()
-        self._pending: deque[Job] = deque()
+        self._pending = JobQueue()
         self._idle: list[pykka.ActorRef[Any]] = []
         self._workers: list[pykka.ActorRef[Any]] = []
         self._names_of: dict[pykka.ActorRef[Any], str] = {}
@@ -180,7 +236,8 @@ class WorkerPool:
         return self._closed
 
     def worker_free(self, worker: pykka.ActorRef[Any]) -> None:
-        """Offer a free worker to the run of the oldest queued job, or record it as idle.
+        """Offer a free worker to the run of the oldest queued job of the highest run priority,
+        or record it as idle.
 
         The job leaves the in-flight set while it is offered (the run actor puts it back when
         it accepts): a run that is not live here, or whose next actor reconciles meanwhile,

@@ -94,6 +94,10 @@ class Supervision(Protocol):
         """Hold outcomes among ``items`` for the run's next actor; refuse the rest."""
         ...
 
+    def run_waits(self, run_id: str, mailbox: Mailbox) -> None:
+        """The run is queued (engine/admission.py): it needs no actor until it begins."""
+        ...
+
     def unpark(self, run_id: str, mailbox: Mailbox) -> None:
         """Move outcomes held for the run into its mailbox."""
         ...
@@ -125,6 +129,7 @@ class RunActor(pykka.ThreadingActor):
         self._processing: list[RunInput] = []
         self._failures = 0
         self._lost = False
+        self._finished = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -155,6 +160,7 @@ class RunActor(pykka.ThreadingActor):
         else:
             self._reconcile(starting=True)
         self.mailbox.attach(self.actor_ref)
+        self._retire_if_queued()
 
     def on_failure(self, *exc_info: Any) -> None:
         self.log.error("run_actor_failed", exc_info=exc_info)
@@ -185,6 +191,13 @@ class RunActor(pykka.ThreadingActor):
         self._processing = inputs
         self._decide_and_act(inputs)
         self._processing = []
+        self._retire_if_queued()
+
+    def _retire_if_queued(self) -> None:
+        """A queued run (woken by an action that left it queued) holds no actor or lease."""
+        if self.state is not None and self.state.is_queued and not self._retry:
+            self.supervisor.run_waits(self.run_id, self.mailbox)
+            self.stop()
 
     def _decide_and_act(self, inputs: list[RunInput]) -> None:  # noqa: PLR0915 - one branch per input
         # An offered worker is never held across a retry: a failed append gives it back,
@@ -386,6 +399,7 @@ class RunActor(pykka.ThreadingActor):
             handler=task_spec.handler,
             inputs=task.inputs or {},
             timeout=state.spec.timeout_of(task_spec),
+            priority=state.priority,
         )
 
     def _dispatch_if_idle(self, task_id: str) -> None:
@@ -485,6 +499,9 @@ class RunActor(pykka.ThreadingActor):
     def _finish(self) -> None:
         state = self.state
         assert state is not None
+        if self._finished:
+            return  # a start that decided queued inputs ended the run already (_resume)
+        self._finished = True
         refuse(self.mailbox.close() + self._retry)
         self._retry = []
         self.supervisor.run_finished(self.run_id, state)

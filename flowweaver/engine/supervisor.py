@@ -265,6 +265,31 @@ class Supervisor:
         self.park(run_id, list(pending) + (live.mailbox.close() if live is not None else []))
         log.warning("run_lost", run_id=run_id)
 
+    def run_waits(self, run_id: str, mailbox: Mailbox) -> None:
+        """Called by the actor of a queued run: it leaves, and so does the run's lease.
+
+        Inputs that reached its mailbox meanwhile go to a new actor. A dequeue stored before
+        the lease was let go is seen in the store here, and this node begins the run; one
+        stored after finds the lease free, and its node begins it.
+        """
+        with self._lock:
+            live = self._live.get(run_id)
+            if live is None or live.mailbox is not mailbox:
+                return
+            del self._live[run_id]
+            metrics.live_runs.set(len(self._live))
+        leftovers = mailbox.close()
+        self.leases.release(run_id)
+        for item in leftovers:
+            self.deliver(run_id, item)
+        try:
+            state = self.store.run_state(run_id)
+        except FlowweaverError as e:
+            log.warning("run_reload_failed", run_id=run_id, error=str(e))
+            return
+        if state is not None and not state.is_terminal and not state.is_queued:
+            self.spawn(run_id, None)
+
     def park(self, run_id: str, items: Sequence[RunInput]) -> None:
         """Hold the outcomes among ``items`` for the run's next actor here; refuse the rest.
 

@@ -76,13 +76,16 @@ DEFAULT_SNAPSHOT_INTERVAL = 1000
 INDEX_TYPES = (
     "RunStarted",
     "RunForked",
+    "RunQueued",
+    "RunDequeued",
     "RunPaused",
     "RunResumed",
     *sorted(TERMINAL_EVENT_NAMES),
     WORKFLOW_NAME,
 )
 ACTIVE_STATUSES = ("running", "paused")
-"""Statuses of runs that have not ended: recovery resumes them (a paused run waits, resumed)."""
+"""Statuses of runs that have not ended: recovery resumes them (a paused run waits, resumed).
+A queued run is not among them: it has nothing to resume until a slot frees (admission.py)."""
 INDEX_PAGE = 2000
 MAX_PAGE = 1000
 REGISTRATION_CACHE = 1024
@@ -658,6 +661,8 @@ _STATUS_AFTER = {
     "RunCancelled": "cancelled",
     "RunPaused": "paused",
     "RunResumed": "running",
+    "RunQueued": "queued",
+    "RunDequeued": "running",
 }
 
 

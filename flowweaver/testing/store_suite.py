@@ -34,6 +34,7 @@ from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowweaver.domain.concurrency import dequeue_run, queue_run
 from flowweaver.domain.events import ErrorInfo, RunEvent, RunStarted, TaskStarted, event_name
 from flowweaver.domain.run import (
     RunState,
@@ -1007,6 +1008,26 @@ class EventStoreSuite(ChainSuite, DebugReadsSuite, ABC):
         assert (row.id, row.updated_at) == (run_id, resumed_at)
         assert store.list_runs(status="paused").runs == []
         assert store.active_run_ids() == [run_id]
+
+    def test_queued_runs_are_listed_as_queued_and_are_not_active(self, store: EventStore) -> None:
+        """RunQueued makes the row queued, and recovery leaves it alone (it has nothing to
+        resume); RunDequeued makes it running and active (concurrency limits, issue 13)."""
+        run_id = new_run_id()
+        _, started = start_run(run_id, wide_workflow(1), 1, {}, T0, priority=3)
+        first = started[0]
+        assert isinstance(first, RunStarted)
+        state, events = queue_run(run_id, first)
+        self.record(store, state, events)
+        [row] = store.list_runs(status="queued").runs
+        assert (row.id, row.status) == (run_id, "queued")
+        assert store.active_run_ids() == []
+        begun_at = T0 + timedelta(seconds=4)
+        self.record(store, state, dequeue_run(state, begun_at))
+        [row] = store.list_runs(status="running").runs
+        assert (row.id, row.updated_at) == (run_id, begun_at)
+        assert store.list_runs(status="queued").runs == []
+        assert store.active_run_ids() == [run_id]
+        assert store.run_state(run_id) == state
 
     def test_pause_resume_and_end_in_one_stretch_of_log_end_with_the_last(
         self, store: EventStore

@@ -207,3 +207,19 @@ def test_close_drops_queued_jobs_and_waits_for_running_ones(make_pool: Any, rout
     pool.close(grace=5)
     assert [o.task_id for o in router.wait("outcomes", 1)] == ["g"]
     assert pool.inflight("r") == []
+
+
+def test_a_free_worker_goes_to_the_queued_job_of_the_highest_run_priority(
+    make_pool: Any, router: Router
+) -> None:
+    """Queued jobs are offered by their run's priority, higher first, then in order."""
+    pool = make_pool(size=1)
+    gate = threading.Event()
+    pool.registry.register("gate", lambda inputs: gate.wait(5))
+    pool.submit(job("g", "gate"))
+    for task_id, priority in [("low", -1), ("plain", 0), ("high", 7), ("plain2", 0)]:
+        pool.submit(Job("r", task_id, 1, "noop", {}, None, priority=priority))
+    assert pool.queue_depth() == 4
+    gate.set()
+    outcomes = router.wait("outcomes", 5)
+    assert [o.task_id for o in outcomes] == ["g", "high", "plain", "plain2", "low"]

@@ -22,7 +22,8 @@ from typing import Any
 
 import msgspec
 
-from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent
+from flowweaver.domain.concurrency import dequeue_run, queue_run
+from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent, RunStarted
 from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
@@ -56,6 +57,8 @@ FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
+QUEUED_RUN = "00000000-0000-4000-8000-00000000a009"
+QUEUE_CANCELLED_RUN = "00000000-0000-4000-8000-00000000a00a"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -267,6 +270,38 @@ def trigger_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+CONCURRENCY_WORKFLOW: dict[str, Any] = {
+    "id": "golden-concurrency",
+    "concurrency": {"limit": 1, "key": "$.params.customer"},
+    "tasks": [{"id": "work", "handler": "echo", "inputs": {"customer": "$.params.customer"}}],
+}
+
+
+def queued_run() -> tuple[RunState, list[RunEvent]]:
+    """A run over its workflow's concurrency limit (issue 13): started with priority 5 and
+    queued (RunQueued with its key), dequeued when a slot freed, then it completes."""
+    first = start_run(
+        QUEUED_RUN, spec(CONCURRENCY_WORKFLOW), 1, {"customer": "acme"}, at(70), priority=5
+    )[1][0]
+    assert isinstance(first, RunStarted)
+    state, events = queue_run(QUEUED_RUN, first)
+    events += dequeue_run(state, at(71))
+    events += record_started(state, "work", 1, "worker-1", at(71.01))
+    events += record_completed(state, "work", 1, {"customer": "acme"}, 0.4, at(71.02))
+    return state, events
+
+
+def queue_cancelled_run() -> tuple[RunState, list[RunEvent]]:
+    """A queued run cancelled before it began: RunCancelRequested, RunCancelled."""
+    first = start_run(
+        QUEUE_CANCELLED_RUN, spec(CONCURRENCY_WORKFLOW), 1, {"customer": "acme"}, at(70.5)
+    )[1][0]
+    assert isinstance(first, RunStarted)
+    state, events = queue_run(QUEUE_CANCELLED_RUN, first)
+    events += request_cancel(state, "not needed", at(70.6), by="alice")
+    return state, events
+
+
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
     """A run cancelled by a named principal while paused."""
     state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
@@ -370,7 +405,23 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = trigger_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     trigger_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with concurrency limits (issue 13): RunQueued, RunDequeued, RunStarted
+    # with priority, a definition with concurrency, and snapshot version 3 (priority, key).
+    store.register_workflow(spec(CONCURRENCY_WORKFLOW), at(-1))
+    concurrency_workflows = stored_lines(store, workflow_aggregate_id(CONCURRENCY_WORKFLOW["id"]))
+    concurrency_runs: list[Line] = []
+    snapshot_3: list[Line] = []
+    for state, events in (queued_run(), queue_cancelled_run()):
+        store.append([Append(run_id=state.id, expected_version=0, events=events)])
+        concurrency_runs += stored_lines(store, uuid.UUID(state.id))
+        if state.id == QUEUED_RUN:
+            store.save_snapshot(state)
+            originator = snapshot_originator(uuid.UUID(state.id))
+            snapshot_3 = stored_lines(store, originator, snapshots=True)
     return {
+        "runs-concurrency.jsonl": concurrency_runs,
+        "workflows-concurrency.jsonl": concurrency_workflows,
+        "snapshots-3.jsonl": snapshot_3,
         "runs-trigger.jsonl": trigger_runs,
         "workflows-trigger.jsonl": trigger_workflows,
         "tokens.jsonl": tokens,

@@ -138,6 +138,16 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "join": ("completed", 1, {"result": {}}),
         },
     ),
+    "00000000-0000-4000-8000-00000000a009": (
+        "completed",
+        7,
+        {"work": ("completed", 1, {"result": {"customer": "acme"}})},
+    ),
+    "00000000-0000-4000-8000-00000000a00a": (
+        "cancelled",
+        4,
+        {"work": ("cancelled", 0, None)},
+    ),
 }
 
 
@@ -326,6 +336,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-cancel",
         "golden-operated",
         "golden-trigger",
+        "golden-concurrency",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)

@@ -29,7 +29,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -57,6 +57,7 @@ from flowweaver.errors import StoreConfigError, StoreError
 from flowweaver.ports import Append
 from flowweaver.store.base import DEFAULT_SNAPSHOT_INTERVAL, RecorderEventStore
 from flowweaver.store.sql import SQLRunIndex
+from flowweaver_postgres.admission import PostgresAdmissionLocks
 from flowweaver_postgres.leases import (
     HEARTBEAT_INTERVAL,
     SESSION_TIMEOUT,
@@ -470,6 +471,9 @@ class PostgresEventStore(RecorderEventStore):
         self._leases: PostgresLeases | None = None
         self._leases_lock = threading.Lock()
         self._relays: list[PostgresOperatorRelay] = []
+        self._admission = PostgresAdmissionLocks(
+            settings.connection_kwargs("flowweaver-admission"), settings.schema
+        )
 
     # --- leases and the fenced append ------------------------------------------------------
 
@@ -534,6 +538,14 @@ class PostgresEventStore(RecorderEventStore):
         )
         self._relays.append(relay)
         return relay
+
+    def admission_lock(self, group: str) -> AbstractContextManager[None]:
+        """Hold the cluster-wide admission lock of ``group`` (flowweaver_postgres.admission).
+
+        Raises:
+            StoreError: the lock cannot be taken.
+        """
+        return self._admission.hold(group)
 
     def _leases_closed(self, leases: PostgresLeases) -> None:
         with self._leases_lock:
@@ -604,6 +616,7 @@ class PostgresEventStore(RecorderEventStore):
         """Stop the listener and close every connection (and the leases, if open)."""
         for relay in self._relays:
             relay.close()
+        self._admission.close()
         leases = self._leases
         if leases is not None:
             leases.close()
