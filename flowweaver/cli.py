@@ -54,7 +54,7 @@ from flowweaver.cli_tokens import add_token_commands, tokens_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
-from flowweaver.domain.spec import WorkflowSpec, decode_workflow
+from flowweaver.domain.spec import WorkflowSpec, decode_workflow, handler_names
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
@@ -644,7 +644,7 @@ def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any]
         raise CommandError(f"cannot read {args.workflow}: {e.strerror or e}") from e
     spec = decode_workflow(document)
     registry = _registry(args.handlers, examples=args.example_handlers)
-    missing = registry.missing(t.handler for t in spec.tasks)
+    missing = registry.missing(handler_names(spec))
     if missing:
         raise ValidationError(
             [FieldError("$.tasks", "handler(s) not registered: " + ", ".join(missing))]

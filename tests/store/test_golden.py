@@ -138,6 +138,15 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "join": ("completed", 1, {"result": {}}),
         },
     ),
+    "00000000-0000-4000-8000-00000000a009": (
+        "completed",
+        13,
+        {
+            "prepare": ("completed", 1, {"result": {}}),
+            "approve": ("completed", 2, {"result": {"approved": True}}),
+            "confirm": ("completed", 1, {"result": {"ok": True}}),
+        },
+    ),
 }
 
 
@@ -326,6 +335,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-cancel",
         "golden-operated",
         "golden-trigger",
+        "golden-signal",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)
