@@ -12,7 +12,7 @@ import msgspec
 
 from flowweaver.domain.ids import ID_PATTERN
 
-from .signal_routes import SignalRequest
+from .schemas import SignalRequest
 
 REF = "#/components/schemas/{name}"
 PROBLEM = "application/problem+json"

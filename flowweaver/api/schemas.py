@@ -96,6 +96,12 @@ class CompleteTaskRequest(_Wire, forbid_unknown_fields=True):
     reason: Reason = ""
 
 
+class SignalRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/signals/{name}: the payload, the waiting task's result (optional)."""
+
+    payload: Any = None
+
+
 # --- query strings (each decoded by decode_query; unknown parameters are ignored) ----------
 
 
@@ -305,6 +311,7 @@ run_request_decoder = msgspec.json.Decoder(RunRequest)
 fork_request_decoder = msgspec.json.Decoder(ForkRequest)
 action_request_decoder = msgspec.json.Decoder(ActionRequest)
 complete_task_request_decoder = msgspec.json.Decoder(CompleteTaskRequest)
+signal_request_decoder = msgspec.json.Decoder(SignalRequest)
 encoder = msgspec.json.Encoder()
 
 

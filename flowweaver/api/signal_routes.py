@@ -11,9 +11,6 @@ it to the node that owns the run, as it does an operator action.
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 from aiohttp import web
 
 from flowweaver.domain.spec import nesting_error
@@ -28,15 +25,6 @@ MAX_NAME_CHARS = 200
 """A name in a path longer than this is cut before it is checked (ids are at most 128)."""
 
 
-class SignalRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """POST /runs/{id}/signals/{name}: the payload, the waiting task's result."""
-
-    payload: Any = None
-
-
-signal_request_decoder = msgspec.json.Decoder(SignalRequest)
-
-
 def add_signal_routes(app: web.Application) -> None:
     """Register the signal route on ``app``."""
     app.router.add_post("/runs/{runId}/signals/{name}", post_signal, expect_handler=_expect)
@@ -49,7 +37,7 @@ async def post_signal(request: web.Request) -> web.Response:
     body = await _read_json_body(request, required=False)
     payload = None
     if body is not None:
-        payload = schemas.decode_body(signal_request_decoder, body).payload
+        payload = schemas.decode_body(schemas.signal_request_decoder, body).payload
         deep = nesting_error(payload, "$.payload")
         if deep is not None:
             raise ValidationError([deep])
