@@ -6,6 +6,7 @@
     flowweaver replay RUN_ID (--at N | --as-of RFC3339) | diff RUN_ID --from N --to M
     flowweaver cancel RUN_ID [--reason TEXT]
     flowweaver pause|resume RUN_ID | retry|skip|complete RUN_ID TASK_ID ...  (cli_actions.py)
+    flowweaver signal RUN_ID NAME [--payload JSON]  (cli_signal.py)
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flowweaver.cli_actions import add_action_commands  # noqa: PLC0415 - likewise
 
     add_action_commands(commands, _COMMANDS)
+    from flowweaver.cli_signal import add_signal_command  # noqa: PLC0415 - likewise
+
+    add_signal_command(commands, _COMMANDS)
     for command in add_chain_commands(commands, _run_id):
         _add_options(command, *_STORE)
 
