@@ -247,6 +247,8 @@ class RunOut(_Wire):
     cancel_by: str | None = None
     """Who asked the run to stop."""
     cancel_reason: str | None = None
+    signals: dict[str, Any] = {}
+    """The payload of each signal the run received, by name (kept for wait tasks)."""
 
 
 class RunListItem(_Wire):
@@ -420,6 +422,7 @@ def run_out(state: RunState) -> RunOut:
         pause_reason=state.pause_reason,
         cancel_by=state.cancel_by,
         cancel_reason=state.cancel_reason,
+        signals=state.signals,
     )
 
 

@@ -163,12 +163,14 @@ def record_wait_expired(
     interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
 ) -> list[RunEvent]:
     """Decide TaskFailed ``SignalTimeout`` for ``attempt`` of a task still waiting for its
-    signal, with a retry when its policy allows one; nothing for a stale attempt."""
+    signal, with a retry when its policy allows one; nothing for a stale attempt or a wait
+    without a timeout."""
     task = state.tasks.get(task_id)
     if task is None or task.status != WAITING or task.attempts != attempt:
         return []
     wait = state.spec.task(task_id).wait
-    assert wait is not None  # only a wait task is ever waiting
+    if wait is None or wait.timeout is None:  # no timeout: it waits for the signal alone
+        return []
     error = ErrorInfo(
         type=SIGNAL_TIMEOUT,
         message=f"no signal {wait.signal!r} came within {wait.timeout:g} s",

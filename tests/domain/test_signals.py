@@ -6,6 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowweaver.domain.events import (
     SignalReceived,
@@ -246,3 +248,55 @@ def test_a_bad_wait_is_refused_at_registration(
         workflow(document)
     assert caught.value.errors[0].path == path
     assert text in caught.value.errors[0].message
+
+
+# --- property: any interleaving of signals, timeouts, retries and outcomes -------------------
+
+RANDOM_FLOW = workflow(
+    task("a"),
+    wait_task("w1", "a", timeout=10, retry={"maxAttempts": 2, "initialDelay": 1}),
+    wait_task("w2", signal="other", timeout=5),
+    wait_task("w3", "w1", signal="other"),
+    task("b", "w1", "w2", trigger="all_done"),
+)
+
+
+def _steps(state: RunState, pick: int, now: Any) -> list[Any]:
+    """Return the events of one step chosen by ``pick`` among what the run allows now."""
+    options: list[Any] = []
+    for t in state.tasks.values():
+        if t.status == "scheduled":
+            options.append(lambda t=t: record_started(state, t.id, t.attempts, "w", now))
+        elif t.status == "running":
+            options.append(lambda t=t: record_completed(state, t.id, t.attempts, {}, 1.0, now))
+        elif t.status == "waiting":
+            options.append(lambda t=t: record_wait_expired(state, t.id, t.attempts, now))
+        elif t.status == "waiting_retry":
+            options.append(lambda t=t: record_retry_due(state, t.id, t.attempts, now))
+    if not state.is_terminal and not state.cancel_requested:
+        options.extend(
+            lambda n=name: receive_signal(state, n, {"n": pick}, now, by="p")
+            for name in ("approval", "other")
+            if name not in state.signals
+        )
+        if state.status == "running":
+            options.append(lambda: pause_run(state, now, by="op"))
+        if state.is_paused:
+            options.append(lambda: resume_run(state, now, by="op"))
+        if pick % 17 == 0:
+            options.append(lambda: request_cancel(state, "stop", now))
+    if not options:
+        return []
+    return list(options[pick % len(options)]())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1000), max_size=30))
+def test_any_interleaving_folds_to_the_live_state_and_replays(picks: list[int]) -> None:
+    """At every step the fold of the events is the live state; the replay check agrees."""
+    state, events = start_run("r", RANDOM_FLOW, 1, {}, T0)
+    for step, pick in enumerate(picks, start=1):
+        events += _steps(state, pick, at(step))
+        assert fold(events, new_state("r")) == state
+    report = check_run("r", events)
+    assert report.ok, report.difference
