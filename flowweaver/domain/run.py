@@ -1126,6 +1126,10 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
     spec = state.spec
     everything: dict[str, Any] | None = None
     for task_id in task_ids:
+        if state.tasks[task_id].status != "pending":
+            # Decided already by an outcome decided in this loop (a task that failed at
+            # scheduling, or a wait that completed with a kept signal, made it ready).
+            continue
         task_spec = spec.task(task_id)
         upstream: dict[str, Any] = {}
         for dep in task_spec.dependencies:

@@ -300,3 +300,41 @@ def test_any_interleaving_folds_to_the_live_state_and_replays(picks: list[int]) 
         assert fold(events, new_state("r")) == state
     report = check_run("r", events)
     assert report.ok, report.difference
+
+
+def test_a_kept_signal_completing_a_wait_on_resume_schedules_a_ready_task_once() -> None:
+    """On resume, a wait completed by its kept signal makes ready a task that was ready
+    already (in the same batch): it is scheduled once, not twice."""
+    spec = workflow(
+        task("a"),
+        task("b"),
+        wait_task("w", "a"),
+        task("x", "b", "w", trigger="one_success"),
+    )
+    state, events = start_run("r", spec, 1, {}, T0)
+    events += record_started(state, "a", 1, "w1", at(0.1))
+    events += record_started(state, "b", 1, "w2", at(0.1))
+    events += pause_run(state, at(0.5), by="op")
+    events += record_completed(state, "a", 1, {}, 1.0, at(1))
+    events += record_completed(state, "b", 1, {}, 1.0, at(1))
+    events += receive_signal(state, "approval", {"ok": 1}, at(2), by="p")
+    assert state.tasks["w"].status == "pending" and state.tasks["x"].status == "pending"
+    events += resume_run(state, at(3), by="op")
+    assert state.tasks["w"].status == "completed"
+    scheduled = [e for e in events if isinstance(e, TaskScheduled) and e.task_id == "x"]
+    assert len(scheduled) == 1
+    agrees(state, events)
+
+
+def test_a_task_failing_at_scheduling_does_not_schedule_an_always_dependent_twice() -> None:
+    """A root that fails on its inputs makes its ``always`` dependent run once (it was in the
+    same batch of ready tasks)."""
+    spec = workflow(
+        task("t0", inputs={"missing": "$.params.nowhere"}),
+        task("t1", "t0", trigger="always", inputs={"missing": "$.params.nowhere"}),
+    )
+    state, events = start_run("r", spec, 1, {}, T0)
+    names = [type(e).__name__ for e in events]
+    assert names.count("RunFailed") == 1 and names[-1] == "RunFailed"
+    assert len([e for e in events if isinstance(e, TaskScheduled) and e.task_id == "t1"]) == 1
+    agrees(state, events)
