@@ -6,6 +6,7 @@
     flowweaver replay RUN_ID (--at N | --as-of RFC3339) | diff RUN_ID --from N --to M
     flowweaver cancel RUN_ID [--reason TEXT]
     flowweaver pause|resume RUN_ID | retry|skip|complete RUN_ID TASK_ID ...  (cli_actions.py)
+    flowweaver signal RUN_ID NAME [--payload JSON]  (cli_signal.py)
     flowweaver fork RUN_ID [--at N] [--reset TASK ...] ... | lineage RUN_ID [--json]  (cli_fork.py)
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
@@ -54,7 +55,7 @@ from flowweaver.cli_tokens import add_token_commands, tokens_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
-from flowweaver.domain.spec import WorkflowSpec, decode_workflow
+from flowweaver.domain.spec import WorkflowSpec, decode_workflow, handler_names
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flowweaver.cli_actions import add_action_commands  # noqa: PLC0415 - likewise
 
     add_action_commands(commands, _COMMANDS)
+    from flowweaver.cli_signal import add_signal_command  # noqa: PLC0415 - likewise
+
+    add_signal_command(commands, _COMMANDS)
     for command in add_chain_commands(commands, _run_id):
         _add_options(command, *_STORE)
 
@@ -644,7 +648,7 @@ def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any]
         raise CommandError(f"cannot read {args.workflow}: {e.strerror or e}") from e
     spec = decode_workflow(document)
     registry = _registry(args.handlers, examples=args.example_handlers)
-    missing = registry.missing(t.handler for t in spec.tasks)
+    missing = registry.missing(handler_names(spec))
     if missing:
         raise ValidationError(
             [FieldError("$.tasks", "handler(s) not registered: " + ", ".join(missing))]

@@ -258,6 +258,8 @@ def act(
 
 def route(action: OperatorAction) -> str:
     """Return the path of the API route that takes ``action``."""
+    if action.kind == "signal":
+        return f"/runs/{action.run_id}/signals/{action.signal}"
     if action.task_id is None:
         return f"/runs/{action.run_id}/{action.kind}"
     return f"/runs/{action.run_id}/tasks/{action.task_id}/{action.kind}"

@@ -78,6 +78,7 @@ ROUTE_ROLES: dict[tuple[str, str], str | None] = {
     ("POST", "/runs/{runId}/tasks/{taskId}/retry"): "operator",
     ("POST", "/runs/{runId}/tasks/{taskId}/skip"): "operator",
     ("POST", "/runs/{runId}/tasks/{taskId}/complete"): "operator",
+    ("POST", "/runs/{runId}/signals/{name}"): "operator",
     ("GET", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens/{name}/revoke"): "admin",

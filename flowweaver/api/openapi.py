@@ -22,6 +22,7 @@ from .chain_routes import chain_paths
 from .errors import Problem
 from .openapi_auth import add_auth_document
 from .openapi_limits import add_limits_document
+from .openapi_signals import add_signals_document
 from .openapi_travel import add_travel_document
 
 REF = "#/components/schemas/{name}"
@@ -673,7 +674,7 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
-    return add_auth_document(add_limits_document(document))
+    return add_auth_document(add_limits_document(add_signals_document(document)))
 
 
 @functools.cache

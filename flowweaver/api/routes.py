@@ -58,6 +58,9 @@ def add_routes(app: web.Application) -> None:
     from .operator_routes import add_operator_routes  # noqa: PLC0415 - it uses this module's helpers
 
     add_operator_routes(app)
+    from .signal_routes import add_signal_routes  # noqa: PLC0415 - it uses this module's helpers
+
+    add_signal_routes(app)
     add_travel_routes(app, _expect)
     add_auth_routes(app, _expect)
 

@@ -100,6 +100,12 @@ class CompleteTaskRequest(_Wire, forbid_unknown_fields=True):
     reason: Reason = ""
 
 
+class SignalRequest(_Wire, forbid_unknown_fields=True):
+    """POST /runs/{id}/signals/{name}: the payload, the waiting task's result (optional)."""
+
+    payload: Any = None
+
+
 # --- query strings (each decoded by decode_query; unknown parameters are ignored) ----------
 
 
@@ -249,6 +255,8 @@ class RunOut(_Wire):
     """The run's priority (POST /runs): higher first, for queued runs and for workers."""
     concurrency_key: str | None = None
     """The value (as JSON) the workflow's keyed concurrency limit counts this run under."""
+    signals: dict[str, Any] = {}
+    """The payload of each signal the run received, by name (kept for wait tasks)."""
 
 
 class RunListItem(_Wire):
@@ -313,6 +321,7 @@ run_request_decoder = msgspec.json.Decoder(RunRequest)
 fork_request_decoder = msgspec.json.Decoder(ForkRequest)
 action_request_decoder = msgspec.json.Decoder(ActionRequest)
 complete_task_request_decoder = msgspec.json.Decoder(CompleteTaskRequest)
+signal_request_decoder = msgspec.json.Decoder(SignalRequest)
 encoder = msgspec.json.Encoder()
 
 
@@ -423,6 +432,7 @@ def run_out(state: RunState) -> RunOut:
         cancel_reason=state.cancel_reason,
         priority=state.priority,
         concurrency_key=state.concurrency_key,
+        signals=state.signals,
     )
 
 

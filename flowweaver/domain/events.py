@@ -164,6 +164,15 @@ class TaskSkipped(Event, frozen=True, kw_only=True):
     by: str | None = None
 
 
+class SignalReceived(Event, frozen=True, kw_only=True):
+    """Someone (``by``) sent the run the signal ``name``; a task waiting for it completes
+    with ``payload`` (at once, or when it is reached: see domain/signals.py)."""
+
+    name: str
+    payload: Any = None
+    by: str = "anonymous"
+
+
 class RunCancelRequested(Event, frozen=True, kw_only=True):
     """Someone (``by``) asked the run to stop."""
 
@@ -214,6 +223,7 @@ RunEvent = (
     | TaskFailed
     | TaskRetried
     | TaskSkipped
+    | SignalReceived
     | RunCancelRequested
     | RunPaused
     | RunResumed
@@ -233,6 +243,7 @@ RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     TaskFailed,
     TaskRetried,
     TaskSkipped,
+    SignalReceived,
     RunCancelRequested,
     RunPaused,
     RunResumed,
@@ -250,6 +261,7 @@ TaskStatus = Literal[
     "pending",
     "scheduled",
     "running",
+    "waiting",
     "waiting_retry",
     "completed",
     "failed",
@@ -276,6 +288,8 @@ MAX_LOG_LINES = 100
 MAX_LOG_BYTES = 64 * 1024
 INTERRUPTED = "Interrupted"
 TIMEOUT = "Timeout"
+SIGNAL_TIMEOUT = "SignalTimeout"
+"""The error type of a ``wait`` task whose signal did not come in time."""
 
 
 def event_name(event: Event) -> str:

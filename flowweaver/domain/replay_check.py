@@ -2,13 +2,14 @@
 
 A stored run mixes two kinds of events. Facts came from outside the decision code: the
 run's first event (the request), a worker starting an attempt (TaskStarted), a handler's
-outcome (TaskCompleted, TaskFailed), a timer's expiry (TaskRetried after a retry delay), an
-attempt lost with its process (TaskFailed ``Interrupted``), and what operators asked
-(RunCancelRequested, RunPaused, RunResumed, and TaskRetried, TaskSkipped or TaskCompleted
-with ``by``). Decisions are what the commands of :mod:`flowweaver.domain.run` derived from
-them: the tasks scheduled and their resolved inputs, failures at scheduling, whether and
-when a failed attempt is retried, what is skipped downstream, a pause on a failure, the
-run's end and its summary.
+outcome (TaskCompleted, TaskFailed), a timer's expiry (TaskRetried after a retry delay,
+TaskFailed ``SignalTimeout`` of a wait), an attempt lost with its process (TaskFailed
+``Interrupted``), a signal (SignalReceived), and what operators asked (RunCancelRequested,
+RunPaused, RunResumed, and TaskRetried, TaskSkipped or TaskCompleted with ``by``).
+Decisions are what the commands of :mod:`flowweaver.domain.run` derived from them: the
+tasks scheduled and their resolved inputs, failures at scheduling, whether and when a failed
+attempt is retried, what is skipped downstream, a pause on a failure, the run's end and its
+summary.
 
 :func:`check_run` walks a run's events in order and feeds each fact to the command the
 engine called for it, at the fact's own timestamp. The command decides the fact's event
@@ -36,6 +37,7 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain import run as commands
+from flowweaver.domain import signals
 from flowweaver.domain.concurrency import dequeue_run
 from flowweaver.domain.events import (
     ENGINE_PRINCIPAL,
@@ -48,6 +50,7 @@ from flowweaver.domain.events import (
     RunQueued,
     RunResumed,
     RunStarted,
+    SignalReceived,
     TaskCompleted,
     TaskFailed,
     TaskRetried,
@@ -81,6 +84,7 @@ EVENT_KINDS: dict[str, str] = {
     "TaskRetried": "fact: a retry delay passed, or an operator asked (with by); decision "
     "on a resume",
     "TaskSkipped": "fact: an operator asked (with by); else decision",
+    "SignalReceived": "fact: someone sent the signal",
     "RunCancelRequested": "fact: someone asked",
     "RunPaused": "fact: an operator asked; decision by engine",
     "RunResumed": "fact: an operator asked",
@@ -293,6 +297,15 @@ class _Checker:
             return d.events
         if isinstance(stored, RunDequeued):
             return dequeue_run(state, now, max_io_bytes=self.max_io_bytes)
+        if isinstance(stored, SignalReceived):
+            return signals.receive_signal(
+                state,
+                stored.name,
+                stored.payload,
+                now,
+                by=stored.by,
+                max_io_bytes=self.max_io_bytes,
+            )
         if isinstance(stored, RunCancelRequested):
             return commands.request_cancel(state, stored.reason, now, by=stored.by)
         if isinstance(stored, RunPaused) and stored.by != ENGINE_PRINCIPAL:

@@ -44,6 +44,7 @@ from flowweaver.domain.events import (
     RunStarted,
     RunStatus,
     RunSummary,
+    SignalReceived,
     TaskCompleted,
     TaskFailed,
     TaskRetried,
@@ -120,6 +121,8 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     cancel_by: str | None = None
     paused_by: str | None = None
     pause_reason: str | None = None
+    signals: dict[str, Any] = {}
+    """The payload of each signal received, by name (the first; see domain/signals.py)."""
     summary: RunSummary | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -199,7 +202,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             for successor in state.spec.dag.dependents[task.id]:
                 state.tasks[successor].waiting_for -= 1
         elif isinstance(event, TaskScheduled):
-            _move(state, task, "scheduled")
+            _move(state, task, _scheduled_status(state, task.id))
             task.attempts = event.attempt
             task.inputs = event.inputs
             task.scheduled_at = event.timestamp
@@ -218,7 +221,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
                 _move(state, task, "waiting_retry")
     elif isinstance(event, TaskRetried):
         task = state.tasks[event.task_id]
-        _move(state, task, "scheduled")
+        _move(state, task, _scheduled_status(state, task.id))
         task.attempts = event.attempt
         task.retry_at = None
         task.scheduled_at = event.timestamp
@@ -237,6 +240,9 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         state.concurrency_key = event.concurrency_key
     elif isinstance(event, RunDequeued):
         state.status = "running"
+    elif isinstance(event, SignalReceived):
+        # Replaced, never changed in place: answered copies of the state share the dict.
+        state.signals = {**state.signals, event.name: event.payload}
     elif isinstance(event, RunPaused):
         state.status = "paused"
         state.paused_by = event.by
@@ -250,7 +256,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         state.cancel_reason = event.reason
         state.cancel_by = event.by
         for task in state.tasks.values():
-            if task.status in ("pending", "scheduled", "waiting_retry"):
+            if task.status in ("pending", "scheduled", "waiting", "waiting_retry"):
                 _move(state, task, "cancelled")
                 task.retry_at = None
                 task.completed_at = event.timestamp
@@ -304,6 +310,11 @@ def _begin(state: RunState, event: RunStarted | RunForked) -> None:
     state.tasks = tasks
     state.unfinished = sum(1 for task in tasks.values() if task.status != "completed")
     state.running = 0
+
+
+def _scheduled_status(state: RunState, task_id: str) -> TaskStatus:
+    """A scheduled attempt waits for a worker, or, for a ``wait`` task, for its signal."""
+    return "waiting" if state.spec.task(task_id).wait is not None else "scheduled"
 
 
 def _move(state: RunState, task: TaskState, status: TaskStatus) -> None:
@@ -780,7 +791,11 @@ def failure_event(
     """Return the TaskFailed that :func:`record_failed` decides, without applying it; None
     for a stale attempt. ``state`` is not changed."""
     task = state.tasks.get(task_id)
-    if task is None or task.status not in ("running", "scheduled") or task.attempts != attempt:
+    if (
+        task is None
+        or task.status not in ("running", "scheduled", "waiting")
+        or task.attempts != attempt
+    ):
         return None
     retry_at = _retry_at(state, task, error, now, jitter_sample, interruption_limit)
     if error.retryable and error.type != INTERRUPTED:
@@ -835,6 +850,7 @@ def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime)
         return []
     d = Decision(state)
     d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=attempt + 1))
+    _signal_hook(d, task_id, now, DEFAULT_MAX_TASK_IO_BYTES)
     return d.events
 
 
@@ -1006,6 +1022,7 @@ def resume_run(
         task = state.tasks[task_id]
         if task.status == "waiting_retry" and task.retry_at is not None and task.retry_at <= now:
             d.emit(TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1))
+            _signal_hook(d, task_id, now, max_io_bytes)
     _decide_pending(d, now, max_io_bytes)
     _finish_if_done(d, now)
     return d.events
@@ -1031,6 +1048,7 @@ def retry_task(
     d.emit(
         TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1, by=by, reason=reason)
     )
+    _signal_hook(d, task_id, now, DEFAULT_MAX_TASK_IO_BYTES)
     return d.events
 
 
@@ -1138,6 +1156,10 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
     spec = state.spec
     everything: dict[str, Any] | None = None
     for task_id in task_ids:
+        if state.tasks[task_id].status != "pending":
+            # Decided already by an outcome decided in this loop (a task that failed at
+            # scheduling, or a wait that completed with a kept signal, made it ready).
+            continue
         task_spec = spec.task(task_id)
         upstream: dict[str, Any] = {}
         for dep in task_spec.dependencies:
@@ -1156,6 +1178,7 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
             size = json_size(inputs, stop_above=max_io_bytes)
             if size <= max_io_bytes:
                 d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
+                _signal_hook(d, task_id, now, max_io_bytes)
                 continue
             error = _too_large("InputTooLarge", task_id, "resolved inputs", size, max_io_bytes)
         # The task fails where it stands, with empty inputs: nothing huge is stored.
@@ -1163,6 +1186,14 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
         failed = TaskFailed(timestamp=now, task_id=task_id, attempt=1, error=error)
         d.emit(failed)
         follow_outcome(d, failed, max_io_bytes=max_io_bytes)
+
+
+def _signal_hook(d: Decision, task_id: str, now: datetime, max_io_bytes: int) -> None:
+    """A task just began an attempt: a ``wait`` task whose signal came already completes."""
+    if d.state.spec.task(task_id).wait is not None:
+        from flowweaver.domain import signals  # noqa: PLC0415 - signals builds on this module
+
+        signals.complete_if_signalled(d, task_id, now, max_io_bytes)
 
 
 def _too_large(kind: str, task_id: str, what: str, size: int, limit: int) -> ErrorInfo:

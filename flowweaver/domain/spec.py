@@ -105,11 +105,25 @@ class Concurrency(_Document, frozen=True, kw_only=True):
     """A path into the run's parameters, ``$.params.<name>[.<name>...]``: one limit per value."""
 
 
+MAX_WAIT_S = 31_536_000.0
+"""The longest a ``wait`` task may wait for its signal: one year."""
+
+
+class WaitSpec(_Document, frozen=True, kw_only=True):
+    """What a ``wait`` task waits for: a signal by name, for at most ``timeout`` seconds."""
+
+    signal: Ident
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=MAX_WAIT_S)] | None = None
+    """None: it waits until the signal comes, or the run is cancelled."""
+
+
 class TaskSpec(_Document, frozen=True, kw_only=True):
-    """One node of the DAG: which handler runs, after which tasks, with which inputs."""
+    """One node of the DAG: which handler runs (or which signal it waits for), after which
+    tasks, with which inputs."""
 
     id: Ident
-    handler: HandlerName
+    handler: HandlerName | None = None
+    """None only for a task that does not run a handler (a ``wait``)."""
     name: Text | None = None
     dependencies: tuple[Ident, ...] = ()
     inputs: dict[str, Any] = {}
@@ -118,6 +132,8 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     timeout: Timeout | None = None
     trigger: TriggerRule | None = None
     """When the task may run, from its dependencies' outcomes; None means ``all_success``."""
+    wait: WaitSpec | None = None
+    """Instead of a handler: the task completes with a signal's payload (domain/signals.py)."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -282,6 +298,7 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
         if task.retry is not None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
+        errors.extend(_check_kind(task, f"$.tasks[{index}]"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
     if spec.concurrency is not None and spec.concurrency.key is not None:
@@ -388,6 +405,25 @@ def _check_input_paths(value: Any, path: str) -> list[FieldError]:
     if isinstance(value, list):
         return [e for i, v in enumerate(value) for e in _check_input_paths(v, f"{path}[{i}]")]
     return []
+
+
+def _check_kind(task: TaskSpec, path: str) -> list[FieldError]:
+    """A task runs a handler or waits for a signal: exactly one of the two."""
+    if task.handler is not None and task.wait is not None:
+        return [FieldError(path, "a task has a handler or a wait, not both")]
+    if task.handler is None and task.wait is None:
+        return [FieldError(f"{path}.handler", "a task needs a handler (or a wait)")]
+    return []
+
+
+def handler_names(spec: WorkflowSpec, task_ids: Iterable[str] | None = None) -> list[str]:
+    """Return the handlers the workflow's tasks (or those of ``task_ids``) run."""
+    wanted = None if task_ids is None else set(task_ids)
+    return [
+        t.handler
+        for t in spec.tasks
+        if t.handler is not None and (wanted is None or t.id in wanted)
+    ]
 
 
 def _check_retry(policy: RetryPolicy, path: str) -> list[FieldError]:

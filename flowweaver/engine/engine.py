@@ -25,8 +25,10 @@ from flowweaver.domain import run as commands
 from flowweaver.domain.concurrency import MAX_PRIORITY, MIN_PRIORITY
 from flowweaver.domain.events import RunEvent, RunForked, RunStarted
 from flowweaver.domain.ids import (
+    ID_PATTERN,
     canonical_run_id,
     fork_request_hash,
+    is_ident,
     request_hash,
     run_id_for_fork_key,
     run_id_for_key,
@@ -40,6 +42,7 @@ from flowweaver.domain.spec import (
     OnTaskFailure,
     WorkflowSpec,
     decode_workflow,
+    handler_names,
     workflow_from_builtins,
 )
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
@@ -264,7 +267,7 @@ class Engine:
         _check_priority(priority)
         registered = self.store.get_workflow(workflow_id, version)
         spec = registered.definition
-        self._check_handlers(spec, (t.handler for t in spec.tasks), "$.workflowId")
+        self._check_handlers(spec, handler_names(spec), "$.workflowId")
         digest = request_hash(
             workflow_id, version, params, on_task_failure=on_task_failure, priority=priority
         )
@@ -380,7 +383,7 @@ class Engine:
         )
         spec = state.spec
         rerun = set(_unfinished_task_ids(state))
-        self._check_handlers(spec, (t.handler for t in spec.tasks if t.id in rerun), "$")
+        self._check_handlers(spec, handler_names(spec, rerun), "$")
         return self._launch(
             state,
             events,
@@ -625,6 +628,33 @@ class Engine:
             "complete", run_id, timeout, by=by, reason=reason, task_id=task_id, output=output
         )
 
+    def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        by: str = ANONYMOUS,
+        timeout: float = DEFAULT_ACTION_TIMEOUT_S,
+    ) -> RunState:
+        """Send the run the signal ``name`` (SignalReceived with ``by``): every task waiting
+        for it completes with ``payload`` as its result, and one not reached yet completes
+        when it is (docs/concepts.md, "Signals and waits").
+
+        Raises:
+            NotFoundError: no such run, or no task of its workflow waits for ``name``.
+            InvalidCommandError: the run ended or is being cancelled, or ``name`` was received.
+            ValidationError: ``name`` is no valid id, or ``payload`` is not JSON or is larger
+                than the task data limit.
+            RunUnavailableError: no node that owns the run answered within ``timeout``.
+        """
+        if not isinstance(name, str) or not is_ident(name):
+            raise ValidationError(
+                [FieldError("$.name", f"not a valid signal name (pattern {ID_PATTERN})")]
+            )
+        _check_output(payload, "$.payload")
+        return self._act("signal", run_id, timeout, by=by, reason="", output=payload, signal=name)
+
     def _act(
         self,
         kind: Any,
@@ -635,6 +665,7 @@ class Engine:
         reason: str,
         task_id: str | None = None,
         output: Any = None,
+        signal: str | None = None,
     ) -> RunState:
         if self.supervisor.closed:
             raise EngineClosedError("the engine is closed")
@@ -651,6 +682,7 @@ class Engine:
             reason=reason,
             task_id=task_id,
             output=output,
+            signal=signal,
         )
         return self.actions.act(action, timeout)
 
@@ -803,11 +835,11 @@ def _check_fork_request(at_version: object, reset: object, outputs: object) -> N
         raise ValidationError(problems)
 
 
-def _check_output(output: Any) -> None:
+def _check_output(output: Any, path: str = "$.output") -> None:
     try:
         _json.encode(output)
     except (TypeError, ValueError, OverflowError) as e:
-        raise ValidationError([FieldError("$.output", f"not JSON: {e}")]) from e
+        raise ValidationError([FieldError(path, f"not JSON: {e}")]) from e
 
 
 def _check_priority(priority: object) -> None:

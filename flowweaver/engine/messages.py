@@ -101,6 +101,14 @@ class RetryDue:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitExpired:
+    """The timeout of a ``wait`` task's attempt has passed (domain/signals.py)."""
+
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequest:
     """Someone asked to cancel the run; ``reply`` gets True once it is recorded."""
 
@@ -121,7 +129,7 @@ class OperatorCommand:
     reply: Future[RunState | FlowweaverError | None]
 
 
-RunInput = Offer | Completed | Failed | RetryDue | CancelRequest | OperatorCommand
+RunInput = Offer | Completed | Failed | RetryDue | WaitExpired | CancelRequest | OperatorCommand
 
 
 class Drain:

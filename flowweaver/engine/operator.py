@@ -1,4 +1,5 @@
-"""Operator actions on live runs: pause, resume, cancel, and retry, skip or complete a task.
+"""Operator actions on live runs: pause, resume, cancel, retry, skip or complete a task, and
+send a signal (domain/signals.py: it travels the same way).
 
 An action is a plain value (:class:`OperatorAction`) so that it can travel: to the run's
 actor in this process (an :class:`~flowweaver.engine.messages.OperatorCommand` in its
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from flowweaver.domain import run as commands
+from flowweaver.domain import signals
 from flowweaver.domain.events import RunEvent
 from flowweaver.domain.run import RunState
 from flowweaver.errors import (
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 ANONYMOUS = "anonymous"
 """``by`` of an action when no principal is known (the API without auth, the CLI)."""
 
-ActionKind = Literal["pause", "resume", "cancel", "retry", "skip", "complete"]
+ActionKind = Literal["pause", "resume", "cancel", "retry", "skip", "complete", "signal"]
 
 MAX_REASON_CHARS = 4096
 """The longest ``reason`` an operator action records."""
@@ -56,6 +58,9 @@ class OperatorAction(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
     task_id: str | None = None
     output: Any = None
+    """The hand-given output of ``complete``; the payload of ``signal``."""
+    signal: str | None = None
+    """The name of the signal a ``signal`` action sends."""
 
 
 def decide(
@@ -80,6 +85,10 @@ def decide(
             raise InvalidCommandError(state.id, f"has ended ({state.status})")
         # A second cancel of a run being cancelled decides nothing and is answered all the same.
         return commands.request_cancel(state, reason, now, by=by)
+    if action.kind == "signal":
+        return signals.receive_signal(
+            state, action.signal or "", action.output, now, by=by, max_io_bytes=max_io_bytes
+        )
     task_id = action.task_id or ""
     if action.kind == "retry":
         return commands.retry_task(state, task_id, now, by=by, reason=reason)

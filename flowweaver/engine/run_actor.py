@@ -27,6 +27,7 @@ import structlog
 
 from flowweaver.backoff import Backoff
 from flowweaver.domain import run as commands
+from flowweaver.domain import signals
 from flowweaver.domain.events import (
     RunCancelRequested,
     RunEvent,
@@ -47,6 +48,7 @@ from flowweaver.engine.messages import (
     OperatorCommand,
     RetryDue,
     RunInput,
+    WaitExpired,
 )
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
 from flowweaver.engine.stamps import stamp_time
@@ -257,6 +259,15 @@ class RunActor(pykka.ThreadingActor):
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
+            elif isinstance(item, WaitExpired):
+                decided = signals.record_wait_expired(
+                    state,
+                    item.task_id,
+                    item.attempt,
+                    now,
+                    jitter_sample=random.uniform(-1.0, 1.0),
+                    interruption_limit=limit,
+                )
             elif isinstance(item, OperatorCommand):
                 # Answered, refused or not, once this wake-up's append is stored.
                 decided, refused = operator.decide_or_refuse(
@@ -347,6 +358,7 @@ class RunActor(pykka.ThreadingActor):
                 self.services.pool.cancel_run(self.run_id)
         for task_id in to_dispatch:
             self._dispatch_if_idle(task_id)
+            self._arm_wait(task_id)
         if any(isinstance(event, RunResumed) for event in events):
             # Offers declined while paused dropped their jobs, and retries came due unheard.
             self._redispatch()
@@ -362,6 +374,18 @@ class RunActor(pykka.ThreadingActor):
         delay = (retry_at - self.services.clock.now()).total_seconds()
         mailbox = self.mailbox
         self.services.timers.call_later(delay, lambda: mailbox.put(RetryDue(task_id, attempt)))
+
+    def _arm_wait(self, task_id: str) -> None:
+        """A ``wait`` task is not dispatched: deliver WaitExpired when its timeout comes."""
+        state = self.state
+        assert state is not None
+        deadline = signals.wait_deadline(state, task_id)
+        if deadline is None:
+            return
+        attempt = state.tasks[task_id].attempts
+        delay = (deadline - self.services.clock.now()).total_seconds()
+        mailbox = self.mailbox
+        self.services.timers.call_later(delay, lambda: mailbox.put(WaitExpired(task_id, attempt)))
 
     def _reserve_workers(self, events: list[RunEvent], now: datetime) -> dict[str, Reservation]:
         """Start newly scheduled tasks on idle workers within this same append."""
@@ -396,7 +420,7 @@ class RunActor(pykka.ThreadingActor):
             run_id=self.run_id,
             task_id=task_id,
             attempt=task.attempts,
-            handler=task_spec.handler,
+            handler=task_spec.handler or "",  # a wait task is never dispatched
             inputs=task.inputs or {},
             timeout=state.spec.timeout_of(task_spec),
             priority=state.priority,
@@ -422,6 +446,8 @@ class RunActor(pykka.ThreadingActor):
                     self._dispatch_if_idle(task.id)
             elif task.status == "waiting_retry" and task.retry_at is not None:
                 self._arm_retry(task.id, task.attempts, task.retry_at)
+            elif task.status == signals.WAITING:
+                self._arm_wait(task.id)
 
     # --- recovery ------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from flowweaver.domain.run import (
     skip_task,
     start_run,
 )
+from flowweaver.domain.signals import receive_signal, record_wait_expired
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
 from flowweaver.domain.tokens import AnyTokenEvent, TokenCreated, TokenRevoked
 from flowweaver.ports import Append
@@ -59,6 +60,7 @@ CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
 QUEUED_RUN = "00000000-0000-4000-8000-00000000a009"
 QUEUE_CANCELLED_RUN = "00000000-0000-4000-8000-00000000a00a"
+SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -302,6 +304,35 @@ def queue_cancelled_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+SIGNAL_WORKFLOW: dict[str, Any] = {
+    "id": "golden-signal",
+    "tasks": [
+        {"id": "prepare", "handler": "noop"},
+        {
+            "id": "approve",
+            "dependencies": ["prepare"],
+            "wait": {"signal": "approval", "timeout": 60},
+            "retry": {"maxAttempts": 2, "initialDelay": 1.0},
+        },
+        {"id": "confirm", "dependencies": ["approve"], "wait": {"signal": "confirmation"}},
+    ],
+}
+
+
+def signal_run() -> tuple[RunState, list[RunEvent]]:
+    """A run with wait tasks (issue 13): the signal confirm waits for comes before confirm is
+    reached and is kept; approve times out (SignalTimeout, retried), waits again and
+    completes with alice's approval, and confirm completes at once with the kept signal."""
+    state, events = start_run(SIGNAL_RUN, spec(SIGNAL_WORKFLOW), 1, {}, at(70))
+    events += receive_signal(state, "confirmation", {"ok": True}, at(70.5), by="bob")
+    events += record_started(state, "prepare", 1, "worker-1", at(71))
+    events += record_completed(state, "prepare", 1, {}, 0.5, at(71.5))
+    events += record_wait_expired(state, "approve", 1, at(131.5))
+    events += record_retry_due(state, "approve", 1, at(132.5))
+    events += receive_signal(state, "approval", {"approved": True}, at(140), by="alice")
+    return state, events
+
+
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
     """A run cancelled by a named principal while paused."""
     state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
@@ -418,7 +449,16 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
             store.save_snapshot(state)
             originator = snapshot_originator(uuid.UUID(state.id))
             snapshot_3 = stored_lines(store, originator, snapshots=True)
+    # Written 2026-12 with signals and waits (issue 13): SignalReceived, TaskSpec.wait, and
+    # RunState.signals in snapshot version 3.
+    store.register_workflow(spec(SIGNAL_WORKFLOW), at(-1))
+    signal_workflows = stored_lines(store, workflow_aggregate_id(SIGNAL_WORKFLOW["id"]))
+    state, events = signal_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    signal_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-signal.jsonl": signal_runs,
+        "workflows-signal.jsonl": signal_workflows,
         "runs-concurrency.jsonl": concurrency_runs,
         "workflows-concurrency.jsonl": concurrency_workflows,
         "snapshots-3.jsonl": snapshot_3,

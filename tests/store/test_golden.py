@@ -148,6 +148,15 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
         4,
         {"work": ("cancelled", 0, None)},
     ),
+    "00000000-0000-4000-8000-00000000c001": (
+        "completed",
+        13,
+        {
+            "prepare": ("completed", 1, {"result": {}}),
+            "approve": ("completed", 2, {"result": {"approved": True}}),
+            "confirm": ("completed", 1, {"result": {"ok": True}}),
+        },
+    ),
 }
 
 
@@ -337,6 +346,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-operated",
         "golden-trigger",
         "golden-concurrency",
+        "golden-signal",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)

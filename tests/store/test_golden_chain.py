@@ -19,6 +19,9 @@ TRIGGER = load("runs-trigger.jsonl")
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
 CONCURRENCY = load("runs-concurrency.jsonl")
 """Written with trigger rules (issue 13), in one append since hash chains."""
+SIGNAL = load("runs-signal.jsonl")
+SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
+"""Written with signals and waits (issue 13), in one append since hash chains."""
 # The last hash of the chained golden run, as first stored: a change of the chain's definition
 # (or of the stored bytes) fails here.
 HEAD = "6cfc6895615b8a252809380ba1a0e05c006abc4fd70b680d134469bcf1d16c37"
@@ -54,7 +57,9 @@ def test_golden_runs_verify_in_a_store_as_first_stored(tmp_path: Path) -> None:
         assert (check.ok, check.version, check.head) == (True, len(CHAINED), HEAD)
         later = verify_run(store, TRIGGER_RUN)
         assert (later.ok, later.version) == (True, len(TRIGGER))
-        chained_since = {line.id for line in CONCURRENCY}
+        signalled = verify_run(store, SIGNAL_RUN)
+        assert (signalled.ok, signalled.version) == (True, len(SIGNAL))
+        chained_since = {line.id for line in CONCURRENCY} | {SIGNAL_RUN}
         for run_id in chained_since:
             assert verify_run(store, run_id).ok
         for run_id in {line.id for line in RUN_LINES} - {CHAINED_RUN, TRIGGER_RUN} - chained_since:

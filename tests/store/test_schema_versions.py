@@ -336,17 +336,15 @@ def test_after_a_snapshot_version_bump_old_snapshots_are_not_read(
     stale.request_hash = "stale"
     store.save_snapshot(stale)
     bumped = codec.SNAPSHOT_SCHEMA_VERSION + 1
+    topic = f"RunSnapshot@{bumped}"
     monkeypatch.setattr(codec, "SNAPSHOT_SCHEMA_VERSION", bumped)
-    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", f"RunSnapshot@{bumped}")
-    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", f"RunSnapshot@{bumped}")
+    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", topic)
+    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", topic)
     store.snapshot_interval = 4
     state = store.run_state(run_id)
     assert state == fold(events, new_state(run_id))
     rows = store._snapshots.select_events(snapshot_originator(uuid.UUID(run_id), bumped))
-    assert [(r.originator_version, r.topic) for r in rows] == [
-        (4, f"RunSnapshot@{bumped}"),
-        (8, f"RunSnapshot@{bumped}"),
-    ]
+    assert [(r.originator_version, r.topic) for r in rows] == [(4, topic), (8, topic)]
     assert store.run_state(run_id, at=5) == fold(events[:5], new_state(run_id))
     assert store.snapshots_ignored == 0
 
