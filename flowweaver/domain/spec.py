@@ -93,10 +93,12 @@ TriggerRule = Literal[
 
 
 class TaskSpec(_Document, frozen=True, kw_only=True):
-    """One node of the DAG: which handler runs, after which tasks, with which inputs."""
+    """One node of the DAG: which handler runs (or which workflow, as a child run), after
+    which tasks, with which inputs."""
 
     id: Ident
-    handler: HandlerName
+    handler: HandlerName | None = None
+    """The handler that runs the task; a task names either a handler or a ``workflow``."""
     name: Text | None = None
     dependencies: tuple[Ident, ...] = ()
     inputs: dict[str, Any] = {}
@@ -105,6 +107,9 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     timeout: Timeout | None = None
     trigger: TriggerRule | None = None
     """When the task may run, from its dependencies' outcomes; None means ``all_success``."""
+    workflow: Ident | None = None
+    """A sub-workflow: the task starts a run of this workflow with its inputs as parameters,
+    and the child's published outputs are its result (docs/concepts.md, "Sub-workflows")."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -233,6 +238,7 @@ def validate_workflow(spec: WorkflowSpec) -> None:
         else:
             seen[task.id] = index
     for index, task in enumerate(spec.tasks):
+        errors.extend(_check_task_kind(task, f"$.tasks[{index}]"))
         if len(task.dependencies) > MAX_DEPENDENCIES:
             errors.append(FieldError(f"$.tasks[{index}].dependencies", "too many dependencies"))
         if len(set(task.dependencies)) != len(task.dependencies):
@@ -331,6 +337,15 @@ def _check_input_paths(value: Any, path: str) -> list[FieldError]:
         return [e for k, v in value.items() for e in _check_input_paths(v, f"{path}.{k}")]
     if isinstance(value, list):
         return [e for i, v in enumerate(value) for e in _check_input_paths(v, f"{path}[{i}]")]
+    return []
+
+
+def _check_task_kind(task: TaskSpec, path: str) -> list[FieldError]:
+    """A task runs one thing: a handler, or a workflow as a child run."""
+    if task.handler is not None and task.workflow is not None:
+        return [FieldError(f"{path}.workflow", "a task names a handler or a workflow, not both")]
+    if task.handler is None and task.workflow is None:
+        return [FieldError(f"{path}.handler", "a task needs a handler (or a workflow to run)")]
     return []
 
 
