@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent
+from flowweaver.domain.events import ErrorInfo, LogLine, ParentTask, RunEvent
 from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
@@ -40,6 +40,7 @@ from flowweaver.domain.run import (
     start_run,
 )
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
+from flowweaver.domain.subworkflow import child_key, record_child_started
 from flowweaver.domain.tokens import AnyTokenEvent, TokenCreated, TokenRevoked
 from flowweaver.ports import Append
 from flowweaver.store.codec import snapshot_originator
@@ -56,6 +57,8 @@ FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
+SUB_PARENT_RUN = "00000000-0000-4000-8000-00000000a009"
+SUB_CHILD_RUN = "00000000-0000-4000-8000-00000000a00a"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -267,6 +270,47 @@ def trigger_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+SUB_CHILD_WORKFLOW: dict[str, Any] = {
+    "id": "golden-sub-child",
+    "tasks": [{"id": "leaf", "handler": "echo", "inputs": {"n": "$.params.n"}}],
+}
+SUB_PARENT_WORKFLOW: dict[str, Any] = {
+    "id": "golden-sub-parent",
+    "tasks": [
+        {"id": "sub", "workflow": "golden-sub-child", "inputs": {"n": 7}},
+        {"id": "after", "handler": "noop", "dependencies": ["sub"]},
+    ],
+}
+
+
+def sub_runs() -> tuple[RunState, list[RunEvent], RunState, list[RunEvent]]:
+    """A sub-workflow (issue 13): the parent's task ``sub`` starts a child run (its RunStarted
+    names the parent task), records ChildRunStarted, and completes with the child's
+    published outputs; then ``after`` runs."""
+    parent, parent_events = start_run(SUB_PARENT_RUN, spec(SUB_PARENT_WORKFLOW), 1, {}, at(70))
+    link = ParentTask(run_id=SUB_PARENT_RUN, task_id="sub", attempt=1, depth=1)
+    child, child_events = start_run(
+        SUB_CHILD_RUN,
+        spec(SUB_CHILD_WORKFLOW),
+        1,
+        {"n": 7},
+        at(70.01),
+        idempotency_key=child_key(SUB_PARENT_RUN, "sub", 1),
+        submitted_by="engine",
+        parent=link,
+    )
+    parent_events += record_child_started(
+        parent, "sub", 1, SUB_CHILD_RUN, "golden-sub-child", 1, at(70.02)
+    )
+    child_events += record_started(child, "leaf", 1, "worker-1", at(70.03))
+    child_events += record_completed(child, "leaf", 1, {"n": 7}, 0.5, at(70.04))
+    outputs = child.published_outputs()
+    parent_events += record_completed(parent, "sub", 1, outputs, 30.0, at(70.05))
+    parent_events += record_started(parent, "after", 1, "worker-1", at(70.06))
+    parent_events += record_completed(parent, "after", 1, {}, 0.5, at(70.07))
+    return parent, parent_events, child, child_events
+
+
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
     """A run cancelled by a named principal while paused."""
     state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
@@ -370,7 +414,23 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = trigger_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     trigger_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with sub-workflows (issue 13): TaskSpec.workflow, ChildRunStarted,
+    # RunStarted.parent, and snapshot version 3 (TaskState.childRunId, RunState.parentTaskId).
+    sub_workflows: list[Line] = []
+    for document in (SUB_CHILD_WORKFLOW, SUB_PARENT_WORKFLOW):
+        store.register_workflow(spec(document), at(-1))
+        sub_workflows += stored_lines(store, workflow_aggregate_id(document["id"]))
+    parent, parent_events, child, child_events = sub_runs()
+    store.append([Append(run_id=parent.id, expected_version=0, events=parent_events)])
+    store.append([Append(run_id=child.id, expected_version=0, events=child_events)])
+    sub_workflow_runs = stored_lines(store, uuid.UUID(parent.id))
+    sub_workflow_runs += stored_lines(store, uuid.UUID(child.id))
+    store.save_snapshot(parent)
+    snapshot_3 = stored_lines(store, snapshot_originator(uuid.UUID(parent.id)), snapshots=True)
     return {
+        "runs-subworkflow.jsonl": sub_workflow_runs,
+        "workflows-subworkflow.jsonl": sub_workflows,
+        "snapshots-3.jsonl": snapshot_3,
         "runs-trigger.jsonl": trigger_runs,
         "workflows-trigger.jsonl": trigger_workflows,
         "tokens.jsonl": tokens,
