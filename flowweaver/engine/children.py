@@ -33,6 +33,7 @@ from flowweaver.domain import subworkflow
 from flowweaver.domain.events import ParentTask
 from flowweaver.domain.ids import run_id_for_key
 from flowweaver.domain.run import RunState
+from flowweaver.engine import faults
 from flowweaver.engine.messages import ChildStarted, Completed, Failed, RunInput
 from flowweaver.errors import (
     EngineClosedError,
@@ -239,6 +240,7 @@ class ChildRuns:
             log.warning("child_start_failed", run_id=parent.run_id, error=str(e))
             self._later.append((time.monotonic() + RETRY_S, launch))
             return
+        faults.hit("child_started")
         log.info(
             "child_run_started",
             run_id=parent.run_id,
