@@ -3,6 +3,8 @@ another workflow as a child run, its outputs, its failure, cancel passed down, t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,17 @@ from flowweaver.errors import ValidationError
 from flowweaver.handlers import HandlerRegistry
 from tests.engine.conftest import Gate
 from tests.engine.test_operator_actions import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_workflows() -> list[dict[str, Any]]:
+    """The JSON examples of docs/concepts.md, "Sub-workflows": the tests run them as written."""
+    text = (ROOT / "docs" / "concepts.md").read_text()
+    section = text[text.index("## Sub-workflows") :]
+    blocks = section.split("```json")[1:]
+    return [json.loads(block[: block.index("```")]) for block in blocks]
+
 
 CHILD = {
     "id": "child",
@@ -152,6 +165,20 @@ def test_two_levels_nest(engine: Engine, doubling: None) -> None:
     middle = engine.get_run(middle_id)
     grandchild = engine.get_run(middle.tasks["inner"].child_run_id or "")
     assert (grandchild.depth, grandchild.parent_run_id) == (2, middle_id)
+
+
+def test_the_documented_example_runs_as_written(engine: Engine) -> None:
+    """The example of docs/concepts.md registers and runs with the built-in handlers."""
+    greet, welcome = documented_workflows()
+    engine.register_workflow(greet)
+    engine.register_workflow(welcome)
+    run = engine.start_run("welcome", parameters={"name": "Ada"})
+    state = engine.wait_run_finished(run.run_id, timeout=20)
+    assert state.status == "completed"
+    assert state.tasks["sub"].output == {"result": {"hello": {"result": {"to": "Ada"}}}}
+    assert state.tasks["announce"].output == {"result": {"greeted": "Ada"}}
+    child = engine.get_run(state.tasks["sub"].child_run_id or "")
+    assert child.parameters == {"to": "Ada"}
 
 
 def test_registration_refuses_unknown_children_cycles_and_both_kinds(engine: Engine) -> None:
