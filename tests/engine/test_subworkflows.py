@@ -167,6 +167,30 @@ def test_two_levels_nest(engine: Engine, doubling: None) -> None:
     assert (grandchild.depth, grandchild.parent_run_id) == (2, middle_id)
 
 
+def test_a_child_that_cannot_start_fails_the_task_for_good(engine: Engine) -> None:
+    """A child whose handler is not registered here never starts: the task fails with
+    ChildRunNotStarted, not retried, and no child run is stored."""
+    engine.register_workflow({"id": "odd", "tasks": [{"id": "t", "handler": "not_here"}]})
+    engine.register_workflow(
+        {
+            "id": "host",
+            "tasks": [{"id": "sub", "workflow": "odd", "retry": {"maxAttempts": 3}}],
+        }
+    )
+    run = engine.start_run("host")
+    state = engine.wait_run_finished(run.run_id, timeout=20)
+    assert state.status == "failed"
+    sub = state.tasks["sub"]
+    assert sub.last_error is not None
+    assert (sub.last_error.type, sub.last_error.retryable, sub.attempts) == (
+        "ChildRunNotStarted",
+        False,
+        1,
+    )
+    assert "not_here" in sub.last_error.message
+    assert engine.lineage(run.run_id).children == []
+
+
 def test_the_documented_example_runs_as_written(engine: Engine) -> None:
     """The example of docs/concepts.md registers and runs with the built-in handlers."""
     greet, welcome = documented_workflows()
