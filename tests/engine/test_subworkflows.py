@@ -150,6 +150,23 @@ def test_cancel_of_the_parent_cancels_the_child(engine: Engine, gate: Gate) -> N
     assert child.cancel_by == "engine"
 
 
+def test_cancel_passes_down_two_levels(engine: Engine, gate: Gate) -> None:
+    """Cancelling the top run cancels its child, which cancels its own child in turn."""
+    engine.register_workflow({"id": "slow", "tasks": [{"id": "wait", "handler": "gate"}]})
+    engine.register_workflow({"id": "mid", "tasks": [{"id": "inner", "workflow": "slow"}]})
+    engine.register_workflow({"id": "top", "tasks": [{"id": "outer", "workflow": "mid"}]})
+    run = engine.start_run("top")
+    assert gate.entered.wait(10)
+    middle_id = child_of(engine, run.run_id, "outer")
+    leaf_id = child_of(engine, middle_id, "inner")
+    engine.cancel_run(run.run_id, "enough")
+    wait_for(lambda: engine.get_run(leaf_id).cancel_requested)
+    gate.opened.set()
+    for run_id in (leaf_id, middle_id, run.run_id):
+        assert engine.wait_run_finished(run_id, timeout=20).status == "cancelled"
+    assert engine.get_run(run.run_id).tasks["outer"].last_error.type == "ChildRunCancelled"  # type: ignore[union-attr]
+
+
 def test_two_levels_nest(engine: Engine, doubling: None) -> None:
     """A child that runs a sub-workflow itself: outputs come up two levels."""
     engine.register_workflow(CHILD)
