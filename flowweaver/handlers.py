@@ -140,9 +140,12 @@ class HandlerRegistry:
         """Return every registered name, sorted."""
         return sorted(self._handlers)
 
-    def missing(self, names: Iterable[str]) -> list[str]:
-        """Return the names in ``names`` that no handler is bound to, sorted."""
-        return sorted({n for n in names if n not in self._handlers})
+    def missing(self, names: Iterable[str | None]) -> list[str]:
+        """Return the names in ``names`` that no handler is bound to, sorted.
+
+        None (a task that runs a workflow, not a handler) needs no handler.
+        """
+        return sorted({n for n in names if n is not None and n not in self._handlers})
 
     def copy(self) -> HandlerRegistry:
         """Return an independent registry with the same handlers."""

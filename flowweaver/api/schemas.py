@@ -213,6 +213,8 @@ class TaskOut(_Wire):
     retry_at: datetime | None
     logs: list[LogLineOut]
     """What the handler logged in the task's latest attempt that has an outcome."""
+    child_run_id: str | None = None
+    """A sub-workflow task: the child run of its latest attempt (null before it starts)."""
 
 
 class SummaryOut(_Wire):
@@ -238,9 +240,12 @@ class RunOut(_Wire):
     cancel_requested: bool
     summary: SummaryOut | None
     parent_run_id: str | None = None
-    """The run this one was forked from; null for a run that was started."""
+    """The run this one was forked from, or whose sub-workflow task started it; null for a
+    run that was started by a request."""
     parent_version: int | None = None
-    """The parent's version the fork was taken at."""
+    """The parent's version the fork was taken at (null for a sub-workflow's child run)."""
+    parent_task_id: str | None = None
+    """A sub-workflow's child run: the parent's task that started it."""
     submitted_by: str | None = None
     """Who started (or forked) the run; ``anonymous`` without auth, null for older runs."""
     on_task_failure: OnTaskFailure = "fail"
@@ -281,18 +286,22 @@ class RunList(_Wire):
     next_cursor: str | None
 
 
-class ParentOut(_Wire):
-    """The run a fork was taken from and the parent's version it was taken at."""
+class ParentOut(_Wire, omit_defaults=True):
+    """The run a fork was taken from and the parent's version it was taken at; for a
+    sub-workflow's child run, the parent's task that started it (and no version)."""
 
     run_id: str
-    at_version: int
+    at_version: int | None
+    task_id: str | None = None
+    """Only for a sub-workflow's child run: the parent's task that started it."""
 
 
 class ChildOut(_Wire):
-    """A run forked from this one."""
+    """A run forked from this one, or started by one of its sub-workflow tasks."""
 
     run_id: str
-    at_version: int
+    at_version: int | None
+    """The version the fork was taken at; null for a sub-workflow's child run."""
     created_at: datetime
     status: RunStatus
 
@@ -401,6 +410,7 @@ def run_out(state: RunState) -> RunOut:
                 LogLineOut(timestamp=x.timestamp, level=x.level, message=x.message, fields=x.fields)
                 for x in t.logs
             ],
+            child_run_id=t.child_run_id,
         )
         for t in state.tasks.values()
     ]
@@ -424,6 +434,7 @@ def run_out(state: RunState) -> RunOut:
         summary=summary,
         parent_run_id=state.parent_run_id,
         parent_version=state.parent_version,
+        parent_task_id=state.parent_task_id,
         submitted_by=state.submitted_by,
         on_task_failure=state.on_task_failure,
         paused_by=state.paused_by,
@@ -462,11 +473,15 @@ def lineage_out(lineage: Lineage) -> LineageOut:
     parent = lineage.parent
     return LineageOut(
         run_id=lineage.run_id,
-        parent=ParentOut(run_id=parent.run_id, at_version=parent.at_version) if parent else None,
+        parent=(
+            ParentOut(run_id=parent.run_id, at_version=parent.at_version, task_id=parent.task_id)
+            if parent
+            else None
+        ),
         children=[
             ChildOut(
                 run_id=c.id,
-                at_version=c.parent_version or 0,
+                at_version=c.parent_version,
                 created_at=c.created_at,
                 status=c.status,  # type: ignore[arg-type]  # the read model stores RunStatus values
             )

@@ -55,6 +55,18 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel", tag_field
     timestamp: datetime
 
 
+class ParentTask(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The task of another run that started this run as a sub-workflow (see ChildRunStarted).
+
+    ``depth`` is 1 for a child of a top-level run, 2 for a grandchild, and so on.
+    """
+
+    run_id: str
+    task_id: str
+    attempt: int
+    depth: int = 1
+
+
 class RunStarted(Event, frozen=True, kw_only=True):
     """A run was accepted, with its definition pinned and its parameters."""
 
@@ -69,6 +81,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     """Set by the run request: overrides the workflow's ``onTaskFailure``."""
     priority: int = 0
     """Higher first: among queued runs of a workflow, and for free workers among ready tasks."""
+    parent: ParentTask | None = None
+    """Set for a sub-workflow run: the run and task that started it."""
 
 
 class RunForked(Event, frozen=True, kw_only=True):
@@ -122,6 +136,17 @@ class TaskStarted(Event, frozen=True, kw_only=True):
     task_id: str
     attempt: int
     worker: str
+
+
+class ChildRunStarted(Event, frozen=True, kw_only=True):
+    """A sub-workflow task's child run was started (its RunStarted is stored): the task runs
+    until the child ends, and the child's published outputs are its result."""
+
+    task_id: str
+    attempt: int
+    child_run_id: str
+    workflow_id: str
+    workflow_version: int
 
 
 class TaskCompleted(Event, frozen=True, kw_only=True):
@@ -219,6 +244,7 @@ RunEvent = (
     | RunDequeued
     | TaskScheduled
     | TaskStarted
+    | ChildRunStarted
     | TaskCompleted
     | TaskFailed
     | TaskRetried
@@ -250,6 +276,7 @@ RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    ChildRunStarted,
 )
 RUN_EVENT_NAMES: tuple[str, ...] = tuple(t.__name__ for t in RUN_EVENT_TYPES)
 EVENT_SCHEMA_VERSIONS: dict[str, int] = {t.__name__: t.schema_version for t in RUN_EVENT_TYPES}

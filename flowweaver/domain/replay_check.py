@@ -37,10 +37,11 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain import run as commands
-from flowweaver.domain import signals
+from flowweaver.domain import signals, subworkflow
 from flowweaver.domain.concurrency import dequeue_run
 from flowweaver.domain.events import (
     ENGINE_PRINCIPAL,
+    ChildRunStarted,
     Event,
     RunCancelRequested,
     RunDequeued,
@@ -91,6 +92,7 @@ EVENT_KINDS: dict[str, str] = {
     "RunCancelled": "decision",
     "RunCompleted": "decision",
     "RunFailed": "decision",
+    "ChildRunStarted": "fact: a sub-workflow task's child run was stored",
 }
 """What each run event type is to the check. A new event type needs its place here and in
 ``_Checker._derive`` (a fact goes to the command the engine calls for it)."""
@@ -254,6 +256,16 @@ class _Checker:
         if isinstance(stored, TaskStarted):
             return commands.record_started(
                 state, stored.task_id, stored.attempt, stored.worker, now
+            )
+        if isinstance(stored, ChildRunStarted):
+            return subworkflow.record_child_started(
+                state,
+                stored.task_id,
+                stored.attempt,
+                stored.child_run_id,
+                stored.workflow_id,
+                stored.workflow_version,
+                now,
             )
         if isinstance(stored, TaskCompleted):
             if stored.by is not None:

@@ -28,9 +28,11 @@ from flowweaver.domain.events import (
     INTERRUPTED,
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
+    ChildRunStarted,
     ErrorInfo,
     Event,
     LogLine,
+    ParentTask,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
@@ -92,6 +94,8 @@ class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
     """What the handler logged in the latest attempt that has an outcome."""
     ordered: bool = False
     """The current attempt was ordered by an operator: it starts even while the run is paused."""
+    child_run_id: str | None = None
+    """A sub-workflow task: the child run of its latest attempt (ChildRunStarted)."""
 
 
 class RunState(msgspec.Struct, kw_only=True, rename="camel"):
@@ -113,6 +117,10 @@ class RunState(msgspec.Struct, kw_only=True, rename="camel"):
     priority: int = 0
     concurrency_key: str | None = None
     """While queued or after: the key's value its concurrency limit counted it under."""
+    parent_task_id: str | None = None
+    """A sub-workflow run: the task of ``parent_run_id`` that started it."""
+    depth: int = 0
+    """How deep a sub-workflow run nests: 0 for a run that no task started."""
     tasks: dict[str, TaskState] = {}
     unfinished: int = 0
     running: int = 0
@@ -219,6 +227,11 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
                 task.completed_at = event.timestamp
             else:
                 _move(state, task, "waiting_retry")
+    elif isinstance(event, ChildRunStarted):
+        task = state.tasks[event.task_id]
+        _move(state, task, "running")
+        task.child_run_id = event.child_run_id
+        task.started_at = event.timestamp
     elif isinstance(event, TaskRetried):
         task = state.tasks[event.task_id]
         _move(state, task, _scheduled_status(state, task.id))
@@ -292,6 +305,10 @@ def _begin(state: RunState, event: RunStarted | RunForked) -> None:
         state.priority = event.priority
         if spec.concurrency is not None:
             state.concurrency_key = concurrency_group(spec, event.parameters)
+        if event.parent is not None:
+            state.parent_run_id = event.parent.run_id
+            state.parent_task_id = event.parent.task_id
+            state.depth = event.parent.depth
         carried: dict[str, Any] = {}
     else:
         state.submitted_by = event.by
@@ -373,12 +390,14 @@ def start_run(
     on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
     priority: int = 0,
+    parent: ParentTask | None = None,
 ) -> tuple[RunState, list[RunEvent]]:
     """Decide a run's first events: RunStarted, then TaskScheduled for every root task
     (see :func:`begin_run`).
 
     ``max_io_bytes`` caps each task's resolved inputs (see :func:`record_completed`).
     ``priority`` orders the run among queued runs and its tasks among ready ones.
+    ``parent`` names the task that starts this run as a sub-workflow.
     """
     first = RunStarted(
         timestamp=now,
@@ -391,6 +410,7 @@ def start_run(
         submitted_by=submitted_by,
         on_task_failure=on_task_failure,
         priority=priority,
+        parent=parent,
     )
     return begin_run(run_id, first, max_io_bytes=max_io_bytes)
 

@@ -118,12 +118,13 @@ class WaitSpec(_Document, frozen=True, kw_only=True):
 
 
 class TaskSpec(_Document, frozen=True, kw_only=True):
-    """One node of the DAG: which handler runs (or which signal it waits for), after which
-    tasks, with which inputs."""
+    """One node of the DAG: which handler runs (or which signal it waits for, or which workflow
+    it runs as a child run), after which tasks, with which inputs."""
 
     id: Ident
     handler: HandlerName | None = None
-    """None only for a task that does not run a handler (a ``wait``)."""
+    """The handler that runs the task; a task names exactly one of a handler, a ``wait`` or a
+    ``workflow``."""
     name: Text | None = None
     dependencies: tuple[Ident, ...] = ()
     inputs: dict[str, Any] = {}
@@ -134,6 +135,9 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     """When the task may run, from its dependencies' outcomes; None means ``all_success``."""
     wait: WaitSpec | None = None
     """Instead of a handler: the task completes with a signal's payload (domain/signals.py)."""
+    workflow: Ident | None = None
+    """A sub-workflow: the task starts a run of this workflow with its inputs as parameters,
+    and the child's published outputs are its result (docs/concepts.md, "Sub-workflows")."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -408,11 +412,15 @@ def _check_input_paths(value: Any, path: str) -> list[FieldError]:
 
 
 def _check_kind(task: TaskSpec, path: str) -> list[FieldError]:
-    """A task runs a handler or waits for a signal: exactly one of the two."""
-    if task.handler is not None and task.wait is not None:
+    """A task runs one thing: a handler, a wait for a signal, or a workflow as a child run."""
+    if task.wait is not None and task.handler is not None:
         return [FieldError(path, "a task has a handler or a wait, not both")]
-    if task.handler is None and task.wait is None:
-        return [FieldError(f"{path}.handler", "a task needs a handler (or a wait)")]
+    if task.wait is not None and task.workflow is not None:
+        return [FieldError(path, "a task has a wait or a workflow, not both")]
+    if task.handler is not None and task.workflow is not None:
+        return [FieldError(f"{path}.workflow", "a task names a handler or a workflow, not both")]
+    if task.handler is None and task.wait is None and task.workflow is None:
+        return [FieldError(f"{path}.handler", "a task needs a handler (or a wait or a workflow)")]
     return []
 
 

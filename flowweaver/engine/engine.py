@@ -22,8 +22,9 @@ import msgspec
 import structlog
 
 from flowweaver.domain import run as commands
+from flowweaver.domain import subworkflow
 from flowweaver.domain.concurrency import MAX_PRIORITY, MIN_PRIORITY
-from flowweaver.domain.events import RunEvent, RunForked, RunStarted
+from flowweaver.domain.events import ENGINE_PRINCIPAL, ParentTask, RunEvent, RunForked, RunStarted
 from flowweaver.domain.ids import (
     ID_PATTERN,
     canonical_run_id,
@@ -47,6 +48,7 @@ from flowweaver.domain.spec import (
 )
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
 from flowweaver.engine.admission import SWEEP_INTERVAL_S, Admission
+from flowweaver.engine.children import DEFAULT_POLL_INTERVAL_S, ChildRuns, Started
 from flowweaver.engine.lineage import Lineage, read_lineage
 from flowweaver.engine.operator import (
     ANONYMOUS,
@@ -118,6 +120,7 @@ class Engine:
         takeover_interval: float = 1.0,
         max_task_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
         admission_sweep_interval: float = SWEEP_INTERVAL_S,
+        child_poll_interval: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -159,6 +162,16 @@ class Engine:
             snapshot_interval=snapshot_interval,
             max_task_io_bytes=max_task_io_bytes,
         )
+        self.children = ChildRuns(
+            start=self._start_child,
+            cancel=self._cancel_child,
+            read=store.run_state,
+            deliver=self.supervisor.deliver,
+            is_live=self.supervisor.is_live,
+            poll_interval=child_poll_interval,
+        )
+        self.services.children = self.children
+        self.supervisor.add_finish_listener(self.children.run_finished)
         self.supervisor.start(self.services, recover=recover)
         try:
             self.actions = ActionRouter(
@@ -215,13 +228,24 @@ class Engine:
     ) -> tuple[int, bool]:
         """Validate and record a workflow definition: (version, created).
 
-        Registering a definition identical to the latest version records nothing.
+        Registering a definition identical to the latest version records nothing. Every
+        workflow a task runs as a sub-workflow must be registered, and none may lead back
+        to this one (a sub-workflow cycle).
 
         Raises:
             ValidationError: the definition breaks a rule; each error names its JSON path.
         """
         spec = _as_spec(definition)
+        problems = subworkflow.check_child_workflows(spec, self._latest_definition)
+        if problems:
+            raise ValidationError(problems)
         return self.store.register_workflow(spec, self.clock.now())
+
+    def _latest_definition(self, workflow_id: str) -> WorkflowSpec | None:
+        try:
+            return self.store.get_workflow(workflow_id).definition
+        except NotFoundError:
+            return None
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -235,13 +259,15 @@ class Engine:
         submitted_by: str | None = None,
         on_task_failure: OnTaskFailure | None = None,
         priority: int = 0,
+        parent: ParentTask | None = None,
     ) -> RunHandle:
         """Start a run of a workflow (its latest version unless ``version`` is given).
 
         With an idempotency key the run id is derived from it: the same key and request
         return the existing run (``created`` False). ``on_task_failure`` ("fail" or "pause")
         overrides the workflow's ``onTaskFailure``: with "pause" a task that fails for good
-        pauses the run for an operator instead of failing it.
+        pauses the run for an operator instead of failing it. ``parent`` is set by the
+        engine for the child run of a sub-workflow task.
 
         ``priority`` (higher first, from -1,000,000 to 1,000,000) orders the run among the
         queued runs of a workflow with a concurrency limit, and its ready tasks before other
@@ -286,6 +312,7 @@ class Engine:
             on_task_failure=on_task_failure,
             max_io_bytes=self.max_task_io_bytes,
             priority=priority,
+            parent=parent,
         )
 
         def launch(state: RunState, events: list[RunEvent]) -> RunHandle:
@@ -303,6 +330,22 @@ class Engine:
             return launch(state, events)
         handle: RunHandle = self.admission.launch(state, events, launch)
         return handle
+
+    def _start_child(
+        self, workflow_id: str, inputs: dict[str, Any], key: str, parent: ParentTask
+    ) -> Started:
+        """Start (or find, for a repeated key) the child run of a sub-workflow task."""
+        handle = self.start_run(
+            workflow_id,
+            parameters=inputs,
+            idempotency_key=key,
+            submitted_by=ENGINE_PRINCIPAL,
+            parent=parent,
+        )
+        return Started(handle.run_id, handle.state.workflow_version, handle.state)
+
+    def _cancel_child(self, child_run_id: str, reason: str) -> None:
+        self.cancel_run(child_run_id, reason, by=ENGINE_PRINCIPAL)
 
     def fork_run(
         self,
@@ -395,7 +438,7 @@ class Engine:
             carried=len(state.tasks) - len(rerun),
         )
 
-    def _check_handlers(self, spec: WorkflowSpec, names: Iterable[str], path: str) -> None:
+    def _check_handlers(self, spec: WorkflowSpec, names: Iterable[str | None], path: str) -> None:
         """Raise ValidationError at ``path`` when a handler of ``names`` is not registered."""
         missing = self.handlers.missing(names)
         if missing:
@@ -746,6 +789,7 @@ class Engine:
         actions = getattr(self, "actions", None)  # absent when the relay failed to open
         if actions is not None:
             actions.close()
+        self.children.close()
         self.pool.close(grace)
         self.supervisor.stop_actors()
         self.leases.close()

@@ -10,6 +10,8 @@ Points:
 - ``after_append``: a run actor stored events and has not acted on them (dispatch, timers).
   A completion and the scheduling of what it made ready are one append, so this is also
   the point "between a completion and the next schedule".
+- ``child_started``: a sub-workflow task's child run is stored and its parent has not heard
+  of it (no ChildRunStarted yet): a restart must find that child, never start a second one.
 - ``actor_start``: a run actor is starting, its lease checked, its state not yet settled
   (a bug or a failure while starting must end in a replaced actor, never a stuck run).
 """

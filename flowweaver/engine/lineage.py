@@ -1,11 +1,12 @@
-"""Lineage: where a run was forked from, and the runs forked from it. A reader of the store."""
+"""Lineage: where a run was forked from (or which sub-workflow task started it), and the runs
+forked from it or started by its tasks. A reader of the store."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
-from flowweaver.domain.events import RunForked
+from flowweaver.domain.events import RunForked, RunStarted
 from flowweaver.errors import NotFoundError
 from flowweaver.ports import LogReader, RunQueries, RunRow
 
@@ -16,10 +17,12 @@ class LineageStore(LogReader, RunQueries, Protocol):
 
 @dataclass(frozen=True)
 class ParentLink:
-    """The run a fork was taken from, and the parent's version it was taken at."""
+    """The run a fork was taken from, and the parent's version it was taken at; for a
+    sub-workflow's child run, the parent's task that started it (and no version)."""
 
     run_id: str
-    at_version: int
+    at_version: int | None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,10 @@ def read_lineage(
     if not first:
         raise NotFoundError("run", run_id)
     event = first[0].event
-    parent = (
-        ParentLink(event.parent_run_id, event.parent_version)
-        if isinstance(event, RunForked)
-        else None
-    )
+    parent: ParentLink | None = None
+    if isinstance(event, RunForked):
+        parent = ParentLink(event.parent_run_id, event.parent_version)
+    elif isinstance(event, RunStarted) and event.parent is not None:
+        parent = ParentLink(event.parent.run_id, None, event.parent.task_id)
     page = store.child_runs(run_id, limit=limit, cursor=cursor)
     return Lineage(run_id=run_id, parent=parent, children=page.runs, next_cursor=page.next_cursor)

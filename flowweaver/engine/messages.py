@@ -129,7 +129,27 @@ class OperatorCommand:
     reply: Future[RunState | FlowweaverError | None]
 
 
-RunInput = Offer | Completed | Failed | RetryDue | WaitExpired | CancelRequest | OperatorCommand
+@dataclass(frozen=True, slots=True)
+class ChildStarted:
+    """The child run of a sub-workflow task's attempt is stored (engine/children.py)."""
+
+    task_id: str
+    attempt: int
+    child_run_id: str
+    workflow_id: str
+    workflow_version: int
+
+
+RunInput = (
+    Offer
+    | Completed
+    | Failed
+    | RetryDue
+    | WaitExpired
+    | CancelRequest
+    | OperatorCommand
+    | ChildStarted
+)
 
 
 class Drain:

@@ -18,7 +18,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,8 +27,9 @@ import structlog
 
 from flowweaver.backoff import Backoff
 from flowweaver.domain import run as commands
-from flowweaver.domain import signals
+from flowweaver.domain import signals, subworkflow
 from flowweaver.domain.events import (
+    ParentTask,
     RunCancelRequested,
     RunEvent,
     RunResumed,
@@ -38,10 +39,12 @@ from flowweaver.domain.events import (
 )
 from flowweaver.domain.run import RunState
 from flowweaver.engine import faults, operator
+from flowweaver.engine.children import ChildLauncher, NoChildren
 from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
     CancelRequest,
+    ChildStarted,
     Completed,
     Failed,
     Offer,
@@ -75,6 +78,7 @@ class RunServices:
     interruption_limit: int
     snapshot_interval: int
     max_task_io_bytes: int
+    children: ChildLauncher = field(default_factory=NoChildren)  # sub-workflow tasks' runs
 
 
 class Supervision(Protocol):
@@ -219,6 +223,7 @@ class RunActor(pykka.ThreadingActor):
         replies: list[Any] = []
         answers: list[tuple[OperatorCommand, FlowweaverError | None]] = []
         accepted: list[Offer] = []
+        strays: list[str] = []  # child runs whose task no longer waits for them
         limit = self.services.interruption_limit
         pool = self.services.pool
         for offer in offers:
@@ -268,6 +273,8 @@ class RunActor(pykka.ThreadingActor):
                     jitter_sample=random.uniform(-1.0, 1.0),
                     interruption_limit=limit,
                 )
+            elif isinstance(item, ChildStarted):
+                decided = _child_started(state, item, now, strays)
             elif isinstance(item, OperatorCommand):
                 # Answered, refused or not, once this wake-up's append is stored.
                 decided, refused = operator.decide_or_refuse(
@@ -295,6 +302,8 @@ class RunActor(pykka.ThreadingActor):
             return
         for reply in replies:
             reply.set(True)
+        for child_run_id in strays:
+            self.services.children.cancel(child_run_id, "its parent task no longer waits for it")
         operator.answer(answers, state)
         for offer in accepted:
             offer.accept()
@@ -356,6 +365,7 @@ class RunActor(pykka.ThreadingActor):
                     metrics.task_retries.inc()
             elif isinstance(event, RunCancelRequested):
                 self.services.pool.cancel_run(self.run_id)
+                self._cancel_children()
         for task_id in to_dispatch:
             self._dispatch_if_idle(task_id)
             self._arm_wait(task_id)
@@ -400,6 +410,8 @@ class RunActor(pykka.ThreadingActor):
             task = state.tasks[event.task_id]
             if task.status != "scheduled" or task.attempts != event.attempt:
                 continue
+            if subworkflow.is_child_task(state.spec.task(task.id)):
+                continue  # runs as a child run, not on a worker (see _dispatch_if_idle)
             reservation = self.services.pool.reserve()
             if reservation is None:
                 break
@@ -420,7 +432,7 @@ class RunActor(pykka.ThreadingActor):
             run_id=self.run_id,
             task_id=task_id,
             attempt=task.attempts,
-            handler=task_spec.handler or "",  # a wait task is never dispatched
+            handler=task_spec.handler or "",  # wait and sub-workflow tasks are never jobs
             inputs=task.inputs or {},
             timeout=state.spec.timeout_of(task_spec),
             priority=state.priority,
@@ -434,6 +446,13 @@ class RunActor(pykka.ThreadingActor):
             return
         if state.is_paused and not task.ordered:
             return  # held by the pause: resuming dispatches it (see _redispatch)
+        task_spec = state.spec.task(task_id)
+        if task_spec.workflow is not None:  # a sub-workflow: a child run, not a worker's job
+            parent = ParentTask(
+                run_id=self.run_id, task_id=task_id, attempt=task.attempts, depth=state.depth + 1
+            )
+            self.services.children.launch(parent, task_spec.workflow, task.inputs or {})
+            return
         self.services.pool.submit(self._job(task_id))
 
     def _redispatch(self) -> None:
@@ -448,6 +467,18 @@ class RunActor(pykka.ThreadingActor):
                 self._arm_retry(task.id, task.attempts, task.retry_at)
             elif task.status == signals.WAITING:
                 self._arm_wait(task.id)
+        for task_id, attempt, child_run_id in subworkflow.running_children(state):
+            parent = ParentTask(
+                run_id=self.run_id, task_id=task_id, attempt=attempt, depth=state.depth + 1
+            )
+            self.services.children.watch(parent, child_run_id)
+
+    def _cancel_children(self) -> None:
+        """Pass the run's cancellation down to the child runs its tasks wait for."""
+        state = self.state
+        assert state is not None
+        for _, _, child_run_id in subworkflow.running_children(state):
+            self.services.children.cancel(child_run_id, f"parent run {self.run_id} was cancelled")
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -506,6 +537,8 @@ class RunActor(pykka.ThreadingActor):
             return
         base = state.version
         now = stamp_time(self.services.clock, state)
+        # A task waiting for its child run is not lost with a process: the child is stored.
+        alive += [(task_id, attempt) for task_id, attempt, _ in subworkflow.running_children(state)]
         events = commands.interrupt_running(
             state,
             now,
@@ -521,6 +554,7 @@ class RunActor(pykka.ThreadingActor):
         self._redispatch()
         if state.cancel_requested:
             self.services.pool.cancel_run(self.run_id)
+            self._cancel_children()
 
     def _finish(self) -> None:
         state = self.state
@@ -532,6 +566,26 @@ class RunActor(pykka.ThreadingActor):
         self._retry = []
         self.supervisor.run_finished(self.run_id, state)
         self.stop()
+
+
+def _child_started(
+    state: RunState, item: ChildStarted, now: datetime, strays: list[str]
+) -> list[RunEvent]:
+    """Decide ChildRunStarted; a child its task no longer waits for goes to ``strays``."""
+    decided = subworkflow.record_child_started(
+        state,
+        item.task_id,
+        item.attempt,
+        item.child_run_id,
+        item.workflow_id,
+        item.workflow_version,
+        now,
+    )
+    if not decided and not subworkflow.owns_child(
+        state, item.task_id, item.attempt, item.child_run_id
+    ):
+        strays.append(item.child_run_id)
+    return decided
 
 
 def _decline(offers: Sequence[Offer]) -> None:

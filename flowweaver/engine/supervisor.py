@@ -126,6 +126,10 @@ class Supervisor:
         """Return the final state of a run that ended here lately, if it is remembered."""
         return self._finished.get(run_id)
 
+    def is_live(self, run_id: str) -> bool:
+        """Say whether the run has an actor in this process (one may be starting)."""
+        return run_id in self._live  # a dict read is atomic; writers hold the lock
+
     def live_runs(self) -> int:
         """Return how many run actors are alive in this process."""
         with self._lock:

@@ -668,7 +668,11 @@ _STATUS_AFTER = {
 
 def _row_of(run_id: str, first: RunStarted | RunForked) -> RunRow:
     """Return the run list row a run's first event starts."""
-    parent = (first.parent_run_id, first.parent_version) if isinstance(first, RunForked) else None
+    parent: tuple[str, int | None] | None = None
+    if isinstance(first, RunForked):
+        parent = (first.parent_run_id, first.parent_version)
+    elif first.parent is not None:  # a sub-workflow's child run: no version of the parent
+        parent = (first.parent.run_id, None)
     by = first.by if isinstance(first, RunForked) else first.submitted_by
     return RunRow(
         id=run_id,

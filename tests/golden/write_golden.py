@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from flowweaver.domain.concurrency import dequeue_run, queue_run
-from flowweaver.domain.events import ErrorInfo, LogLine, RunEvent, RunStarted
+from flowweaver.domain.events import ErrorInfo, LogLine, ParentTask, RunEvent, RunStarted
 from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
@@ -42,6 +42,7 @@ from flowweaver.domain.run import (
 )
 from flowweaver.domain.signals import receive_signal, record_wait_expired
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
+from flowweaver.domain.subworkflow import child_key, record_child_started
 from flowweaver.domain.tokens import AnyTokenEvent, TokenCreated, TokenRevoked
 from flowweaver.ports import Append
 from flowweaver.store.codec import snapshot_originator
@@ -61,6 +62,8 @@ TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
 QUEUED_RUN = "00000000-0000-4000-8000-00000000a009"
 QUEUE_CANCELLED_RUN = "00000000-0000-4000-8000-00000000a00a"
 SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
+SUB_PARENT_RUN = "00000000-0000-4000-8000-00000000c101"
+SUB_CHILD_RUN = "00000000-0000-4000-8000-00000000c102"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -317,6 +320,17 @@ SIGNAL_WORKFLOW: dict[str, Any] = {
         {"id": "confirm", "dependencies": ["approve"], "wait": {"signal": "confirmation"}},
     ],
 }
+SUB_CHILD_WORKFLOW: dict[str, Any] = {
+    "id": "golden-sub-child",
+    "tasks": [{"id": "leaf", "handler": "echo", "inputs": {"n": "$.params.n"}}],
+}
+SUB_PARENT_WORKFLOW: dict[str, Any] = {
+    "id": "golden-sub-parent",
+    "tasks": [
+        {"id": "sub", "workflow": "golden-sub-child", "inputs": {"n": 7}},
+        {"id": "after", "handler": "noop", "dependencies": ["sub"]},
+    ],
+}
 
 
 def signal_run() -> tuple[RunState, list[RunEvent]]:
@@ -331,6 +345,34 @@ def signal_run() -> tuple[RunState, list[RunEvent]]:
     events += record_retry_due(state, "approve", 1, at(132.5))
     events += receive_signal(state, "approval", {"approved": True}, at(140), by="alice")
     return state, events
+
+
+def sub_runs() -> tuple[RunState, list[RunEvent], RunState, list[RunEvent]]:
+    """A sub-workflow (issue 13): the parent's task ``sub`` starts a child run (its RunStarted
+    names the parent task), records ChildRunStarted, and completes with the child's
+    published outputs; then ``after`` runs."""
+    parent, parent_events = start_run(SUB_PARENT_RUN, spec(SUB_PARENT_WORKFLOW), 1, {}, at(70))
+    link = ParentTask(run_id=SUB_PARENT_RUN, task_id="sub", attempt=1, depth=1)
+    child, child_events = start_run(
+        SUB_CHILD_RUN,
+        spec(SUB_CHILD_WORKFLOW),
+        1,
+        {"n": 7},
+        at(70.01),
+        idempotency_key=child_key(SUB_PARENT_RUN, "sub", 1),
+        submitted_by="engine",
+        parent=link,
+    )
+    parent_events += record_child_started(
+        parent, "sub", 1, SUB_CHILD_RUN, "golden-sub-child", 1, at(70.02)
+    )
+    child_events += record_started(child, "leaf", 1, "worker-1", at(70.03))
+    child_events += record_completed(child, "leaf", 1, {"n": 7}, 0.5, at(70.04))
+    outputs = child.published_outputs()
+    parent_events += record_completed(parent, "sub", 1, outputs, 30.0, at(70.05))
+    parent_events += record_started(parent, "after", 1, "worker-1", at(70.06))
+    parent_events += record_completed(parent, "after", 1, {}, 0.5, at(70.07))
+    return parent, parent_events, child, child_events
 
 
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
@@ -456,7 +498,20 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = signal_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     signal_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with sub-workflows (issue 13): TaskSpec.workflow, ChildRunStarted,
+    # RunStarted.parent; TaskState.childRunId and RunState.parentTaskId in snapshot version 3.
+    sub_workflows: list[Line] = []
+    for document in (SUB_CHILD_WORKFLOW, SUB_PARENT_WORKFLOW):
+        store.register_workflow(spec(document), at(-1))
+        sub_workflows += stored_lines(store, workflow_aggregate_id(document["id"]))
+    parent, parent_events, child, child_events = sub_runs()
+    store.append([Append(run_id=parent.id, expected_version=0, events=parent_events)])
+    store.append([Append(run_id=child.id, expected_version=0, events=child_events)])
+    sub_workflow_runs = stored_lines(store, uuid.UUID(parent.id))
+    sub_workflow_runs += stored_lines(store, uuid.UUID(child.id))
     return {
+        "runs-subworkflow.jsonl": sub_workflow_runs,
+        "workflows-subworkflow.jsonl": sub_workflows,
         "runs-signal.jsonl": signal_runs,
         "workflows-signal.jsonl": signal_workflows,
         "runs-concurrency.jsonl": concurrency_runs,

@@ -9,9 +9,11 @@ import pytest
 
 from flowweaver.domain.events import (
     RUN_EVENT_TYPES,
+    ChildRunStarted,
     ErrorInfo,
     Event,
     LogLine,
+    ParentTask,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
@@ -99,6 +101,23 @@ SAMPLES: list[Event] = [
     ),
     TaskCompleted(timestamp=LATER, task_id="b", attempt=0, output=None, by="op", reason="why"),
     TaskRetried(timestamp=LATER, task_id="a", attempt=4, by="op", reason="now"),
+    ChildRunStarted(
+        timestamp=LATER,
+        task_id="sub",
+        attempt=1,
+        child_run_id="00000000-0000-4000-8000-000000000002",
+        workflow_id="child",
+        workflow_version=3,
+    ),
+    RunStarted(
+        timestamp=T0,
+        workflow_id="child",
+        workflow_version=3,
+        definition=SPEC,
+        parent=ParentTask(
+            run_id="00000000-0000-4000-8000-000000000001", task_id="sub", attempt=1, depth=2
+        ),
+    ),
 ]
 
 

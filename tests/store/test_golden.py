@@ -157,6 +157,19 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "confirm": ("completed", 1, {"result": {"ok": True}}),
         },
     ),
+    "00000000-0000-4000-8000-00000000c101": (
+        "completed",
+        8,
+        {
+            "sub": ("completed", 1, {"result": {"leaf": {"result": {"n": 7}}}}),
+            "after": ("completed", 1, {"result": {}}),
+        },
+    ),
+    "00000000-0000-4000-8000-00000000c102": (
+        "completed",
+        5,
+        {"leaf": ("completed", 1, {"result": {"n": 7}})},
+    ),
 }
 
 
@@ -347,6 +360,8 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-trigger",
         "golden-concurrency",
         "golden-signal",
+        "golden-sub-child",
+        "golden-sub-parent",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)

@@ -22,6 +22,8 @@ CONCURRENCY = load("runs-concurrency.jsonl")
 SIGNAL = load("runs-signal.jsonl")
 SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
 """Written with signals and waits (issue 13), in one append since hash chains."""
+SUB_RUNS = {"00000000-0000-4000-8000-00000000c101", "00000000-0000-4000-8000-00000000c102"}
+"""Written with sub-workflows (issue 13), each run in one append since hash chains."""
 # The last hash of the chained golden run, as first stored: a change of the chain's definition
 # (or of the stored bytes) fails here.
 HEAD = "6cfc6895615b8a252809380ba1a0e05c006abc4fd70b680d134469bcf1d16c37"
@@ -59,7 +61,7 @@ def test_golden_runs_verify_in_a_store_as_first_stored(tmp_path: Path) -> None:
         assert (later.ok, later.version) == (True, len(TRIGGER))
         signalled = verify_run(store, SIGNAL_RUN)
         assert (signalled.ok, signalled.version) == (True, len(SIGNAL))
-        chained_since = {line.id for line in CONCURRENCY} | {SIGNAL_RUN}
+        chained_since = {line.id for line in CONCURRENCY} | {SIGNAL_RUN} | SUB_RUNS
         for run_id in chained_since:
             assert verify_run(store, run_id).ok
         for run_id in {line.id for line in RUN_LINES} - {CHAINED_RUN, TRIGGER_RUN} - chained_since:
