@@ -105,6 +105,9 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     timeout: Timeout | None = None
     trigger: TriggerRule | None = None
     """When the task may run, from its dependencies' outcomes; None means ``all_success``."""
+    map: str | None = None
+    """A JSONPath into the task's resolved inputs: the handler runs once per element of the
+    list it selects (docs/concepts.md, "Map"); see :mod:`flowweaver.domain.mapping`."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -267,6 +270,10 @@ def validate_workflow(spec: WorkflowSpec) -> None:
             errors.extend(_check_input_paths(task.inputs, f"$.tasks[{index}].inputs"))
         if task.retry is not None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
+        if task.map is not None:
+            from flowweaver.domain.mapping import map_errors  # noqa: PLC0415 - mapping imports spec
+
+            errors.extend(map_errors(task, f"$.tasks[{index}]"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
     # Cycles are reported with the other errors, on the graph of the edges that are otherwise
