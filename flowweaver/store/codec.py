@@ -34,7 +34,7 @@ WORKFLOW_NAME = "WorkflowRegistered"
 SNAPSHOT_NAME = "RunSnapshot"
 WORKFLOW_SCHEMA_VERSION = 1
 """The version of WorkflowRegistered's stored JSON."""
-SNAPSHOT_SCHEMA_VERSION = 2
+SNAPSHOT_SCHEMA_VERSION = 3
 """The version of a snapshot's JSON (an encoded RunState): bump it when RunState changes shape."""
 
 SCHEMA_VERSIONS: dict[str, int] = {

@@ -56,6 +56,7 @@ FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
+MAP_RUN = "00000000-0000-4000-8000-00000000b004"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -267,6 +268,41 @@ def trigger_run() -> tuple[RunState, list[RunEvent]]:
     return state, events
 
 
+MAP_WORKFLOW: dict[str, Any] = {
+    "id": "golden-map",
+    "name": "Map over a list",
+    "tasks": [
+        {
+            "id": "fan",
+            "handler": "double",
+            "inputs": {"items": "$.params.xs", "factor": 2},
+            "map": "$.items",
+            "retry": {"maxAttempts": 2, "initialDelay": 0.5, "jitter": 0},
+        },
+        {"id": "total", "handler": "noop", "dependencies": ["fan"], "inputs": {"r": "$.result"}},
+    ],
+}
+
+
+def map_run() -> tuple[RunState, list[RunEvent]]:
+    """A map over three elements (issue 13): element 1 fails, waits and is retried on its own,
+    the others complete; the task publishes the results in order and ``total`` runs."""
+    state, events = start_run(MAP_RUN, spec(MAP_WORKFLOW), 1, {"xs": [1, 2, 3]}, at(70))
+    events += record_started(state, "fan[0]", 1, "worker-1", at(70.01))
+    events += record_started(state, "fan[1]", 1, "worker-2", at(70.01))
+    events += record_completed(state, "fan[0]", 1, 2, 0.5, at(70.02))
+    error = ErrorInfo(type="ValueError", message="flaky", retryable=True)
+    events += record_failed(state, "fan[1]", 1, error, at(70.03))
+    events += record_started(state, "fan[2]", 1, "worker-1", at(70.04))
+    events += record_completed(state, "fan[2]", 1, 6, 0.5, at(70.05))
+    events += record_retry_due(state, "fan[1]", 1, at(70.53))
+    events += record_started(state, "fan[1]", 2, "worker-2", at(70.54))
+    events += record_completed(state, "fan[1]", 2, 4, 0.5, at(70.55))
+    events += record_started(state, "total", 1, "worker-1", at(70.56))
+    events += record_completed(state, "total", 1, {}, 0.5, at(70.57))
+    return state, events
+
+
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
     """A run cancelled by a named principal while paused."""
     state, events = start_run(CANCELLED_BY_RUN, spec(CANCEL_WORKFLOW), 1, {}, at(50))
@@ -370,7 +406,19 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = trigger_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     trigger_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with map tasks (issue 13): TaskSpec.map, the MapElement* events, and
+    # snapshot version 3 (TaskState.elements).
+    store.register_workflow(spec(MAP_WORKFLOW), at(-1))
+    map_workflows = stored_lines(store, workflow_aggregate_id(MAP_WORKFLOW["id"]))
+    state, events = map_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    map_runs = stored_lines(store, uuid.UUID(state.id))
+    store.save_snapshot(state)
+    snapshot_3 = stored_lines(store, snapshot_originator(uuid.UUID(state.id)), snapshots=True)
     return {
+        "runs-map.jsonl": map_runs,
+        "workflows-map.jsonl": map_workflows,
+        "snapshots-3.jsonl": snapshot_3,
         "runs-trigger.jsonl": trigger_runs,
         "workflows-trigger.jsonl": trigger_workflows,
         "tokens.jsonl": tokens,

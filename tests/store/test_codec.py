@@ -12,6 +12,10 @@ from flowweaver.domain.events import (
     ErrorInfo,
     Event,
     LogLine,
+    MapElementCompleted,
+    MapElementFailed,
+    MapElementRetried,
+    MapElementStarted,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
@@ -93,6 +97,19 @@ SAMPLES: list[Event] = [
     ),
     TaskCompleted(timestamp=LATER, task_id="b", attempt=0, output=None, by="op", reason="why"),
     TaskRetried(timestamp=LATER, task_id="a", attempt=4, by="op", reason="now"),
+    MapElementStarted(timestamp=T0, task_id="m", index=3, attempt=1, worker="w-2"),
+    MapElementFailed(
+        timestamp=T0,
+        task_id="m",
+        index=3,
+        attempt=1,
+        error=ErrorInfo(type="ValueError", message="flaky"),
+        retry_at=LATER,
+    ),
+    MapElementRetried(timestamp=LATER, task_id="m", index=3, attempt=2),
+    MapElementCompleted(
+        timestamp=LATER, task_id="m", index=3, attempt=2, result={"r": [1]}, duration_ms=0.5
+    ),
 ]
 
 

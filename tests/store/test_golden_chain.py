@@ -17,6 +17,8 @@ CHAINED = load("runs-chained.jsonl")
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER = load("runs-trigger.jsonl")
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
+MAP = load("runs-map.jsonl")
+MAP_RUN = "00000000-0000-4000-8000-00000000b004"
 """Written with trigger rules (issue 13), in one append since hash chains."""
 # The last hash of the chained golden run, as first stored: a change of the chain's definition
 # (or of the stored bytes) fails here.
@@ -53,7 +55,9 @@ def test_golden_runs_verify_in_a_store_as_first_stored(tmp_path: Path) -> None:
         assert (check.ok, check.version, check.head) == (True, len(CHAINED), HEAD)
         later = verify_run(store, TRIGGER_RUN)
         assert (later.ok, later.version) == (True, len(TRIGGER))
-        for run_id in {line.id for line in RUN_LINES} - {CHAINED_RUN, TRIGGER_RUN}:
+        mapped = verify_run(store, MAP_RUN)
+        assert (mapped.ok, mapped.version) == (True, len(MAP))
+        for run_id in {line.id for line in RUN_LINES} - {CHAINED_RUN, TRIGGER_RUN, MAP_RUN}:
             old = verify_run(store, run_id)
             assert (old.ok, old.first_bad_version) == (False, 1)
             assert old.reason is not None

@@ -335,16 +335,17 @@ def test_after_a_snapshot_version_bump_old_snapshots_are_not_read(
     stale = fold(events[:4], new_state(run_id))
     stale.request_hash = "stale"
     store.save_snapshot(stale)
-    monkeypatch.setattr(codec, "SNAPSHOT_SCHEMA_VERSION", 3)
-    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", "RunSnapshot@3")
-    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", "RunSnapshot@3")
+    bumped = codec.SNAPSHOT_SCHEMA_VERSION + 1
+    monkeypatch.setattr(codec, "SNAPSHOT_SCHEMA_VERSION", bumped)
+    monkeypatch.setattr("flowweaver.store.base.SNAPSHOT_TOPIC", f"RunSnapshot@{bumped}")
+    monkeypatch.setattr(codec, "SNAPSHOT_TOPIC", f"RunSnapshot@{bumped}")
     store.snapshot_interval = 4
     state = store.run_state(run_id)
     assert state == fold(events, new_state(run_id))
-    rows = store._snapshots.select_events(snapshot_originator(uuid.UUID(run_id), 3))
+    rows = store._snapshots.select_events(snapshot_originator(uuid.UUID(run_id), bumped))
     assert [(r.originator_version, r.topic) for r in rows] == [
-        (4, "RunSnapshot@3"),
-        (8, "RunSnapshot@3"),
+        (4, f"RunSnapshot@{bumped}"),
+        (8, f"RunSnapshot@{bumped}"),
     ]
     assert store.run_state(run_id, at=5) == fold(events[:5], new_state(run_id))
     assert store.snapshots_ignored == 0
