@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from flowweaver.domain.events import RunStatus, TaskStatus
+from flowweaver.domain.mapping import progress_counts
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import (
     MAX_TASKS,
@@ -189,7 +190,18 @@ class LogLineOut(_Wire):
     fields: dict[str, Any]
 
 
-class TaskOut(_Wire):
+class ElementsOut(_Wire):
+    """A map task's elements by status: counts, so 10,000 elements stay a small answer."""
+
+    total: int
+    completed: int
+    failed: int
+    running: int
+    waiting_retry: int
+    cancelled: int
+
+
+class TaskOut(_Wire, omit_defaults=True):
     """Where one task of a run stands."""
 
     id: str
@@ -203,6 +215,9 @@ class TaskOut(_Wire):
     retry_at: datetime | None
     logs: list[LogLineOut]
     """What the handler logged in the task's latest attempt that has an outcome."""
+    elements: ElementsOut | None = None
+    """A map task's progress (docs/concepts.md, "Map"); absent for other tasks and before the
+    task is scheduled."""
 
 
 class SummaryOut(_Wire):
@@ -384,6 +399,7 @@ def run_out(state: RunState) -> RunOut:
                 LogLineOut(timestamp=x.timestamp, level=x.level, message=x.message, fields=x.fields)
                 for x in t.logs
             ],
+            elements=(None if t.elements is None else ElementsOut(**progress_counts(t.elements))),
         )
         for t in state.tasks.values()
     ]
