@@ -4,10 +4,15 @@ results in order, bounds, a path that selects no list, cancel, interruption and 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowweaver.domain.events import (
     INTERRUPTED,
@@ -325,3 +330,70 @@ def test_ten_thousand_elements_decide_and_replay_in_linear_time() -> None:
     assert replayed == state
     assert decided < 5.0, decided
     assert replay < 2.0, replay
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(0, 6),
+    max_attempts=st.integers(1, 3),
+    choices=st.lists(st.integers(0, 10_000), min_size=0, max_size=80),
+)
+def test_random_element_outcomes_fold_and_replay_as_decided(
+    size: int, max_attempts: int, choices: list[int]
+) -> None:
+    """Whatever order elements start, fail, retry, are interrupted or are cancelled in: the
+    fold of the decided events equals the live state, the replay check re-derives them, and a
+    completed map publishes every element's result once, in index order."""
+    spec = workflow(
+        task(
+            "fan",
+            handler="square",
+            inputs={"items": "$.params.xs"},
+            map="$.items",
+            retry={"maxAttempts": max_attempts, "initialDelay": 1.0, "nonRetryable": ["Fatal"]},
+        ),
+        task("after", "fan", inputs={"values": "$.result"}),
+    )
+    state, events = start_run(RUN, spec, 1, {"xs": list(range(size))}, T0)
+    clock = 0.0
+    for choice in choices:
+        if state.is_terminal:
+            break
+        clock += 1.0
+        now = at(clock)
+        progress = state.tasks["fan"].elements
+        steps: list[Callable[[], list[RunEvent]]] = []
+        if progress is not None:
+            for i, e in enumerate(progress.elements):
+                key, attempt = f"fan[{i}]", e.attempts
+                if e.status == "scheduled":
+                    steps.append(partial(record_started, state, key, attempt, "w", now))
+                elif e.status == "running":
+                    steps.append(partial(record_completed, state, key, attempt, i * i, 1.0, now))
+                    for kind in ("ValueError", "Fatal"):
+                        error = ErrorInfo(type=kind, message=kind, retryable=True)
+                        steps.append(partial(record_failed, state, key, attempt, error, now))
+                elif e.status == "waiting_retry":
+                    steps.append(partial(record_retry_due, state, key, attempt, now))
+            steps.append(partial(interrupt_running, state, now, still_running=[]))
+        if state.tasks["after"].status == "scheduled":
+            steps.append(partial(record_started, state, "after", 1, "w", now))
+        elif state.tasks["after"].status == "running":
+            steps.append(partial(record_completed, state, "after", 1, {}, 1.0, now))
+        if choice % 23 == 0:
+            steps.append(partial(request_cancel, state, "stop", now))
+        if not steps:
+            break
+        events += steps[choice % len(steps)]()
+    assert fold(events, new_state(RUN)) == state
+    assert check_run(RUN, events).difference is None
+    fan = state.tasks["fan"]
+    if fan.status == "completed":
+        assert fan.output == {"result": [i * i for i in range(size)]}
+        completed = Counter(e.index for e in events if isinstance(e, MapElementCompleted))
+        assert completed == Counter(dict.fromkeys(range(size), 1))
+    if fan.elements is not None:
+        counts = Counter(e.status for e in fan.elements.elements)
+        assert counts["completed"] == fan.elements.completed
+        assert counts["running"] == fan.elements.running
+        assert counts["failed"] == fan.elements.failed
