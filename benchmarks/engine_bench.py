@@ -4,6 +4,8 @@ W1 chain3:      200 runs one after another of t1 -> t2 -> t3 (each passes its ou
                 runs/s and p50/p99 latency from submit to terminal.
 W2 fanout1000:  one run of 1,000 independent no-op tasks and a join on all: tasks/s.
 W3 concurrent:  500 chain3 runs submitted at once: runs/s.
+W2 map1000:     (--only w2map) W2's work as one map task of 1,000 no-op elements and a join
+                after it: elements (+1 for the join) per second, to compare with W2's tasks/s.
 
     python benchmarks/engine_bench.py [--repeats 5] [--stores sqlite,memory] [--quick]
 
@@ -56,6 +58,17 @@ def fanout(n: int) -> dict[str, Any]:
     return {"id": f"fanout{n}", "tasks": tasks}
 
 
+def mapped(n: int) -> dict[str, Any]:
+    """W2's work as a map: ``fan`` runs ``noop`` once per element of the parameter ``xs``."""
+    return {
+        "id": f"map{n}",
+        "tasks": [
+            {"id": "fan", "handler": "noop", "inputs": {"xs": "$.params.xs"}, "map": "$.xs"},
+            {"id": "join", "handler": "noop", "dependencies": ["fan"]},
+        ],
+    }
+
+
 def open_store(kind: str, directory: Path) -> EventStore:
     if kind == "memory":
         return MemoryEventStore()
@@ -93,6 +106,17 @@ def w2(engine: Engine, tasks: int) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     assert state.status == "completed", state.status
     return {"tasks_per_s": (tasks + 1) / elapsed, "seconds": elapsed}
+
+
+def w2_map(engine: Engine, elements: int) -> dict[str, float]:
+    engine.register_workflow(mapped(elements))
+    started = time.perf_counter()
+    handle = engine.start_run(f"map{elements}", parameters={"xs": list(range(elements))})
+    state = engine.wait_run_finished(handle.run_id, timeout=120)
+    elapsed = time.perf_counter() - started
+    assert state.status == "completed", state.status
+    assert len(state.tasks["fan"].output["result"]) == elements
+    return {"tasks_per_s": (elements + 1) / elapsed, "seconds": elapsed}
 
 
 def w3(engine: Engine, runs: int) -> dict[str, float]:
@@ -160,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             "w1": ("W1_chain3", w1, "runs", 200),
             "w2": ("W2_fanout", w2, "tasks", 1000),
             "w3": ("W3_concurrent", w3, "runs", 500),
+            "w2map": ("W2_map", w2_map, "elements", 1000),
         }
         for kind in args.stores.split(","):
             for key, (name, workload, unit, size) in workloads.items():

@@ -756,6 +756,9 @@ def _progress_line(event: Any, name: str) -> str:
     task = getattr(event, "task_id", None)
     if task is None:
         return f"  {name}"
+    index = getattr(event, "index", None)
+    if index is not None:  # a map element: shown as its key, fan[3], like a task
+        task, name = f"{task}[{index}]", "Task" + name.removeprefix("MapElement")
     attempt = getattr(event, "attempt", None)
     detail = f"attempt {attempt}" if attempt is not None else ""
     if name == "TaskCompleted":

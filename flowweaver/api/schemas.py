@@ -16,6 +16,7 @@ import msgspec
 
 from flowweaver.domain.concurrency import MAX_PRIORITY, MIN_PRIORITY
 from flowweaver.domain.events import RunStatus, TaskStatus
+from flowweaver.domain.mapping import progress_counts
 from flowweaver.domain.run import RunState
 from flowweaver.domain.spec import (
     MAX_TASKS,
@@ -199,7 +200,18 @@ class LogLineOut(_Wire):
     fields: dict[str, Any]
 
 
-class TaskOut(_Wire):
+class ElementsOut(_Wire):
+    """A map task's elements by status: counts, so 10,000 elements stay a small answer."""
+
+    total: int
+    completed: int
+    failed: int
+    running: int
+    waiting_retry: int
+    cancelled: int
+
+
+class TaskOut(_Wire, omit_defaults=True):
     """Where one task of a run stands."""
 
     id: str
@@ -215,6 +227,9 @@ class TaskOut(_Wire):
     """What the handler logged in the task's latest attempt that has an outcome."""
     child_run_id: str | None = None
     """A sub-workflow task: the child run of its latest attempt (null before it starts)."""
+    elements: ElementsOut | None = None
+    """A map task's progress (docs/concepts.md, "Map"); absent for other tasks and before the
+    task is scheduled."""
 
 
 class SummaryOut(_Wire):
@@ -411,6 +426,7 @@ def run_out(state: RunState) -> RunOut:
                 for x in t.logs
             ],
             child_run_id=t.child_run_id,
+            elements=(None if t.elements is None else ElementsOut(**progress_counts(t.elements))),
         )
         for t in state.tasks.values()
     ]

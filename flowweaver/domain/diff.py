@@ -24,7 +24,9 @@ from flowweaver.domain.run import RunState, TaskState
 RUN_FIELDS_LEFT_OUT = frozenset(
     {"id", "tasks", "definition", "request_hash", "unfinished", "running"}
 )
-TASK_FIELDS_LEFT_OUT = frozenset({"id", "waiting_for", "ordered"})
+TASK_FIELDS_LEFT_OUT = frozenset({"id", "waiting_for", "ordered", "elements"})
+# ``elements``: a map task's elements change with the MapElement* events the diff lists; as
+# a field, 10,000 of them twice over would not fit an answer.
 
 Change = tuple[Any, Any]
 """A field's value at the older version and at the newer, as JSON builtins."""

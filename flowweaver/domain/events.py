@@ -198,6 +198,46 @@ class SignalReceived(Event, frozen=True, kw_only=True):
     by: str = "anonymous"
 
 
+class MapElementStarted(Event, frozen=True, kw_only=True):
+    """A worker began one element of a map task (attempt 1 of every element is scheduled by
+    the task's TaskScheduled; later ones by MapElementRetried)."""
+
+    task_id: str
+    index: int
+    attempt: int
+    worker: str
+
+
+class MapElementCompleted(Event, frozen=True, kw_only=True):
+    """The handler returned for one element; ``result`` is its place in the task's list."""
+
+    task_id: str
+    index: int
+    attempt: int
+    result: Any = None
+    duration_ms: float = 0.0
+    logs: tuple[LogLine, ...] = ()
+
+
+class MapElementFailed(Event, frozen=True, kw_only=True):
+    """One element's attempt failed; ``retry_at`` is None when that element has no retry left."""
+
+    task_id: str
+    index: int
+    attempt: int
+    error: ErrorInfo
+    retry_at: datetime | None = None
+    logs: tuple[LogLine, ...] = ()
+
+
+class MapElementRetried(Event, frozen=True, kw_only=True):
+    """The retry delay of one element elapsed and its next attempt began."""
+
+    task_id: str
+    index: int
+    attempt: int
+
+
 class RunCancelRequested(Event, frozen=True, kw_only=True):
     """Someone (``by``) asked the run to stop."""
 
@@ -250,6 +290,10 @@ RunEvent = (
     | TaskRetried
     | TaskSkipped
     | SignalReceived
+    | MapElementStarted
+    | MapElementCompleted
+    | MapElementFailed
+    | MapElementRetried
     | RunCancelRequested
     | RunPaused
     | RunResumed
@@ -270,6 +314,10 @@ RUN_EVENT_TYPES: tuple[type[Event], ...] = (
     TaskRetried,
     TaskSkipped,
     SignalReceived,
+    MapElementStarted,
+    MapElementCompleted,
+    MapElementFailed,
+    MapElementRetried,
     RunCancelRequested,
     RunPaused,
     RunResumed,

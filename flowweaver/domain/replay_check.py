@@ -36,13 +36,17 @@ from typing import Any
 
 import msgspec
 
+from flowweaver.domain import mapping, signals, subworkflow
 from flowweaver.domain import run as commands
-from flowweaver.domain import signals, subworkflow
 from flowweaver.domain.concurrency import dequeue_run
 from flowweaver.domain.events import (
     ENGINE_PRINCIPAL,
     ChildRunStarted,
     Event,
+    MapElementCompleted,
+    MapElementFailed,
+    MapElementRetried,
+    MapElementStarted,
     RunCancelRequested,
     RunDequeued,
     RunEvent,
@@ -86,6 +90,11 @@ EVENT_KINDS: dict[str, str] = {
     "on a resume",
     "TaskSkipped": "fact: an operator asked (with by); else decision",
     "SignalReceived": "fact: someone sent the signal",
+    "MapElementStarted": "fact: a worker took an element's attempt",
+    "MapElementCompleted": "fact: the handler's outcome for an element",
+    "MapElementFailed": "fact: the handler's outcome for an element or a lost attempt; "
+    "decision: its retry, and a result over the size limit",
+    "MapElementRetried": "fact: an element's retry delay passed",
     "RunCancelRequested": "fact: someone asked",
     "RunPaused": "fact: an operator asked; decision by engine",
     "RunResumed": "fact: an operator asked",
@@ -253,6 +262,8 @@ class _Checker:
             return []
         state = self.state
         now = stored.timestamp
+        if isinstance(stored, mapping.MAP_ELEMENT_EVENTS):
+            return self._element(state, stored)
         if isinstance(stored, TaskStarted):
             return commands.record_started(
                 state, stored.task_id, stored.attempt, stored.worker, now
@@ -396,6 +407,61 @@ class _Checker:
         d = Decision(state)
         d.emit(stored)
         commands.follow_outcome(d, stored, max_io_bytes=self.max_io_bytes)
+        return d.events
+
+    def _element(self, state: RunState, stored: mapping.MapElementEvent) -> list[RunEvent]:
+        """A map element's fact: the same commands as a task's, under the element's key."""
+        key = mapping.element_key(stored.task_id, stored.index)
+        now = stored.timestamp
+        if isinstance(stored, MapElementStarted):
+            return commands.record_started(state, key, stored.attempt, stored.worker, now)
+        if isinstance(stored, MapElementCompleted):
+            return commands.record_completed(
+                state,
+                key,
+                stored.attempt,
+                stored.result,
+                stored.duration_ms,
+                now,
+                max_io_bytes=self.max_io_bytes,
+                logs=stored.logs,
+            )
+        if isinstance(stored, MapElementRetried):
+            return commands.record_retry_due(state, key, stored.attempt - 1, now)
+
+        def decide(jitter: float) -> MapElementFailed | None:
+            return mapping.element_failure_event(
+                state,
+                stored.task_id,
+                stored.index,
+                stored.attempt,
+                commands.reported_error(stored.error),
+                now,
+                jitter_sample=jitter,
+                interruption_limit=self.interruption_limit,
+                logs=stored.logs,
+            )
+
+        expected = decide(0.0)
+        if expected is None:
+            return []
+        if (expected.retry_at is None) != (stored.retry_at is None):
+            derived = "no retry" if expected.retry_at is None else "a retry"
+            raise _DiffersError("retryAt", _show(stored.retry_at), derived)
+        if stored.retry_at is not None:
+            earliest, latest = decide(-1.0), decide(1.0)
+            low = earliest.retry_at if earliest is not None else None
+            high = latest.retry_at if latest is not None else None
+            if low is None or high is None or not low <= stored.retry_at <= high:
+                bounds = f"a time from {_show(low)} to {_show(high)}"
+                raise _DiffersError("retryAt", _show(stored.retry_at), bounds)
+            expected = msgspec.structs.replace(expected, retry_at=stored.retry_at)
+        found = _first_difference(expected, stored)
+        if found is not None:
+            raise _DiffersError(*found)
+        d = Decision(state)
+        d.emit(stored)
+        mapping.follow_element(d, stored.task_id, now, self.max_io_bytes)
         return d.events
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from flowweaver.domain import mapping
 from flowweaver.domain.data import (
     input_context,
     json_size,
@@ -96,6 +97,8 @@ class TaskState(msgspec.Struct, kw_only=True, rename="camel"):
     """The current attempt was ordered by an operator: it starts even while the run is paused."""
     child_run_id: str | None = None
     """A sub-workflow task: the child run of its latest attempt (ChildRunStarted)."""
+    elements: mapping.MapProgress | None = None
+    """A map task's elements, once its TaskScheduled expanded them (None for other tasks)."""
 
 
 class RunState(msgspec.Struct, kw_only=True, rename="camel"):
@@ -215,6 +218,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
             task.inputs = event.inputs
             task.scheduled_at = event.timestamp
             task.ordered = False
+            mapping.on_scheduled(state, task)
         else:
             task.last_error = event.error
             task.retry_at = event.retry_at
@@ -240,11 +244,14 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
         task.scheduled_at = event.timestamp
         task.completed_at = None
         task.ordered = event.by is not None
+        mapping.on_retried(state, task)
     elif isinstance(event, TaskSkipped):
         task = state.tasks[event.task_id]
         _move(state, task, "skipped")
         task.completed_at = event.timestamp
         task.retry_at = None
+    elif isinstance(event, mapping.MAP_ELEMENT_EVENTS):
+        mapping.apply_element(state, event)
     elif isinstance(event, RunStarted | RunForked):
         _begin(state, event)
     elif isinstance(event, RunQueued):
@@ -273,6 +280,7 @@ def apply(state: RunState, event: Event) -> RunState:  # noqa: PLR0915 - one bra
                 _move(state, task, "cancelled")
                 task.retry_at = None
                 task.completed_at = event.timestamp
+        mapping.on_cancel_requested(state, event.timestamp)
     elif isinstance(event, RunCancelled):
         state.status = "cancelled"
         for task in state.tasks.values():
@@ -438,7 +446,12 @@ def begin_run(
 def record_started(
     state: RunState, task_id: str, attempt: int, worker: str, now: datetime
 ) -> list[RunEvent]:
-    """Decide TaskStarted, or nothing when that attempt may not start (stale or cancelled)."""
+    """Decide TaskStarted, or nothing when that attempt may not start (stale or cancelled).
+
+    ``task_id`` may be a map element's key (``task[index]``, see :mod:`.mapping`).
+    """
+    if (element := mapping.split_key(task_id)) is not None:
+        return mapping.record_element_started(state, *element, attempt, worker, now)
     task = state.tasks.get(task_id)
     if (
         task is None
@@ -470,8 +483,19 @@ def record_completed(
     An output path that matches nothing, or a published output of more than
     ``max_io_bytes`` as JSON, fails the task for good instead; so does a task made ready
     whose resolved inputs pass that size. ``logs`` are the lines the handler logged.
-    While the run is paused nothing is made ready.
+    While the run is paused nothing is made ready. ``task_id`` may be a map element's key.
     """
+    if (element := mapping.split_key(task_id)) is not None:
+        return mapping.record_element_completed(
+            state,
+            *element,
+            attempt,
+            result,
+            duration_ms,
+            now,
+            max_io_bytes=max_io_bytes,
+            logs=logs,
+        )
     task = state.tasks.get(task_id)
     if task is None or task.status != "running" or task.attempts != attempt:
         return []
@@ -771,6 +795,7 @@ def record_failed(
     jitter_sample: float = 0.0,
     interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
     logs: Sequence[LogLine] = (),
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> list[RunEvent]:
     """Decide TaskFailed with ``retry_at`` when the policy allows another attempt.
 
@@ -778,7 +803,20 @@ def record_failed(
     at once and does not use up maxAttempts, but ``interruption_limit`` of them fail the task.
     A failure for good skips everything downstream and may end the run; with
     ``onTaskFailure: pause`` it pauses the run instead. ``logs`` are the handler's lines.
+    ``task_id`` may be a map element's key (its retry follows the task's policy).
     """
+    if (element := mapping.split_key(task_id)) is not None:
+        return mapping.record_element_failed(
+            state,
+            *element,
+            attempt,
+            error,
+            now,
+            jitter_sample=jitter_sample,
+            interruption_limit=interruption_limit,
+            max_io_bytes=max_io_bytes,
+            logs=logs,
+        )
     event = failure_event(
         state,
         task_id,
@@ -858,7 +896,10 @@ def reported_error(stored: ErrorInfo) -> ErrorInfo:
 
 
 def record_retry_due(state: RunState, task_id: str, attempt: int, now: datetime) -> list[RunEvent]:
-    """Decide TaskRetried for the next attempt once the failed ``attempt``'s delay passed."""
+    """Decide TaskRetried for the next attempt once the failed ``attempt``'s delay passed
+    (MapElementRetried for a map element's key)."""
+    if (element := mapping.split_key(task_id)) is not None:
+        return mapping.record_element_retry_due(state, *element, attempt, now)
     task = state.tasks.get(task_id)
     if (
         task is None
@@ -893,11 +934,26 @@ def interrupt_running(
     still_running: Sequence[tuple[str, int]] = (),
     interruption_limit: int = DEFAULT_INTERRUPTION_LIMIT,
     message: str = "the process running this attempt stopped",
+    max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
 ) -> list[RunEvent]:
-    """Decide TaskFailed(Interrupted) for every running attempt not in ``still_running``."""
+    """Decide TaskFailed(Interrupted) for every running attempt not in ``still_running``
+    (MapElementFailed for the running elements of a map task)."""
     alive = set(still_running)
     d = Decision(state)
     for task in state.running_tasks():
+        if task.elements is not None:
+            d.events.extend(
+                mapping.interrupt_elements(
+                    state,
+                    task,
+                    now,
+                    alive=alive,
+                    interruption_limit=interruption_limit,
+                    max_io_bytes=max_io_bytes,
+                    message=message,
+                )
+            )
+            continue
         if (task.id, task.attempts) in alive:
             continue
         error = ErrorInfo(type=INTERRUPTED, message=message, retryable=True)
@@ -1069,6 +1125,7 @@ def retry_task(
         TaskRetried(timestamp=now, task_id=task_id, attempt=task.attempts + 1, by=by, reason=reason)
     )
     _signal_hook(d, task_id, now, DEFAULT_MAX_TASK_IO_BYTES)
+    mapping.after_scheduled(d, task_id, now, DEFAULT_MAX_TASK_IO_BYTES)
     return d.events
 
 
@@ -1199,6 +1256,8 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
             if size <= max_io_bytes:
                 d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
                 _signal_hook(d, task_id, now, max_io_bytes)
+                if task_spec.map is not None:
+                    mapping.after_scheduled(d, task_id, now, max_io_bytes)
                 continue
             error = _too_large("InputTooLarge", task_id, "resolved inputs", size, max_io_bytes)
         # The task fails where it stands, with empty inputs: nothing huge is stored.

@@ -82,6 +82,10 @@ def receive_signal(
     """
     if state.definition is None:
         raise InvalidCommandError(state.id, "has not started")
+    if name in state.signals:  # first: a repeated signal is refused the same way, ended run or not
+        raise InvalidCommandError(
+            state.id, f"signal {name} was already received: a signal is taken once"
+        )
     if state.is_terminal:
         raise InvalidCommandError(state.id, f"has ended ({state.status})")
     if state.cancel_requested:
@@ -89,10 +93,6 @@ def receive_signal(
     waiting = waits_for(state, name)
     if not waiting:
         raise NotFoundError("signal", f"{name} of run {state.id}")
-    if name in state.signals:
-        raise InvalidCommandError(
-            state.id, f"signal {name} was already received: a signal is taken once"
-        )
     size = json_size(payload, stop_above=max_io_bytes)
     if size > max_io_bytes:
         raise ValidationError(

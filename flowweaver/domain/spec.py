@@ -138,6 +138,9 @@ class TaskSpec(_Document, frozen=True, kw_only=True):
     workflow: Ident | None = None
     """A sub-workflow: the task starts a run of this workflow with its inputs as parameters,
     and the child's published outputs are its result (docs/concepts.md, "Sub-workflows")."""
+    map: str | None = None
+    """A JSONPath into the task's resolved inputs: the handler runs once per element of the
+    list it selects (docs/concepts.md, "Map"); see :mod:`flowweaver.domain.mapping`."""
 
 
 class WorkflowSpec(_Document, frozen=True, kw_only=True, dict=True):
@@ -303,6 +306,10 @@ def validate_workflow(spec: WorkflowSpec) -> None:
         if task.retry is not None:
             errors.extend(_check_retry(task.retry, f"$.tasks[{index}].retry"))
         errors.extend(_check_kind(task, f"$.tasks[{index}]"))
+        if task.map is not None:
+            from flowweaver.domain.mapping import map_errors  # noqa: PLC0415 - mapping imports spec
+
+            errors.extend(map_errors(task, f"$.tasks[{index}]"))
     if spec.defaults.retry is not None:
         errors.extend(_check_retry(spec.defaults.retry, "$.defaults.retry"))
     if spec.concurrency is not None and spec.concurrency.key is not None:
@@ -419,6 +426,8 @@ def _check_kind(task: TaskSpec, path: str) -> list[FieldError]:
         return [FieldError(path, "a task has a wait or a workflow, not both")]
     if task.handler is not None and task.workflow is not None:
         return [FieldError(f"{path}.workflow", "a task names a handler or a workflow, not both")]
+    if task.map is not None and task.handler is None:
+        return [FieldError(f"{path}.map", "a map task runs a handler once per element")]
     if task.handler is None and task.wait is None and task.workflow is None:
         return [FieldError(f"{path}.handler", "a task needs a handler (or a wait or a workflow)")]
     return []

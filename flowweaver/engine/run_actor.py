@@ -26,9 +26,11 @@ import pykka
 import structlog
 
 from flowweaver.backoff import Backoff
+from flowweaver.domain import mapping, signals, subworkflow
 from flowweaver.domain import run as commands
-from flowweaver.domain import signals, subworkflow
 from flowweaver.domain.events import (
+    MapElementFailed,
+    MapElementRetried,
     ParentTask,
     RunCancelRequested,
     RunEvent,
@@ -136,6 +138,7 @@ class RunActor(pykka.ThreadingActor):
         self._failures = 0
         self._lost = False
         self._finished = False
+        self._items: dict[str, tuple[object, list[Any]]] = {}  # map task -> (inputs, list)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -261,6 +264,7 @@ class RunActor(pykka.ThreadingActor):
                     jitter_sample=random.uniform(-1.0, 1.0),
                     interruption_limit=limit,
                     logs=item.logs,
+                    max_io_bytes=self.services.max_task_io_bytes,
                 )
             elif isinstance(item, RetryDue):
                 decided = commands.record_retry_due(state, item.task_id, item.attempt, now)
@@ -363,6 +367,14 @@ class RunActor(pykka.ThreadingActor):
                 if event.retry_at is not None:
                     self._arm_retry(event.task_id, event.attempt, event.retry_at)
                     metrics.task_retries.inc()
+            elif isinstance(event, MapElementRetried):
+                to_dispatch.append(mapping.element_key(event.task_id, event.index))
+            elif isinstance(event, MapElementFailed):
+                metrics.task_failures.labels(error_type=event.error.type).inc()
+                if event.retry_at is not None:
+                    key = mapping.element_key(event.task_id, event.index)
+                    self._arm_retry(key, event.attempt, event.retry_at)
+                    metrics.task_retries.inc()
             elif isinstance(event, RunCancelRequested):
                 self.services.pool.cancel_run(self.run_id)
                 self._cancel_children()
@@ -405,27 +417,54 @@ class RunActor(pykka.ThreadingActor):
         if state.cancel_requested:
             return reserved
         for event in list(events):
-            if not isinstance(event, TaskScheduled | TaskRetried):
+            if not isinstance(event, TaskScheduled | TaskRetried | MapElementRetried):
                 continue
             task = state.tasks[event.task_id]
-            if task.status != "scheduled" or task.attempts != event.attempt:
+            if task.elements is not None:
+                keys = [
+                    mapping.element_key(task.id, i)
+                    for i in (
+                        [event.index]
+                        if isinstance(event, MapElementRetried)
+                        else mapping.scheduled_elements(task)
+                    )
+                ]
+            elif task.status != "scheduled" or task.attempts != event.attempt:
                 continue
-            if subworkflow.is_child_task(state.spec.task(task.id)):
+            elif subworkflow.is_child_task(state.spec.task(task.id)):
                 continue  # runs as a child run, not on a worker (see _dispatch_if_idle)
-            reservation = self.services.pool.reserve()
-            if reservation is None:
-                break
-            started = commands.record_started(state, task.id, task.attempts, reservation.name, now)
-            if not started:  # a paused run starts only what an operator ordered
-                self.services.pool.unreserve(reservation)
-                continue
-            events.extend(started)
-            reserved[task.id] = reservation
+            else:
+                keys = [task.id]
+            for key in keys:
+                reservation = self.services.pool.reserve()
+                if reservation is None:
+                    return reserved
+                attempt = self._attempt_of(key)
+                started = commands.record_started(state, key, attempt, reservation.name, now)
+                if not started:  # a paused run starts only what an operator ordered
+                    self.services.pool.unreserve(reservation)
+                    continue
+                events.extend(started)
+                reserved[key] = reservation
         return reserved
+
+    def _attempt_of(self, key: str) -> int:
+        """Return the current attempt of a task, or of a map element by its key."""
+        state = self.state
+        assert state is not None
+        element = mapping.split_key(key)
+        if element is None:
+            return state.tasks[key].attempts
+        progress = state.tasks[element[0]].elements
+        assert progress is not None
+        return progress.elements[element[1]].attempts
 
     def _job(self, task_id: str) -> Job:
         state = self.state
         assert state is not None
+        element = mapping.split_key(task_id)
+        if element is not None:
+            return self._element_job(task_id, *element)
         task = state.tasks[task_id]
         task_spec = state.spec.task(task_id)
         return Job(
@@ -438,10 +477,42 @@ class RunActor(pykka.ThreadingActor):
             priority=state.priority,
         )
 
+    def _element_job(self, key: str, task_id: str, index: int) -> Job:
+        """Return the job of one map element: the task's inputs with ``item`` and ``index``."""
+        state = self.state
+        assert state is not None
+        task = state.tasks[task_id]
+        progress = task.elements
+        assert progress is not None
+        inputs = task.inputs or {}
+        cached = self._items.get(task_id)
+        if cached is None or cached[0] is not inputs:
+            task_spec = state.spec.task(task_id)
+            items, _ = mapping.items_of(task_spec.map or "$", inputs)
+            cached = (inputs, items or [])
+            self._items[task_id] = cached
+        task_spec = state.spec.task(task_id)
+        return Job(
+            run_id=self.run_id,
+            task_id=key,
+            attempt=progress.elements[index].attempts,
+            handler=task_spec.handler or "",  # registration refuses a map without a handler
+            inputs=mapping.element_inputs(inputs, cached[1], index),
+            timeout=state.spec.timeout_of(task_spec),
+        )
+
     def _dispatch_if_idle(self, task_id: str) -> None:
         state = self.state
         assert state is not None
+        element = mapping.split_key(task_id)
+        if element is not None:
+            self._dispatch_element(task_id, *element)
+            return
         task = state.tasks.get(task_id)
+        if task is not None and task.elements is not None:
+            for index in mapping.scheduled_elements(task):
+                self._dispatch_element(mapping.element_key(task_id, index), task_id, index)
+            return
         if task is None or task.status != "scheduled" or state.cancel_requested:
             return
         if state.is_paused and not task.ordered:
@@ -455,12 +526,33 @@ class RunActor(pykka.ThreadingActor):
             return
         self.services.pool.submit(self._job(task_id))
 
+    def _dispatch_element(self, key: str, task_id: str, index: int) -> None:
+        state = self.state
+        assert state is not None
+        task = state.tasks[task_id]
+        progress = task.elements
+        if progress is None or state.cancel_requested:
+            return
+        if task.status not in ("scheduled", "running"):
+            return
+        element = progress.elements[index]
+        if element.status != "scheduled" or (state.is_paused and not task.ordered):
+            return
+        if not self.services.pool.is_inflight(self.run_id, key, element.attempts):
+            self.services.pool.submit(self._job(key))
+
     def _redispatch(self) -> None:
         """Queue every scheduled task that is not queued or running here; re-arm retries."""
         state = self.state
         assert state is not None
         for task in state.tasks.values():
-            if task.status == "scheduled":
+            if task.elements is not None:
+                self._dispatch_if_idle(task.id)
+                for index, element in mapping.waiting_elements(task):
+                    if element.retry_at is not None:
+                        key = mapping.element_key(task.id, index)
+                        self._arm_retry(key, element.attempts, element.retry_at)
+            elif task.status == "scheduled":
                 if not self.services.pool.is_inflight(self.run_id, task.id, task.attempts):
                     self._dispatch_if_idle(task.id)
             elif task.status == "waiting_retry" and task.retry_at is not None:
@@ -544,6 +636,7 @@ class RunActor(pykka.ThreadingActor):
             now,
             still_running=alive,
             interruption_limit=self.services.interruption_limit,
+            max_io_bytes=self.services.max_task_io_bytes,
         )
         events += commands.settle(state, now, max_io_bytes=self.services.max_task_io_bytes)
         if events and not self._append(base, events):

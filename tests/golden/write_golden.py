@@ -64,6 +64,7 @@ QUEUE_CANCELLED_RUN = "00000000-0000-4000-8000-00000000a00a"
 SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
 SUB_PARENT_RUN = "00000000-0000-4000-8000-00000000c101"
 SUB_CHILD_RUN = "00000000-0000-4000-8000-00000000c102"
+MAP_RUN = "00000000-0000-4000-8000-00000000b004"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -331,6 +332,20 @@ SUB_PARENT_WORKFLOW: dict[str, Any] = {
         {"id": "after", "handler": "noop", "dependencies": ["sub"]},
     ],
 }
+MAP_WORKFLOW: dict[str, Any] = {
+    "id": "golden-map",
+    "name": "Map over a list",
+    "tasks": [
+        {
+            "id": "fan",
+            "handler": "double",
+            "inputs": {"items": "$.params.xs", "factor": 2},
+            "map": "$.items",
+            "retry": {"maxAttempts": 2, "initialDelay": 0.5, "jitter": 0},
+        },
+        {"id": "total", "handler": "noop", "dependencies": ["fan"], "inputs": {"r": "$.result"}},
+    ],
+}
 
 
 def signal_run() -> tuple[RunState, list[RunEvent]]:
@@ -373,6 +388,25 @@ def sub_runs() -> tuple[RunState, list[RunEvent], RunState, list[RunEvent]]:
     parent_events += record_started(parent, "after", 1, "worker-1", at(70.06))
     parent_events += record_completed(parent, "after", 1, {}, 0.5, at(70.07))
     return parent, parent_events, child, child_events
+
+
+def map_run() -> tuple[RunState, list[RunEvent]]:
+    """A map over three elements (issue 13): element 1 fails, waits and is retried on its own,
+    the others complete; the task publishes the results in order and ``total`` runs."""
+    state, events = start_run(MAP_RUN, spec(MAP_WORKFLOW), 1, {"xs": [1, 2, 3]}, at(70))
+    events += record_started(state, "fan[0]", 1, "worker-1", at(70.01))
+    events += record_started(state, "fan[1]", 1, "worker-2", at(70.01))
+    events += record_completed(state, "fan[0]", 1, 2, 0.5, at(70.02))
+    error = ErrorInfo(type="ValueError", message="flaky", retryable=True)
+    events += record_failed(state, "fan[1]", 1, error, at(70.03))
+    events += record_started(state, "fan[2]", 1, "worker-1", at(70.04))
+    events += record_completed(state, "fan[2]", 1, 6, 0.5, at(70.05))
+    events += record_retry_due(state, "fan[1]", 1, at(70.53))
+    events += record_started(state, "fan[1]", 2, "worker-2", at(70.54))
+    events += record_completed(state, "fan[1]", 2, 4, 0.5, at(70.55))
+    events += record_started(state, "total", 1, "worker-1", at(70.56))
+    events += record_completed(state, "total", 1, {}, 0.5, at(70.57))
+    return state, events
 
 
 def cancelled_by_run() -> tuple[RunState, list[RunEvent]]:
@@ -509,7 +543,16 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     store.append([Append(run_id=child.id, expected_version=0, events=child_events)])
     sub_workflow_runs = stored_lines(store, uuid.UUID(parent.id))
     sub_workflow_runs += stored_lines(store, uuid.UUID(child.id))
+    # Written 2026-12 with map tasks (issue 13): TaskSpec.map, the MapElement* events, and
+    # TaskState.elements in snapshot version 3.
+    store.register_workflow(spec(MAP_WORKFLOW), at(-1))
+    map_workflows = stored_lines(store, workflow_aggregate_id(MAP_WORKFLOW["id"]))
+    state, events = map_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    map_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-map.jsonl": map_runs,
+        "workflows-map.jsonl": map_workflows,
         "runs-subworkflow.jsonl": sub_workflow_runs,
         "workflows-subworkflow.jsonl": sub_workflows,
         "runs-signal.jsonl": signal_runs,

@@ -13,6 +13,10 @@ from flowweaver.domain.events import (
     ErrorInfo,
     Event,
     LogLine,
+    MapElementCompleted,
+    MapElementFailed,
+    MapElementRetried,
+    MapElementStarted,
     ParentTask,
     RunCancelled,
     RunCancelRequested,
@@ -117,6 +121,19 @@ SAMPLES: list[Event] = [
         parent=ParentTask(
             run_id="00000000-0000-4000-8000-000000000001", task_id="sub", attempt=1, depth=2
         ),
+    ),
+    MapElementStarted(timestamp=T0, task_id="m", index=3, attempt=1, worker="w-2"),
+    MapElementFailed(
+        timestamp=T0,
+        task_id="m",
+        index=3,
+        attempt=1,
+        error=ErrorInfo(type="ValueError", message="flaky"),
+        retry_at=LATER,
+    ),
+    MapElementRetried(timestamp=LATER, task_id="m", index=3, attempt=2),
+    MapElementCompleted(
+        timestamp=LATER, task_id="m", index=3, attempt=2, result={"r": [1]}, duration_ms=0.5
     ),
 ]
 

@@ -170,6 +170,14 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
         5,
         {"leaf": ("completed", 1, {"result": {"n": 7}})},
     ),
+    "00000000-0000-4000-8000-00000000b004": (
+        "completed",
+        16,
+        {
+            "fan": ("completed", 1, {"result": [2, 4, 6]}),
+            "total": ("completed", 1, {"result": {}}),
+        },
+    ),
 }
 
 
@@ -362,6 +370,7 @@ def test_a_store_holding_the_golden_rows_reads_them_unchanged(
         "golden-signal",
         "golden-sub-child",
         "golden-sub-parent",
+        "golden-map",
     }
     assert golden_store.snapshots_ignored == 0
     assert len(golden_store.read_log()) == len(RUN_LINES)

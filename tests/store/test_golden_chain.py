@@ -18,6 +18,8 @@ CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER = load("runs-trigger.jsonl")
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
 CONCURRENCY = load("runs-concurrency.jsonl")
+MAP = load("runs-map.jsonl")
+MAP_RUN = "00000000-0000-4000-8000-00000000b004"
 """Written with trigger rules (issue 13), in one append since hash chains."""
 SIGNAL = load("runs-signal.jsonl")
 SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
@@ -61,7 +63,7 @@ def test_golden_runs_verify_in_a_store_as_first_stored(tmp_path: Path) -> None:
         assert (later.ok, later.version) == (True, len(TRIGGER))
         signalled = verify_run(store, SIGNAL_RUN)
         assert (signalled.ok, signalled.version) == (True, len(SIGNAL))
-        chained_since = {line.id for line in CONCURRENCY} | {SIGNAL_RUN} | SUB_RUNS
+        chained_since = {line.id for line in CONCURRENCY} | {SIGNAL_RUN} | SUB_RUNS | {MAP_RUN}
         for run_id in chained_since:
             assert verify_run(store, run_id).ok
         for run_id in {line.id for line in RUN_LINES} - {CHAINED_RUN, TRIGGER_RUN} - chained_since:
