@@ -671,7 +671,9 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
-    return add_auth_document(add_limits_document(document))
+    from .openapi_schedules import add_schedule_document  # noqa: PLC0415 - routes import this module
+
+    return add_auth_document(add_limits_document(add_schedule_document(document, _ecma_patterns)))
 
 
 @functools.cache
