@@ -314,6 +314,14 @@ _SERVE = (
     ),
     _Option("--grace", _seconds, 30.0, "on SIGTERM, seconds running handlers get to finish"),
     _Option(
+        "--scheduler",
+        _flag,
+        True,
+        "fire the store's schedules from this server (in a cluster one node fires each "
+        "at a time, whichever holds the scheduler lease); 0 to only serve their routes",
+        shown="1",
+    ),
+    _Option(
         "--max-task-data",
         _size,
         DEFAULT_MAX_TASK_IO_BYTES,

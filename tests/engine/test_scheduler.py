@@ -37,7 +37,9 @@ def test_each_fire_starts_one_run_with_its_key(engine: Engine) -> None:
     clock = FakeClock(T0)
     sched = scheduler(engine, clock)
     sched.registry.put(
-        ScheduleSpec(id="every-minute", workflow_id="nightly", cron="* * * * *", parameters={"a": 1}),
+        ScheduleSpec(
+            id="every-minute", workflow_id="nightly", cron="* * * * *", parameters={"a": 1}
+        ),
         by="ann",
     )
     assert sched.tick() == 0  # nothing due yet
