@@ -50,6 +50,7 @@ from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
 from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
+from flowweaver.cli_schedules import add_schedule_commands, schedules_command
 from flowweaver.cli_tokens import add_token_commands, tokens_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
@@ -463,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_options(diff, *_STORE)
     for command in add_token_commands(commands, _Parser):
+        _add_options(command, *_STORE)
+    for command in add_schedule_commands(commands, _Parser):
         _add_options(command, *_STORE)
     return parser
 
@@ -914,6 +917,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-replay": _check_replay,
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
     "tokens": tokens_command,
+    "schedules": schedules_command,
 }
 
 
