@@ -458,6 +458,20 @@ def trigger_schedule(
     return _fired(entry, now, trigger_key(schedule_id, now), now, manual=True, by=by)
 
 
+def is_due(entry: ScheduleEntry, now: datetime) -> bool:
+    """Say whether :func:`decide_fires` may decide anything for ``entry`` at ``now``.
+
+    Cheap (no run is read): a buffered fire waits, or a cron fire after the cursor has come.
+    """
+    if entry.paused:
+        return False
+    if entry.buffered is not None:
+        return True
+    spec = entry.definition
+    upcoming = next(fire_times(spec.cron, spec.timezone, entry.cursor), None)
+    return upcoming is not None and upcoming <= now
+
+
 def decide_fires(
     entry: ScheduleEntry, now: datetime, *, previous_running: bool
 ) -> list[AnyScheduleEvent]:

@@ -23,6 +23,7 @@ started by :meth:`start` only paces rounds with a real wait.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -32,6 +33,7 @@ from flowweaver.domain.schedule import (
     ScheduleEntry,
     ScheduleFired,
     decide_fires,
+    is_due,
 )
 from flowweaver.errors import (
     EngineClosedError,
@@ -51,6 +53,8 @@ log = structlog.get_logger("flowweaver.scheduler")
 LEASE = "flowweaver-scheduler"
 """The lease whose holder fires every schedule of the store."""
 DEFAULT_INTERVAL = 1.0
+ATTEMPTS = 1000
+"""Decisions about one schedule in one round at most (each decides up to 100 fires)."""
 MAX_STARTED = 100_000
 """Run ids known started that a node keeps before it forgets them (it may check again)."""
 
@@ -97,18 +101,42 @@ class Scheduler:
         with self._round:
             if not self._lead():
                 return 0
-            recorded = 0
             self.registry.refresh()
-            for entry in self.registry.entries():
+            entries = self.registry.entries()
+            for entry in entries:
                 self._start_missing(entry)
-            for _ in range(len(self.registry.entries()) * 4 + 4):
-                progress = self._decide_once()
-                if progress < 0:
-                    continue  # another writer stored first: decide again on what it wrote
-                recorded += progress
-                if progress == 0:
-                    break
-            return recorded
+            now = self.clock.now()
+            return sum(self._decide(entry.definition.id, now) for entry in entries)
+
+    def _decide(self, schedule_id: str, now: datetime) -> int:
+        """Decide the due fires of one schedule, store them and start their runs."""
+        recorded = 0
+        for _ in range(ATTEMPTS):
+            version = self.registry.version
+            try:
+                entry = self.registry.get(schedule_id)
+            except NotFoundError:
+                return recorded  # deleted meanwhile
+            if not is_due(entry, now):
+                return recorded
+            events = decide_fires(entry, now, previous_running=self._running(entry))
+            if not events:
+                return recorded
+            if not self.registry.record(version, events):
+                self.registry.refresh()  # another writer stored first: decide again on that
+                continue
+            recorded += len(events)
+            for event in events:
+                if isinstance(event, ScheduleFired):
+                    self._start(_record(event), schedule_id)
+                else:
+                    log.info(
+                        "schedule_fire_decided",
+                        schedule_id=schedule_id,
+                        decision=type(event).__name__,
+                        fire_time=str(getattr(event, "fire_time", "")),
+                    )
+        return recorded
 
     def _lead(self) -> bool:
         leases = self.engine.leases
@@ -122,30 +150,6 @@ class Scheduler:
         elif was and not self.leader:
             log.warning("scheduler_lease_lost", node=self.engine.node)
         return self.leader
-
-    def _decide_once(self) -> int:
-        """Decide the first schedule with due fires; events recorded, 0 for none, -1 on a race."""
-        now = self.clock.now()
-        version = self.registry.version
-        for entry in self.registry.entries():
-            events = decide_fires(entry, now, previous_running=self._running(entry))
-            if not events:
-                continue
-            if not self.registry.record(version, events):
-                self.registry.refresh()
-                return -1
-            for event in events:
-                if isinstance(event, ScheduleFired):
-                    self._start(_record(event), entry.definition.id)
-                else:
-                    log.info(
-                        "schedule_fire_decided",
-                        schedule_id=entry.definition.id,
-                        decision=type(event).__name__,
-                        fire_time=getattr(event, "fire_time", None),
-                    )
-            return len(events)
-        return 0
 
     def _running(self, entry: ScheduleEntry) -> bool:
         """Say whether the last run this schedule started has not ended."""
