@@ -308,10 +308,13 @@ def fire_times(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
         raise ValidationError([FieldError("$.cron", f"not a cron expression: {e}")]) from None
     while True:
         try:
-            moment = next(sim)
+            moment = next(sim).astimezone(UTC)
         except StopIteration:
             return
-        yield moment.astimezone(UTC)
+        # cronsim walks local wall-clock time for 5-field expressions at fixed times: started
+        # inside a fall-back's repeated hour, it can name the hour's first pass, already gone.
+        if moment > after:
+            yield moment
 
 
 def next_fire_times(definition: ScheduleSpec, after: datetime, count: int = 5) -> list[datetime]:

@@ -219,3 +219,10 @@ def test_created_events_carry_the_definition() -> None:
     assert events == [
         ScheduleCreated(timestamp=T0, schedule_id="s", definition=spec, paused=True, by="ann")
     ]
+
+
+def test_a_cursor_in_the_repeated_hour_does_not_fire_the_first_pass_again() -> None:
+    """From 02:15 of the second pass on the fall-back day, the next 02:30 is the next day's."""
+    spec = ScheduleSpec(id="s", workflow_id="w", cron="30 2 * * *", timezone="Europe/Berlin")
+    second_pass = utc(2026, 10, 25, 1, 15)  # 02:15 CET, after 02:30 CEST (00:30 UTC) fired
+    assert next_fire_times(spec, second_pass, 1) == [utc(2026, 10, 26, 1, 30)]
