@@ -28,7 +28,7 @@ from flowweaver.domain.schedule import (
 from flowweaver.domain.spec import nesting_error
 from flowweaver.domain.tokens import role_allows
 from flowweaver.engine.scheduler import Scheduler, start_fire
-from flowweaver.errors import StoreConfigError, ValidationError
+from flowweaver.errors import FieldError, NotFoundError, StoreConfigError, ValidationError
 from flowweaver.ports import ScheduleLog
 from flowweaver.schedules import FireTimeOut, ScheduleOut, ScheduleRegistry, schedule_out
 
@@ -240,6 +240,30 @@ async def trigger_schedule(request: web.Request) -> web.Response:
     registry = _registry(request)
     schedule_id = _id(request)
     engine = request.app[ENGINE]
+
+    def check() -> None:
+        # A run this node cannot start is refused before its fire is stored.
+        registry.refresh()
+        workflow_id = registry.get(schedule_id).definition.workflow_id
+        try:
+            spec = engine.store.get_workflow(workflow_id).definition
+        except NotFoundError:
+            raise ValidationError(
+                [FieldError("$.workflowId", f"the schedule's workflow {workflow_id!r} is gone")]
+            ) from None
+        missing = engine.handlers.missing(t.handler for t in spec.tasks if t.handler)
+        if missing:
+            raise ValidationError(
+                [
+                    FieldError(
+                        "$.workflowId",
+                        f"workflow {workflow_id!r} needs handler(s) not registered here: "
+                        + ", ".join(missing),
+                    )
+                ]
+            )
+
+    await _call(request, check)
     fire = await _call(request, registry.trigger, schedule_id, by=principal(request))
     handle = await _call(request, start_fire, engine, fire, schedule_id)
     return _json(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from flowweaver.api.errors import PROBLEM_CONTENT_TYPE
 from flowweaver.domain.ids import run_id_for_key
+from flowweaver.domain.spec import decode_workflow
 from flowweaver.store import SQLiteEventStore
 
 from .conftest import JSON_TYPE, LiveServer, Servers, run
@@ -191,3 +193,28 @@ def test_the_routes_are_in_the_openapi_document() -> None:
     for action in ("pause", "resume", "trigger"):
         operation = paths[f"/schedules/{{scheduleId}}/{action}"]["post"]
         assert operation["x-required-role"] == "operator"
+
+
+def test_a_trigger_this_node_cannot_run_is_422_and_stores_nothing(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """A workflow whose handler is not registered here: trigger is 422, no fire is stored."""
+    server = servers(store=SQLiteEventStore(str(tmp_path / "fw.db")))
+    server.engine.store.register_workflow(
+        decode_workflow(b'{"id":"elsewhere","tasks":[{"id":"t","handler":"not_here"}]}'),
+        datetime.now(UTC),
+    )
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            body = {**DAILY, "workflowId": "elsewhere"}
+            assert (await call(s, "POST", f"{server.url}/schedules", body))[0] == 201
+            status, _, problem = await call(
+                s, "POST", f"{server.url}/schedules/daily-report/trigger"
+            )
+            assert status == 422, problem
+            assert "not_here" in problem["errors"][0]["message"]
+
+    run(main())
+    names = [type(e).__name__ for e in server.store.schedule_events()]  # type: ignore[attr-defined]
+    assert names == ["ScheduleCreated"]
