@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from flowweaver.domain.ids import run_id_for_key
 from flowweaver.domain.schedule import ScheduleFired, ScheduleFireSkipped, ScheduleSpec
 from flowweaver.engine import Engine
@@ -207,3 +209,39 @@ def test_only_the_lease_holder_fires(make_engine: EngineFactory, store: EventSto
     assert times == [T0 + timedelta(seconds=s) for s in range(1, 6)]
     for fire in fired(store):
         first.wait_run_finished(fire.run_id, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        (datetime(2026, 3, 28, 22, 0, tzinfo=UTC), datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),
+        (datetime(2026, 10, 24, 21, 0, tzinfo=UTC), datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+    ],
+    ids=["spring-forward", "fall-back"],
+)
+def test_a_daily_0230_in_berlin_fires_once_on_each_dst_day(
+    engine: Engine, start: datetime, expected: datetime
+) -> None:
+    """Rounds every 5 minutes through a DST change day: the 02:30 job fires exactly once."""
+    engine.register_workflow(NOOP)
+    clock = FakeClock(start)
+    sched = scheduler(engine, clock)
+    sched.registry.put(
+        ScheduleSpec(
+            id="berlin",
+            workflow_id="nightly",
+            cron="30 2 * * *",
+            timezone="Europe/Berlin",
+            catchup_window=3600,
+        ),
+        by="ann",
+    )
+    for _ in range(24 * 12):  # the whole local day and more, a round every 5 minutes
+        clock.advance(300)
+        sched.tick()
+        if clock.now() == datetime(2026, 10, 25, 1, 15, tzinfo=UTC):
+            sched.registry.pause("berlin", by="ann")  # and resumed inside the repeated hour
+            sched.registry.resume("berlin", by="ann")
+    times = [f.fire_time for f in fired(engine.store)]
+    assert times == [expected]
+    engine.wait_run_finished(fired(engine.store)[0].run_id, timeout=10)
