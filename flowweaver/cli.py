@@ -51,6 +51,7 @@ from flowweaver.api.server import GuardedSite, make_runner
 from flowweaver.api.sse import event_json
 from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
+from flowweaver.cli_schedules import add_schedule_commands, schedules_command
 from flowweaver.cli_tokens import add_token_commands, tokens_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
@@ -315,6 +316,14 @@ _SERVE = (
     ),
     _Option("--grace", _seconds, 30.0, "on SIGTERM, seconds running handlers get to finish"),
     _Option(
+        "--scheduler",
+        _flag,
+        True,
+        "fire the store's schedules from this server (in a cluster one node fires each "
+        "at a time, whichever holds the scheduler lease); 0 to only serve their routes",
+        shown="1",
+    ),
+    _Option(
         "--max-task-data",
         _size,
         DEFAULT_MAX_TASK_IO_BYTES,
@@ -459,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_options(diff, *_STORE)
     for command in add_token_commands(commands, _Parser):
+        _add_options(command, *_STORE)
+    for command in add_schedule_commands(commands, _Parser):
         _add_options(command, *_STORE)
     return parser
 
@@ -913,6 +924,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-replay": _check_replay,
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
     "tokens": tokens_command,
+    "schedules": schedules_command,
 }
 
 

@@ -20,6 +20,7 @@ import msgspec
 
 from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RunEvent
 from flowweaver.domain.run import RunState
+from flowweaver.domain.schedule import AnyScheduleEvent
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.tokens import AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered
@@ -542,6 +543,35 @@ class TokenLog(Protocol):
 
         Raises:
             ConcurrencyError: another writer stored that version first; nothing was stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        ...
+
+
+@runtime_checkable
+class ScheduleLog(Protocol):
+    """A store that keeps schedules as events (every store of this package does).
+
+    All of them are one aggregate, like the tokens: a reader keeps the version it has folded
+    to and asks for what came after; a writer appends at the version it decided on, so two
+    nodes never both record a decision about one fire.
+    """
+
+    def schedule_events(self, *, after: int = 0) -> list[AnyScheduleEvent]:
+        """Return the schedule registry's events after version ``after``, oldest first.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        ...
+
+    def append_schedule_events(
+        self, expected_version: int, events: Sequence[AnyScheduleEvent]
+    ) -> None:
+        """Store ``events`` as the registry's versions after ``expected_version``, all or none.
+
+        Raises:
+            ConcurrencyError: another writer stored one of those versions first.
             StoreError: the store failed; nothing was stored.
         """
         ...

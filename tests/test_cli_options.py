@@ -35,6 +35,7 @@ SAMPLES = {
     "--rate-limit": ("20", 20),
     "--sse-per-client": ("4", 4),
     "--grace": ("6", 6.0),
+    "--scheduler": ("0", False),
     "--max-task-data": ("4KiB", 4096),
     "--allowed-host": ("api.example.com", ["api.example.com"]),
     "--cors-origin": ("https://App.example.com:443", ["https://app.example.com"]),

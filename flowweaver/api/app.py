@@ -58,6 +58,7 @@ class ApiConfig:
     rate_limit: int = 0  # requests per second per client, 0: none (see limits.py)
     sse_per_client: int = 0  # SSE streams at once per client, 0: no cap of its own
     auth: str = "none"  # "token": every route but /healthz and /readyz needs a token
+    scheduler: bool = False  # fire the store's schedules here (serve --scheduler, on by default)
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("config", ApiConfig)

@@ -674,7 +674,10 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
-    return add_auth_document(add_limits_document(add_signals_document(document)))
+    from .openapi_schedules import add_schedule_document  # noqa: PLC0415 - routes import this module
+
+    document = add_schedule_document(add_signals_document(document), _ecma_patterns)
+    return add_auth_document(add_limits_document(document))
 
 
 @functools.cache

@@ -63,6 +63,9 @@ def add_routes(app: web.Application) -> None:
     add_signal_routes(app)
     add_travel_routes(app, _expect)
     add_auth_routes(app, _expect)
+    from .schedule_routes import add_schedule_routes  # noqa: PLC0415 - it uses this module's helpers
+
+    add_schedule_routes(app)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:

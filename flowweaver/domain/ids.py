@@ -91,6 +91,9 @@ def workflow_aggregate_id(workflow_id: str) -> uuid.UUID:
 TOKENS_AGGREGATE = uuid.uuid5(NAMESPACE, "tokens")
 """The aggregate id under which every token event of a store is recorded."""
 
+SCHEDULES_AGGREGATE = uuid.uuid5(NAMESPACE, "schedules")
+"""The aggregate id under which every schedule event of a store is recorded."""
+
 
 def request_hash(
     workflow_id: str,

@@ -38,8 +38,9 @@ from flowweaver.domain.events import (
     RunForked,
     RunStarted,
 )
-from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
+from flowweaver.domain.ids import SCHEDULES_AGGREGATE, TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import RunState, apply, new_state
+from flowweaver.domain.schedule import AnyScheduleEvent
 from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.domain.tokens import AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered, WorkflowVersions, register
@@ -60,11 +61,13 @@ from flowweaver.store.codec import (
     WORKFLOW_TOPIC,
     decode_event,
     decode_registration,
+    decode_schedule_event,
     decode_snapshot,
     decode_token_event,
     encode,
     event_topic,
     readable_topics,
+    schedule_topic,
     snapshot_originator,
     split_topic,
     token_topic,
@@ -448,8 +451,8 @@ class RecorderEventStore:
 
     def insert_stored(self, run_id: str, rows: Sequence[tuple[int, str, bytes]]) -> None:
         originator = uuid.UUID(run_id)
-        if originator == TOKENS_AGGREGATE:
-            raise ValidationError([FieldError("$.runId", "is the token registry's id, no run's")])
+        if originator in (TOKENS_AGGREGATE, SCHEDULES_AGGREGATE):
+            raise ValidationError([FieldError("$.runId", "is a registry's id, no run's")])
         stored = [StoredEvent(originator, version, topic, data) for version, topic, data in rows]
         if not stored:
             return
@@ -555,6 +558,37 @@ class RecorderEventStore:
         )
         with self._translate_errors(["tokens"]):
             self._events.insert_events([stored])
+
+    # --- schedules -----------------------------------------------------------------------
+
+    def schedule_events(self, *, after: int = 0) -> list[AnyScheduleEvent]:
+        """Return the schedule registry's events after version ``after``, oldest first.
+
+        Raises:
+            StoreError: the store cannot be reached.
+        """
+        with self._translate_errors(["schedules"]):
+            rows = self._events.select_events(SCHEDULES_AGGREGATE, gt=after)
+        return [decode_schedule_event(row.state, row.topic) for row in rows]
+
+    def append_schedule_events(
+        self, expected_version: int, events: Sequence[AnyScheduleEvent]
+    ) -> None:
+        """Store ``events`` as the registry's versions after ``expected_version``, all or none.
+
+        Raises:
+            ConcurrencyError: another writer stored one of those versions first; nothing was
+                stored.
+            StoreError: the store failed; nothing was stored.
+        """
+        stored = [
+            StoredEvent(SCHEDULES_AGGREGATE, expected_version + n, schedule_topic(e), encode(e))
+            for n, e in enumerate(events, start=1)
+        ]
+        if not stored:
+            return
+        with self._translate_errors(["schedules"]):
+            self._events.insert_events(stored)
 
     # --- the read model ------------------------------------------------------------------
 
@@ -716,5 +750,5 @@ def _run_uuid(run_id: str) -> uuid.UUID | None:
         originator = uuid.UUID(run_id)
     except ValueError:
         return None
-    # The token registry is no run: its hashes are not served as a run's history.
-    return None if originator == TOKENS_AGGREGATE else originator
+    # The token and schedule registries are no runs: not served as a run's history.
+    return None if originator in (TOKENS_AGGREGATE, SCHEDULES_AGGREGATE) else originator

@@ -22,6 +22,11 @@ import msgspec
 
 from flowweaver.domain.events import EVENT_SCHEMA_VERSIONS, RUN_EVENT_TYPES, Event, RunEvent
 from flowweaver.domain.run import RunState
+from flowweaver.domain.schedule import (
+    SCHEDULE_EVENT_TYPES,
+    SCHEDULE_SCHEMA_VERSIONS,
+    AnyScheduleEvent,
+)
 from flowweaver.domain.tokens import TOKEN_EVENT_TYPES, TOKEN_SCHEMA_VERSIONS, AnyTokenEvent
 from flowweaver.domain.workflow import WorkflowRegistered
 from flowweaver.errors import EventSchemaError
@@ -41,6 +46,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     **EVENT_SCHEMA_VERSIONS,
     WORKFLOW_NAME: WORKFLOW_SCHEMA_VERSION,
     **TOKEN_SCHEMA_VERSIONS,
+    **SCHEDULE_SCHEMA_VERSIONS,
 }
 """The current schema version of every upcastable record type, by name."""
 
@@ -51,6 +57,7 @@ _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(RunEvent)
 _workflow_decoder = msgspec.json.Decoder(WorkflowRegistered)
 _token_decoder = msgspec.json.Decoder(AnyTokenEvent)
+_schedule_decoder = msgspec.json.Decoder(AnyScheduleEvent)
 _state_decoder = msgspec.json.Decoder(RunState)
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -81,6 +88,9 @@ _EVENT_TOPICS: dict[type[Event], str] = {
 }
 _TOKEN_TOPICS: dict[type[Any], str] = {
     t: topic(t.__name__, t.schema_version) for t in TOKEN_EVENT_TYPES
+}
+_SCHEDULE_TOPICS: dict[type[Any], str] = {
+    t: topic(t.__name__, t.schema_version) for t in SCHEDULE_EVENT_TYPES
 }
 CURRENT_NAMES: dict[str, str] = {topic(name, v): name for name, v in SCHEMA_VERSIONS.items()}
 """Type name by topic, for the topics of events and registrations at their current version:
@@ -176,6 +186,8 @@ def upcast(stored_topic: str, data: bytes) -> bytes:
         if name == WORKFLOW_NAME
         else _token_decoder
         if name in TOKEN_SCHEMA_VERSIONS
+        else _schedule_decoder
+        if name in SCHEDULE_SCHEMA_VERSIONS
         else _event_decoder
     )
     return _encoder.encode(decoder.decode(_encoder.encode(document)))
@@ -218,6 +230,23 @@ def decode_token_event(data: bytes, stored_topic: str | None = None) -> AnyToken
     if stored_topic is not None and stored_topic not in CURRENT_TOPICS:
         data = upcast(stored_topic, data)
     event: AnyTokenEvent = _token_decoder.decode(data)
+    return event
+
+
+def schedule_topic(event: AnyScheduleEvent) -> str:
+    """Return the topic a schedule event is stored under: its type at the current version."""
+    return _SCHEDULE_TOPICS[type(event)]
+
+
+def decode_schedule_event(data: bytes, stored_topic: str | None = None) -> AnyScheduleEvent:
+    """Decode a stored schedule event, upcast from an older version if need be.
+
+    Raises:
+        EventSchemaError: see :func:`upcast`.
+    """
+    if stored_topic is not None and stored_topic not in CURRENT_TOPICS:
+        data = upcast(stored_topic, data)
+    event: AnyScheduleEvent = _schedule_decoder.decode(data)
     return event
 
 

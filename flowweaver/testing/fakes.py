@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 
 class LeaseTable:
@@ -72,3 +73,27 @@ class FakeLeases:
         with self.table.lock:
             for run_id in [r for r, n in self.table.owners.items() if n == self.node]:
                 del self.table.owners[run_id]
+
+
+class FakeClock:
+    """A :class:`flowweaver.ports.Clock` that stands still until a test moves it."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self._now = now or datetime(2026, 1, 1, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """Return the time the test set."""
+        with self._lock:
+            return self._now
+
+    def set(self, now: datetime) -> None:
+        """Move the clock to ``now`` (timezone-aware)."""
+        with self._lock:
+            self._now = now.astimezone(UTC)
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock ``seconds`` on; return the new time."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            return self._now

@@ -93,6 +93,7 @@ def fill(path: str, auth: AuthServer) -> str:
         .replace("{taskId}", "b")
         .replace("{workflowId}", "gated")
         .replace("{name}", "nobody")
+        .replace("{scheduleId}", "nobody")
     )
 
 
@@ -142,7 +143,7 @@ def design_role(method: str, path: str) -> str | None:
         return "admin"
     if method == "GET" or path == "/auth/tickets":
         return "reader"
-    if path in ("/workflows", "/runs"):
+    if path in ("/workflows", "/runs", "/schedules"):
         return "submitter"
     return "operator"  # cancel, pause, resume, fork, task actions
 

@@ -24,6 +24,7 @@ def documented_workflows() -> list[dict[str, Any]]:
     """The JSON examples of docs/concepts.md, "Sub-workflows": the tests run them as written."""
     text = (ROOT / "docs" / "concepts.md").read_text()
     section = text[text.index("## Sub-workflows") :]
+    section = section[: section.find("\n## ", 1) if "\n## " in section else len(section)]
     end = section.find("\n## ", 1)
     section = section if end < 0 else section[:end]
     blocks = section.split("```json")[1:]

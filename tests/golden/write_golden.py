@@ -24,7 +24,7 @@ import msgspec
 
 from flowweaver.domain.concurrency import dequeue_run, queue_run
 from flowweaver.domain.events import ErrorInfo, LogLine, ParentTask, RunEvent, RunStarted
-from flowweaver.domain.ids import TOKENS_AGGREGATE, workflow_aggregate_id
+from flowweaver.domain.ids import SCHEDULES_AGGREGATE, TOKENS_AGGREGATE, workflow_aggregate_id
 from flowweaver.domain.run import (
     RunState,
     complete_task,
@@ -39,6 +39,18 @@ from flowweaver.domain.run import (
     retry_task,
     skip_task,
     start_run,
+)
+from flowweaver.domain.schedule import (
+    AnyScheduleEvent,
+    Schedules,
+    ScheduleSpec,
+    apply_schedule_event,
+    decide_fires,
+    delete_schedule,
+    pause_schedule,
+    put_schedule,
+    resume_schedule,
+    trigger_schedule,
 )
 from flowweaver.domain.signals import receive_signal, record_wait_expired
 from flowweaver.domain.spec import WorkflowSpec, workflow_from_builtins
@@ -441,6 +453,73 @@ def token_events() -> list[AnyTokenEvent]:
     ]
 
 
+def schedule_events() -> list[AnyScheduleEvent]:
+    """Schedules (issue 13): one that fires, skips an overlap, buffers one, misses an outage,
+    is replaced, paused, resumed, triggered by hand and deleted; one made paused."""
+    state = Schedules()
+    events: list[AnyScheduleEvent] = []
+
+    def record(*decided: AnyScheduleEvent | None) -> None:
+        for event in decided:
+            if event is not None:
+                apply_schedule_event(state, event)
+                events.append(event)
+
+    minute = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
+    hourly = ScheduleSpec(
+        id="hourly-sync",
+        workflow_id="retry-wf",
+        cron="0 * * * *",
+        timezone="Europe/Berlin",
+        parameters={"source": "crm"},
+        overlap="buffer_one",
+        catchup_window=600.0,
+    )
+    record(*put_schedule(state, hourly, paused=None, by="alice", now=minute))
+    nightly = ScheduleSpec(id="nightly", workflow_id="fail-wf", cron="30 2 * * *")
+    record(*put_schedule(state, nightly, paused=True, by="cli:root", now=minute))
+    # 04:00 fires; by 06:00 the run still runs: 05:00 is buffered and 06:00 skipped.
+    record(
+        *decide_fires(
+            state.by_id["hourly-sync"], minute + timedelta(hours=1), previous_running=False
+        )
+    )
+    record(
+        *decide_fires(
+            state.by_id["hourly-sync"], minute + timedelta(hours=2), previous_running=True
+        )
+    )
+    record(
+        *decide_fires(
+            state.by_id["hourly-sync"], minute + timedelta(hours=3), previous_running=True
+        )
+    )
+    # The run ended: the buffered fire starts.
+    record(
+        *decide_fires(
+            state.by_id["hourly-sync"],
+            minute + timedelta(hours=3, seconds=5),
+            previous_running=False,
+        )
+    )
+    # Down from 06:00 to 10:05: 07:00 to 09:00 are missed, 10:00 is inside the window.
+    record(
+        *decide_fires(
+            state.by_id["hourly-sync"],
+            minute + timedelta(hours=7, minutes=5),
+            previous_running=False,
+        )
+    )
+    later = minute + timedelta(hours=8)
+    record(*put_schedule(state, msgspec.structs.replace(hourly, overlap="skip"), paused=None,
+                         by="alice", now=later))  # fmt: skip
+    record(pause_schedule(state, "hourly-sync", by="bob", reason="maintenance", now=later))
+    record(trigger_schedule(state, "hourly-sync", by="bob", now=later + timedelta(seconds=1)))
+    record(resume_schedule(state, "hourly-sync", by="bob", now=later + timedelta(seconds=2)))
+    record(delete_schedule(state, "hourly-sync", by="alice", now=later + timedelta(seconds=3)))
+    return events
+
+
 def stored_lines(
     store: SQLiteEventStore, aggregate: uuid.UUID, snapshots: bool = False
 ) -> list[Line]:
@@ -550,7 +629,11 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = map_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     map_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with schedules (issue 13): every schedule event type at version 1.
+    store.append_schedule_events(0, schedule_events())
+    schedules = stored_lines(store, SCHEDULES_AGGREGATE)
     return {
+        "schedules.jsonl": schedules,
         "runs-map.jsonl": map_runs,
         "workflows-map.jsonl": map_workflows,
         "runs-subworkflow.jsonl": sub_workflow_runs,

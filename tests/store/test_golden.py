@@ -56,6 +56,8 @@ def load(pattern: str) -> list[Line]:
 RUN_LINES = load("runs*.jsonl")
 WORKFLOW_LINES = load("workflows*.jsonl")
 SNAPSHOT_LINES = load("snapshots*.jsonl")
+SCHEDULE_LINES = load("schedules*.jsonl")
+"""The schedule registry's golden log: checked in test_golden_schedules.py."""
 
 
 def runs() -> dict[str, list[Line]]:
@@ -191,6 +193,7 @@ def test_golden_files_are_there() -> None:
     assert len(runs()) >= 3
     assert WORKFLOW_LINES
     assert SNAPSHOT_LINES
+    assert SCHEDULE_LINES
 
 
 def test_every_golden_run_has_expectations() -> None:
