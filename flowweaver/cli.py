@@ -10,6 +10,7 @@
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
     flowweaver tokens create --name NAME --role ROLE | list | revoke NAME  (cli_tokens.py)
+    flowweaver workflows register WORKFLOW.json | module:attribute  (cli_workflows.py)
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -51,6 +52,7 @@ from flowweaver.api.sse import event_json
 from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
 from flowweaver.cli_tokens import add_token_commands, tokens_command
+from flowweaver.cli_workflows import add_workflow_commands, workflows_command
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
@@ -455,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_options(diff, *_STORE)
     for command in add_token_commands(commands, _Parser):
+        _add_options(command, *_STORE)
+    for command in add_workflow_commands(commands, _Parser):
         _add_options(command, *_STORE)
     return parser
 
@@ -906,6 +910,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-replay": _check_replay,
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
     "tokens": tokens_command,
+    "workflows": workflows_command,
 }
 
 
