@@ -70,6 +70,7 @@ class EngineBridge:
         version: int | None,
         on_task_failure: OnTaskFailure | None = None,
         submitted_by: str | None = None,
+        traceparent: str | None = None,
     ) -> RunHandle:
         """Start (or find, for a repeated key) a run."""
         return await self._call(
@@ -80,6 +81,7 @@ class EngineBridge:
             version=version,
             on_task_failure=on_task_failure,
             submitted_by=submitted_by,
+            traceparent=traceparent,
         )
 
     async def fork_run(self, parent_run_id: str, **options: Any) -> RunHandle:

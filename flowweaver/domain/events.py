@@ -67,6 +67,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     submitted_by: str | None = None
     on_task_failure: OnTaskFailure | None = None
     """Set by the run request: overrides the workflow's ``onTaskFailure``."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` the run was started under: its trace spans' parent."""
 
 
 class RunForked(Event, frozen=True, kw_only=True):

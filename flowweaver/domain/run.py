@@ -337,6 +337,7 @@ def start_run(
     submitted_by: str | None = None,
     on_task_failure: OnTaskFailure | None = None,
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+    traceparent: str | None = None,
 ) -> tuple[RunState, list[RunEvent]]:
     """Decide a run's first events: RunStarted, then TaskScheduled for every root task
     (see :func:`begin_run`).
@@ -353,6 +354,7 @@ def start_run(
         request_hash=request_hash,
         submitted_by=submitted_by,
         on_task_failure=on_task_failure,
+        traceparent=traceparent,
     )
     return begin_run(run_id, first, max_io_bytes=max_io_bytes)
 

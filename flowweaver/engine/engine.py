@@ -53,6 +53,7 @@ from flowweaver.engine.pool import WorkerPool
 from flowweaver.engine.run_actor import RunServices
 from flowweaver.engine.supervisor import Supervisor
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.tracing import load_tracing, valid_traceparent
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import (
     ConcurrencyError,
@@ -112,6 +113,7 @@ class Engine:
         leases: Leases | None = None,
         takeover_interval: float = 1.0,
         max_task_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
+        tracer_provider: Any = None,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -142,6 +144,9 @@ class Engine:
         self.pool = WorkerPool(
             workers, self.handlers, self.supervisor, self.timers, self._event_loop, node=self.node
         )
+        # None without the otel extra; a provider of None means OpenTelemetry's global one.
+        self.tracing = load_tracing(store, tracer_provider)
+        self.pool.tracing = self.tracing
         self.services = RunServices(
             store=store,
             writer=GroupCommitter(store),
@@ -152,6 +157,7 @@ class Engine:
             interruption_limit=interruption_limit,
             snapshot_interval=snapshot_interval,
             max_task_io_bytes=max_task_io_bytes,
+            tracing=self.tracing,
         )
         self.supervisor.start(self.services, recover=recover)
         try:
@@ -215,13 +221,16 @@ class Engine:
         version: int | None = None,
         submitted_by: str | None = None,
         on_task_failure: OnTaskFailure | None = None,
+        traceparent: str | None = None,
     ) -> RunHandle:
         """Start a run of a workflow (its latest version unless ``version`` is given).
 
         With an idempotency key the run id is derived from it: the same key and request
         return the existing run (``created`` False). ``on_task_failure`` ("fail" or "pause")
         overrides the workflow's ``onTaskFailure``: with "pause" a task that fails for good
-        pauses the run for an operator instead of failing it.
+        pauses the run for an operator instead of failing it. ``traceparent`` (W3C; ignored
+        when malformed, taken from the caller's active span when None and tracing is on) is
+        recorded as the parent of the run's trace spans.
 
         Raises:
             NotFoundError: no such workflow or version.
@@ -257,6 +266,7 @@ class Engine:
             submitted_by=submitted_by,
             on_task_failure=on_task_failure,
             max_io_bytes=self.max_task_io_bytes,
+            traceparent=self._traceparent(traceparent),
         )
         return self._launch(
             state,
@@ -267,6 +277,11 @@ class Engine:
             workflow_id=workflow_id,
             version=registered.version,
         )
+
+    def _traceparent(self, given: str | None) -> str | None:
+        if given is not None:
+            return valid_traceparent(given)
+        return None if self.tracing is None else self.tracing.current_traceparent()
 
     def fork_run(
         self,
@@ -675,6 +690,8 @@ class Engine:
             actions.close()
         self.pool.close(grace)
         self.supervisor.stop_actors()
+        if self.tracing is not None:
+            self.tracing.close()
         self.leases.close()
         self.timers.close()
         if self._loop is not None and self._loop_thread is not None:

@@ -51,6 +51,7 @@ from flowweaver.engine.messages import (
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
 from flowweaver.engine.stamps import stamp_time
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.tracing import Tracing
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import ConcurrencyError, FlowweaverError, StoreError
 from flowweaver.observability import metrics
@@ -73,6 +74,7 @@ class RunServices:
     interruption_limit: int
     snapshot_interval: int
     max_task_io_bytes: int
+    tracing: Tracing | None = None  # None: OpenTelemetry is not installed
 
 
 class Supervision(Protocol):
@@ -379,6 +381,7 @@ class RunActor(pykka.ThreadingActor):
         assert state is not None
         task = state.tasks[task_id]
         task_spec = state.spec.task(task_id)
+        tracing = self.services.tracing
         return Job(
             run_id=self.run_id,
             task_id=task_id,
@@ -386,6 +389,7 @@ class RunActor(pykka.ThreadingActor):
             handler=task_spec.handler,
             inputs=task.inputs or {},
             timeout=state.spec.timeout_of(task_spec),
+            trace=None if tracing is None else tracing.run_context(self.run_id, state),
         )
 
     def _dispatch_if_idle(self, task_id: str) -> None:
@@ -487,6 +491,8 @@ class RunActor(pykka.ThreadingActor):
         assert state is not None
         refuse(self.mailbox.close() + self._retry)
         self._retry = []
+        if self.services.tracing is not None:
+            self.services.tracing.end_run(self.run_id, state)
         self.supervisor.run_finished(self.run_id, state)
         self.stop()
 

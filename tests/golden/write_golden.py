@@ -56,6 +56,8 @@ FORKED_RUN = "00000000-0000-4000-8000-00000000a005"
 CANCELLED_BY_RUN = "00000000-0000-4000-8000-00000000a006"
 CHAINED_RUN = "00000000-0000-4000-8000-00000000a007"
 TRIGGER_RUN = "00000000-0000-4000-8000-00000000a008"
+TRACED_RUN = "00000000-0000-4000-8000-000000014a01"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -160,6 +162,19 @@ def fail_run() -> tuple[RunState, list[RunEvent]]:
     error = ErrorInfo(type="ValueError", message="bad value", retryable=False)
     events += record_failed(state, "broken", 1, error, at(10.02))
     events += record_completed(state, "aside", 1, {}, 0.1, at(10.03))
+    return state, events
+
+
+def traced_run() -> tuple[RunState, list[RunEvent]]:
+    """A run started under a W3C traceparent (issue 14): RunStarted with ``traceparent``."""
+    state, events = start_run(
+        TRACED_RUN, spec(FAIL_WORKFLOW), 1, {}, at(70), traceparent=TRACEPARENT
+    )
+    events += record_started(state, "broken", 1, "worker-1", at(70.01))
+    events += record_started(state, "aside", 1, "worker-2", at(70.01))
+    error = ErrorInfo(type="ValueError", message="bad value", retryable=False)
+    events += record_failed(state, "broken", 1, error, at(70.02))
+    events += record_completed(state, "aside", 1, {}, 0.1, at(70.03))
     return state, events
 
 
@@ -370,7 +385,12 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     state, events = trigger_run()
     store.append([Append(run_id=state.id, expected_version=0, events=events)])
     trigger_runs = stored_lines(store, uuid.UUID(state.id))
+    # Written 2026-12 with tracing (issue 14): RunStarted.traceparent.
+    state, events = traced_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    traced_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-traced.jsonl": traced_runs,
         "runs-trigger.jsonl": trigger_runs,
         "workflows-trigger.jsonl": trigger_workflows,
         "tokens.jsonl": tokens,
