@@ -266,7 +266,7 @@ class Engine:
             submitted_by=submitted_by,
             on_task_failure=on_task_failure,
             max_io_bytes=self.max_task_io_bytes,
-            traceparent=self._traceparent(traceparent),
+            traceparent=self._traceparent(traceparent, run_id),
         )
         return self._launch(
             state,
@@ -278,10 +278,12 @@ class Engine:
             version=registered.version,
         )
 
-    def _traceparent(self, given: str | None) -> str | None:
-        if given is not None:
+    def _traceparent(self, given: str | None, run_id: str) -> str | None:
+        if self.tracing is None:
             return valid_traceparent(given)
-        return None if self.tracing is None else self.tracing.current_traceparent()
+        found = self.tracing.current_traceparent() if given is None else valid_traceparent(given)
+        self.tracing.expect_run(run_id, found)  # spares its span a read of RunStarted
+        return found
 
     def fork_run(
         self,

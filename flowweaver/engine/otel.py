@@ -27,6 +27,8 @@ from flowweaver.errors import FlowweaverError
 from flowweaver.ports import EventStore
 
 TRACER_NAME = "flowweaver"
+MAX_EXPECTED = 10_000
+_UNKNOWN: Any = object()
 _propagator = TraceContextTextMapPropagator()
 
 
@@ -40,6 +42,7 @@ class OtelTracing:
         self._tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=provider)
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[Span, Any]] = {}
+        self._expected: dict[str, str | None] = {}  # bounded: see expect_run
 
     def current_traceparent(self) -> str | None:
         """Return the caller's active span as a ``traceparent``, if it has one."""
@@ -47,13 +50,24 @@ class OtelTracing:
         _propagator.inject(carrier)
         return valid_traceparent(carrier.get("traceparent"))
 
+    def expect_run(self, run_id: str, traceparent: str | None) -> None:
+        """Note the parent of a run about to start here, so its span needs no store read."""
+        with self._lock:
+            if len(self._expected) >= MAX_EXPECTED:  # runs that never dispatched here
+                self._expected.clear()
+            self._expected[run_id] = traceparent
+
     def run_context(self, run_id: str, state: RunState) -> Any:
         """Return the context of the run's span, starting the span on first use here."""
         with self._lock:
             found = self._runs.get(run_id)
         if found is not None:
             return found[1]
-        parent = _propagator.extract({"traceparent": self._traceparent_of(run_id) or ""})
+        with self._lock:
+            traceparent = self._expected.pop(run_id, _UNKNOWN)
+        if traceparent is _UNKNOWN:  # a run resumed here: RunStarted says
+            traceparent = self._traceparent_of(run_id)
+        parent = _propagator.extract({"traceparent": traceparent or ""})
         start = state.created_at
         span = self._tracer.start_span(
             f"run {state.workflow_id}",
@@ -85,6 +99,7 @@ class OtelTracing:
         """End the run's span: its outcome, and status ERROR when the run failed."""
         with self._lock:
             found = self._runs.pop(run_id, None)
+            self._expected.pop(run_id, None)
         if found is None:
             return
         span = found[0]
@@ -111,6 +126,9 @@ class OtelTracing:
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             outcome = execute(job)
+        except BaseException:  # the worker's own failure (execute catches the handler's)
+            span.end()
+            raise
         finally:
             otel_context.detach(token)
         if isinstance(outcome, Completed):

@@ -42,6 +42,10 @@ class Tracing(Protocol):
         """Return the caller's active span as a ``traceparent``, if it has one."""
         ...
 
+    def expect_run(self, run_id: str, traceparent: str | None) -> None:
+        """Note the parent of a run about to start here, so its span needs no store read."""
+        ...
+
     def run_context(self, run_id: str, state: RunState) -> Any:
         """Return the context of the run's span (started on first use) for its attempts."""
         ...
