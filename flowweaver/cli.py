@@ -52,11 +52,16 @@ from flowweaver.api.sse import event_json
 from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
 from flowweaver.cli_tokens import add_token_commands, tokens_command
-from flowweaver.cli_workflows import add_workflow_commands, workflows_command
+from flowweaver.cli_workflows import (
+    SourceError,
+    add_workflow_commands,
+    load_workflow,
+    workflows_command,
+)
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
-from flowweaver.domain.spec import WorkflowSpec, decode_workflow
+from flowweaver.domain.spec import WorkflowSpec
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
@@ -405,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(commands.add_parser("serve", help="serve the HTTP API"), *_SERVE)
 
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
-    run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
+    run.add_argument(
+        "workflow",
+        metavar="WORKFLOW.json",
+        help="the workflow document, or module:attribute naming a Workflow built in Python",
+    )
     run.add_argument("--params", default="{}", help="run parameters, a JSON object")
     _add_driving_options(run)
 
@@ -642,11 +651,10 @@ def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any]
         raise UsageError(f"--params is not JSON: {e}") from e
     if not isinstance(params, dict):
         raise UsageError("--params must be a JSON object")
-    try:
-        document = Path(args.workflow).read_bytes()
-    except OSError as e:
-        raise CommandError(f"cannot read {args.workflow}: {e.strerror or e}") from e
-    spec = decode_workflow(document)
+    try:  # a JSON file, or module:attribute (a Workflow built in Python; its handlers load)
+        spec = load_workflow(args.workflow)
+    except SourceError as e:
+        raise CommandError(str(e)) from e
     registry = _registry(args.handlers, examples=args.example_handlers)
     missing = registry.missing(t.handler for t in spec.tasks)
     if missing:

@@ -92,10 +92,16 @@ def test_bad_sources_are_one_line(
 
 
 def test_a_module_of_the_current_directory(tmp_path: Path) -> None:
-    """The installed command finds a module beside the user, as `python -m` would."""
+    """The installed command finds a module beside the user, as `python -m` would; `run` too."""
     (tmp_path / "my_flows.py").write_text(MODULE)
     done = fw("workflows", "register", "my_flows:wf", "--store", "sqlite:///fw.db", cwd=tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (0, "workflow etl v1 registered\n", "")
+    done = fw(
+        "run", "my_flows:wf", "--params", '{"url": "u"}', "--store", "sqlite:///fw.db", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].endswith("(etl v1)")
+    assert "completed" in done.stdout.splitlines()[-1]
     failing = tmp_path / "failing.py"
     failing.write_text("raise RuntimeError('boom')\n")
     done = fw("workflows", "register", "failing:wf", "--store", "sqlite:///fw.db", cwd=tmp_path)
