@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e ".[dev,postgres,redis]"
+	$(VENV)/bin/pip install -q -e ".[dev,postgres,redis,otel]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -33,6 +33,7 @@ from flowweaver.errors import (
 )
 
 if TYPE_CHECKING:
+    from flowweaver.builder import Workflow
     from flowweaver.engine import Engine, RunHandle
     from flowweaver.handlers import HandlerRegistry, TaskContext, handler
     from flowweaver.store import open_store
@@ -44,6 +45,7 @@ _LAZY = {
     "HandlerRegistry": "flowweaver.handlers",
     "RunHandle": "flowweaver.engine",
     "TaskContext": "flowweaver.handlers",
+    "Workflow": "flowweaver.builder",
     "handler": "flowweaver.handlers",
     "open_store": "flowweaver.store",
 }
@@ -85,6 +87,7 @@ __all__ = [
     "TaskInputError",
     "TokenExistsError",
     "ValidationError",
+    "Workflow",
     "handler",
     "open_store",
 ]

@@ -11,6 +11,7 @@
     flowweaver verify [RUN_ID ... | --all] | export RUN_ID ... | --all [-o FILE] | import FILE
     flowweaver check-replay RUN_ID ... | --all
     flowweaver tokens create --name NAME --role ROLE | list | revoke NAME  (cli_tokens.py)
+    flowweaver workflows register WORKFLOW.json | module:attribute  (cli_workflows.py)
 
 Every ``serve`` flag has an environment variable (FLOWWEAVER_PORT, ...). Exit codes: 0 success,
 1 a failure (a bad workflow, an unknown run, a run that failed), 2 a usage error. Errors are one
@@ -53,10 +54,16 @@ from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
 from flowweaver.cli_schedules import add_schedule_commands, schedules_command
 from flowweaver.cli_tokens import add_token_commands, tokens_command
+from flowweaver.cli_workflows import (
+    SourceError,
+    add_workflow_commands,
+    load_workflow,
+    workflows_command,
+)
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
-from flowweaver.domain.spec import WorkflowSpec, decode_workflow, handler_names
+from flowweaver.domain.spec import WorkflowSpec, handler_names
 from flowweaver.engine import Engine, RunHandle
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
@@ -413,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(commands.add_parser("serve", help="serve the HTTP API"), *_SERVE)
 
     run = commands.add_parser("run", help="run a workflow embedded, no server needed")
-    run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
+    run.add_argument(
+        "workflow",
+        metavar="WORKFLOW.json",
+        help="the workflow document, or module:attribute naming a Workflow built in Python",
+    )
     run.add_argument("--params", default="{}", help="run parameters, a JSON object")
     _add_driving_options(run)
 
@@ -470,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in add_token_commands(commands, _Parser):
         _add_options(command, *_STORE)
     for command in add_schedule_commands(commands, _Parser):
+        _add_options(command, *_STORE)
+    for command in add_workflow_commands(commands, _Parser):
         _add_options(command, *_STORE)
     return parser
 
@@ -653,11 +666,10 @@ def _run_request(args: argparse.Namespace) -> tuple[WorkflowSpec, dict[str, Any]
         raise UsageError(f"--params is not JSON: {e}") from e
     if not isinstance(params, dict):
         raise UsageError("--params must be a JSON object")
-    try:
-        document = Path(args.workflow).read_bytes()
-    except OSError as e:
-        raise CommandError(f"cannot read {args.workflow}: {e.strerror or e}") from e
-    spec = decode_workflow(document)
+    try:  # a JSON file, or module:attribute (a Workflow built in Python; its handlers load)
+        spec = load_workflow(args.workflow)
+    except SourceError as e:
+        raise CommandError(str(e)) from e
     registry = _registry(args.handlers, examples=args.example_handlers)
     missing = registry.missing(handler_names(spec))
     if missing:
@@ -925,6 +937,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
     "tokens": tokens_command,
     "schedules": schedules_command,
+    "workflows": workflows_command,
 }
 
 

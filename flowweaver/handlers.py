@@ -140,6 +140,11 @@ class HandlerRegistry:
         """Return every registered name, sorted."""
         return sorted(self._handlers)
 
+    def names_of(self, func: HandlerFunc) -> list[str]:
+        """Return the names ``func`` is registered under, sorted (the builder's lookup)."""
+        with self._lock:
+            return sorted(n for n, h in self._handlers.items() if h.func is func)
+
     def missing(self, names: Iterable[str | None]) -> list[str]:
         """Return the names in ``names`` that no handler is bound to, sorted.
 

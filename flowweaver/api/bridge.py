@@ -71,6 +71,7 @@ class EngineBridge:
         on_task_failure: OnTaskFailure | None = None,
         submitted_by: str | None = None,
         priority: int = 0,
+        traceparent: str | None = None,
     ) -> RunHandle:
         """Start (or find, for a repeated key) a run."""
         return await self._call(
@@ -82,6 +83,7 @@ class EngineBridge:
             on_task_failure=on_task_failure,
             submitted_by=submitted_by,
             priority=priority,
+            traceparent=traceparent,
         )
 
     async def fork_run(self, parent_run_id: str, **options: Any) -> RunHandle:

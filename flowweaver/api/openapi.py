@@ -231,6 +231,17 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "string"},
                         "example": "wait=10",
                     },
+                    {
+                        "name": "traceparent",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "W3C Trace Context: the parent of the run's trace spans, recorded"
+                            " in RunStarted.traceparent. A value that is not valid is ignored."
+                        ),
+                        "schema": {"type": "string", "maxLength": 256},
+                        "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    },
                 ],
                 "requestBody": {
                     "required": True,

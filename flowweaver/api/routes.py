@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.spec import nesting_error
 from flowweaver.engine import RunHandle
+from flowweaver.engine.tracing import valid_traceparent
 from flowweaver.errors import FieldError, NotFoundError, ValidationError
 from flowweaver.observability import metrics
 
@@ -232,6 +233,8 @@ async def post_run(request: web.Request) -> web.Response:
         on_task_failure=run.on_task_failure,
         submitted_by=principal(request),
         priority=run.priority,
+        # W3C Trace Context: the parent of the run's spans; one that is not valid is ignored.
+        traceparent=valid_traceparent(request.headers.get("traceparent")) or "",
     )
     return await started_run(request, handle, wait)
 

@@ -83,6 +83,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     """Higher first: among queued runs of a workflow, and for free workers among ready tasks."""
     parent: ParentTask | None = None
     """Set for a sub-workflow run: the run and task that started it."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` the run was started under: its trace spans' parent."""
 
 
 class RunForked(Event, frozen=True, kw_only=True):

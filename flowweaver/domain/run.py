@@ -399,6 +399,7 @@ def start_run(
     max_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
     priority: int = 0,
     parent: ParentTask | None = None,
+    traceparent: str | None = None,
 ) -> tuple[RunState, list[RunEvent]]:
     """Decide a run's first events: RunStarted, then TaskScheduled for every root task
     (see :func:`begin_run`).
@@ -419,6 +420,7 @@ def start_run(
         on_task_failure=on_task_failure,
         priority=priority,
         parent=parent,
+        traceparent=traceparent,
     )
     return begin_run(run_id, first, max_io_bytes=max_io_bytes)
 

@@ -60,6 +60,7 @@ from flowweaver.engine.pool import WorkerPool
 from flowweaver.engine.run_actor import RunServices
 from flowweaver.engine.supervisor import Supervisor
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.tracing import load_tracing, valid_traceparent
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import (
     ConcurrencyError,
@@ -121,6 +122,7 @@ class Engine:
         max_task_io_bytes: int = DEFAULT_MAX_TASK_IO_BYTES,
         admission_sweep_interval: float = SWEEP_INTERVAL_S,
         child_poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        tracer_provider: Any = None,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -151,6 +153,9 @@ class Engine:
         self.pool = WorkerPool(
             workers, self.handlers, self.supervisor, self.timers, self._event_loop, node=self.node
         )
+        # None without the otel extra; a provider of None means OpenTelemetry's global one.
+        self.tracing = load_tracing(store, tracer_provider)
+        self.pool.tracing = self.tracing
         self.services = RunServices(
             store=store,
             writer=GroupCommitter(store),
@@ -161,6 +166,7 @@ class Engine:
             interruption_limit=interruption_limit,
             snapshot_interval=snapshot_interval,
             max_task_io_bytes=max_task_io_bytes,
+            tracing=self.tracing,
         )
         self.children = ChildRuns(
             start=self._start_child,
@@ -260,6 +266,7 @@ class Engine:
         on_task_failure: OnTaskFailure | None = None,
         priority: int = 0,
         parent: ParentTask | None = None,
+        traceparent: str | None = None,
     ) -> RunHandle:
         """Start a run of a workflow (its latest version unless ``version`` is given).
 
@@ -268,6 +275,9 @@ class Engine:
         overrides the workflow's ``onTaskFailure``: with "pause" a task that fails for good
         pauses the run for an operator instead of failing it. ``parent`` is set by the
         engine for the child run of a sub-workflow task.
+
+        ``traceparent`` (W3C; ignored when malformed, taken from the caller's active span
+        when None and tracing is on) is recorded as the parent of the run's trace spans.
 
         ``priority`` (higher first, from -1,000,000 to 1,000,000) orders the run among the
         queued runs of a workflow with a concurrency limit, and its ready tasks before other
@@ -313,6 +323,7 @@ class Engine:
             max_io_bytes=self.max_task_io_bytes,
             priority=priority,
             parent=parent,
+            traceparent=self._traceparent(traceparent, run_id),
         )
 
         def launch(state: RunState, events: list[RunEvent]) -> RunHandle:
@@ -346,6 +357,13 @@ class Engine:
 
     def _cancel_child(self, child_run_id: str, reason: str) -> None:
         self.cancel_run(child_run_id, reason, by=ENGINE_PRINCIPAL)
+
+    def _traceparent(self, given: str | None, run_id: str) -> str | None:
+        if self.tracing is None:
+            return valid_traceparent(given)
+        found = self.tracing.current_traceparent() if given is None else valid_traceparent(given)
+        self.tracing.expect_run(run_id, found)  # spares its span a read of RunStarted
+        return found
 
     def fork_run(
         self,
@@ -792,6 +810,8 @@ class Engine:
         self.children.close()
         self.pool.close(grace)
         self.supervisor.stop_actors()
+        if self.tracing is not None:
+            self.tracing.close()
         self.leases.close()
         self.timers.close()
         if self._loop is not None and self._loop_thread is not None:

@@ -35,6 +35,7 @@ from flowweaver.domain.events import TIMEOUT, ErrorInfo, LogLine
 from flowweaver.engine.detail import AttemptLog, LogCapture, handler_traceback
 from flowweaver.engine.messages import Completed, Failed, Offer
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.tracing import Tracing
 from flowweaver.errors import FlowweaverError, HandlerError
 from flowweaver.handlers import Handler, HandlerRegistry, TaskContext
 from flowweaver.observability import metrics
@@ -56,6 +57,8 @@ class Job:
     priority: int = 0
     """The run's: jobs of higher-priority runs are offered free workers first."""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    trace: Any = None
+    """The run span's context when tracing is on (see engine/tracing.py), else None."""
     _finished: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -175,6 +178,7 @@ class WorkerPool:
         self._inflight: dict[tuple[str, str, int], Job] = {}
         self._names = itertools.count(1)
         self._closed = False
+        self.tracing: Tracing | None = None  # set by the engine when tracing is on
         for _ in range(size):
             self._spawn()
 
@@ -363,7 +367,8 @@ class TaskWorker(pykka.ThreadingActor):
     def _run(self, job: Job) -> None:
         # Every job a worker gets has its TaskStarted stored: it runs even if cancelled
         # meanwhile; its handler sees the flag, and its outcome lets the run finish.
-        outcome = self._execute(job)
+        tracing = self.pool.tracing
+        outcome = self._execute(job) if tracing is None else tracing.run_attempt(job, self._execute)
         if job.claim_outcome():
             self.pool.router.report(job, outcome)
             self.pool.finish(job)

@@ -58,6 +58,7 @@ from flowweaver.engine.messages import (
 from flowweaver.engine.pool import Job, Reservation, WorkerPool
 from flowweaver.engine.stamps import stamp_time
 from flowweaver.engine.timers import Timers
+from flowweaver.engine.tracing import Tracing
 from flowweaver.engine.writer import GroupCommitter
 from flowweaver.errors import ConcurrencyError, FlowweaverError, StoreError
 from flowweaver.observability import metrics
@@ -81,6 +82,7 @@ class RunServices:
     snapshot_interval: int
     max_task_io_bytes: int
     children: ChildLauncher = field(default_factory=NoChildren)  # sub-workflow tasks' runs
+    tracing: Tracing | None = None  # None: OpenTelemetry is not installed
 
 
 class Supervision(Protocol):
@@ -467,6 +469,7 @@ class RunActor(pykka.ThreadingActor):
             return self._element_job(task_id, *element)
         task = state.tasks[task_id]
         task_spec = state.spec.task(task_id)
+        tracing = self.services.tracing
         return Job(
             run_id=self.run_id,
             task_id=task_id,
@@ -475,6 +478,7 @@ class RunActor(pykka.ThreadingActor):
             inputs=task.inputs or {},
             timeout=state.spec.timeout_of(task_spec),
             priority=state.priority,
+            trace=None if tracing is None else tracing.run_context(self.run_id, state),
         )
 
     def _element_job(self, key: str, task_id: str, index: int) -> Job:
@@ -492,6 +496,7 @@ class RunActor(pykka.ThreadingActor):
             cached = (inputs, items or [])
             self._items[task_id] = cached
         task_spec = state.spec.task(task_id)
+        tracing = self.services.tracing
         return Job(
             run_id=self.run_id,
             task_id=key,
@@ -499,6 +504,8 @@ class RunActor(pykka.ThreadingActor):
             handler=task_spec.handler or "",  # registration refuses a map without a handler
             inputs=mapping.element_inputs(inputs, cached[1], index),
             timeout=state.spec.timeout_of(task_spec),
+            priority=state.priority,
+            trace=None if tracing is None else tracing.run_context(self.run_id, state),
         )
 
     def _dispatch_if_idle(self, task_id: str) -> None:
@@ -657,6 +664,8 @@ class RunActor(pykka.ThreadingActor):
         self._finished = True
         refuse(self.mailbox.close() + self._retry)
         self._retry = []
+        if self.services.tracing is not None:
+            self.services.tracing.end_run(self.run_id, state)
         self.supervisor.run_finished(self.run_id, state)
         self.stop()
 

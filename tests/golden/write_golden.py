@@ -77,6 +77,8 @@ SIGNAL_RUN = "00000000-0000-4000-8000-00000000c001"
 SUB_PARENT_RUN = "00000000-0000-4000-8000-00000000c101"
 SUB_CHILD_RUN = "00000000-0000-4000-8000-00000000c102"
 MAP_RUN = "00000000-0000-4000-8000-00000000b004"
+TRACED_RUN = "00000000-0000-4000-8000-000000014a01"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 RETRY_WORKFLOW: dict[str, Any] = {
     "id": "golden-retry",
@@ -181,6 +183,19 @@ def fail_run() -> tuple[RunState, list[RunEvent]]:
     error = ErrorInfo(type="ValueError", message="bad value", retryable=False)
     events += record_failed(state, "broken", 1, error, at(10.02))
     events += record_completed(state, "aside", 1, {}, 0.1, at(10.03))
+    return state, events
+
+
+def traced_run() -> tuple[RunState, list[RunEvent]]:
+    """A run started under a W3C traceparent (issue 14): RunStarted with ``traceparent``."""
+    state, events = start_run(
+        TRACED_RUN, spec(FAIL_WORKFLOW), 1, {}, at(70), traceparent=TRACEPARENT
+    )
+    events += record_started(state, "broken", 1, "worker-1", at(70.01))
+    events += record_started(state, "aside", 1, "worker-2", at(70.01))
+    error = ErrorInfo(type="ValueError", message="bad value", retryable=False)
+    events += record_failed(state, "broken", 1, error, at(70.02))
+    events += record_completed(state, "aside", 1, {}, 0.1, at(70.03))
     return state, events
 
 
@@ -632,7 +647,12 @@ def build(store: SQLiteEventStore) -> dict[str, list[Line]]:
     # Written 2026-12 with schedules (issue 13): every schedule event type at version 1.
     store.append_schedule_events(0, schedule_events())
     schedules = stored_lines(store, SCHEDULES_AGGREGATE)
+    # Written 2026-12 with tracing (issue 14): RunStarted.traceparent.
+    state, events = traced_run()
+    store.append([Append(run_id=state.id, expected_version=0, events=events)])
+    traced_runs = stored_lines(store, uuid.UUID(state.id))
     return {
+        "runs-traced.jsonl": traced_runs,
         "schedules.jsonl": schedules,
         "runs-map.jsonl": map_runs,
         "workflows-map.jsonl": map_workflows,

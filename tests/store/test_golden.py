@@ -180,6 +180,15 @@ EXPECTED: dict[str, tuple[str, int, dict[str, tuple[str, int, Any]]]] = {
             "total": ("completed", 1, {"result": {}}),
         },
     ),
+    "00000000-0000-4000-8000-000000014a01": (
+        "failed",
+        9,
+        {
+            "broken": ("failed", 1, None),
+            "after": ("skipped", 0, None),
+            "aside": ("completed", 1, {"result": {}}),
+        },
+    ),
 }
 
 
@@ -390,3 +399,14 @@ def test_the_golden_writer_never_rewrites_a_file() -> None:
     before = {path: path.read_bytes() for path in GOLDEN.glob("*.jsonl")}
     assert module.main() == 1
     assert {path: path.read_bytes() for path in GOLDEN.glob("*.jsonl")} == before
+
+
+def test_golden_run_started_keeps_its_traceparent() -> None:
+    """RunStarted.traceparent reads back as stored; runs stored before it read None."""
+    started = {
+        line.id: decode_event(line.raw, line.topic) for line in RUN_LINES if line.version == 1
+    }
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced = started.pop("00000000-0000-4000-8000-000000014a01")
+    assert getattr(traced, "traceparent", None) == traceparent
+    assert all(getattr(event, "traceparent", None) is None for event in started.values())
