@@ -12,6 +12,8 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from flowweaver.errors import (
+    AuthError,
+    BadResponseError,
     ChainBrokenError,
     ConcurrencyError,
     ConflictError,
@@ -24,6 +26,8 @@ from flowweaver.errors import (
     InvalidCommandError,
     NotFoundError,
     RunUnavailableError,
+    ServerError,
+    ServerUnreachableError,
     StoreConfigError,
     StoreError,
     StoreLockedError,
@@ -33,6 +37,7 @@ from flowweaver.errors import (
 )
 
 if TYPE_CHECKING:
+    from flowweaver.client import AsyncClient, Client
     from flowweaver.engine import Engine, RunHandle
     from flowweaver.handlers import HandlerRegistry, TaskContext, handler
     from flowweaver.store import open_store
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
 __version__ = importlib.metadata.version("flowweaver")
 
 _LAZY = {
+    "AsyncClient": "flowweaver.client",
+    "Client": "flowweaver.client",
     "Engine": "flowweaver.engine",
     "HandlerRegistry": "flowweaver.handlers",
     "RunHandle": "flowweaver.engine",
@@ -63,7 +70,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncClient",
+    "AuthError",
+    "BadResponseError",
     "ChainBrokenError",
+    "Client",
     "ConcurrencyError",
     "ConflictError",
     "Engine",
@@ -78,6 +89,8 @@ __all__ = [
     "NotFoundError",
     "RunHandle",
     "RunUnavailableError",
+    "ServerError",
+    "ServerUnreachableError",
     "StoreConfigError",
     "StoreError",
     "StoreLockedError",
