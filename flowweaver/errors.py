@@ -180,7 +180,7 @@ class ServerError(FlowweaverError):
 
 
 class AuthError(ServerError):
-    """The server refused the request's token: missing or unknown (401) or its role too low (403)."""
+    """The server refused the token: missing or unknown (401), or its role too low (403)."""
 
 
 class ServerUnreachableError(FlowweaverError):

@@ -30,7 +30,7 @@ from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
 if TYPE_CHECKING:
-    from .errors import ApiError
+    pass
 
 MAX_KEY_LENGTH = 256
 MAX_VERSION = 2**31

@@ -198,10 +198,11 @@ def _query(**values: Any) -> dict[str, str]:
         if value is None:
             continue
         if isinstance(value, bool):
-            value = "true" if value else "false"
+            out[name] = "true" if value else "false"
         elif isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        out[name] = str(value)
+            out[name] = ",".join(value)
+        else:
+            out[name] = str(value)
     return out
 
 
@@ -216,7 +217,7 @@ _run = _decoder(RunOut)
 
 
 def register_workflow(definition: WorkflowSpec | Mapping[str, Any]) -> Call[WorkflowCreated]:
-    """POST /workflows: record a definition as a new version (the same one again changes nothing)."""
+    """POST /workflows: record a definition as a new version (the same again changes nothing)."""
     return Call("POST", "/workflows", _decoder(WorkflowCreated), body=_json_body(definition))
 
 
@@ -359,7 +360,9 @@ def fork_run(
     )
 
 
-def lineage(run_id: str, *, limit: int | None = None, cursor: str | None = None) -> Call[LineageOut]:
+def lineage(
+    run_id: str, *, limit: int | None = None, cursor: str | None = None
+) -> Call[LineageOut]:
     """GET /runs/{id}/lineage: the run's parent and its forks, newest first."""
     return Call(
         "GET",

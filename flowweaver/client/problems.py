@@ -82,6 +82,8 @@ def problem_error(
 ) -> FlowweaverError:
     """Return the exception an error answer (status >= 400) stands for."""
     media = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if media.startswith("text/html"):
+        return BadResponseError(url, f"an HTML page (HTTP {status}), not the API's problem+json")
     if media not in ("application/problem+json", "application/json"):
         shown = media or "no media type"
         return BadResponseError(url, f"HTTP {status} with {shown}, not problem+json")
@@ -120,9 +122,7 @@ def problem_error(
     return ServerError(status, detail, problem.type, retry_after=retry_after)
 
 
-def read_answer(
-    read: Callable[[bytes], T], body: bytes, headers: Mapping[str, str], url: str
-) -> T:
+def read_answer(read: Callable[[bytes], T], body: bytes, headers: Mapping[str, str], url: str) -> T:
     """Return ``read(body)`` for a 2xx answer.
 
     Raises:

@@ -104,7 +104,7 @@ class Settings:
         return self._delay(error, failures)
 
     def _delay(self, error: FlowweaverError, attempt: int) -> float:
-        delay = self.backoff.delay(attempt, random.random())  # noqa: S311 - jitter, not secrets
+        delay = self.backoff.delay(attempt, random.random())
         if isinstance(error, ServerError) and error.retry_after is not None:
             delay = max(delay, min(error.retry_after, self.backoff.cap))
         return delay

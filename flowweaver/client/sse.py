@@ -63,7 +63,9 @@ class SseParser:
             if not self._data and self._id is None:
                 self._event = ""
                 return None
-            message = Message(id=self._id, event=self._event or "message", data="\n".join(self._data))
+            message = Message(
+                id=self._id, event=self._event or "message", data="\n".join(self._data)
+            )
             self._id, self._event, self._data, self._size = None, "", [], 0
             return message
         if line.startswith(":"):
@@ -100,7 +102,8 @@ class Resume:
         try:
             offset = int(message.id)
         except ValueError:
-            raise BadResponseError(self.url, f"an event id that is no offset: {message.id[:40]!r}")
+            shown = message.id[:40]
+            raise BadResponseError(self.url, f"an event id that is no offset: {shown!r}") from None
         if offset <= self.last:
             return None
         try:

@@ -173,9 +173,7 @@ class Client:
                 ) as response:
                     if response.status_code >= 400:
                         body = response.read()[:MAX_ERROR_BODY]
-                        raise problem_error(
-                            response.status_code, body, response.headers, url, path
-                        )
+                        raise problem_error(response.status_code, body, response.headers, url, path)
                     self.settings.check_stream(response.headers, url)
                     parser = SseParser(url)
                     for chunk in response.iter_bytes():
@@ -243,4 +241,3 @@ class Client:
 
 
 __all__ = ["Client", "Event"]
-
