@@ -58,6 +58,7 @@ def test_all_is_sorted_and_complete() -> None:
     """`flowweaver.__all__` is sorted and holds the contract's names and every error class."""
     assert flowweaver.__all__ == sorted(flowweaver.__all__)
     expected = {"Engine", "HandlerRegistry", "RunHandle", "TaskContext", "handler", "open_store"}
+    expected |= {"AsyncClient", "Client"}
     expected |= set(errors.__all__)
     assert set(flowweaver.__all__) == expected
 
