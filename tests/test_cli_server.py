@@ -177,3 +177,17 @@ def test_events_follow_on_a_terminal_draws_the_live_table(tmp_path: Path) -> Non
     assert f"run {run_id}" in text
     assert text.count("completed") >= 3
     assert "{" not in text  # no JSON lines
+
+
+def test_embedded_run_wait_json_prints_json_lines(tmp_path: Path) -> None:
+    """`run --wait --json` with no server prints the events as JSON lines on stdout, the run's
+    id and outcome on stderr."""
+    document = tmp_path / "chain.json"
+    document.write_text(json.dumps(chain(2, 0.01)))
+    store = f"sqlite:///{tmp_path / 'embedded.db'}"
+    done = fw("run", str(document), "--wait", "--json", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    events = _lines(done.stdout)
+    assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "RunCompleted"
+    assert f"run {events[0]['runId']} completed" in done.stderr
