@@ -4,12 +4,13 @@ run emits events, and restarted on the same store and port; the client's ``event
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
 import pytest
 
-from flowweaver.client import Client, Event
+from flowweaver.client import AsyncClient, Client, Event
 from tests.client.support import CHAIN, chain, free_port
 from tests.serve_process import ServeProcess
 
@@ -118,3 +119,41 @@ def test_streams_survive_repeated_kill_9_of_the_server(tmp_path: Path) -> None:
         log_client.close()
     finally:
         server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_async_stream_survives_kill_9_of_the_server(tmp_path: Path) -> None:
+    """AsyncClient.events() across two SIGKILLs and restarts: versions 1..N, once each."""
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    port = free_port()
+    servers = [ServeProcess(store, tmp_path, args=("--port", str(port)))]
+    servers[0].wait_started()
+
+    async def follow() -> list[int]:
+        offsets: list[int] = []
+        completed = 0
+        kills = 0
+        async with AsyncClient(f"http://127.0.0.1:{port}", reconnect_for=WAIT) as client:
+            await client.register_workflow(chain(12, 0.1))
+            run = await client.start_run(CHAIN)
+            async for event in client.events(run.id):
+                offsets.append(event.offset)
+                completed += event.type == "TaskCompleted"
+                if kills < 2 and completed >= 3 * (kills + 1):
+                    kills += 1
+                    servers[-1].kill()
+                    # Start the next server off the loop: the stream reconnects to it.
+                    server = ServeProcess(store, tmp_path, args=("--port", str(port)))
+                    servers.append(server)
+                    await asyncio.to_thread(server.wait_started)
+            assert (await client.get_run(run.id)).status == "completed"
+        assert kills == 2
+        return offsets
+
+    try:
+        offsets = asyncio.run(follow())
+    finally:
+        for server in servers:
+            server.close()
+    assert offsets == list(range(1, len(offsets) + 1))
