@@ -145,6 +145,40 @@ def test_bad_servers_and_tokens_are_one_line(tmp_path: Path) -> None:
         assert f"run '{MISSING}' not found" in _one_line_error(missing)
 
 
+def _on_a_terminal(command: list[str], cwd: Path) -> bytes:
+    """Run ``command`` with a pseudo-terminal as its output; return what it drew (exit 0)."""
+    leader, follower = pty.openpty()
+    env = _env(COLUMNS="120", TERM="xterm")
+    process = subprocess.Popen(
+        command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other end closed: the command ended
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    assert process.wait(timeout=30) == 0, drawn
+    return drawn
+
+
+def test_embedded_run_wait_on_a_terminal_draws_the_live_table(tmp_path: Path) -> None:
+    """On a terminal, `run --wait` with no server draws the table too, each task completed."""
+    document = tmp_path / "chain.json"
+    document.write_text(json.dumps(chain(3, 0.05)))
+    store = f"sqlite:///{tmp_path / 'embedded.db'}"
+    command = [FLOWWEAVER, "run", str(document), "--wait", "--store", store]
+    text = _on_a_terminal(command, tmp_path).decode(errors="replace")
+    assert "ELAPSED" in text
+    assert all(f"t{i}" in text for i in range(3))
+    assert text.count("completed") >= 3
+
+
 def test_events_follow_on_a_terminal_draws_the_live_table(tmp_path: Path) -> None:
     """On a terminal, `events --follow --server` draws a table of task states and elapsed
     times until the run ends."""
@@ -153,24 +187,9 @@ def test_events_follow_on_a_terminal_draws_the_live_table(tmp_path: Path) -> Non
         with Client(url) as client:
             client.register_workflow(chain(3, 0.05))
             run_id = client.start_run(CHAIN).id
-        leader, follower = pty.openpty()
-        env = _env(COLUMNS="120", TERM="xterm")
-        process = subprocess.Popen(
-            [FLOWWEAVER, "events", run_id, "--follow", "--server", url],
-            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=env,
-        )  # fmt: skip
-        os.close(follower)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the other end closed: the command ended
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        os.close(leader)
-        assert process.wait(timeout=30) == 0, drawn
+        drawn = _on_a_terminal(
+            [FLOWWEAVER, "events", run_id, "--follow", "--server", url], tmp_path
+        )
     text = drawn.decode(errors="replace")
     assert "TASK" in text
     assert "ELAPSED" in text
