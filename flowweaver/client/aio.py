@@ -118,6 +118,7 @@ class AsyncClient:
                 data=call.body,
                 headers=self.settings.request_headers(call),
                 allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout + call.extra_time),
             ) as response:
                 if response.status >= 400:
                     body = await response.content.read(MAX_ERROR_BODY)

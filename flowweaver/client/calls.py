@@ -55,6 +55,8 @@ class Call(Generic[T]):
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     idempotent: bool = False
+    extra_time: float = 0.0
+    """Seconds the answer may take beyond the client's timeout (``Prefer: wait=N``)."""
 
 
 # --- wire types the server writes by hand (as bytes) rather than from a Struct ----------------
@@ -268,6 +270,7 @@ def start_run(
         body=_json_body(body),
         headers=_prefer(wait),
         idempotent=idempotency_key is not None,
+        extra_time=wait or 0,
     )
 
 
@@ -357,6 +360,7 @@ def fork_run(
         body=_json_body(body),
         headers=_prefer(wait),
         idempotent=idempotency_key is not None,
+        extra_time=wait or 0,
     )
 
 

@@ -113,6 +113,7 @@ class Client:
                 params=dict(call.params),
                 content=call.body,
                 headers=self.settings.request_headers(call),
+                timeout=self.settings.timeout + call.extra_time,
             )
         except httpx.TransportError as e:
             raise ServerUnreachableError(self.url, transport_reason(e)) from None

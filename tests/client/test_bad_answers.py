@@ -13,7 +13,7 @@ import pytest
 
 import flowweaver
 from flowweaver.client import ROUTES, STREAMS, AsyncClient, Client, calls
-from tests.client.support import free_port, serving
+from tests.client.support import CHAIN, chain, free_port, serving
 from tests.test_cli import fw
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -108,6 +108,10 @@ def test_every_route_of_the_openapi_document_has_a_client_method(tmp_path: Path)
     store = f"sqlite:///{tmp_path / 's.db'}"
     with serving(store, tmp_path) as server, Client(f"http://127.0.0.1:{server.port}") as client:
         document = client.openapi()
+        # Prefer: wait=N lengthens the call's timeout by N: a 1 s client waits for a 1.5 s run.
+        client.register_workflow(chain(1, 1.5))
+        with Client(client.url, timeout=1.0, retries=0) as impatient:
+            assert impatient.start_run(CHAIN, wait=10).status == "completed"
     documented = {
         (method.upper(), path)
         for path, item in document["paths"].items()
