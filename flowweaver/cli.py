@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_options(commands.add_parser("serve", help="serve the HTTP API"), *_SERVE)
 
-    run = commands.add_parser("run", help="run a workflow embedded, no server needed")
+    run = commands.add_parser("run", help="run a workflow embedded, or on --server")
     run.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow document")
     run.add_argument("--params", default="{}", help="run parameters, a JSON object")
     _add_driving_options(run)
