@@ -12,6 +12,8 @@ import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from flowweaver.errors import (
+    AuthError,
+    BadResponseError,
     ChainBrokenError,
     ConcurrencyError,
     ConflictError,
@@ -24,6 +26,8 @@ from flowweaver.errors import (
     InvalidCommandError,
     NotFoundError,
     RunUnavailableError,
+    ServerError,
+    ServerUnreachableError,
     StoreConfigError,
     StoreError,
     StoreLockedError,
@@ -34,6 +38,7 @@ from flowweaver.errors import (
 
 if TYPE_CHECKING:
     from flowweaver.builder import Workflow
+    from flowweaver.client import AsyncClient, Client
     from flowweaver.engine import Engine, RunHandle
     from flowweaver.handlers import HandlerRegistry, TaskContext, handler
     from flowweaver.store import open_store
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 __version__ = importlib.metadata.version("flowweaver")
 
 _LAZY = {
+    "AsyncClient": "flowweaver.client",
+    "Client": "flowweaver.client",
     "Engine": "flowweaver.engine",
     "HandlerRegistry": "flowweaver.handlers",
     "RunHandle": "flowweaver.engine",
@@ -65,7 +72,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncClient",
+    "AuthError",
+    "BadResponseError",
     "ChainBrokenError",
+    "Client",
     "ConcurrencyError",
     "ConflictError",
     "Engine",
@@ -80,6 +91,8 @@ __all__ = [
     "NotFoundError",
     "RunHandle",
     "RunUnavailableError",
+    "ServerError",
+    "ServerUnreachableError",
     "StoreConfigError",
     "StoreError",
     "StoreLockedError",

@@ -54,12 +54,7 @@ from flowweaver.cli_chain import CHAIN_COMMANDS, add_chain_commands
 from flowweaver.cli_detail import print_failure_detail
 from flowweaver.cli_schedules import add_schedule_commands, schedules_command
 from flowweaver.cli_tokens import add_token_commands, tokens_command
-from flowweaver.cli_workflows import (
-    SourceError,
-    add_workflow_commands,
-    load_workflow,
-    workflows_command,
-)
+from flowweaver.cli_workflows import SourceError, load_workflow
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES
 from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
@@ -419,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_options(commands.add_parser("serve", help="serve the HTTP API"), *_SERVE)
 
-    run = commands.add_parser("run", help="run a workflow embedded, no server needed")
+    run = commands.add_parser("run", help="run a workflow embedded, or on --server")
     run.add_argument(
         "workflow",
         metavar="WORKFLOW.json",
@@ -482,8 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_options(command, *_STORE)
     for command in add_schedule_commands(commands, _Parser):
         _add_options(command, *_STORE)
-    for command in add_workflow_commands(commands, _Parser):
-        _add_options(command, *_STORE)
+    from flowweaver import cli_server  # noqa: PLC0415 - it builds on this module
+
+    cli_server.add_server_commands(commands, _COMMANDS)  # --server URL on the commands above
     return parser
 
 
@@ -707,7 +703,8 @@ def _drive(
     outcome. Exit 0 when the run completed, 1 when it failed or was cancelled or when it did
     not end within ``--timeout`` (it stays in the store), 130 on Ctrl-C.
     """
-    out = sys.stdout
+    as_json = getattr(args, "json", False)
+    out = sys.stderr if as_json else sys.stdout  # stdout carries the events' JSON lines
     run_id = None
     grace = 10.0
     try:
@@ -718,7 +715,12 @@ def _drive(
         print(f"run {run_id} ({label})", file=out, flush=True)
         started = time.monotonic()
         deadline = started + args.timeout
-        if args.wait:
+        if args.wait and (as_json or out.isatty()):  # the live table, or JSON lines
+            from flowweaver import cli_live, cli_server  # noqa: PLC0415 - they import this module
+
+            events = cli_live.store_events(engine.store, run_id, deadline=deadline)
+            cli_server.follow(events, run_id, as_json=as_json)
+        elif args.wait:
             _progress(engine.store, run_id, out, deadline=deadline)
         try:
             state = engine.wait_run_finished(run_id, timeout=max(0.0, deadline - time.monotonic()))
@@ -841,6 +843,11 @@ def _events(args: argparse.Namespace) -> int:
             raise CommandError(f"run {args.run_id} has {count} events; --after is {args.after}")
         if args.after > 0 and first[0].name in TERMINAL_EVENT_NAMES:
             return EXIT_OK  # it ended at that very event: nothing follows, ever
+        from flowweaver import cli_live  # noqa: PLC0415 - it imports this module
+
+        if args.follow and cli_live.live_wanted(args.json):  # a terminal: the live table
+            cli_live.show_live(args.run_id, cli_live.store_events(store, args.run_id, args.after))
+            return EXIT_OK
         last = args.after
         while True:
             top = store.max_position()
@@ -937,7 +944,6 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "diff": lambda args: cli_travel.diff_command(args, _open_existing(args.store)),
     "tokens": tokens_command,
     "schedules": schedules_command,
-    "workflows": workflows_command,
 }
 
 
@@ -945,7 +951,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowweaver`` command; return the exit code."""
     try:
         args = build_parser().parse_args(argv)
-        return _COMMANDS[args.command](args)
+        from flowweaver.cli_server import server_handler  # noqa: PLC0415 - see build_parser
+
+        return (server_handler(args) or _COMMANDS[args.command])(args)
     except UsageError as e:
         print(f"flowweaver: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,42 +11,22 @@ the same store; registering an identical definition again records nothing.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from flowweaver.builder import Workflow
 from flowweaver.domain.spec import WorkflowSpec, decode_workflow, workflow_from_builtins
-from flowweaver.store import open_store
 
 EXIT_OK = 0
 
 
 class SourceError(Exception):
     """A workflow source that cannot be read or is not a workflow (the CLI prints one line)."""
-
-
-def add_workflow_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> list[Any]:
-    """Add ``workflows`` and its subcommands; return the subcommands (each needs --store)."""
-    workflows = commands.add_parser("workflows", help="register workflow definitions")
-    actions = workflows.add_subparsers(
-        dest="workflows_command", required=True, parser_class=parser_class
-    )
-    register = actions.add_parser(
-        "register", help="record a definition as the workflow's next version"
-    )
-    register.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a WORKFLOW.json file, or module:attribute naming a Workflow, spec or dict",
-    )
-    return [register]
 
 
 def load_workflow(source: str) -> WorkflowSpec:
@@ -126,20 +106,3 @@ def _import(module_name: str) -> ModuleType:
         raise SourceError(f"cannot import {module_name!r}: {e}") from e
     except Exception as e:
         raise SourceError(f"cannot import {module_name!r}: {type(e).__name__}: {e}") from e
-
-
-def workflows_command(args: argparse.Namespace) -> int:
-    """Run ``workflows register``: print ``workflow ID vN registered`` (or ``unchanged``)."""
-    try:
-        spec = load_workflow(args.source)
-    except SourceError as e:
-        from flowweaver.cli import CommandError  # noqa: PLC0415 - cli imports this module
-
-        raise CommandError(str(e)) from e
-    store = open_store(args.store)
-    try:
-        version, created = store.register_workflow(spec, datetime.now(UTC))
-    finally:
-        store.close()
-    print(f"workflow {spec.id} v{version} {'registered' if created else 'unchanged'}")
-    return EXIT_OK

@@ -156,7 +156,59 @@ class StoreLockedError(FlowweaverError):
         )
 
 
+class ServerError(FlowweaverError):
+    """A Flowweaver server refused a request with an answer no other class here describes.
+
+    ``status`` is the HTTP status and ``problem_type`` the problem's ``type`` (RFC 9457); a 429,
+    502, 503 or 504 is worth retrying (``retry_after``: the seconds the server asked for).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        problem_type: str = "about:blank",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.problem_type = problem_type
+        self.retry_after = retry_after
+        self.retryable = status in (429, 502, 503, 504)
+        super().__init__(f"{detail} (HTTP {status})")
+
+
+class AuthError(ServerError):
+    """The server refused the token: missing or unknown (401), or its role too low (403)."""
+
+
+class ServerUnreachableError(FlowweaverError):
+    """No answer from the server: refused, reset, timed out or closed before the answer ended."""
+
+    retryable = True
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the Flowweaver server at {url}: {reason}")
+
+
+class BadResponseError(FlowweaverError):
+    """An answer that is not the Flowweaver API's: HTML, a wrong media type, unreadable JSON.
+
+    Usually the URL names another server, or a proxy in front of it answered instead.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url} did not answer as a Flowweaver server: {reason}")
+
+
 __all__ = [
+    "AuthError",
+    "BadResponseError",
     "ChainBrokenError",
     "ConcurrencyError",
     "ConflictError",
@@ -169,6 +221,8 @@ __all__ = [
     "InvalidCommandError",
     "NotFoundError",
     "RunUnavailableError",
+    "ServerError",
+    "ServerUnreachableError",
     "StoreConfigError",
     "StoreError",
     "StoreLockedError",

@@ -74,6 +74,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert flowweaver.__all__ == sorted(flowweaver.__all__)
     expected = {"Engine", "HandlerRegistry", "RunHandle", "TaskContext", "handler", "open_store"}
     expected |= {"Workflow"}
+    expected |= {"AsyncClient", "Client"}
     expected |= set(errors.__all__)
     assert set(flowweaver.__all__) == expected
 

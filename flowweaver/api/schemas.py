@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -31,7 +31,8 @@ from flowweaver.engine.operator import MAX_REASON_CHARS
 from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import RunPage
 
-from .errors import ApiError
+if TYPE_CHECKING:
+    pass
 
 MAX_KEY_LENGTH = 256
 MAX_VERSION = 2**31
@@ -356,6 +357,8 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         ApiError: the body is not JSON (400).
         ValidationError: the JSON breaks the type's rules; the error names the path.
     """
+    from .errors import ApiError  # noqa: PLC0415 - aiohttp's server stays out of the client
+
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as e:
@@ -375,6 +378,8 @@ def decode_query(query: Mapping[str, str], into: type[Q]) -> Q:
     Raises:
         ApiError: a parameter is malformed or out of range (400, the error at ``$.query.NAME``).
     """
+    from .errors import ApiError  # noqa: PLC0415 - aiohttp's server stays out of the client
+
     try:
         return msgspec.convert(dict(query), into, strict=False)
     except msgspec.ValidationError as e:
