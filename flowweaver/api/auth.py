@@ -78,6 +78,9 @@ ROUTE_ROLES: dict[tuple[str, str], str | None] = {
     ("POST", "/runs/{runId}/tasks/{taskId}/retry"): "operator",
     ("POST", "/runs/{runId}/tasks/{taskId}/skip"): "operator",
     ("POST", "/runs/{runId}/tasks/{taskId}/complete"): "operator",
+    ("GET", "/"): OPEN,  # the web UI's pages and assets: no data, and the sign-in page
+    ("GET", "/ui/{path}"): OPEN,
+    ("GET", "/auth/whoami"): "reader",
     ("GET", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens/{name}/revoke"): "admin",

@@ -23,6 +23,7 @@ from .errors import Problem
 from .openapi_auth import add_auth_document
 from .openapi_limits import add_limits_document
 from .openapi_travel import add_travel_document
+from .openapi_ui import add_ui_document
 
 REF = "#/components/schemas/{name}"
 PROBLEM = "application/problem+json"
@@ -671,7 +672,7 @@ def build_document() -> dict[str, Any]:
             "components": {"schemas": dict(sorted(components.items()))},
         }
     )
-    return add_auth_document(add_limits_document(document))
+    return add_auth_document(add_ui_document(add_limits_document(document)))
 
 
 @functools.cache

@@ -60,6 +60,9 @@ def add_routes(app: web.Application) -> None:
     add_operator_routes(app)
     add_travel_routes(app, _expect)
     add_auth_routes(app, _expect)
+    from .ui_routes import add_ui_routes  # noqa: PLC0415 - the web UI and GET /auth/whoami
+
+    add_ui_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
