@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -72,4 +73,127 @@ def test_root_redirects_to_the_ui_and_the_runs_list_updates_live(
     assert status == 202
     page.wait_for_selector(f'tr[data-run="{gated["id"]}"][data-status="cancelled"]')
     screenshot(page, "runs")
+    watched.check()
+
+
+def node_statuses(page: Any) -> dict[str, str]:
+    """Each DAG node's status as its text shows it (the first word: the status)."""
+    texts: dict[str, str] = page.eval_on_selector_all(
+        "svg.dag .node",
+        "ns => Object.fromEntries(ns.map(n => "
+        "[n.dataset.task, n.querySelector('.status').textContent]))",
+    )
+    return {task: text.split(" ")[0] for task, text in texts.items()}
+
+
+def test_a_run_page_shows_each_tasks_state_and_its_failure_detail(
+    registered: Server, watched: Watched
+) -> None:
+    """The DAG shows GET /runs/{id}'s states, in text; a failed task its traceback and logs."""
+    server = registered
+    page = watched.page
+    run = start_run(server, "pipeline", {"failures": 5}, wait=True)
+    assert run["status"] == "failed"
+    page.goto(f"{server.url}/ui/#/run/{run['id']}")
+    page.wait_for_selector(f'main[data-shown-at="{run["version"]}"]')
+    expected = {t["id"]: t["status"] for t in run["tasks"]}
+    assert expected == {
+        "extract": "completed",
+        "transform": "failed",
+        "load": "skipped",
+        "audit": "completed",
+    }
+    assert node_statuses(page) == expected
+    assert page.locator("#run-status").inner_text() == "failed"
+    page.locator('svg.dag .node[data-task="transform"]').focus()
+    page.keyboard.press("Enter")
+    traceback = page.locator("#traceback")
+    traceback.wait_for()
+    assert "LookupError: no rows yet (attempt 1)" in traceback.inner_text()
+    assert "source not ready" in page.locator("#logs").inner_text()
+    assert page.locator("#timeline .bar.o-failed").count() == 1
+    screenshot(page, "run-failed")
+    watched.check()
+
+
+def test_the_scrubber_shows_the_state_at_event_n_as_the_api_does(
+    registered: Server, watched: Watched
+) -> None:
+    """At every event N, stepped by keyboard, the DAG equals GET /runs/{id}?at=N."""
+    server = registered
+    page = watched.page
+    run = start_run(server, "pipeline", {"failures": 1}, wait=True)
+    last = run["version"]
+    page.goto(f"{server.url}/ui/#/run/{run['id']}")
+    page.wait_for_selector(f'main[data-shown-at="{last}"]')
+    page.locator("#scrubber").focus()
+    page.keyboard.press("Home")
+    page.wait_for_selector('main[data-shown-at="1"]')
+    assert page.get_attribute("#live", "aria-pressed") == "false"
+    for n in range(1, last + 1):
+        if n > 1:
+            page.keyboard.press("ArrowRight")
+            page.wait_for_selector(f'main[data-shown-at="{n}"]')
+        _, at = server.request("GET", f"/runs/{run['id']}?at={n}")
+        assert node_statuses(page) == {t["id"]: t["status"] for t in at["tasks"]}, n
+        assert page.locator("#run-status").inner_text() == at["status"]
+        current = page.locator("#events li.current")
+        assert current.get_attribute("data-version") == str(n)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector(f'main[data-shown-at="{last - 1}"]')
+    screenshot(page, "run-scrubbed")
+    page.click("#live")
+    page.wait_for_selector(f'main[data-shown-at="{last}"]')
+    assert page.get_attribute("#live", "aria-pressed") == "true"
+    watched.check()
+
+
+def test_an_operator_action_is_recorded_with_its_reason_and_the_page_follows(
+    registered: Server, watched: Watched
+) -> None:
+    """Pause from the page asks for a reason; RunPaused carries it; the page shows it live."""
+    server = registered
+    page = watched.page
+    run = start_run(server, "gated")
+    page.goto(f"{server.url}/ui/#/run/{run['id']}")
+    page.wait_for_selector('svg.dag .node[data-task="hold"].s-running')
+    page.click('button[data-action="pause"]')
+    page.fill("#dialog-reason", "maintenance window")
+    screenshot(page, "action-dialog")
+    page.click("#dialog-ok")
+    page.wait_for_selector("#run-status >> text=paused")
+    _, events = server.request("GET", f"/runs/{run['id']}/events?types=RunPaused")
+    (paused,) = events["events"]
+    assert (paused["by"], paused["reason"]) == ("anonymous", "maintenance window")
+    page.wait_for_selector('#events li[data-version]:has-text("by anonymous: maintenance window")')
+    page.click('button[data-action="cancel"]')
+    page.fill("#dialog-reason", "not needed")
+    page.click("#dialog-ok")
+    page.wait_for_selector("#run-status >> text=cancelled")
+    watched.check()
+
+
+def test_a_fork_made_from_the_page_carries_the_edits(registered: Server, watched: Watched) -> None:
+    """Fork with new parameters from the page: the new run opens, its lineage names the parent."""
+    server = registered
+    page = watched.page
+    failed = start_run(server, "pipeline", {"failures": 5}, wait=True)
+    page.goto(f"{server.url}/ui/#/run/{failed['id']}")
+    page.wait_for_selector(f'main[data-shown-at="{failed["version"]}"]')
+    page.click('button[data-action="fork"]')
+    page.fill("#dialog-field-parameters", '{"failures": 0}')
+    page.fill("#dialog-reason", "rerun with the source fixed")
+    page.click("#dialog-ok")
+    page.wait_for_url(re.compile(r"#/run/(?!" + failed["id"] + ")"))
+    fork_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector("#run-status >> text=completed")
+    _, fork = server.request("GET", f"/runs/{fork_id}")
+    assert fork["parentRunId"] == failed["id"]
+    assert fork["parameters"] == {"failures": 0}
+    _, events = server.request("GET", f"/runs/{fork_id}/events?limit=1")
+    assert events["events"][0]["reason"] == "rerun with the source fixed"
+    assert page.locator("#lineage a").first.inner_text() == failed["id"]
+    screenshot(page, "run-fork")
+    page.goto(f"{server.url}/ui/#/run/{failed['id']}")
+    page.wait_for_selector(f'#lineage a >> text="{fork_id}"')
     watched.check()
