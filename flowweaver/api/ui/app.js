@@ -33,8 +33,9 @@ function signInPage() {
       await api("/auth/session", {method: "POST", body: {token: input.value.trim()}});
       input.value = "";
       await whoami();
-      location.hash = "#/runs";
-      await route();
+      signingIn = false;
+      if (location.hash === "#/runs") await route();
+      else location.hash = "#/runs";
     } catch (err) {
       error.textContent = err instanceof ApiError && err.status === 401
         ? "That token is unknown, revoked or malformed." : String(err.message);
@@ -90,13 +91,13 @@ async function start() {
     await api("/auth/session", {method: "DELETE"});
     showSignIn();
   });
+  window.addEventListener("hashchange", () => { if (!signingIn) route(); });
   try {
     await whoami();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) { showSignIn(); return; }
     throw err;
   }
-  window.addEventListener("hashchange", route);
   await route();
 }
 
