@@ -2,12 +2,14 @@
 // detail (traceback and logs), diff, lineage and the operator actions the role allows.
 import {api, el, fmtDuration, fmtTime, follow, json, notice, roleAllows, statusBadge} from "./lib.js";
 import {drawDag} from "./dag.js";
+import {StatusFold} from "./fold.js";
 import {ask} from "./dialog.js";
 import {session} from "./app.js";
 
 const TERMINAL = new Set(["RunCompleted", "RunFailed", "RunCancelled"]);
 const EVENT_WINDOW = 80; // events listed before the scrubber's position
 const TIMELINE_ROWS = 100;
+const DETAIL_DELAY = 120; // ms the scrubber rests before the task detail is fetched
 
 async function allEvents(id) {
   const events = [];
@@ -75,45 +77,79 @@ export async function runPage(main, id, query) {
       el("div", {}, diffBox, lineageBox)));
 
   // --- showing the state at event N ---------------------------------------------------------
+  // The DAG, the run's status, the timeline and the event list come from the events in the
+  // page (StatusFold: a step costs one event folded, a jump at most 249); the task detail and
+  // the run's other fields from GET /runs/{id}?at=N, newest wish first. Events of a type the
+  // fold does not know make the page use the server's state for everything.
+  const fold = new StatusFold(definition.tasks.map((t) => t.id));
+  for (const e of events) fold.push(e);
   let wanted = 0;
   let inFlight = false;
-  let startedAt = 0;
-  async function show(n) {
+  let detailAt = 0;
+  function show(n) {
+    const began = performance.now();
+    shownAt = n;
     wanted = n;
-    startedAt = performance.now();
-    if (inFlight) return; // the fetch in flight picks up `wanted` when it returns
+    if (fold.knows(n)) {
+      const local = fold.at(n);
+      dag.update(fold.tasks(local));
+      statusCell.replaceChildren(statusBadge(local.run));
+      runStatus = local.run;
+      renderFrame();
+      main.dataset.shownAt = String(n);
+      main.dataset.renderMs = String(Math.round((performance.now() - began) * 10) / 10);
+      // After the next frame is laid out and painted: what a user waits for.
+      requestAnimationFrame(() => setTimeout(() => {
+        main.dataset.paintMs = String(Math.round((performance.now() - began) * 10) / 10);
+        main.dataset.paintedAt = String(n);
+      }, 0));
+    }
+    clearTimeout(detailTimer);
+    if (live || !fold.knows(n)) fetchDetail();
+    else detailTimer = setTimeout(fetchDetail, DETAIL_DELAY); // while the scrubber moves
+  }
+  let detailTimer = null;
+  let runStatus = first.status;
+
+  async function fetchDetail() {
+    if (inFlight) return; // the fetch in flight fetches `wanted` again when it returns
     inFlight = true;
     try {
-      while (wanted !== shownAt) {
+      while (wanted !== detailAt) {
         const at = wanted;
+        const began = performance.now();
         const next = await api(`/runs/${runId}?at=${at}`);
-        if (at !== wanted && wanted !== 0) continue; // superseded: fetch the newest wish
+        if (at !== wanted) continue; // superseded: fetch the newest wish
         state = next;
-        shownAt = at;
-        render();
+        detailAt = at;
+        if (!fold.knows(at)) {
+          dag.update(state.tasks);
+          statusCell.replaceChildren(statusBadge(state.status));
+          runStatus = state.status;
+          renderFrame();
+          main.dataset.shownAt = String(at);
+        }
+        who.textContent = state.pausedBy ? `· paused by ${state.pausedBy}: ${state.pauseReason || ""}`
+          : state.cancelBy ? `· cancel asked by ${state.cancelBy}: ${state.cancelReason || ""}` : "";
+        renderActions();
+        renderDetail();
+        main.dataset.detailAt = String(at);
+        main.dataset.detailMs = String(Math.round(performance.now() - began));
       }
     } catch (err) {
       notice(`Could not read the run at event ${wanted}: ${err.message}`, "error");
     } finally {
       inFlight = false;
     }
-    main.dataset.renderMs = String(Math.round(performance.now() - startedAt));
   }
 
-  function render() {
-    statusCell.replaceChildren(statusBadge(state.status));
-    who.textContent = state.pausedBy ? `· paused by ${state.pausedBy}: ${state.pauseReason || ""}`
-      : state.cancelBy ? `· cancel asked by ${state.cancelBy}: ${state.cancelReason || ""}` : "";
-    dag.update(state.tasks);
+  function renderFrame() {
     const event = events[shownAt - 1];
     scrubLabel.textContent = `${shownAt} of ${events.length}: ${event ? event.type : ""}${event && event.taskId ? ` ${event.taskId}` : ""} at ${event ? fmtTime(event.timestamp) : ""}${live ? " (live)" : ""}`;
     slider.value = String(shownAt);
     slider.setAttribute("aria-valuetext", `event ${shownAt} of ${events.length}`);
-    renderActions();
-    renderDetail();
     renderTimeline();
     renderEvents();
-    main.dataset.shownAt = String(shownAt);
   }
 
   // --- operator actions --------------------------------------------------------------------
@@ -132,7 +168,7 @@ export async function runPage(main, id, query) {
   function renderActions() {
     runActions.replaceChildren();
     if (!operator) return;
-    const s = state.status;
+    const s = runStatus;
     const base = `/runs/${runId}`;
     const button = (text, onclick, enabled = true) =>
       el("button", {type: "button", onclick, disabled: !enabled, "data-action": text.toLowerCase()}, text);
@@ -215,41 +251,57 @@ export async function runPage(main, id, query) {
   }
 
   // --- timeline of attempts, from the events up to N ------------------------------------------
-  function renderTimeline() {
-    const attempts = new Map();
-    const upTo = events.slice(0, shownAt);
-    for (const e of upTo) {
-      if (!e.taskId) continue;
-      let list = attempts.get(e.taskId);
-      if (!list) attempts.set(e.taskId, (list = []));
-      if (e.type === "TaskStarted") list.push({attempt: e.attempt, start: Date.parse(e.timestamp), end: null, outcome: "running"});
-      else if (e.type === "TaskCompleted" || e.type === "TaskFailed") {
-        const a = list.find((x) => x.attempt === e.attempt && x.end === null);
-        const outcome = e.type === "TaskCompleted" ? "completed" : "failed";
-        if (a) { a.end = Date.parse(e.timestamp); a.outcome = outcome; a.error = e.error?.message; }
-        else list.push({attempt: e.attempt, start: Date.parse(e.timestamp), end: Date.parse(e.timestamp), outcome, byHand: e.attempt === 0});
-      }
+  // Each task's attempts, indexed once as events arrive: {attempt, startV, start, endV, end,
+  // outcome, error}. At event N an attempt shows if it started by N, ended if it ended by N.
+  const attemptsOf = new Map();
+  function indexAttempt(e) {
+    if (e.taskId === undefined) return;
+    let list = attemptsOf.get(e.taskId);
+    if (!list) attemptsOf.set(e.taskId, (list = []));
+    const at = Date.parse(e.timestamp);
+    if (e.type === "TaskStarted") {
+      list.push({attempt: e.attempt, startV: e.version, start: at, endV: Infinity, end: at, outcome: "running"});
+    } else if (e.type === "TaskCompleted" || e.type === "TaskFailed") {
+      const outcome = e.type === "TaskCompleted" ? "completed" : "failed";
+      const open = list.find((x) => x.attempt === e.attempt && x.endV === Infinity);
+      if (open) Object.assign(open, {endV: e.version, end: at, outcome, error: e.error?.message});
+      else list.push({attempt: e.attempt, startV: e.version, start: at, endV: e.version, end: at, outcome, byHand: e.attempt === 0});
     }
-    if (!upTo.length) { timeline.replaceChildren(); return; }
-    const t0 = Date.parse(upTo[0].timestamp);
-    const t1 = Math.max(Date.parse(upTo[upTo.length - 1].timestamp), t0 + 1);
+  }
+  for (const e of events) indexAttempt(e);
+
+  function renderTimeline() {
+    if (!shownAt) { timeline.replaceChildren(); return; }
+    const t0 = Date.parse(events[0].timestamp);
+    const t1 = Math.max(Date.parse(events[shownAt - 1].timestamp), t0 + 1);
     const span = t1 - t0;
-    const order = definition.tasks.map((t) => t.id).filter((t) => attempts.get(t)?.length);
-    if (selected && order.includes(selected)) order.splice(order.indexOf(selected), 1), order.unshift(selected);
+    const order = [];
+    let started = 0;
+    for (const t of definition.tasks) {
+      const list = attemptsOf.get(t.id);
+      if (!list || !list.length || list[0].startV > shownAt) continue;
+      started++;
+      if (t.id === selected) order.unshift(t.id);
+      else if (order.length < TIMELINE_ROWS) order.push(t.id);
+    }
     const rows = order.slice(0, TIMELINE_ROWS).map((taskId) => {
-      const bars = attempts.get(taskId).map((a) => {
-        const end = a.end ?? t1;
+      const bars = [];
+      for (const a of attemptsOf.get(taskId)) {
+        if (a.startV > shownAt) break;
+        const ended = a.endV <= shownAt;
+        const outcome = ended ? a.outcome : "running";
+        const end = ended ? a.end : t1;
         const text = a.byHand ? "completed by hand"
-          : `attempt ${a.attempt}: ${a.outcome}, ${fmtDuration(end - a.start)}${a.error ? ` (${a.error})` : ""}`;
-        const bar = el("span", {class: `bar o-${a.outcome}`, title: `${taskId} ${text}`, role: "img", "aria-label": text});
+          : `attempt ${a.attempt}: ${outcome}, ${fmtDuration(end - a.start)}${ended && a.error ? ` (${a.error})` : ""}`;
+        const bar = el("span", {class: `bar o-${outcome}`, title: `${taskId} ${text}`, role: "img", "aria-label": text});
         bar.style.left = `${((a.start - t0) / span) * 100}%`;
         bar.style.width = `max(3px, ${((end - a.start) / span) * 100}%)`;
-        return bar;
-      });
+        bars.push(bar);
+      }
       return el("div", {class: "tl-row"}, el("span", {class: "tl-name mono"}, taskId), el("span", {class: "tl-track"}, bars));
     });
-    const more = order.length > TIMELINE_ROWS ? el("p", {class: "help"}, `${order.length - TIMELINE_ROWS} more tasks: select one to see its attempts.`) : null;
-    timeline.replaceChildren(el("p", {class: "help"}, `From ${fmtTime(upTo[0].timestamp)} to ${fmtTime(upTo[upTo.length - 1].timestamp)} (${fmtDuration(span)})`), ...rows, more ?? "");
+    const more = started > TIMELINE_ROWS ? el("p", {class: "help"}, `${started - TIMELINE_ROWS} more tasks: select one to see its attempts.`) : "";
+    timeline.replaceChildren(el("p", {class: "help"}, `From ${fmtTime(events[0].timestamp)} to ${fmtTime(events[shownAt - 1].timestamp)} (${fmtDuration(span)})`), ...rows, more);
   }
 
   // --- the event list: a window around N ----------------------------------------------------------
@@ -262,12 +314,16 @@ export async function runPage(main, id, query) {
       const e = events[i];
       const current = e.version === shownAt;
       items.push(el("li", {class: `${current ? "current" : ""} ${e.version > shownAt ? "future" : ""}`, "data-version": e.version, "aria-current": current ? "step" : null},
-        el("details", {},
+        el("details", {ontoggle: (ev) => {
+          const box = ev.currentTarget;
+          if (box.open && !box.querySelector("pre")) {
+            box.append(el("pre", {class: "event-json"}, json(e)),
+              el("button", {type: "button", onclick: () => scrubTo(e.version)}, `Show the run at event ${e.version}`));
+          }
+        }},
           el("summary", {}, el("span", {class: "ver"}, `#${e.version}`), " ", e.type,
             e.taskId ? ` ${e.taskId}` : "", e.attempt !== undefined ? ` (attempt ${e.attempt})` : "",
-            e.by ? ` by ${e.by}` : "", e.reason ? `: ${e.reason}` : ""),
-          el("pre", {class: "event-json"}, json(e)),
-          el("button", {type: "button", onclick: () => scrubTo(e.version)}, `Show the run at event ${e.version}`))));
+            e.by ? ` by ${e.by}` : "", e.reason ? `: ${e.reason}` : ""))));
     }
     if (to < events.length) items.push(el("li", {class: "help"}, `${events.length - to} later events`));
     eventList.replaceChildren(...items);
@@ -297,6 +353,8 @@ export async function runPage(main, id, query) {
     onEvent: (event) => {
       if (event.version !== events.length + 1) return; // a resumed stream never skips; be safe
       events.push(event);
+      fold.push(event);
+      indexAttempt(event);
       if (TERMINAL.has(event.type)) ended = true;
       slider.max = String(events.length);
       if (live) show(events.length);
@@ -305,7 +363,7 @@ export async function runPage(main, id, query) {
   });
 
   const at = Number(query.get("at")) || events.length;
-  await show(Math.min(at, events.length));
+  show(Math.min(at, events.length));
   if (selected) selectTask(selected);
   return () => feed.close();
 }
