@@ -32,7 +32,7 @@ _UI_PATHS: dict[str, Any] = {
                     "name": "path",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": "^[a-z0-9-]*(\\.[a-z]+)?$"},
                     "description": "A file of the UI; empty for its page",
                 }
             ],
