@@ -38,7 +38,7 @@ def test_live_updates_resume_after_a_server_restart_without_gap_or_duplicate(
     errors: list[str] = []
     run_page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     run_page.goto(f"{server.url}/ui/#/run/{held['id']}")
-    run_page.wait_for_selector('svg.dag .node[data-task="hold"].s-running')
+    run_page.wait_for_selector('div.dag .node[data-task="hold"].s-running')
 
     assert server.process is not None
     server.process.kill()
@@ -112,7 +112,7 @@ def test_sign_in_with_a_token_sets_an_http_only_cookie_and_the_role_decides_the_
     assert status == 201
     page.wait_for_selector(f'tr[data-run="{run["id"]}"]')
     page.click(f'tr[data-run="{run["id"]}"] a')
-    page.wait_for_selector('svg.dag .node[data-task="hold"]')
+    page.wait_for_selector('div.dag .node[data-task="hold"]')
     assert page.locator('button[data-action="cancel"]').count() == 0
 
     operator = browser.new_context()
@@ -152,14 +152,14 @@ def test_the_workflows_and_schedules_pages(server: Server, watched: Watched) -> 
     page = watched.page
     page.goto(f"{server.url}/ui/#/workflows")
     page.click('a >> text="pipeline"')
-    page.wait_for_selector('svg.dag .node[data-task="notify"]')
-    assert page.locator("svg.dag .node").count() == 5
+    page.wait_for_selector('div.dag .node[data-task="notify"]')
+    assert page.locator("div.dag .node").count() == 5
     assert page.locator("#wf-version option").count() == 2
     screenshot(page, "workflow")
     page.select_option("#wf-version", "1")
-    page.wait_for_selector('svg.dag .node[data-task="notify"]', state="detached")
-    page.wait_for_selector('svg.dag .node[data-task="audit"]')
-    assert page.locator("svg.dag .node").count() == 4
+    page.wait_for_selector('div.dag .node[data-task="notify"]', state="detached")
+    page.wait_for_selector('div.dag .node[data-task="audit"]')
+    assert page.locator("div.dag .node").count() == 4
     page.goto(f"{server.url}/ui/#/schedules")
     page.wait_for_selector("#schedules-empty, #schedules")
     screenshot(page, "schedules")

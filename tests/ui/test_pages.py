@@ -79,7 +79,7 @@ def test_root_redirects_to_the_ui_and_the_runs_list_updates_live(
 def node_statuses(page: Any) -> dict[str, str]:
     """Each DAG node's status as its text shows it (the first word: the status)."""
     texts: dict[str, str] = page.eval_on_selector_all(
-        "svg.dag .node",
+        "div.dag .node",
         "ns => Object.fromEntries(ns.map(n => "
         "[n.dataset.task, n.querySelector('.status').textContent]))",
     )
@@ -105,12 +105,13 @@ def test_a_run_page_shows_each_tasks_state_and_its_failure_detail(
     }
     assert node_statuses(page) == expected
     assert page.locator("#run-status").inner_text() == "failed"
-    page.locator('svg.dag .node[data-task="transform"]').focus()
+    page.locator('div.dag .node[data-task="transform"]').focus()
     page.keyboard.press("Enter")
     traceback = page.locator("#traceback")
     traceback.wait_for()
     assert "LookupError: no rows yet (attempt 1)" in traceback.inner_text()
     assert "source not ready" in page.locator("#logs").inner_text()
+    page.locator("#timeline .bar.o-failed").wait_for()
     assert page.locator("#timeline .bar.o-failed").count() == 1
     screenshot(page, "run-failed")
     watched.check()
@@ -141,6 +142,13 @@ def test_the_scrubber_shows_the_state_at_event_n_as_the_api_does(
         assert current.get_attribute("data-version") == str(n)
     page.keyboard.press("ArrowLeft")
     page.wait_for_selector(f'main[data-shown-at="{last - 1}"]')
+    page.fill("#diff-from", "3")
+    page.click("text=To = shown")
+    page.click("#diff-run")
+    page.wait_for_selector("#diff-out table")
+    _, diff = server.request("GET", f"/runs/{run['id']}/diff?from=3&to={last - 1}")
+    changed = len(diff["run"]) + sum(len(fields) for fields in diff["tasks"].values())
+    assert page.locator("#diff-out tbody tr").count() == changed
     screenshot(page, "run-scrubbed")
     page.click("#live")
     page.wait_for_selector(f'main[data-shown-at="{last}"]')
@@ -156,7 +164,7 @@ def test_an_operator_action_is_recorded_with_its_reason_and_the_page_follows(
     page = watched.page
     run = start_run(server, "gated")
     page.goto(f"{server.url}/ui/#/run/{run['id']}")
-    page.wait_for_selector('svg.dag .node[data-task="hold"].s-running')
+    page.wait_for_selector('div.dag .node[data-task="hold"].s-running')
     page.click('button[data-action="pause"]')
     page.fill("#dialog-reason", "maintenance window")
     screenshot(page, "action-dialog")

@@ -66,17 +66,20 @@ export function layout(tasks) {
 }
 
 /**
- * Draw the DAG into a new <svg>; return {element, update(statuses), nodes}. Each node shows its
- * id and its status as text, coloured by status class; it is focusable and `onSelect(id)` runs
- * on click, Enter or Space.
+ * Draw the DAG: the edges in one SVG path, each task an absolutely placed, focusable element
+ * (layout and paint contained, so a change of state redraws that node alone). Return
+ * {element, update(tasks), select(id), nodes}. Each node shows its id and its status as text,
+ * coloured by status class; `onSelect(id)` runs on click, Enter or Space.
  */
 export function drawDag(tasks, {onSelect = () => {}, label = "Workflow graph"} = {}) {
   const {positions, width, height} = layout(tasks);
-  const root = svg("svg", {
-    class: "dag", width, height, viewBox: `0 0 ${width} ${height}`, role: "group",
-    "aria-label": label,
-  });
-  const edges = svg("g", {class: "edges", "aria-hidden": "true"});
+  const root = document.createElement("div");
+  root.className = "dag";
+  root.setAttribute("role", "group");
+  root.setAttribute("aria-label", label);
+  root.style.width = `${width}px`;
+  root.style.height = `${height}px`;
+  const edges = svg("svg", {class: "edges", width, height, viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true"});
   const parts = [];
   for (const t of tasks) {
     const to = positions.get(t.id);
@@ -94,30 +97,36 @@ export function drawDag(tasks, {onSelect = () => {}, label = "Workflow graph"} =
   if (parts.length) edges.append(svg("path", {d: parts.join("")}));
   root.append(edges);
   const nodes = new Map();
+  const fragment = document.createDocumentFragment();
   for (const t of tasks) {
     const p = positions.get(t.id);
-    const g = svg("g", {
-      class: "node s-none", transform: `translate(${p.x},${p.y})`, tabindex: 0, role: "button",
-      "data-task": t.id, "aria-label": `task ${t.id}`,
-    });
-    g.append(svg("rect", {width: NODE_W, height: NODE_H, rx: 6}));
-    const name = svg("text", {x: 8, y: 16, class: "name"});
-    name.textContent = t.id.length > 20 ? `${t.id.slice(0, 19)}…` : t.id;
-    const title = svg("title");
-    title.textContent = t.id;
-    const status = svg("text", {x: 8, y: 32, class: "status"});
-    g.append(title, name, status);
+    const g = document.createElement("div");
+    g.className = "node s-none";
+    g.tabIndex = 0;
+    g.setAttribute("role", "button");
+    g.dataset.task = t.id;
+    g.setAttribute("aria-label", `task ${t.id}`);
+    g.title = t.id;
+    g.style.left = `${p.x}px`;
+    g.style.top = `${p.y}px`;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = t.id;
+    const status = document.createElement("span");
+    status.className = "status";
+    g.append(name, status);
     g.addEventListener("click", () => onSelect(t.id));
     g.addEventListener("keydown", (e) => {
       if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(t.id); }
     });
-    nodes.set(t.id, {g, status, current: null});
-    root.append(g);
+    nodes.set(t.id, {g, status, current: null, cls: "s-none"});
+    fragment.append(g);
   }
+  root.append(fragment);
   return {
     element: root,
     nodes,
-    /** Show each task's status ({id: {status, attempts}}); touches only the nodes that change. */
+    /** Show each task's status ([{id, status, attempts}]); touches only the nodes that change. */
     update(tasksState) {
       for (const t of tasksState) {
         const node = nodes.get(t.id);
@@ -125,7 +134,8 @@ export function drawDag(tasks, {onSelect = () => {}, label = "Workflow graph"} =
         const text = t.attempts > 1 ? `${t.status} · attempt ${t.attempts}` : t.status;
         if (node.current === text) continue;
         node.current = text;
-        node.g.setAttribute("class", `node s-${t.status}`);
+        const cls = `s-${t.status.replace(/\W+/g, "_")}`;
+        if (cls !== node.cls) { node.g.classList.replace(node.cls, cls); node.cls = cls; }
         node.status.textContent = text;
         node.g.setAttribute("aria-label", `task ${t.id}: ${text}`);
       }

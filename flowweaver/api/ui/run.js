@@ -9,6 +9,7 @@ import {session} from "./app.js";
 const TERMINAL = new Set(["RunCompleted", "RunFailed", "RunCancelled"]);
 const EVENT_WINDOW = 80; // events listed before the scrubber's position
 const TIMELINE_ROWS = 100;
+const TIMELINE_DELAY = 60; // ms the scrubber rests before the timeline is redrawn
 const DETAIL_DELAY = 120; // ms the scrubber rests before the task detail is fetched
 
 async function allEvents(id) {
@@ -148,9 +149,12 @@ export async function runPage(main, id, query) {
     scrubLabel.textContent = `${shownAt} of ${events.length}: ${event ? event.type : ""}${event && event.taskId ? ` ${event.taskId}` : ""} at ${event ? fmtTime(event.timestamp) : ""}${live ? " (live)" : ""}`;
     slider.value = String(shownAt);
     slider.setAttribute("aria-valuetext", `event ${shownAt} of ${events.length}`);
-    renderTimeline();
     renderEvents();
+    // The timeline (up to 100 rows of bars) is redrawn once the scrubber rests.
+    clearTimeout(timelineTimer);
+    timelineTimer = setTimeout(renderTimeline, live ? 0 : TIMELINE_DELAY);
   }
+  let timelineTimer = null;
 
   // --- operator actions --------------------------------------------------------------------
   async function act(label, path, fields = [], extra = () => ({})) {
