@@ -67,14 +67,19 @@ def test_live_updates_resume_after_a_server_restart_without_gap_or_duplicate(
 @pytest.fixture
 def auth_server(tmp_path: Path) -> Any:
     store = f"sqlite:///{tmp_path / 'auth.db'}"
-    tokens = {}
-    for name, role in (("ops", "operator"), ("viewer", "reader")):
-        done = fw(
-            "tokens", "create", "--name", name, "--role", role, "--store", store, cwd=tmp_path
-        )
-        assert done.returncode == 0, done.stderr
-        tokens[name] = done.stdout.strip()
+    done = fw(
+        "tokens", "create", "--name", "admin", "--role", "admin", "--store", store, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    tokens = {"admin": done.stdout.strip()}
     s = Server(store, tmp_path, free_port(), args=("--auth", "token")).start()
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    for name, role in (("ops", "operator"), ("viewer", "reader")):
+        status, made = s.request(
+            "POST", "/auth/tokens", {"name": name, "role": role}, headers=admin
+        )
+        assert status == 201, made
+        tokens[name] = made["token"]
     yield s, tokens
     if s.process is not None:
         s.process.close()
