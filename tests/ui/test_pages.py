@@ -205,3 +205,32 @@ def test_a_fork_made_from_the_page_carries_the_edits(registered: Server, watched
     page.goto(f"{server.url}/ui/#/run/{failed['id']}")
     page.wait_for_selector(f'#lineage a >> text="{fork_id}"')
     watched.check()
+
+
+def test_a_task_completed_by_hand_in_a_paused_run_then_resumed(
+    registered: Server, watched: Watched
+) -> None:
+    """A failure pauses the run; the page completes the task with an output, then resumes."""
+    server = registered
+    page = watched.page
+    run = start_run(server, "pipeline", {"failures": 5}, onTaskFailure="pause")
+    page.goto(f"{server.url}/ui/#/run/{run['id']}")
+    page.wait_for_selector("#run-status >> text=paused")
+    page.click('div.dag .node[data-task="transform"]')
+    page.click('#task-detail button[data-action="complete"]')
+    page.fill("#dialog-field-output", '{"rows": 7}')
+    page.fill("#dialog-reason", "rows counted by hand")
+    page.click("#dialog-ok")
+    page.wait_for_selector('div.dag .node[data-task="transform"].s-completed')
+    page.click('button[data-action="resume"]')
+    page.fill("#dialog-reason", "go on")
+    page.click("#dialog-ok")
+    page.wait_for_selector("#run-status >> text=completed")
+    _, events = server.request("GET", f"/runs/{run['id']}/events?types=TaskCompleted,RunResumed")
+    by_hand = [e for e in events["events"] if e["type"] == "TaskCompleted" and e["attempt"] == 0]
+    assert [(e["taskId"], e["output"], e["reason"]) for e in by_hand] == [
+        ("transform", {"rows": 7}, "rows counted by hand")
+    ]
+    resumed = [e for e in events["events"] if e["type"] == "RunResumed"]
+    assert [(e["by"], e["reason"]) for e in resumed] == [("anonymous", "go on")]
+    watched.check()
