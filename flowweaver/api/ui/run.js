@@ -382,13 +382,14 @@ function parseJson(text, what) {
 
 function diffSection(runId, current) {
   const from = el("input", {id: "diff-from", type: "number", min: 0, value: 0, "aria-label": "Diff from event"});
-  const to = el("input", {id: "diff-to", type: "number", min: 0, value: 0, "aria-label": "Diff to event"});
+  const to = el("input", {id: "diff-to", type: "number", min: 0, placeholder: "shown", "aria-label": "Diff to event (empty: the one shown)"});
   const out = el("div", {id: "diff-out", "aria-live": "polite"});
   const run = el("button", {type: "button", id: "diff-run"}, "Compare");
   const useCurrent = el("button", {type: "button", onclick: () => { to.value = String(current()); }}, "To = shown");
   run.addEventListener("click", async () => {
     try {
-      const d = await api(`/runs/${runId}/diff?from=${Number(from.value)}&to=${Number(to.value)}`);
+      const upTo = to.value === "" ? current() : Number(to.value);
+      const d = await api(`/runs/${runId}/diff?from=${Number(from.value)}&to=${upTo}`);
       const rows = [];
       for (const [field, [a, b]] of Object.entries(d.run)) rows.push(["run", field, a, b]);
       for (const [task, fields] of Object.entries(d.tasks)) {
