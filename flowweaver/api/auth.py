@@ -86,6 +86,9 @@ ROUTE_ROLES: dict[tuple[str, str], str | None] = {
     ("POST", "/schedules/{scheduleId}/resume"): "operator",
     ("POST", "/schedules/{scheduleId}/trigger"): "operator",
     ("DELETE", "/schedules/{scheduleId}"): "operator",
+    ("GET", "/"): OPEN,  # the web UI's pages and assets: no data, and the sign-in page
+    ("GET", "/ui/{path}"): OPEN,
+    ("GET", "/auth/whoami"): "reader",
     ("GET", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens"): "admin",
     ("POST", "/auth/tokens/{name}/revoke"): "admin",

@@ -24,6 +24,7 @@ from .openapi_auth import add_auth_document
 from .openapi_limits import add_limits_document
 from .openapi_signals import add_signals_document
 from .openapi_travel import add_travel_document
+from .openapi_ui import add_ui_document
 
 REF = "#/components/schemas/{name}"
 PROBLEM = "application/problem+json"
@@ -688,7 +689,7 @@ def build_document() -> dict[str, Any]:
     from .openapi_schedules import add_schedule_document  # noqa: PLC0415 - routes import this module
 
     document = add_schedule_document(add_signals_document(document), _ecma_patterns)
-    return add_auth_document(add_limits_document(document))
+    return add_auth_document(add_ui_document(add_limits_document(document)))
 
 
 @functools.cache

@@ -67,6 +67,9 @@ def add_routes(app: web.Application) -> None:
     from .schedule_routes import add_schedule_routes  # noqa: PLC0415 - it uses this module's helpers
 
     add_schedule_routes(app)
+    from .ui_routes import add_ui_routes  # noqa: PLC0415 - the web UI and GET /auth/whoami
+
+    add_ui_routes(app, _expect)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
