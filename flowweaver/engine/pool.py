@@ -186,8 +186,16 @@ class WorkerPool:
         name = f"{self._node}/w{next(self._names)}"
         ref = TaskWorker.start(self, name)
         with self._lock:
-            self._workers.append(ref)
-            self._names_of[ref] = name
+            closed = self._closed
+            if not closed:
+                self._workers.append(ref)
+                self._names_of[ref] = name
+        if closed:
+            # close() ran while this worker started (a timed-out worker's replacement, on the
+            # timer thread): close() did not see it, so it stops here, or it would outlive
+            # the pool.
+            ref.stop(block=False)
+            return ref
         self.worker_free(ref)
         return ref
 

@@ -223,3 +223,13 @@ def test_a_free_worker_goes_to_the_queued_job_of_the_highest_run_priority(
     gate.set()
     outcomes = router.wait("outcomes", 5)
     assert [o.task_id for o in outcomes] == ["g", "high", "plain", "plain2", "low"]
+
+
+def test_a_replacement_started_while_the_pool_closes_does_not_outlive_it(make_pool: Any) -> None:
+    """A timed-out worker's replacement starts on the timer thread; if close() ran meanwhile
+    (it did not see the new worker), the new worker stops by itself instead of living on."""
+    pool = make_pool(size=1)
+    pool.close(grace=1)
+    ref = pool._spawn()  # what replace() does after its check, had close() slipped in between
+    ref.actor_stopped.wait(5)
+    assert not ref.is_alive()

@@ -117,7 +117,7 @@ def test_pause_resume_and_cancel_take_effect_on_the_server_that_owns_the_run(
     OS user and reason; the run's handlers all run in the server; cancel ends another run."""
     [node] = cluster.start(1)
     slow = chain("slow", 2, 0.1)
-    slow["tasks"][0]["inputs"]["seconds"] = 3.0  # the commands act while s0 runs
+    slow["tasks"][0]["inputs"]["seconds"] = 8.0  # the commands act while s0 runs (loaded CI too)
     assert node.request("POST", "/workflows", slow)[0] == 201
     _, run_id = node.start_run("slow")
     store = cluster.store
