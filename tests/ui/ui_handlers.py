@@ -21,3 +21,11 @@ def ui_gate(inputs: dict[str, Any], context: Any) -> dict[str, Any]:
     """Wait until the run is cancelled or ``seconds`` pass (a task that stays running)."""
     context.cancelled.wait(float(inputs.get("seconds", 30)))
     return {"waited": True}
+
+
+@handler("ui_element")
+def ui_element(inputs: dict[str, Any], context: Any) -> int:
+    """A map element: the first attempt of element ``failIndex`` fails; the others square."""
+    if inputs["index"] == inputs.get("failIndex") and context.attempt == 1:
+        raise LookupError(f"element {inputs['index']} not ready")
+    return int(inputs["item"]) ** 2

@@ -126,12 +126,14 @@ export function drawDag(tasks, {onSelect = () => {}, label = "Workflow graph"} =
   return {
     element: root,
     nodes,
-    /** Show each task's status ([{id, status, attempts}]); touches only the nodes that change. */
+    /** Show each task's status ([{id, status, attempts, elements}]: a map task's counts too);
+     * touches only the nodes that change. */
     update(tasksState) {
       for (const t of tasksState) {
         const node = nodes.get(t.id);
         if (!node) continue;
-        const text = t.attempts > 1 ? `${t.status} · attempt ${t.attempts}` : t.status;
+        let text = t.attempts > 1 ? `${t.status} · attempt ${t.attempts}` : t.status;
+        if (t.elements) text += ` · ${t.elements.completed}/${t.elements.total} done`;
         if (node.current === text) continue;
         node.current = text;
         const cls = `s-${t.status.replace(/\W+/g, "_")}`;

@@ -82,7 +82,7 @@ export async function runPage(main, id, query) {
   // page (StatusFold: a step costs one event folded, a jump at most 249); the task detail and
   // the run's other fields from GET /runs/{id}?at=N, newest wish first. Events of a type the
   // fold does not know make the page use the server's state for everything.
-  const fold = new StatusFold(definition.tasks.map((t) => t.id));
+  const fold = new StatusFold(definition.tasks);
   for (const e of events) fold.push(e);
   let wanted = 0;
   let inFlight = false;
@@ -98,6 +98,7 @@ export async function runPage(main, id, query) {
       runStatus = local.run;
       renderFrame();
       main.dataset.shownAt = String(n);
+      main.dataset.folded = "true"; // shown from the page's fold, not from ?at=N
       main.dataset.renderMs = String(Math.round((performance.now() - began) * 10) / 10);
       // After the next frame is laid out and painted: what a user waits for.
       requestAnimationFrame(() => setTimeout(() => {
@@ -129,6 +130,7 @@ export async function runPage(main, id, query) {
           runStatus = state.status;
           renderFrame();
           main.dataset.shownAt = String(at);
+          main.dataset.folded = "false";
         }
         who.textContent = state.pausedBy ? `· paused by ${state.pausedBy}: ${state.pauseReason || ""}`
           : state.cancelBy ? `· cancel asked by ${state.cancelBy}: ${state.cancelReason || ""}` : "";
@@ -215,6 +217,9 @@ export async function runPage(main, id, query) {
       ["Completed", fmtTime(task.completedAt)], ["Retry at", fmtTime(task.retryAt)],
       ["Worker", task.worker || ""],
     ];
+    if (task.childRunId) rows.push(["Child run", el("a", {href: `#/run/${task.childRunId}`, class: "mono", id: "child-run"}, task.childRunId)]);
+    const m = task.elements;
+    if (m) rows.push(["Elements", `${m.completed} of ${m.total} completed, ${m.running} running, ${m.failed} failed, ${m.waitingRetry} waiting to retry, ${m.cancelled} cancelled`]);
     const parts = [el("h2", {id: "task-title"}, "Task ", el("span", {class: "mono"}, task.id)),
       el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
     if (operator && live) {
