@@ -64,9 +64,12 @@ export async function runsPage(main, query) {
   for (const run of page.runs) tbody.append(rowFor(run));
   const empty = el("p", {class: "empty", hidden: page.runs.length > 0}, "No runs match.");
 
-  const older = new URLSearchParams();
-  if (workflowId) older.set("workflowId", workflowId);
-  if (status) older.set("status", status);
+  // Both page links keep the filters: "Newest" is the first page of the same list.
+  const filters = new URLSearchParams();
+  if (workflowId) filters.set("workflowId", workflowId);
+  if (status) filters.set("status", status);
+  const newest = `#/runs${filters.size ? `?${filters}` : ""}`;
+  const older = new URLSearchParams(filters);
   if (page.nextCursor) older.set("cursor", page.nextCursor);
   const next = page.nextCursor ? el("a", {href: `#/runs?${older}`, class: "button"}, "Older runs") : null;
   main.replaceChildren(
@@ -74,7 +77,7 @@ export async function runsPage(main, query) {
     el("div", {class: "toolbar", role: "search", "aria-label": "Filter runs"},
       el("label", {for: "f-workflow"}, "Workflow"), workflowSelect,
       el("label", {for: "f-status"}, "Status"), statusSelect,
-      cursor ? el("a", {href: "#/runs", class: "button"}, "Newest") : null,
+      cursor ? el("a", {href: newest, class: "button"}, "Newest") : null,
       el("span", {class: "spacer"}), "Live: ", live),
     el("table", {class: "runs", "aria-label": "Runs, newest first"},
       el("thead", {}, el("tr", {},
