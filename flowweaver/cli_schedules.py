@@ -3,19 +3,22 @@
     flowweaver schedules create ID --workflow W --cron EXPR [--timezone TZ] [--params JSON]
         [--overlap skip|buffer_one|allow] [--catchup-window S] [--paused] [--store URL]
     flowweaver schedules list|show ID [--json] [--store URL]
-    flowweaver schedules pause|resume ID [--reason TEXT] | trigger ID | delete ID [--store URL]
+    flowweaver schedules pause|resume ID [--reason TEXT] | trigger ID [--json] | delete ID
+        [--store URL]
 
 They drive no runs, so they work beside a live server on the same store (a SQLite file
 included), and every server sees a change at its next round (a second). ``create`` of an id
 that exists replaces its definition. ``trigger`` records the fire; the scheduler of a server
 on the store starts its run within a second (or when one starts, whatever the catch-up window).
+With ``--server URL`` (and ``--token``) each calls that server's /schedules routes instead
+(:mod:`flowweaver.cli_server`); there ``trigger`` starts its run at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -24,9 +27,10 @@ from flowweaver.cli_tokens import _actor, _cli
 from flowweaver.domain.schedule import DEFAULT_CATCHUP_WINDOW, OVERLAPS, ScheduleSpec
 from flowweaver.errors import FieldError, ValidationError
 from flowweaver.ports import EventStore, ScheduleLog
-from flowweaver.schedules import ScheduleRegistry, schedule_out
+from flowweaver.schedules import ScheduleOut, ScheduleRegistry, ScheduleTriggered, schedule_out
 
 EXIT_OK = 0
+SCHEDULE_COMMANDS = ("list", "show", "create", "pause", "resume", "trigger", "delete")
 _encoder = msgspec.json.Encoder()
 
 
@@ -69,6 +73,8 @@ def add_schedule_commands(
         action.add_argument("id", metavar="ID")
         if name in ("pause", "resume"):
             action.add_argument("--reason", default="", help="why, recorded with the event")
+        if name != "delete":
+            action.add_argument("--json", action="store_true", help="print the API's JSON")
         made.append(action)
     return made
 
@@ -80,7 +86,12 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
 
 
-def _params(text: str) -> dict[str, Any]:
+def schedule_params(text: str) -> dict[str, Any]:
+    """Return ``--params`` as a JSON object.
+
+    Raises:
+        ValidationError: not JSON, or not an object.
+    """
     try:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as e:
@@ -101,7 +112,7 @@ def schedules_command(args: argparse.Namespace) -> int:
             workflow_id=args.workflow,
             cron=args.cron,
             timezone=args.timezone,
-            parameters=_params(args.params),
+            parameters=schedule_params(args.params),
             overlap=args.overlap,
             catchup_window=args.catchup_window,
         )
@@ -120,21 +131,33 @@ def schedules_command(args: argparse.Namespace) -> int:
             else:
                 print(f"schedule {spec.id!r} {'created' if created else 'saved'}")
         elif command == "list":
-            _print_list(registry, as_json=args.json)
+            now = registry.now()
+            print_schedules([schedule_out(e, now, count=1) for e in registry.entries()], args.json)
         elif command == "show":
-            _print_one(registry, args.id, as_json=args.json)
-        elif command == "pause":
-            registry.pause(args.id, by=by, reason=args.reason)
-            print(f"schedule {args.id!r} paused")
-        elif command == "resume":
-            registry.resume(args.id, by=by, reason=args.reason)
-            print(f"schedule {args.id!r} resumed")
+            print_schedule(schedule_out(registry.get(args.id), registry.now()), args.json)
+        elif command in ("pause", "resume"):
+            change = registry.pause if command == "pause" else registry.resume
+            change(args.id, by=by, reason=args.reason)
+            if args.json:
+                print_schedule(schedule_out(registry.get(args.id), registry.now()), True)
+            else:
+                print(f"schedule {args.id!r} {command}d")
         elif command == "trigger":
             fired = registry.trigger(args.id, by=by)
-            print(
-                f"schedule {args.id!r} fired: run {fired.run_id} (key {fired.idempotency_key}); "
-                "a server on this store starts it"
-            )
+            if args.json:
+                print_json(
+                    ScheduleTriggered(
+                        schedule_id=args.id,
+                        fire_time=fired.fire_time,
+                        run_id=fired.run_id,
+                        idempotency_key=fired.idempotency_key,
+                    )
+                )
+            else:
+                print(
+                    f"schedule {args.id!r} fired: run {fired.run_id} "
+                    f"(key {fired.idempotency_key}); a server on this store starts it"
+                )
         else:
             registry.delete(args.id, by=by)
             print(f"schedule {args.id!r} deleted")
@@ -143,30 +166,30 @@ def schedules_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_list(registry: ScheduleRegistry, *, as_json: bool) -> None:
-    now = registry.now()
-    shown = [schedule_out(e, now, count=1) for e in registry.entries()]
-    out = sys.stdout
+def print_json(value: Any) -> None:
+    """Print ``value`` as one line of JSON."""
+    print(_encoder.encode(value).decode(), flush=True)
+
+
+def print_schedules(shown: Sequence[ScheduleOut], as_json: bool) -> None:
+    """Print ``schedules list``: a table (the next fire of each), or a JSON line each."""
     if as_json:
         for item in shown:
-            out.write(_encoder.encode(item).decode() + "\n")
+            print_json(item)
         return
     width = max([2, *(len(s.id) for s in shown)])
-    print(
-        f"{'ID':<{width}}  {'WORKFLOW':<20}  {'CRON':<20}  {'STATE':<7}  NEXT FIRE (UTC)", file=out
-    )
+    print(f"{'ID':<{width}}  {'WORKFLOW':<20}  {'CRON':<20}  {'STATE':<7}  NEXT FIRE (UTC)")
     for s in shown:
         state = "paused" if s.paused else "active"
         upcoming = s.next_fire_times[0].utc if s.next_fire_times else "-"
-        print(
-            f"{s.id:<{width}}  {s.workflow_id:<20}  {s.cron:<20}  {state:<7}  {upcoming}", file=out
-        )
+        print(f"{s.id:<{width}}  {s.workflow_id:<20}  {s.cron:<20}  {state:<7}  {upcoming}")
+    sys.stdout.flush()
 
 
-def _print_one(registry: ScheduleRegistry, schedule_id: str, *, as_json: bool) -> None:
-    shown = schedule_out(registry.get(schedule_id), registry.now())
+def print_schedule(shown: ScheduleOut, as_json: bool) -> None:
+    """Print ``schedules show``: the schedule and its next fire times, or its API JSON."""
     if as_json:
-        print(_encoder.encode(shown).decode())
+        print_json(shown)
         return
     print(
         f"schedule  {shown.id} (version {shown.version}, {'paused' if shown.paused else 'active'})"
@@ -178,3 +201,4 @@ def _print_one(registry: ScheduleRegistry, schedule_id: str, *, as_json: bool) -
     print("next fires:")
     for fire in shown.next_fire_times:
         print(f"  {fire.local}  ({fire.utc})")
+    sys.stdout.flush()

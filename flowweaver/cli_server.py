@@ -7,6 +7,9 @@
     flowweaver runs list [--workflow ID] [--status S] [--limit N] [--json] [--server URL]
     flowweaver workflows list | show ID [--version N] | register FILE  [--server URL | --store URL]
     flowweaver run WORKFLOW.json [--params JSON] [--key K] [--wait] [--json] --server URL
+    flowweaver signal RUN_ID NAME [--payload JSON] [--json] --server URL
+    flowweaver schedules list | show ID | create ID ... | pause|resume ID | trigger ID
+        | delete ID  [--server URL | --store URL]
 
 With ``--server`` the command calls the server through :class:`flowweaver.Client`; without,
 it opens the store as before. Exit codes are the command line's: 0 done, 1 a failure (a run
@@ -14,8 +17,9 @@ that failed or was cancelled, an unknown run, a refused request, a server that c
 reached or that is not Flowweaver, a refused token), 2 a usage error, 130 interrupted. Every
 error is one line on stderr.
 
-Another command joins by adding its name and handler to :data:`SERVER_HANDLERS` and calling
-:func:`add_server_options` on its parser (``schedules`` will).
+Another command joins by adding its name (``"command subcommand"`` for a subcommand) and
+handler to :data:`SERVER_HANDLERS`; :func:`add_server_commands` gives its parser ``--server``
+and ``--token``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ from flowweaver.cli import (
     _Option,
     _positive_int,
     _progress_line,
+)
+from flowweaver.cli_schedules import (
+    SCHEDULE_COMMANDS,
+    print_json,
+    print_schedule,
+    print_schedules,
+    schedule_params,
 )
 from flowweaver.cli_workflows import SourceError, load_workflow
 from flowweaver.client import Client, Event
@@ -118,14 +129,39 @@ def add_server_commands(
     table["workflows"] = workflows_command
 
     for name in SERVER_HANDLERS:
-        command = commands.choices.get(name)
-        if command is None:
+        command = _parser_of(commands, name)
+        if command is None or _has_option(command, "--server"):
             continue
-        if not any("--json" in action.option_strings for action in command._actions):
+        if not _has_option(command, "--json") and " " not in name:
             command.add_argument(
                 "--json", action="store_true", help="print JSON lines, even on a terminal"
             )
         add_server_options(command)
+
+
+def _parser_of(commands: Any, name: str) -> argparse.ArgumentParser | None:
+    """Return the parser of ``name`` (``"schedules list"``: the subcommand's), or None."""
+    first, _, rest = name.partition(" ")
+    command: argparse.ArgumentParser | None = commands.choices.get(first)
+    if command is None or not rest:
+        return command
+    for action in command._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser | None = action.choices.get(rest)
+            return found
+    return None
+
+
+def _has_option(command: argparse.ArgumentParser, option: str) -> bool:
+    return any(option in action.option_strings for action in command._actions)
+
+
+SUBCOMMANDS = {
+    "runs": "runs_action",
+    "workflows": "workflows_action",
+    "schedules": "schedules_command",
+}
+"""The commands whose subcommand names the handler, and the attribute that holds it."""
 
 
 def server_handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], int] | None:
@@ -134,8 +170,8 @@ def server_handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
     if not server:
         return None
     command = args.command
-    if command in ("runs", "workflows"):
-        command = f"{command} {getattr(args, command + '_action')}"
+    if command in SUBCOMMANDS:
+        command = f"{command} {getattr(args, SUBCOMMANDS[command])}"
     handler = SERVER_HANDLERS.get(command)
     if handler is None:
         return None
@@ -537,6 +573,70 @@ def workflows_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- signals and schedules --------------------------------------------------------------------
+
+
+def _signal(client: Client, args: argparse.Namespace) -> int:
+    from flowweaver.cli_signal import signal_action  # noqa: PLC0415 - it imports the engine
+
+    action = signal_action(args)  # a bad name or payload is refused before anything is sent
+    run = client.send_signal(args.run_id, args.name, action.output)
+    if args.json:
+        _write_json(run)
+    else:
+        print(f"run {run.id} {run.status}")
+    return EXIT_OK
+
+
+def _schedules(client: Client, args: argparse.Namespace) -> int:
+    command = args.schedules_command
+    if command == "list":
+        print_schedules(client.list_schedules().schedules, args.json)
+    elif command == "show":
+        print_schedule(client.get_schedule(args.id), args.json)
+    elif command == "create":
+        params = schedule_params(args.params)
+        try:
+            client.get_schedule(args.id)
+            existed = True
+        except NotFoundError:
+            existed = False
+        made = client.create_schedule(
+            args.id,
+            args.workflow,
+            args.cron,
+            timezone=args.timezone,
+            parameters=params,
+            overlap=args.overlap,
+            catchup_window=args.catchup_window,
+            paused=True if args.paused else None,
+        )
+        if args.json:
+            print_json(made)
+        else:
+            print(f"schedule {made.id!r} {'saved' if existed else 'created'}")
+    elif command in ("pause", "resume"):
+        change = client.pause_schedule if command == "pause" else client.resume_schedule
+        changed = change(args.id, args.reason)
+        if args.json:
+            print_json(changed)
+        else:
+            print(f"schedule {changed.id!r} {command}d")
+    elif command == "trigger":
+        fired = client.trigger_schedule(args.id)
+        if args.json:
+            print_json(fired)
+        else:
+            print(
+                f"schedule {fired.schedule_id!r} fired: run {fired.run_id} "
+                f"(key {fired.idempotency_key})"
+            )
+    else:
+        client.delete_schedule(args.id)
+        print(f"schedule {args.id!r} deleted")
+    return EXIT_OK
+
+
 SERVER_HANDLERS.update(
     {
         "status": _status,
@@ -557,6 +657,8 @@ SERVER_HANDLERS.update(
         "workflows list": _workflows,
         "workflows show": _workflows,
         "workflows register": _workflows,
+        "signal": _signal,
+        **{f"schedules {name}": _schedules for name in SCHEDULE_COMMANDS},
     }
 )
 

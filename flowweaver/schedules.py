@@ -72,6 +72,21 @@ class ScheduleOut(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     next_fire_times: list[FireTimeOut]
 
 
+class ScheduleList(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /schedules: every schedule, by id."""
+
+    schedules: list[ScheduleOut]
+
+
+class ScheduleTriggered(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """POST /schedules/{id}/trigger: the fire recorded and the run it started."""
+
+    schedule_id: str
+    fire_time: datetime
+    run_id: str
+    idempotency_key: str
+
+
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -30,7 +29,14 @@ from flowweaver.domain.tokens import role_allows
 from flowweaver.engine.scheduler import Scheduler, start_fire
 from flowweaver.errors import FieldError, NotFoundError, StoreConfigError, ValidationError
 from flowweaver.ports import ScheduleLog
-from flowweaver.schedules import FireTimeOut, ScheduleOut, ScheduleRegistry, schedule_out
+from flowweaver.schedules import (
+    FireTimeOut,
+    ScheduleList,
+    ScheduleOut,
+    ScheduleRegistry,
+    ScheduleTriggered,
+    schedule_out,
+)
 
 from . import schemas
 from .app import BRIDGE, CONFIG, ENGINE
@@ -64,21 +70,6 @@ class ScheduleAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The optional body of pause and resume: why, recorded with the event."""
 
     reason: Annotated[str, msgspec.Meta(max_length=4096)] = ""
-
-
-class ScheduleList(msgspec.Struct, frozen=True, kw_only=True):
-    """GET /schedules: every schedule, by id."""
-
-    schedules: list[ScheduleOut]
-
-
-class ScheduleTriggered(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """POST /schedules/{id}/trigger: the fire recorded and the run it started."""
-
-    schedule_id: str
-    fire_time: datetime
-    run_id: str
-    idempotency_key: str
 
 
 SCHEDULE_WIRE_TYPES = (

@@ -29,10 +29,12 @@ from flowweaver.api.schemas import (
 )
 from flowweaver.domain.events import TERMINAL_EVENT_NAMES, RunEvent
 from flowweaver.domain.spec import WorkflowSpec
+from flowweaver.schedules import ScheduleList, ScheduleOut, ScheduleTriggered
 from flowweaver.tokens import TokenOut
 
 if TYPE_CHECKING:
     from flowweaver.api.auth_routes import TicketOut, TokenCreatedOut, TokenList
+    from flowweaver.api.ui_routes import Whoami
     from flowweaver.store.chain import ChainCheck
 
 T = TypeVar("T")
@@ -434,6 +436,93 @@ def complete_task(run_id: str, task_id: str, output: Any, reason: str = "") -> C
     return Call("POST", f"/runs/{_id(run_id)}/tasks/{_id(task_id)}/complete", _run, body=body)
 
 
+def send_signal(run_id: str, name: str, payload: Any = None) -> Call[RunOut]:
+    """POST /runs/{id}/signals/{name}: complete the run's tasks that wait for signal ``name``
+    (their output: ``{"result": payload}``); the run's state once SignalReceived is stored.
+
+    Raises:
+        NotFoundError: no such run, or no task of its workflow waits for ``name``.
+        InvalidCommandError: the run ended, is being cancelled, or already got the signal.
+    """
+    body = _json_body({"payload": payload})
+    return Call("POST", f"/runs/{_id(run_id)}/signals/{_id(name)}", _run, body=body)
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+_schedule = _decoder(ScheduleOut)
+
+
+def create_schedule(
+    schedule_id: str,
+    workflow_id: str,
+    cron: str,
+    *,
+    timezone: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    overlap: str | None = None,
+    catchup_window: float | None = None,
+    paused: bool | None = None,
+) -> Call[ScheduleOut]:
+    """POST /schedules: create a schedule, or replace the definition of the one with this id
+    (the same definition again changes nothing); ``paused`` also pauses or resumes it.
+
+    Left out, ``timezone`` is UTC, ``overlap`` skip and ``catchup_window`` 60 s.
+    """
+    values = {
+        "id": schedule_id,
+        "workflowId": workflow_id,
+        "cron": cron,
+        "timezone": timezone,
+        "parameters": parameters,
+        "overlap": overlap,
+        "catchupWindow": catchup_window,
+        "paused": paused,
+    }
+    body = {k: v for k, v in values.items() if v is not None}
+    return Call("POST", "/schedules", _schedule, body=_json_body(body))
+
+
+def list_schedules() -> Call[ScheduleList]:
+    """GET /schedules: every schedule, with its next fire times."""
+    return Call("GET", "/schedules", _decoder(ScheduleList), idempotent=True)
+
+
+def get_schedule(schedule_id: str) -> Call[ScheduleOut]:
+    """GET /schedules/{id}: a schedule with its next five fire times."""
+    return Call("GET", f"/schedules/{_id(schedule_id)}", _schedule, idempotent=True)
+
+
+def delete_schedule(schedule_id: str) -> Call[None]:
+    """DELETE /schedules/{id}: delete a schedule; the runs it started are not touched."""
+    return Call("DELETE", f"/schedules/{_id(schedule_id)}", _nothing)
+
+
+def _schedule_action(schedule_id: str, action: str, reason: str) -> Call[ScheduleOut]:
+    body = _json_body({"reason": reason} if reason else {})
+    return Call("POST", f"/schedules/{_id(schedule_id)}/{action}", _schedule, body=body)
+
+
+def pause_schedule(schedule_id: str, reason: str = "") -> Call[ScheduleOut]:
+    """POST /schedules/{id}/pause: stop it firing until resumed; the schedule as it now is."""
+    return _schedule_action(schedule_id, "pause", reason)
+
+
+def resume_schedule(schedule_id: str, reason: str = "") -> Call[ScheduleOut]:
+    """POST /schedules/{id}/resume: fire a paused schedule again, from now."""
+    return _schedule_action(schedule_id, "resume", reason)
+
+
+def trigger_schedule(schedule_id: str) -> Call[ScheduleTriggered]:
+    """POST /schedules/{id}/trigger: fire it now (paused or not); the fire and its run."""
+    return Call(
+        "POST",
+        f"/schedules/{_id(schedule_id)}/trigger",
+        _decoder(ScheduleTriggered),
+        body=b"{}",
+    )
+
+
 # --- operations ---------------------------------------------------------------------------------
 
 
@@ -501,6 +590,14 @@ def revoke_token(name: str) -> Call[TokenOut]:
     return Call("POST", f"/auth/tokens/{_id(name)}/revoke", _decoder(TokenOut), body=b"{}")
 
 
+def whoami() -> Call[Whoami]:
+    """GET /auth/whoami: who the token is (``anonymous`` without auth), its role, and the
+    log's position now (follow ``log_events(after=log_position)`` to miss nothing after it)."""
+    from flowweaver.api.ui_routes import Whoami  # noqa: PLC0415 - aiohttp's server types
+
+    return Call("GET", "/auth/whoami", _decoder(Whoami), idempotent=True)
+
+
 # --- the map from routes to methods -------------------------------------------------------------
 
 STREAMS = {
@@ -528,6 +625,14 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/runs/{runId}/tasks/{taskId}/retry"): "retry_task",
     ("POST", "/runs/{runId}/tasks/{taskId}/skip"): "skip_task",
     ("POST", "/runs/{runId}/tasks/{taskId}/complete"): "complete_task",
+    ("POST", "/runs/{runId}/signals/{name}"): "send_signal",
+    ("POST", "/schedules"): "create_schedule",
+    ("GET", "/schedules"): "list_schedules",
+    ("GET", "/schedules/{scheduleId}"): "get_schedule",
+    ("DELETE", "/schedules/{scheduleId}"): "delete_schedule",
+    ("POST", "/schedules/{scheduleId}/pause"): "pause_schedule",
+    ("POST", "/schedules/{scheduleId}/resume"): "resume_schedule",
+    ("POST", "/schedules/{scheduleId}/trigger"): "trigger_schedule",
     ("GET", "/openapi.json"): "openapi",
     ("GET", "/metrics"): "metrics",
     ("GET", "/healthz"): "health",
@@ -538,6 +643,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/auth/tokens"): "list_tokens",
     ("POST", "/auth/tokens"): "create_token",
     ("POST", "/auth/tokens/{name}/revoke"): "revoke_token",
+    ("GET", "/auth/whoami"): "whoami",
 }
 """Every (method, path) of the OpenAPI document and the builder here, and client method, of
 the same name. ``GET /events`` as JSON is :func:`log_page` too."""

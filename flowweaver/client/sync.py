@@ -229,6 +229,14 @@ class Client:
     retry_task = _method(calls.retry_task)
     skip_task = _method(calls.skip_task)
     complete_task = _method(calls.complete_task)
+    send_signal = _method(calls.send_signal)
+    create_schedule = _method(calls.create_schedule)
+    list_schedules = _method(calls.list_schedules)
+    get_schedule = _method(calls.get_schedule)
+    delete_schedule = _method(calls.delete_schedule)
+    pause_schedule = _method(calls.pause_schedule)
+    resume_schedule = _method(calls.resume_schedule)
+    trigger_schedule = _method(calls.trigger_schedule)
     openapi = _method(calls.openapi)
     metrics = _method(calls.metrics)
     health = _method(calls.health)
@@ -239,6 +247,7 @@ class Client:
     list_tokens = _method(calls.list_tokens)
     create_token = _method(calls.create_token)
     revoke_token = _method(calls.revoke_token)
+    whoami = _method(calls.whoami)
 
 
 __all__ = ["Client", "Event"]
