@@ -3,42 +3,22 @@ embedded engine, the curl session of api.md against a real `flowweaver serve`.""
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flowweaver.domain.schedule import ScheduleFired
 from flowweaver.store import SQLiteEventStore
+from tests.docs_support import code_blocks, doc_section, run_curl_session, run_python
 from tests.serve_process import ServeProcess
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _section(page: str, start: str) -> str:
-    """Return a ``## `` section of a docs page, up to the next one."""
-    text = (ROOT / "docs" / page).read_text()
-    begin = text.index(start + "\n")
-    end = text.find("\n## ", begin + len(start))
-    return text[begin : end if end != -1 else len(text)]
 
 
 def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
     """The Python example of "Schedules" prints the DST-shifted fire times, then completed."""
-    section = _section("concepts.md", "## Schedules")
-    [code] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    section = doc_section("concepts.md", "## Schedules")
+    [code] = code_blocks(section, "python")
+    done = run_python(code, tmp_path)
     # The engine's log lines share stdout with the prints, and may run into them.
     lines = done.stdout.splitlines()
     assert "['2026-03-29T03:00:00+02:00', '2026-03-30T02:30:00+02:00']" in lines
@@ -49,20 +29,14 @@ def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the session uses curl")
 def test_the_api_session_runs_as_written(tmp_path: Path) -> None:
     """Every curl command of api.md's "Schedules", in order, does what the page says."""
-    section = _section("api.md", "## Schedules")
-    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    section = doc_section("api.md", "## Schedules")
+    blocks = code_blocks(section, "sh")
     assert len(blocks) == 8
     store = f"sqlite:///{tmp_path / 'sched.db'}"
     server = ServeProcess(store, tmp_path)
     try:
         server.wait_started()
-        script = "set -e\n" + "\n".join(blocks).replace(
-            "http://localhost:3000", f"http://127.0.0.1:{server.port}"
-        )
-        done = subprocess.run(
-            ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
-        )
-        assert done.returncode == 0, done.stderr
+        run_curl_session(blocks, server)
     finally:
         server.close()
     reader = SQLiteEventStore(store.removeprefix("sqlite:///"))

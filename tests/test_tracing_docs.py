@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.domain.ids import run_id_for_key
+from tests.docs_support import code_blocks, run_python
 from tests.serve_process import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +26,8 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")  # the engine's own
 
 def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
     """The script prints the span names, the parent link and the handler's attribute."""
-    [script] = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    [script] = code_blocks(SECTION, "python")
+    done = run_python(script, tmp_path)
     printed = [line for line in done.stdout.splitlines() if not LOG_LINE.match(line)]
     expected = [c.strip() for c in re.findall(r"^print\(.*\)[ \t]+#(.*)$", script, re.M)]
     assert printed == expected
@@ -44,7 +36,7 @@ def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_the_curl_example_records_the_traceparent(tmp_path: Path) -> None:
     """POST /runs with the header stores it in RunStarted."""
-    [block] = re.findall(r"```sh\n(.*?)```", SECTION, re.DOTALL)
+    [block] = code_blocks(SECTION, "sh")
     server = ServeProcess(f"sqlite:///{tmp_path / 'fw.db'}", tmp_path)
     try:
         server.wait_started()

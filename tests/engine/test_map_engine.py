@@ -4,7 +4,6 @@ per-element retries, bad input, cancel, the docs example, and a restart after ki
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from flowweaver.domain.replay_check import check_run
 from flowweaver.engine import Engine
 from flowweaver.handlers import HandlerRegistry, TaskContext
 from flowweaver.store import SQLiteEventStore
+from tests.docs_support import code_blocks, doc_section
 from tests.engine import map_crash_child
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,11 +168,9 @@ def test_a_cancel_mid_map_stops_elements_from_starting(
 
 def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
     """The workflow and the Python block of docs/concepts.md, "Map", print what the page says."""
-    text = (ROOT / "docs" / "concepts.md").read_text()
-    section = text[text.index("## Map\n") :]
-    section = section[: section.find("\n## ", 1) if "\n## " in section else len(section)]
-    [document] = re.findall(r"```json\n(.*?)```", section, re.DOTALL)
-    [code] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    section = doc_section("concepts.md", "## Map")
+    [document] = code_blocks(section, "json")
+    [code] = code_blocks(section, "python")
     (tmp_path / "sum-of-squares.json").write_text(document)
     done = subprocess.run(
         [sys.executable, "-c", code],

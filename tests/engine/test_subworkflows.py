@@ -4,7 +4,6 @@ another workflow as a child run, its outputs, its failure, cancel passed down, t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,21 +13,15 @@ from flowweaver.domain.replay_check import check_run
 from flowweaver.engine import Engine
 from flowweaver.errors import ValidationError
 from flowweaver.handlers import HandlerRegistry
+from tests.docs_support import code_blocks, doc_section
 from tests.engine.conftest import Gate
 from tests.engine.test_operator_actions import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def documented_workflows() -> list[dict[str, Any]]:
     """The JSON examples of docs/concepts.md, "Sub-workflows": the tests run them as written."""
-    text = (ROOT / "docs" / "concepts.md").read_text()
-    section = text[text.index("## Sub-workflows") :]
-    section = section[: section.find("\n## ", 1) if "\n## " in section else len(section)]
-    end = section.find("\n## ", 1)
-    section = section if end < 0 else section[:end]
-    blocks = section.split("```json")[1:]
-    return [json.loads(block[: block.index("```")]) for block in blocks]
+    section = doc_section("concepts.md", "## Sub-workflows")
+    return [json.loads(block) for block in code_blocks(section, "json")]
 
 
 CHILD = {
