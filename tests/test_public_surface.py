@@ -25,21 +25,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # Dotted names in the docs that are not Python: a file name and an entry-point group.
 NOT_PYTHON = {"flowweaver.db", "flowweaver.stores"}
-# ... and the attributes of the trace spans (docs/operations.md, "Tracing").
-NOT_PYTHON |= {
-    f"flowweaver.{name}"
-    for name in (
-        "run.id",
-        "run.outcome",
-        "workflow.id",
-        "workflow.version",
-        "task.id",
-        "task.attempt",
-        "task.handler",
-        "task.outcome",
-        "task.retryable",
-    )
-}
 
 _DOTTED = re.compile(r"(?<![\w/.-])flowweaver(?:\.[A-Za-z_]\w*)+")
 _FROM_IMPORT = re.compile(r"^\s*from (flowweaver(?:\.\w+)*) import ([\w, ()]+)", re.MULTILINE)
