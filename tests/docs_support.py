@@ -55,3 +55,14 @@ def run_curl_session(blocks: list[str], server: ServeProcess) -> subprocess.Comp
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def curl_session_on_a_new_server(blocks: list[str], database: Path) -> None:
+    """Start `flowweaver serve` on a new SQLite store at ``database``, run the shell
+    ``blocks`` against it (see :func:`run_curl_session`), and stop it; the store stays."""
+    server = ServeProcess(f"sqlite:///{database}", database.parent)
+    try:
+        server.wait_started()
+        run_curl_session(blocks, server)
+    finally:
+        server.close()

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowweaver.store import SQLiteEventStore
-from tests.docs_support import code_blocks, doc_section, run_curl_session, run_python
-from tests.serve_process import ServeProcess
+from tests.docs_support import code_blocks, curl_session_on_a_new_server, doc_section, run_python
 
 
 def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
@@ -27,14 +26,9 @@ def test_the_api_session_runs_as_written(tmp_path: Path) -> None:
     section = doc_section("api.md", "## Operator actions")
     blocks = code_blocks(section, "sh")
     assert len(blocks) == 7
-    store = f"sqlite:///{tmp_path / 'ops.db'}"
-    server = ServeProcess(store, tmp_path)
-    try:
-        server.wait_started()
-        run_curl_session(blocks, server)
-    finally:
-        server.close()
-    reader = SQLiteEventStore(store.removeprefix("sqlite:///"))
+    database = tmp_path / "ops.db"
+    curl_session_on_a_new_server(blocks, database)
+    reader = SQLiteEventStore(str(database))
     try:
         run_ids = dict.fromkeys(rec.run_id for rec in reader.read_log(after=0, limit=1000))
         runs = [reader.read_run(run_id) for run_id in run_ids]

@@ -10,8 +10,7 @@ import pytest
 
 from flowweaver.domain.schedule import ScheduleFired
 from flowweaver.store import SQLiteEventStore
-from tests.docs_support import code_blocks, doc_section, run_curl_session, run_python
-from tests.serve_process import ServeProcess
+from tests.docs_support import code_blocks, curl_session_on_a_new_server, doc_section, run_python
 
 
 def test_the_concepts_example_runs_as_written(tmp_path: Path) -> None:
@@ -32,14 +31,9 @@ def test_the_api_session_runs_as_written(tmp_path: Path) -> None:
     section = doc_section("api.md", "## Schedules")
     blocks = code_blocks(section, "sh")
     assert len(blocks) == 8
-    store = f"sqlite:///{tmp_path / 'sched.db'}"
-    server = ServeProcess(store, tmp_path)
-    try:
-        server.wait_started()
-        run_curl_session(blocks, server)
-    finally:
-        server.close()
-    reader = SQLiteEventStore(store.removeprefix("sqlite:///"))
+    database = tmp_path / "sched.db"
+    curl_session_on_a_new_server(blocks, database)
+    reader = SQLiteEventStore(str(database))
     try:
         names = [type(e).__name__ for e in reader.schedule_events()]
         fired = [e for e in reader.schedule_events() if isinstance(e, ScheduleFired)]
