@@ -1257,8 +1257,9 @@ def _schedule(d: Decision, task_ids: Iterable[str], now: datetime, max_io_bytes:
             size = json_size(inputs, stop_above=max_io_bytes)
             if size <= max_io_bytes:
                 d.emit(TaskScheduled(timestamp=now, task_id=task_id, attempt=1, inputs=inputs))
-                _signal_hook(d, task_id, now, max_io_bytes)
-                if task_spec.map is not None:
+                if task_spec.wait is not None:
+                    _signal_hook(d, task_id, now, max_io_bytes)
+                elif task_spec.map is not None:
                     mapping.after_scheduled(d, task_id, now, max_io_bytes)
                 continue
             error = _too_large("InputTooLarge", task_id, "resolved inputs", size, max_io_bytes)

@@ -15,14 +15,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from flowweaver.domain.events import RunForked, RunStarted
 from flowweaver.domain.run import RunState
 from flowweaver.engine.messages import Completed, Failed
 from flowweaver.engine.pool import Job
-from flowweaver.engine.tracing import valid_traceparent
 from flowweaver.errors import FlowweaverError
 from flowweaver.ports import EventStore
 
@@ -39,16 +38,27 @@ class OtelTracing:
         from flowweaver import __version__  # noqa: PLC0415 - the package imports the engine lazily
 
         self._store = store
+        self._explicit = provider is not None
         self._tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=provider)
         self._lock = threading.Lock()
-        self._runs: dict[str, tuple[Span, Any]] = {}
+        self._runs: dict[str, tuple[Span, Any] | None] = {}  # None: the run has no span
         self._expected: dict[str, str | None] = {}  # bounded: see expect_run
+
+    def _recording(self) -> bool:
+        """Whether spans go anywhere: a provider was given, or the global one has been set.
+
+        Until then OpenTelemetry's global provider is a proxy whose spans record nothing, so
+        making them only costs time (10 % of W2 with the extra installed and no SDK set up).
+        Asked once per run (the check reads the environment, too slow for every attempt).
+        """
+        return self._explicit or not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
     def current_traceparent(self) -> str | None:
         """Return the caller's active span as a ``traceparent``, if it has one."""
-        carrier: dict[str, str] = {}
-        _propagator.inject(carrier)
-        return valid_traceparent(carrier.get("traceparent"))
+        found = trace.get_current_span().get_span_context()
+        if not found.is_valid:  # no span (the common case): no propagator's work per run
+            return None
+        return f"00-{found.trace_id:032x}-{found.span_id:016x}-{int(found.trace_flags):02x}"
 
     def expect_run(self, run_id: str, traceparent: str | None) -> None:
         """Note the parent of a run about to start here, so its span needs no store read."""
@@ -58,11 +68,20 @@ class OtelTracing:
             self._expected[run_id] = traceparent
 
     def run_context(self, run_id: str, state: RunState) -> Any:
-        """Return the context of the run's span, starting the span on first use here."""
+        """Return the context of the run's span, starting the span on first use here.
+
+        A run that first dispatches here while no provider is set has no span (None), and its
+        attempts none either; a provider set later is used from the next run on.
+        """
         with self._lock:
-            found = self._runs.get(run_id)
-        if found is not None:
-            return found[1]
+            found = self._runs.get(run_id, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return None if found is None else found[1]
+        if not self._recording():
+            with self._lock:
+                self._expected.pop(run_id, None)
+                found = self._runs.setdefault(run_id, None)
+            return None if found is None else found[1]
         with self._lock:
             traceparent = self._expected.pop(run_id, _UNKNOWN)
         if traceparent is _UNKNOWN:  # a run resumed here: RunStarted says
@@ -82,9 +101,9 @@ class OtelTracing:
         )
         with self._lock:
             found = self._runs.setdefault(run_id, (span, trace.set_span_in_context(span)))
-        if found[0] is not span:  # another thread of this run's got there first
+        if found is None or found[0] is not span:  # another thread of this run's got there first
             span.end()
-        return found[1]
+        return None if found is None else found[1]
 
     def _traceparent_of(self, run_id: str) -> str | None:
         try:
@@ -113,6 +132,8 @@ class OtelTracing:
         self, job: Job, execute: Callable[[Job], Completed | Failed]
     ) -> Completed | Failed:
         """Run ``execute(job)`` inside the attempt's span, made the current one."""
+        if job.trace is None:  # its run has no span: no provider was set when it began here
+            return execute(job)
         span = self._tracer.start_span(
             f"task {job.task_id}",
             context=job.trace,
@@ -154,6 +175,6 @@ class OtelTracing:
         """End the spans of runs still open: they resume later, here or elsewhere."""
         with self._lock:
             open_runs, self._runs = list(self._runs.values()), {}
-        for span, _ in open_runs:
+        for span, _ in filter(None, open_runs):
             span.set_attribute("flowweaver.run.outcome", "suspended")
             span.end()

@@ -286,3 +286,48 @@ def test_importing_flowweaver_imports_no_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
+def test_no_span_is_made_until_a_provider_is_set() -> None:
+    """Installed but with no provider, no span is started; one set later is used from then on."""
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from flowweaver import Workflow
+from flowweaver.engine import Engine
+from flowweaver.handlers import builtin_registry
+from flowweaver.store.memory import MemoryEventStore
+
+class Counting:
+    def __init__(self, tracer):
+        self.tracer, self.started = tracer, 0
+    def start_span(self, *args, **kwargs):
+        self.started += 1
+        return self.tracer.start_span(*args, **kwargs)
+
+wf = Workflow("plain")
+wf.task("b", "noop", after=[wf.task("a", "noop")])
+engine = Engine(MemoryEventStore(), handlers=builtin_registry())
+counting = Counting(engine.tracing._tracer)
+engine.tracing._tracer = counting
+engine.register_workflow(wf.spec())
+run = engine.start_run("plain")
+assert engine.wait_run_finished(run.run_id, timeout=10).status == "completed"
+assert counting.started == 0, counting.started
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+run = engine.start_run("plain")
+assert engine.wait_run_finished(run.run_id, timeout=10).status == "completed"
+engine.close()
+names = sorted(span.name for span in exporter.get_finished_spans())
+assert names == ["run plain", "task a", "task b"], names
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.splitlines()[-1:]) == (0, ["ok"]), done.stderr
