@@ -49,6 +49,7 @@ from flowweaver.domain.spec import (
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
 from flowweaver.engine.admission import SWEEP_INTERVAL_S, Admission
 from flowweaver.engine.children import DEFAULT_POLL_INTERVAL_S, ChildRuns, Started
+from flowweaver.engine.dispatch import DEFAULT_ACTOR_THREADS, Dispatcher
 from flowweaver.engine.lineage import Lineage, read_lineage
 from flowweaver.engine.operator import (
     ANONYMOUS,
@@ -123,6 +124,7 @@ class Engine:
         admission_sweep_interval: float = SWEEP_INTERVAL_S,
         child_poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         tracer_provider: Any = None,
+        actor_threads: int = DEFAULT_ACTOR_THREADS,
     ) -> None:
         self.store = store
         self.handlers = handlers if handlers is not None else default_registry
@@ -156,8 +158,11 @@ class Engine:
         # None without the otel extra; a provider of None means OpenTelemetry's global one.
         self.tracing = load_tracing(store, tracer_provider)
         self.pool.tracing = self.tracing
+        # The run actors' threads: a run actor owns none (engine/dispatch.py).
+        self.dispatcher = Dispatcher(actor_threads)
         self.services = RunServices(
             store=store,
+            dispatcher=self.dispatcher,
             writer=GroupCommitter(store),
             pool=self.pool,
             timers=self.timers,
@@ -549,12 +554,15 @@ class Engine:
         done = self.supervisor.watch(run_id)
         try:
             while True:
-                state = self.supervisor.finished_state(run_id) or self.get_run(run_id)
-                if state.is_terminal:
+                state = self.supervisor.finished_state(run_id)
+                if state is None and not self.supervisor.is_live(run_id):
+                    state = self.get_run(run_id)  # a live run here ends through `done`: no read
+                if state is not None and state.is_terminal:
                     return state
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"run {run_id} is still {state.status}")
+                    status = (state or self.get_run(run_id)).status
+                    raise TimeoutError(f"run {run_id} is still {status}")
                 # Wake on our own actors at once; re-read now and then for other processes.
                 done.wait(1.0 if remaining is None else min(remaining, 1.0))
                 done.clear()
@@ -810,6 +818,7 @@ class Engine:
         self.children.close()
         self.pool.close(grace)
         self.supervisor.stop_actors()
+        self.dispatcher.close()
         if self.tracing is not None:
             self.tracing.close()
         self.leases.close()

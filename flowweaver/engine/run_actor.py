@@ -42,6 +42,7 @@ from flowweaver.domain.events import (
 from flowweaver.domain.run import RunState
 from flowweaver.engine import faults, operator
 from flowweaver.engine.children import ChildLauncher, NoChildren
+from flowweaver.engine.dispatch import Dispatcher, PooledActor
 from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
@@ -81,6 +82,7 @@ class RunServices:
     interruption_limit: int
     snapshot_interval: int
     max_task_io_bytes: int
+    dispatcher: Dispatcher  # the threads the run actors' turns run on
     children: ChildLauncher = field(default_factory=NoChildren)  # sub-workflow tasks' runs
     tracing: Tracing | None = None  # None: OpenTelemetry is not installed
 
@@ -113,12 +115,8 @@ class Supervision(Protocol):
         ...
 
 
-class RunActor(pykka.ThreadingActor):
-    """Owns one live run: decides, appends, then acts."""
-
-    # Engine.close() stops every actor; a daemon thread only keeps a straggler (a handler
-    # stuck past the grace period) from holding the interpreter open at exit.
-    use_daemon_thread = True
+class RunActor(PooledActor):
+    """Owns one live run: decides, appends, then acts (in turns on the services' dispatcher)."""
 
     def __init__(
         self,
@@ -128,7 +126,7 @@ class RunActor(pykka.ThreadingActor):
         mailbox: Mailbox,
         state: RunState | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(services.dispatcher)
         self.services = services
         self.supervisor = supervisor
         self.run_id = run_id
