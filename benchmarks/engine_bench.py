@@ -75,6 +75,9 @@ def open_store(kind: str, directory: Path) -> EventStore:
     return SQLiteEventStore(str(directory / f"bench-{time.monotonic_ns()}.db"))
 
 
+ACTOR_THREADS: int | None = None  # --actor-threads
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -148,7 +151,13 @@ def measure(
     samples: list[dict[str, float]] = []
     for _ in range(repeats):
         store = open_store(kind, directory)
-        engine = Engine(store, handlers=builtin_registry(), workers=workers, owns_store=True)
+        engine = Engine(
+            store,
+            handlers=builtin_registry(),
+            workers=workers,
+            owns_store=True,
+            **({} if ACTOR_THREADS is None else {"actor_threads": ACTOR_THREADS}),
+        )
         try:
             samples.append(workload(engine))
         finally:
@@ -171,9 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stores", default="sqlite,memory")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--actor-threads", type=int, default=None, help="the run actors' threads (engine default)"
+    )
     parser.add_argument("--only", default="w1,w2,w3")
     parser.add_argument("--quick", action="store_true", help="1 repeat, smaller workloads")
     args = parser.parse_args(argv)
+    global ACTOR_THREADS  # noqa: PLW0603 - one option read where each engine is made
+    ACTOR_THREADS = args.actor_threads
     configure_logging(json=True, level="WARNING")
     repeats = 1 if args.quick else args.repeats
     scale = 10 if args.quick else 1

@@ -60,6 +60,7 @@ from flowweaver.domain.ids import canonical_run_id
 from flowweaver.domain.run import DEFAULT_MAX_TASK_IO_BYTES, RunState
 from flowweaver.domain.spec import WorkflowSpec, handler_names
 from flowweaver.engine import Engine, RunHandle
+from flowweaver.engine.dispatch import DEFAULT_ACTOR_THREADS
 from flowweaver.errors import FieldError, FlowweaverError, StoreLockedError, ValidationError
 from flowweaver.handlers import HandlerRegistry, default_registry
 from flowweaver.observability import configure_logging
@@ -241,6 +242,12 @@ _HANDLERS = (
         metavar="MODULE_OR_FILE",
     ),
     _Option("--workers", _positive_int, 8, "handler worker threads"),
+    _Option(
+        "--actor-threads",
+        _positive_int,
+        DEFAULT_ACTOR_THREADS,
+        "threads the run actors take turns on (each run is an actor, none owns a thread)",
+    ),
     _Option(
         "--example-handlers",
         _flag,
@@ -566,6 +573,7 @@ def _serve(args: argparse.Namespace) -> int:
         store,
         handlers=registry,
         workers=args.workers,
+        actor_threads=args.actor_threads,
         owns_store=True,
         max_task_io_bytes=args.max_task_data,
     )
@@ -608,6 +616,7 @@ async def _serve_async(
         port=site.port,
         store=_redact(args.store),
         workers=args.workers,
+        actor_threads=args.actor_threads,
         handlers=engine.handlers.names(),
         auth=config.auth,
     )
@@ -682,6 +691,7 @@ def _run(args: argparse.Namespace) -> int:
         open_store(args.store),
         handlers=registry,
         workers=args.workers,
+        actor_threads=args.actor_threads,
         owns_store=True,
         recover=False,
     )

@@ -19,6 +19,7 @@ SAMPLES = {
     "--auth": ("token", "token"),
     "--handlers": ("a.py", ["a.py"]),
     "--workers": ("3", 3),
+    "--actor-threads": ("4", 4),
     "--example-handlers": ("0", False),
     "--log-format": ("json", "json"),
     "--log-level": ("debug", "DEBUG"),

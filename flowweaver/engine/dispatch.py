@@ -28,6 +28,7 @@ import itertools
 import queue
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -80,9 +81,10 @@ class Dispatcher:
         for _ in self._threads:
             self._ready.put(None)
         current = threading.current_thread()
+        deadline = time.monotonic() + timeout  # one wait for all: a stuck turn holds no more
         for thread in self._threads:
             if thread is not current:
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
         while True:

@@ -184,9 +184,9 @@ class Supervisor:
                 for outcome in self._parked.pop(run_id, {}).values():
                     live.mailbox.put(outcome)
             metrics.live_runs.set(len(self._live))
-        # The spawner thread starts the actor: starting a thread waits for it to run, and the
-        # caller (an API request, a dying actor) need not. Inputs that arrive meanwhile wait
-        # in the mailbox; attach() drains them.
+        # The spawner thread starts the actor (cheap now: it queues the actor's first turn on
+        # the dispatcher), so no actor starts once close() has joined it and stops the actors.
+        # Inputs that arrive meanwhile wait in the mailbox; attach() drains them.
         self._spawns.put((run_id, live, state))
         return created
 
