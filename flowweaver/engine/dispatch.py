@@ -193,7 +193,7 @@ class PooledActor(pykka.Actor):
         except BaseException:
             log.error("pooled_actor_interrupted", actor=str(self), exc_info=True)
             self._stop()
-            ActorRegistry.stop_all()
+            ActorRegistry.stop_all(block=False)  # blocking would wait on this very thread
 
 
 __all__ = ["DEFAULT_ACTOR_THREADS", "ActorDeadError", "Dispatcher", "PooledActor"]
