@@ -58,6 +58,26 @@ class Metrics:
             registry=r,
         )
         self.live_runs = Gauge("flowweaver_live_runs", "Run actors alive", registry=r)
+        self.schedule_fires = Counter(
+            "flowweaver_schedule_fires",
+            "Fires the scheduler decided, by schedule and decision",
+            ["schedule", "decision"],
+            registry=r,
+        )
+        self.schedule_runs_not_started = Counter(
+            "flowweaver_schedule_runs_not_started",
+            "Fired runs that could not start (their workflow or handler is gone)",
+            ["schedule"],
+            registry=r,
+        )
+        self.scheduler_leader = Gauge(
+            "flowweaver_scheduler_leader", "1 while this process fires the schedules", registry=r
+        )
+        self.scheduler_rounds_failed = Counter(
+            "flowweaver_scheduler_rounds_failed",
+            "Scheduler rounds that failed (the store could not be reached)",
+            registry=r,
+        )
         self.sse_subscribers = Gauge("flowweaver_sse_subscribers", "Open SSE streams", registry=r)
         self.sse_events_sent = Counter(
             "flowweaver_sse_events_sent", "Events written to SSE streams", registry=r

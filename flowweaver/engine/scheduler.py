@@ -31,7 +31,10 @@ import structlog
 from flowweaver.domain.schedule import (
     FireRecord,
     ScheduleEntry,
+    ScheduleEvent,
+    ScheduleFireBuffered,
     ScheduleFired,
+    ScheduleFireSkipped,
     decide_fires,
     is_due,
 )
@@ -42,6 +45,7 @@ from flowweaver.errors import (
     NotFoundError,
     ValidationError,
 )
+from flowweaver.observability import metrics
 from flowweaver.ports import Clock
 from flowweaver.schedules import ScheduleRegistry
 
@@ -127,6 +131,7 @@ class Scheduler:
                 continue
             recorded += len(events)
             for event in events:
+                _count(schedule_id, event)
                 if isinstance(event, ScheduleFired):
                     self._start(_record(event), schedule_id)
                 else:
@@ -141,9 +146,11 @@ class Scheduler:
     def _lead(self) -> bool:
         leases = self.engine.leases
         if self.leader and leases.holds(LEASE):
+            metrics.scheduler_leader.set(1)
             return True
         was = self.leader
         self.leader = leases.acquire(LEASE)
+        metrics.scheduler_leader.set(1 if self.leader else 0)
         if self.leader and not was:
             log.info("scheduler_leading", node=self.engine.node)
             self._started.clear()  # check every recent fire again: the last leader may have died
@@ -177,6 +184,7 @@ class Scheduler:
         except (ValidationError, NotFoundError, IdempotencyConflictError) as e:
             # It never can (a handler or the workflow version is gone): say so once.
             log.error("schedule_run_not_started", schedule_id=schedule_id, error=str(e))
+            metrics.schedule_runs_not_started.labels(schedule=schedule_id).inc()
             self._remember(fire.run_id)
             return None
         self._remember(fire.run_id)
@@ -220,6 +228,7 @@ class Scheduler:
                 return
             except FlowweaverError as e:
                 log.warning("scheduler_round_failed", error=str(e))
+                metrics.scheduler_rounds_failed.inc()
             except Exception:  # a bug must not end the scheduler for the life of the process
                 log.exception("scheduler_round_crashed")
             self._wake.wait(self.interval)
@@ -236,6 +245,21 @@ class Scheduler:
         if self.leader:
             self.engine.leases.release(LEASE)
             self.leader = False
+            metrics.scheduler_leader.set(0)
+
+
+def _count(schedule_id: str, event: ScheduleEvent) -> None:
+    """Count a decided fire: ``fired``, ``buffered``, or a skip by its reason (each fire of
+    an outage that one skipped event records counts)."""
+    if isinstance(event, ScheduleFired):
+        decision, count = "fired", 1
+    elif isinstance(event, ScheduleFireSkipped):
+        decision, count = event.reason, event.count
+    elif isinstance(event, ScheduleFireBuffered):
+        decision, count = "buffered", 1
+    else:
+        return
+    metrics.schedule_fires.labels(schedule=schedule_id, decision=decision).inc(count)
 
 
 def _record(event: ScheduleFired) -> FireRecord:

@@ -13,6 +13,7 @@ from flowweaver.domain.schedule import ScheduleFired, ScheduleFireSkipped, Sched
 from flowweaver.engine import Engine
 from flowweaver.engine.scheduler import Scheduler
 from flowweaver.handlers import HandlerRegistry
+from flowweaver.observability import metrics
 from flowweaver.ports import EventStore
 from flowweaver.store import SQLiteEventStore
 from flowweaver.testing.fakes import FakeClock
@@ -22,6 +23,14 @@ from .conftest import EngineFactory, Gate
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOOP = {"id": "nightly", "tasks": [{"id": "t", "handler": "noop"}]}
 GATED = {"id": "gated", "tasks": [{"id": "t", "handler": "gate"}]}
+
+
+def fires_counted(schedule_id: str, decision: str) -> float:
+    """The flowweaver_schedule_fires counter of one schedule and decision (0 if never set)."""
+    value = metrics.registry.get_sample_value(
+        "flowweaver_schedule_fires_total", {"schedule": schedule_id, "decision": decision}
+    )
+    return value or 0.0
 
 
 def scheduler(engine: Engine, clock: FakeClock) -> Scheduler:
@@ -62,11 +71,16 @@ def test_overlap_skip_records_fires_while_the_run_runs(engine: Engine, gate: Gat
     clock = FakeClock(T0)
     sched = scheduler(engine, clock)
     sched.registry.put(ScheduleSpec(id="s", workflow_id="gated", cron="* * * * *"), by="ann")
+    before = fires_counted("s", "fired"), fires_counted("s", "overlap")
     clock.set(T0 + timedelta(minutes=1))
     sched.tick()
     assert gate.entered.wait(10)
     clock.set(T0 + timedelta(minutes=2))
     sched.tick()
+    assert (fires_counted("s", "fired"), fires_counted("s", "overlap")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
     skipped = [e for e in engine.store.schedule_events() if isinstance(e, ScheduleFireSkipped)]  # type: ignore[attr-defined]
     assert [(e.reason, e.fire_time) for e in skipped] == [("overlap", T0 + timedelta(minutes=2))]
     gate.opened.set()
@@ -157,7 +171,11 @@ def test_a_restart_catches_up_inside_the_window_and_records_the_rest(
     clock.set(T0 + timedelta(minutes=10, seconds=30))  # down for nine and a half minutes
     with Engine(SQLiteEventStore(path), owns_store=True, handlers=registry) as engine:
         sched = scheduler(engine, clock)
+        missed, started = fires_counted("s", "missed"), fires_counted("s", "fired")
         sched.tick()
+        # the six missed fires are one event, counted six times; three fires inside the window
+        assert fires_counted("s", "missed") == missed + 6
+        assert fires_counted("s", "fired") == started + 3
         events = engine.store.schedule_events()  # type: ignore[attr-defined]
         skipped = [e for e in events if isinstance(e, ScheduleFireSkipped)]
         assert [(e.reason, e.fire_time, e.last_fire_time, e.count) for e in skipped] == [
@@ -205,6 +223,9 @@ def test_only_the_lease_holder_fires(make_engine: EngineFactory, store: EventSto
         b.tick()
         a.tick()
     assert b.leader and not a.leader  # b asked first
+    assert metrics.registry.get_sample_value("flowweaver_scheduler_leader") == 0  # a asked last
+    b.tick()
+    assert metrics.registry.get_sample_value("flowweaver_scheduler_leader") == 1
     times = [f.fire_time for f in fired(store)]
     assert times == [T0 + timedelta(seconds=s) for s in range(1, 6)]
     for fire in fired(store):
