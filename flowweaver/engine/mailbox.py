@@ -42,7 +42,7 @@ class Mailbox:
 
         A run actor binds first thing as it starts, before it dispatches anything, so that
         whoever closes the mailbox (leases lost, engine closing) stops it even if the
-        spawner has not yet recorded its ref.
+        supervisor has not yet recorded its ref.
         """
         with self._lock:
             if self._closed:

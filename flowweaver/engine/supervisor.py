@@ -1,18 +1,18 @@
 """Supervision of run actors: which runs live here, their actors' deaths, leases, takeover.
 
-The supervisor keeps the live table (run id -> mailbox and actor), starts run actors on its
-spawner thread, rebuilds an actor that raised (on the same mailbox, after a growing delay, up
-to MAX_ACTOR_DEATHS), holds the outcomes of attempts whose run has no actor here (parked),
-and, with shared leases, scans the store now and then for runs nobody owns (takeover). It is
-the pool's router too: a free worker's offer or an outcome reaches its run's mailbox through
-:meth:`Supervisor.deliver`. The Engine composes it; run actors see it only through the
+The supervisor keeps the live table (run id -> mailbox and actor), starts run actors (which
+only queues their first turn on the dispatcher, engine/dispatch.py), rebuilds an actor that
+raised (on the same mailbox, after a growing delay, up to MAX_ACTOR_DEATHS), holds the
+outcomes of attempts whose run has no actor here (parked), and, with shared leases, scans the
+store now and then for runs nobody owns (takeover). It is the pool's router too: a free
+worker's offer or an outcome reaches its run's mailbox through :meth:`Supervisor.deliver`. The
+Engine composes it; run actors see it only through the
 :class:`~flowweaver.engine.run_actor.Supervision` protocol.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -82,18 +82,11 @@ class Supervisor:
         self._parked: dict[str, dict[tuple[str, int], Completed | Failed]] = {}
         self._stop_takeover = threading.Event()
         self._takeover: threading.Thread | None = None
-        self._spawns: queue.SimpleQueue[tuple[str, _LiveRun, RunState | None] | None] = (
-            queue.SimpleQueue()
-        )
-        self._spawner_thread = threading.Thread(
-            target=self._spawner, name="flowweaver-spawner", daemon=True
-        )
         self.leases.on_lost(self._leases_lost)
 
     def start(self, services: RunServices, *, recover: bool) -> None:
-        """Start the spawner, resume unfinished runs, and start the takeover loop."""
+        """Resume unfinished runs, and start the takeover loop."""
         self.services = services
-        self._spawner_thread.start()
         if recover and self.leases.shared:
             self.take_over_orphans()  # as many as there is room for; the scan takes the rest
         elif recover:
@@ -184,21 +177,13 @@ class Supervisor:
                 for outcome in self._parked.pop(run_id, {}).values():
                     live.mailbox.put(outcome)
             metrics.live_runs.set(len(self._live))
-        # The spawner thread starts the actor (cheap now: it queues the actor's first turn on
-        # the dispatcher), so no actor starts once close() has joined it and stops the actors.
-        # Inputs that arrive meanwhile wait in the mailbox; attach() drains them.
-        self._spawns.put((run_id, live, state))
+            # Starting an actor only queues its first turn on the dispatcher, so it is done
+            # here, under the lock: no actor starts once close() has begun (stop_starting and
+            # stop_actors take the lock too). Inputs that arrive before the first turn wait in
+            # the mailbox; attach() drains them.
+            if not live.mailbox.closed:
+                live.ref = RunActor.start(self.services, self, run_id, live.mailbox, state)
         return created
-
-    def _spawner(self) -> None:
-        while True:
-            item = self._spawns.get()
-            if item is None:
-                return
-            run_id, live, state = item
-            if self.closed or live.mailbox.closed:
-                continue
-            live.ref = RunActor.start(self.services, self, run_id, live.mailbox, state)
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
         """Called by a run actor that raised (starting or later): rebuild it by replay.
@@ -470,7 +455,7 @@ class Supervisor:
     # --- shutdown ------------------------------------------------------------------------
 
     def stop_starting(self) -> bool:
-        """Take no more work: stop the takeover loop and the spawner.
+        """Take no more work: start no actor, stop the takeover loop.
 
         Return False when it was stopped already (the engine is closing or closed).
         """
@@ -481,9 +466,6 @@ class Supervisor:
         self._stop_takeover.set()
         if self._takeover is not None:
             self._takeover.join(timeout=10)
-        self._spawns.put(None)
-        if self._spawner_thread.is_alive():
-            self._spawner_thread.join(timeout=10)
         return True
 
     def stop_actors(self) -> None:

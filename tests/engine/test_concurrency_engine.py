@@ -231,7 +231,7 @@ def test_ready_tasks_of_higher_priority_runs_get_a_free_worker_first(
         assert turnstile.next_entered() == 0
         low = engine.start_run("quick", priority=-1)
         high = engine.start_run("quick", priority=10)
-        # Their actors start on the spawner thread: both jobs must wait for the worker first.
+        # Their actors start on dispatcher threads: both jobs must wait for the worker first.
         assert wait_until(lambda: engine.pool.queue_depth() == 2)
         turnstile.let_go(0)
         for h in (blocker, low, high):
