@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -22,7 +23,8 @@ from pathlib import Path
 import structlog
 
 from flowweaver.cli import main
-from tests.test_cli import FLOWWEAVER, _env
+
+FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
 
 
 @contextmanager
@@ -55,7 +57,10 @@ def fw_in_process(
     # What the command writes as text and as bytes (``sys.stdout.buffer``) lands in order.
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    environment = _env() if env is None else env
+    # As tests.test_cli.fw: the tests' own environment, without the FLOWWEAVER_ settings.
+    environment = env
+    if environment is None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")}
     with _as_a_process_would_run(cwd, environment), redirect_stdout(out), redirect_stderr(err):
         try:
             code = main(list(args))
