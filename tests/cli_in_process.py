@@ -30,8 +30,9 @@ FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
 @contextmanager
 def _as_a_process_would_run(cwd: Path, env: Mapping[str, str]) -> Iterator[None]:
     """Set the working directory and the environment for the block; restore them, and the
-    logging the command configures, afterwards."""
+    logging and thread switch interval `serve` sets, afterwards."""
     saved_env = dict(os.environ)
+    saved_interval = sys.getswitchinterval()
     saved_cwd = os.getcwd()
     saved_structlog = structlog.get_config()
     root = logging.getLogger()
@@ -48,6 +49,7 @@ def _as_a_process_would_run(cwd: Path, env: Mapping[str, str]) -> Iterator[None]
         structlog.configure(**saved_structlog)
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        sys.setswitchinterval(saved_interval)
 
 
 def fw_in_process(
