@@ -1,4 +1,9 @@
-"""The ``flowweaver`` command, run as a subprocess the way a user runs it."""
+"""The ``flowweaver`` command, run as a subprocess the way a user runs it.
+
+Each test runs its first command, and any whose process matters (signals, timeouts, a port),
+as a subprocess; the commands that read or refuse after it run in this process
+(tests/cli_in_process.py), which spares a second of start-up each.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any
 import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import ServeProcess
 
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
@@ -166,7 +172,8 @@ def test_serve_answers_the_readme_session_and_drains_on_sigterm(
 
 
 def test_run_wait_then_status_events_and_replay(tmp_path: Path, workflow_file: Path) -> None:
-    """run --wait prints progress and exits 0; status, events and replay read the same store."""
+    """run --wait prints progress and exits 0; status, events and replay read the same store.
+    (The reading commands run in this process: tests/cli_in_process.py.)"""
     store = f"sqlite:///{tmp_path / 'runs.db'}"
     done = fw("run", str(workflow_file), "--wait", "--store", store, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -177,28 +184,30 @@ def test_run_wait_then_status_events_and_replay(tmp_path: Path, workflow_file: P
     assert "RunCompleted" in done.stdout
     assert out[-1].startswith(f"run {run_id} completed in ")
 
-    status = fw("status", run_id, "--store", store, cwd=tmp_path)
+    status = fw_in_process("status", run_id, "--store", store, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert f"run {run_id}  completed" in status.stdout
     assert "task3" in status.stdout
-    as_json = json.loads(fw("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout)
+    as_json = json.loads(
+        fw_in_process("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout
+    )
     assert [t["status"] for t in as_json["tasks"]] == ["completed"] * 3
 
-    events = fw("events", run_id, "--after", "2", "--store", store, cwd=tmp_path)
+    events = fw_in_process("events", run_id, "--after", "2", "--store", store, cwd=tmp_path)
     assert events.returncode == 0, events.stderr
     lines = [json.loads(line) for line in events.stdout.splitlines()]
     assert [e["version"] for e in lines] == list(range(3, as_json["version"] + 1))
     assert lines[-1]["type"] == "RunCompleted"
-    followed = fw("events", run_id, "--follow", "--store", store, cwd=tmp_path)
+    followed = fw_in_process("events", run_id, "--follow", "--store", store, cwd=tmp_path)
     assert followed.returncode == 0
     assert len(followed.stdout.splitlines()) == as_json["version"]
 
-    replay = fw("replay", run_id, "--at", "2", "--json", "--store", store, cwd=tmp_path)
+    replay = fw_in_process("replay", run_id, "--at", "2", "--json", "--store", store, cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
     at_two = json.loads(replay.stdout)
     assert at_two["version"] == 2
     assert at_two["tasks"][0]["status"] == "scheduled"
-    text = fw("replay", run_id, "--at", "2", "--store", store, cwd=tmp_path).stdout
+    text = fw_in_process("replay", run_id, "--at", "2", "--store", store, cwd=tmp_path).stdout
     assert f"as of event 2 of {as_json['version']}" in text
 
 
@@ -212,7 +221,8 @@ def test_run_that_fails_exits_1(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_one_line_and_stores_nothing(tmp_path: Path, workflow_file: Path) -> None:
-    """Usage errors exit 2, failures exit 1, each one line on stderr; no store file appears."""
+    """Usage errors exit 2, failures exit 1, each one line on stderr; no store file appears.
+    The cases run in this process (tests/cli_in_process.py), the last one in a new one."""
     bad = tmp_path / "bad.json"
     bad.write_text('{"id": "x", "tasks": [{"id": "a", "handler": "noop", "dependencies": ["z"]}]}')
     unknown = tmp_path / "unknown.json"
@@ -232,7 +242,7 @@ def test_bad_input_is_one_line_and_stores_nothing(tmp_path: Path, workflow_file:
         (["run", str(workflow_file), "--store", "nosuch://x"], 1, "unknown store URL scheme"),
     ]
     for args, code, message in cases:
-        result = fw(*args, cwd=tmp_path)
+        result = fw_in_process(*args, cwd=tmp_path)
         assert result.returncode == code, (args, result.stderr)
         errors = [line for line in result.stderr.splitlines() if line.startswith("flowweaver:")]
         assert len(errors) == 1, (args, result.stderr)
@@ -249,7 +259,9 @@ def test_unknown_run_and_busy_port(tmp_path: Path, workflow_file: Path) -> None:
     store = f"sqlite:///{tmp_path / 'x.db'}"
     assert fw("run", str(workflow_file), "--store", store, cwd=tmp_path).returncode == 0
     for command in ("status", "events"):
-        result = fw(command, "00000000-0000-0000-0000-000000000000", "--store", store, cwd=tmp_path)
+        result = fw_in_process(
+            command, "00000000-0000-0000-0000-000000000000", "--store", store, cwd=tmp_path
+        )
         assert result.returncode == 1
         assert "no run 00000000-0000-0000-0000-000000000000" in result.stderr
     with socket.socket() as taken:
@@ -289,7 +301,7 @@ def test_run_timeout_returns_at_once_and_cancel_ends_the_run(tmp_path: Path) -> 
     assert len(errors) == 1, stderr
     assert errors[0].startswith(f"flowweaver: error: run {run_id} did not finish within 2 s;")
     assert f"flowweaver cancel {run_id} --store {store}" in errors[0]
-    shown = fw("status", run_id, "--json", "--store", store, cwd=tmp_path)
+    shown = fw_in_process("status", run_id, "--json", "--store", store, cwd=tmp_path)
     assert json.loads(shown.stdout)["status"] == "running"
 
     began = time.monotonic()
@@ -297,7 +309,7 @@ def test_run_timeout_returns_at_once_and_cancel_ends_the_run(tmp_path: Path) -> 
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout == f"run {run_id} cancelled\n"
     assert time.monotonic() - began < 5
-    events = fw("events", run_id, "--store", store, cwd=tmp_path).stdout.splitlines()
+    events = fw_in_process("events", run_id, "--store", store, cwd=tmp_path).stdout.splitlines()
     kinds = [json.loads(line)["type"] for line in events]
     assert kinds[-2:] == ["TaskFailed", "RunCancelled"]  # the attempt of the gone process
     assert json.loads(events[kinds.index("RunCancelRequested")])["reason"] == "too slow"
@@ -306,7 +318,7 @@ def test_run_timeout_returns_at_once_and_cancel_ends_the_run(tmp_path: Path) -> 
         ([run_id], f"run {run_id} already ended (cancelled)"),
         (["00000000-0000-0000-0000-000000000000"], "no run 00000000-"),
     ]:
-        refused = fw("cancel", *args, "--store", store, cwd=tmp_path)
+        refused = fw_in_process("cancel", *args, "--store", store, cwd=tmp_path)
         assert refused.returncode == 1
         lines = refused.stderr.splitlines()
         assert len(lines) == 1
@@ -368,14 +380,18 @@ def test_events_after_past_the_end_is_an_error_like_the_api(
     """events --after beyond the run's last event exits 1 with one line; at the end it is empty."""
     store = f"sqlite:///{tmp_path / 'e.db'}"
     run_id = fw("run", str(workflow_file), "--store", store, cwd=tmp_path).stdout.split()[1]
-    count = json.loads(fw("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout)[
-        "version"
-    ]
-    past = fw("events", run_id, "--after", str(count + 1), "--store", store, cwd=tmp_path)
+    count = json.loads(
+        fw_in_process("status", run_id, "--json", "--store", store, cwd=tmp_path).stdout
+    )["version"]
+    past = fw_in_process(
+        "events", run_id, "--after", str(count + 1), "--store", store, cwd=tmp_path
+    )
     assert past.returncode == 1
     assert past.stderr == (
         f"flowweaver: error: run {run_id} has {count} events; --after is {count + 1}\n"
     )
     for extra in ([], ["--follow"]):  # the last event is terminal: nothing to follow
-        at_end = fw("events", run_id, "--after", str(count), *extra, "--store", store, cwd=tmp_path)
+        at_end = fw_in_process(
+            "events", run_id, "--after", str(count), *extra, "--store", store, cwd=tmp_path
+        )
         assert (at_end.returncode, at_end.stdout, at_end.stderr) == (0, "", "")

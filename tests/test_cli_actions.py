@@ -29,6 +29,7 @@ from flowweaver.errors import InvalidCommandError
 from flowweaver.handlers import builtin_registry
 from flowweaver.ports import Append
 from flowweaver.store import MemoryEventStore, SQLiteEventStore
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import DEADLINE, ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,14 @@ def fw(*args: str, store: Path, cwd: Path | None = None) -> subprocess.Completed
         timeout=60,
         check=False,
     )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def fw_here(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``flowweaver ARGS --store sqlite:///STORE`` to the end in this process (see
+    tests/cli_in_process.py), as :func:`fw` runs it in a new one."""
+    done = fw_in_process(*args, "--store", f"sqlite:///{store}", cwd=store.parent, env=_env())
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -260,7 +269,8 @@ def test_every_refusal_is_one_line_exits_non_zero_and_stores_nothing(
 ) -> None:
     """What the run's state does not allow exits 1 with the API's 409 reason; an unknown run or
     task exits 1; a malformed argument exits 2. None stores anything. (Completing ``load`` by
-    hand before ``extract`` is allowed: it has not completed and is not running.)"""
+    hand before ``extract`` is allowed: it has not completed and is not running.) The refusals
+    but one run in this process."""
     assert fw("complete", run_id, "load", "--output", "1", store=store).returncode == 0
     ghost = "00000000-0000-0000-0000-000000000000"
     cases: list[tuple[list[str], int, str]] = [
@@ -299,7 +309,7 @@ def test_every_refusal_is_one_line_exits_non_zero_and_stores_nothing(
     ]  # fmt: skip
     before = log_length(store)
     for args, code, message in cases:
-        done = fw(*args, store=store)
+        done = fw_here(*args, store=store)
         assert done.returncode == code, (args, done.stderr)
         assert done.stdout == ""
         last = done.stderr.splitlines()[-1]
@@ -309,7 +319,7 @@ def test_every_refusal_is_one_line_exits_non_zero_and_stores_nothing(
             assert done.stderr.count("\n") == 1, (args, done.stderr)
     assert log_length(store) == before
 
-    paused = fw("pause", run_id, store=store)
+    paused = fw_here("pause", run_id, store=store)
     assert paused.returncode == 0
     before = log_length(store)
     again = fw("pause", run_id, store=store)
@@ -317,18 +327,18 @@ def test_every_refusal_is_one_line_exits_non_zero_and_stores_nothing(
         1,
         f"flowweaver: error: run {run_id}: is paused: only a running run pauses\n",
     )
-    cancelled = fw("cancel", run_id, store=store)
+    cancelled = fw_here("cancel", run_id, store=store)
     assert cancelled.stdout == f"run {run_id} cancelled\n"
     assert events(store, run_id)[-2][:2] == ("RunCancelRequested", USER)
     before = log_length(store)
     for args in (["resume", run_id], ["skip", run_id, "load"], ["retry", run_id, "extract"]):
-        ended = fw(*args, store=store)
+        ended = fw_here(*args, store=store)
         assert (ended.returncode, ended.stderr) == (
             1,
             f"flowweaver: error: run {run_id}: has ended (cancelled)\n",
         )
     assert log_length(store) == before
-    missing = fw("pause", run_id, store=store.with_name("nowhere.db"))
+    missing = fw_here("pause", run_id, store=store.with_name("nowhere.db"))
     assert missing.returncode == 1
     assert "no store at" in missing.stderr
     assert not store.with_name("nowhere.db").exists()

@@ -1,4 +1,8 @@
-"""`flowweaver verify`, `export` and `import`, run as subprocesses the way a user runs them."""
+"""`flowweaver verify`, `export` and `import`, run as subprocesses the way a user runs them.
+
+The first command of each test runs as a subprocess, as a user runs it; the others run in
+this process (tests/cli_in_process.py), which spares a second of start-up each.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from flowweaver_postgres import open_store as open_postgres
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
 from flowweaver.store.sqlite import SQLiteEventStore
 from tests.adapters.postgres.support import drop_schema, new_schema_name, store_url
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import ServeProcess
 from tests.test_cli import fw
 
@@ -31,7 +36,7 @@ def sqlite_runs(tmp_path: Path, workflow_file: Path) -> tuple[str, list[str]]:
     store = f"sqlite:///{tmp_path / 'source.db'}"
     run_ids = []
     for _ in range(2):
-        done = fw("run", str(workflow_file), "--store", store, cwd=tmp_path)
+        done = fw_in_process("run", str(workflow_file), "--store", store, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         run_ids.append(done.stdout.split()[1])
     return store, run_ids
@@ -71,7 +76,7 @@ def test_verify_prints_a_line_per_run_and_fails_on_a_changed_byte(
     assert {line.split()[0] for line in lines} == {first, second}
 
     _tamper(tmp_path / "source.db", second, 2)
-    done = fw("verify", first, second, "--store", store, cwd=tmp_path)
+    done = fw_in_process("verify", first, second, "--store", store, cwd=tmp_path)
     assert done.returncode == 1
     ok, broken = done.stdout.splitlines()
     assert ok.startswith(f"{first} ok version ")
@@ -79,9 +84,9 @@ def test_verify_prints_a_line_per_run_and_fails_on_a_changed_byte(
         f"{second} broken at version 2: the stored hash does not match the event and the chain"
     )
     missing = str(uuid.uuid4())
-    done = fw("verify", missing, "--store", store, cwd=tmp_path)
+    done = fw_in_process("verify", missing, "--store", store, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (1, f"{missing} not found\n")
-    done = fw("verify", "--store", store, cwd=tmp_path)
+    done = fw_in_process("verify", "--store", store, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr == "flowweaver: error: name runs (RUN_ID ...) or pass --all, not both\n"
 
@@ -101,7 +106,7 @@ def test_export_from_sqlite_imports_into_postgres_once(
     total = sum(len(source.read_stored(run_id)) for run_id in run_ids)
     assert len(export.read_bytes().splitlines()) == total
 
-    done = fw("import", str(export), "--store", postgres_url, cwd=tmp_path)
+    done = fw_in_process("import", str(export), "--store", postgres_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"imported 2 runs ({total} events); 0 already in the store\n"
     target = open_postgres(postgres_url)
@@ -115,10 +120,10 @@ def test_export_from_sqlite_imports_into_postgres_once(
     finally:
         target.close()
         source.close()
-    done = fw("verify", *run_ids, "--store", postgres_url, cwd=tmp_path)
+    done = fw_in_process("verify", *run_ids, "--store", postgres_url, cwd=tmp_path)
     assert done.returncode == 0, done.stdout
 
-    again = fw("import", str(export), "--store", postgres_url, cwd=tmp_path)
+    again = fw_in_process("import", str(export), "--store", postgres_url, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout == "imported 0 runs (0 events); 2 already in the store\n"
 
@@ -139,7 +144,7 @@ def test_import_refuses_a_tampered_file_and_stores_nothing(
     tampered = tmp_path / "tampered.ndjson"
     tampered.write_bytes(b"".join(lines))
 
-    done = fw("import", str(tampered), "--store", postgres_url, cwd=tmp_path)
+    done = fw_in_process("import", str(tampered), "--store", postgres_url, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr == (
         f"flowweaver: error: run {run_ids[1]} fails its hash chain at version "
@@ -180,7 +185,7 @@ def test_import_of_a_file_that_is_no_export_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("flowweaver: error: line 1: not an export line: ")
     assert len(done.stderr.splitlines()) == 1
-    missing = fw("import", str(tmp_path / "none.ndjson"), "--store", store, cwd=tmp_path)
+    missing = fw_in_process("import", str(tmp_path / "none.ndjson"), "--store", store, cwd=tmp_path)
     assert (missing.returncode, missing.stderr) == (
         1,
         f"flowweaver: error: no file {tmp_path / 'none.ndjson'}\n",
@@ -203,11 +208,11 @@ def test_reading_commands_work_beside_a_live_server(
         done = fw("verify", "--all", "--store", store, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         assert {line.split()[0] for line in done.stdout.splitlines()} == {*run_ids, new_run}
-        export = fw("export", new_run, "--store", store, cwd=tmp_path)
+        export = fw_in_process("export", new_run, "--store", store, cwd=tmp_path)
         assert export.returncode == 0, export.stderr
         assert all(json.loads(line)["runId"] == new_run for line in export.stdout.splitlines())
-        assert fw("status", new_run, "--store", store, cwd=tmp_path).returncode == 0
-        assert fw("events", new_run, "--store", store, cwd=tmp_path).returncode == 0
+        assert fw_in_process("status", new_run, "--store", store, cwd=tmp_path).returncode == 0
+        assert fw_in_process("events", new_run, "--store", store, cwd=tmp_path).returncode == 0
         status, check = server.request("GET", f"/runs/{new_run}/verify")
         assert status == 200
         assert check["ok"] is True

@@ -23,15 +23,20 @@ import aiohttp
 import pytest
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import ServeProcess
 
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
 JSON_TYPE = {"Content-Type": "application/json"}
 
 
-def _serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``flowweaver serve ARGS``, which must exit by itself (a refusal) within 30 s."""
+def _serve(*args: str, cwd: Path, in_process: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``flowweaver serve ARGS``, which must exit by itself (a refusal) within 30 s; in
+    this process (tests/cli_in_process.py) when ``in_process``, which spares the start-up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWWEAVER_")}
+    if in_process:
+        command = ["serve", "--store", "sqlite:///never.db", "--port", "0", *args]
+        return fw_in_process(*command, cwd=cwd, env=env)
     return subprocess.run(
         [FLOWWEAVER, "serve", "--store", "sqlite:///never.db", "--port", "0", *args],
         cwd=cwd,
@@ -55,8 +60,9 @@ def _refused(result: subprocess.CompletedProcess[str], code: int, *words: str) -
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.5", "example.com"])  # noqa: S104
 def test_a_public_host_without_auth_refuses_to_start(tmp_path: Path, host: str) -> None:
-    """--host that is not loopback, --auth unset: one line naming --auth, exit 2, no store."""
-    result = _serve("--host", host, cwd=tmp_path)
+    """--host that is not loopback, --auth unset: one line naming --auth, exit 2, no store.
+    (A real process for the first host, the others in this one.)"""
+    result = _serve("--host", host, cwd=tmp_path, in_process=host != "0.0.0.0")  # noqa: S104
     _refused(result, 2, "not a loopback address", "--auth token", "--auth none")
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "never.db").exists()
@@ -141,13 +147,18 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_tls_flags_are_checked_before_anything_opens(
     tmp_path: Path, certificate: tuple[Path, Path]
 ) -> None:
-    """One of the two is exit 2; an unreadable file or a pair that does not match is exit 1."""
+    """One of the two is exit 2; an unreadable file or a pair that does not match is exit 1.
+    (A real process for the first refusal, the others in this one.)"""
     cert, key = certificate
     _refused(_serve("--tls-cert", str(cert), cwd=tmp_path), 2, "--tls-cert needs --tls-key")
-    _refused(_serve("--tls-key", str(key), cwd=tmp_path), 2, "--tls-key needs --tls-cert")
-    missing = _serve("--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(key), cwd=tmp_path)
+
+    def here(*args: str) -> subprocess.CompletedProcess[str]:
+        return _serve(*args, cwd=tmp_path, in_process=True)
+
+    _refused(here("--tls-key", str(key)), 2, "--tls-key needs --tls-cert")
+    missing = here("--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(key))
     _refused(missing, 1, "cannot read --tls-cert", "nope.pem")
-    swapped = _serve("--tls-cert", str(key), "--tls-key", str(cert), cwd=tmp_path)
+    swapped = here("--tls-cert", str(key), "--tls-key", str(cert))
     _refused(swapped, 1, "not a PEM certificate chain and its unencrypted private key")
     other = tmp_path / "other-key.pem"
     subprocess.run(
@@ -157,7 +168,7 @@ def test_tls_flags_are_checked_before_anything_opens(
         capture_output=True,
         timeout=30,
     )  # fmt: skip
-    mismatched = _serve("--tls-cert", str(cert), "--tls-key", str(other), cwd=tmp_path)
+    mismatched = here("--tls-cert", str(cert), "--tls-key", str(other))
     _refused(mismatched, 1, "not a PEM certificate chain")
     assert not (tmp_path / "never.db").exists()
 

@@ -1,4 +1,8 @@
-"""`flowweaver fork` and `flowweaver lineage` as a user runs them: real processes, a SQLite file."""
+"""`flowweaver fork` and `flowweaver lineage` as a user runs them: real processes, a SQLite file.
+
+Commands that only read or refuse run in this process (tests/cli_in_process.py), which spares
+a second of start-up each; every fork and run is a real process.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 from flowweaver.engine import Engine
 from flowweaver.store import SQLiteEventStore
+from tests.cli_in_process import fw_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
@@ -29,6 +34,11 @@ def fw(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def fw_here(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``flowweaver ARGS --store sqlite:///STORE`` to the end in this process."""
+    return fw_in_process(*args, "--store", f"sqlite:///{store}", cwd=store.parent)
 
 
 def _log_length(store: Path) -> int:
@@ -63,14 +73,14 @@ def test_fork_wait_reruns_from_the_failure_and_lineage_shows_both_ways(tmp_path:
     assert ran == {"call_api", "report"}
     assert out[-1].startswith(f"run {fork} completed in ")
 
-    shown = fw("lineage", parent, store=store)
+    shown = fw_here("lineage", parent, store=store)
     assert shown.returncode == 0, shown.stderr
     assert "parent -" in shown.stdout
     assert re.search(rf"^  {fork}  at version 9  completed ", shown.stdout, re.MULTILINE)
-    as_json = json.loads(fw("lineage", fork, "--json", store=store).stdout)
+    as_json = json.loads(fw_here("lineage", fork, "--json", store=store).stdout)
     assert as_json["parent"] == {"runId": parent, "atVersion": 9}
     assert as_json["children"] == []
-    status = json.loads(fw("status", fork, "--json", store=store).stdout)
+    status = json.loads(fw_here("status", fork, "--json", store=store).stdout)
     assert (status["parentRunId"], status["parentVersion"]) == (parent, 9)
     report = next(t for t in status["tasks"] if t["id"] == "report")
     assert report["output"] == {"result": {"rows": [1, 2, 3], "attempt": 1}}
@@ -86,7 +96,7 @@ def test_fork_options_reach_the_fork_and_a_failing_fork_exits_1(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     fork = done.stdout.split()[1]
-    status = json.loads(fw("status", fork, "--json", store=store).stdout)
+    status = json.loads(fw_here("status", fork, "--json", store=store).stdout)
     report = next(t for t in status["tasks"] if t["id"] == "report")
     assert report["output"]["result"]["rows"] == [9]
     again = fw("fork", parent, "--at", "3", store=store)  # the outage is still on: fails again
@@ -110,17 +120,17 @@ def test_bad_fork_arguments_are_one_line_and_store_nothing(tmp_path: Path) -> No
         (("--output", "report=1"), 1, "$.outputs.report"),
     ]
     for args, code, message in cases:
-        done = fw("fork", parent, *args, store=store)
+        done = fw_here("fork", parent, *args, store=store)
         assert done.returncode == code, (args, done.stderr)
         lines = done.stderr.splitlines()
         line = lines[-1]  # argparse's own refusals (--at 0) print the usage line first
         assert len(lines) == 1 or lines[0].startswith("usage: "), lines
         assert line.startswith("flowweaver: error: ")
         assert message in line, (args, line)
-    unknown = fw("fork", "8d1f8a52-4a39-4c52-9d6e-2f8e0b1c5a77", store=store)
+    unknown = fw_here("fork", "8d1f8a52-4a39-4c52-9d6e-2f8e0b1c5a77", store=store)
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("flowweaver: error: no run 8d1f8a52-")
-    missing = fw("lineage", "8d1f8a52-4a39-4c52-9d6e-2f8e0b1c5a77", store=store)
+    missing = fw_here("lineage", "8d1f8a52-4a39-4c52-9d6e-2f8e0b1c5a77", store=store)
     assert (missing.returncode, len(missing.stderr.splitlines())) == (1, 1)
     assert _log_length(store) == before
 

@@ -1,16 +1,19 @@
-"""The debugging and audit commands, run as subprocesses against SQLite, PostgreSQL and Redis.
+"""The debugging and audit commands against SQLite, PostgreSQL and Redis.
 
 An engine in this process writes the history a user would debug (a run paused on a failure,
 retried by hand and resumed; a run that failed; a fork of it with new parameters that
-completed) into a fresh store of each kind; then ``flowweaver status``, ``diff``, ``replay
---as-of``, ``lineage``, ``verify``, ``check-replay --all``, ``export`` and ``import`` into a
-store of another kind are run against its URL as a user runs them.
+completed) into a fresh store of each kind, once for the module's tests, which only read it;
+then ``flowweaver status``, ``diff``, ``replay --as-of``, ``lineage``, ``verify``,
+``check-replay --all``, ``export`` and ``import`` into a store of another kind are run against
+its URL: the first command of each test as a subprocess, as a user runs it, the others in this
+process (tests/cli_in_process.py), which spares a second of start-up each.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,12 @@ from flowweaver.engine import Engine
 from flowweaver.ports import EventStore
 from flowweaver.store import open_store
 from flowweaver.travel import diff_run, event_time, version_at
+from tests.cli_in_process import fw_in_process
 from tests.debug_handlers import DEBUGGED, debug_registry
-from tests.store_urls import StoreUrls, store_kind, store_urls
+from tests.store_urls import KINDS, StoreUrls, store_urls
 from tests.test_cli import fw
 
-__all__ = ["store_kind", "store_urls"]  # fixtures used by name
+__all__ = ["store_urls"]  # a fixture used by name
 
 WAIT = 20.0
 """Seconds the engine may take for any step before the test fails."""
@@ -39,6 +43,7 @@ IMPORT_INTO = {"sqlite": "redis", "postgres": "sqlite", "redis": "postgres"}
 class History:
     """The runs written into a store: paused then resumed, failed, and the fork."""
 
+    kind: str
     url: str
     resumed: str
     failed: str
@@ -59,7 +64,7 @@ def _wait_status(engine: Engine, run_id: str, status: str) -> None:
         engine.store.wait_for_log(position, 0.5)
 
 
-def _write_history(url: str) -> History:
+def _write_history(kind: str, url: str) -> History:
     engine = Engine(open_store(url), handlers=debug_registry(), workers=2, owns_store=True)
     try:
         engine.register_workflow(DEBUGGED)
@@ -77,17 +82,25 @@ def _write_history(url: str) -> History:
         versions = {r: engine.get_run(r).version for r in (resumed, failed, fork)}
     finally:
         engine.close(grace=5)
-    return History(url, resumed, failed, fork, versions)
+    return History(kind, url, resumed, failed, fork, versions)
 
 
-@pytest.fixture
-def history(store_kind: str, store_urls: StoreUrls) -> History:
-    """A fresh store of ``store_kind`` holding the three runs of :class:`History`."""
-    return _write_history(store_urls(store_kind))
+@pytest.fixture(scope="module", params=KINDS)
+def history(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[History]:
+    """A fresh store of each kind holding the three runs of :class:`History`; the tests read
+    it and change nothing, so they share it."""
+    kind: str = request.param
+    made = StoreUrls(tmp_path_factory.mktemp("history"))
+    try:
+        yield _write_history(kind, made(kind))
+    finally:
+        made.close()
 
 
-def _ok(*args: str, cwd: Path) -> str:
-    done = fw(*args, cwd=cwd)
+def _ok(*args: str, cwd: Path, new_process: bool = False) -> str:
+    done = (fw if new_process else fw_in_process)(*args, cwd=cwd)
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     return done.stdout
@@ -101,7 +114,7 @@ def test_status_diff_replay_and_lineage_read_every_store(history: History, tmp_p
     """status shows the failure's traceback and logs; diff and replay --as-of answer what
     the API answers; lineage names the fork both ways."""
     url = history.url
-    shown = _ok("status", history.failed, "--store", url, cwd=tmp_path)
+    shown = _ok("status", history.failed, "--store", url, cwd=tmp_path, new_process=True)
     assert f"run {history.failed}  failed" in shown
     assert "task load  failed  attempt 1" in shown
     assert "KeyError: 'db_url'" in shown
@@ -158,7 +171,7 @@ def test_status_diff_replay_and_lineage_read_every_store(history: History, tmp_p
 
 
 def _run_fails(*args: str, cwd: Path) -> str:
-    done = fw(*args, cwd=cwd)
+    done = fw_in_process(*args, cwd=cwd)
     assert done.returncode != 0, (args, done.stdout)
     assert "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -166,13 +179,13 @@ def _run_fails(*args: str, cwd: Path) -> str:
 
 
 def test_verify_check_replay_export_and_import_into_another_kind(
-    history: History, store_kind: str, store_urls: StoreUrls, tmp_path: Path
+    history: History, store_urls: StoreUrls, tmp_path: Path
 ) -> None:
     """verify --all and check-replay --all pass; the export imports into a store of another
     kind, where the runs verify, replay, read the same and keep their lineage."""
     url = history.url
     runs = [history.resumed, history.failed, history.fork]
-    verified = _ok("verify", "--all", "--store", url, cwd=tmp_path)
+    verified = _ok("verify", "--all", "--store", url, cwd=tmp_path, new_process=True)
     for run_id in runs:
         assert f"{run_id} ok version {history.versions[run_id]} head " in verified
     checked = _ok("check-replay", "--all", "--store", url, cwd=tmp_path)
@@ -184,7 +197,7 @@ def test_verify_check_replay_export_and_import_into_another_kind(
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert len(lines) == sum(history.versions.values())
 
-    other = store_urls(IMPORT_INTO[store_kind])
+    other = store_urls(IMPORT_INTO[history.kind])
     imported = _ok("import", str(exported), "--store", other, cwd=tmp_path)
     assert imported.strip() == f"imported 3 runs ({len(lines)} events); 0 already in the store"
     again = _ok("import", str(exported), "--store", other, cwd=tmp_path)

@@ -1,4 +1,8 @@
-"""The command line reads a RUN_ID in any spelling uuid.UUID accepts, and prints the canonical."""
+"""The command line reads a RUN_ID in any spelling uuid.UUID accepts, and prints the canonical.
+
+The first command of each test runs as a subprocess, as a user runs it; the others run in
+this process (tests/cli_in_process.py), which spares a second of start-up each.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import json
 from pathlib import Path
 
 from flowweaver.api.examples import EXAMPLE_WORKFLOW
-
-from .test_cli import fw
+from tests.cli_in_process import fw_in_process
+from tests.test_cli import fw
 
 
 def test_status_events_and_replay_take_any_spelling_of_a_run_id(tmp_path: Path) -> None:
@@ -19,12 +23,12 @@ def test_status_events_and_replay_take_any_spelling_of_a_run_id(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
     for odd in (run_id.upper(), run_id.replace("-", ""), f"urn:uuid:{run_id}"):
-        status = fw("status", odd, "--json", "--store", store, cwd=tmp_path)
+        status = fw_in_process("status", odd, "--json", "--store", store, cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["id"] == run_id
     odd = run_id.upper()
-    events = fw("events", odd, "--store", store, cwd=tmp_path)
+    events = fw_in_process("events", odd, "--store", store, cwd=tmp_path)
     assert events.returncode == 0, events.stderr
     assert {json.loads(line)["runId"] for line in events.stdout.splitlines()} == {run_id}
-    replay = fw("replay", odd, "--at", "1", "--json", "--store", store, cwd=tmp_path)
+    replay = fw_in_process("replay", odd, "--at", "1", "--json", "--store", store, cwd=tmp_path)
     assert json.loads(replay.stdout)["id"] == run_id

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from flowweaver.client import Client
+from tests.cli_in_process import fw_in_process
 from tests.client.support import CHAIN, chain, free_port, serving
 from tests.client.test_bad_answers import _Html
 from tests.store_urls import StoreUrls, store_urls
@@ -43,12 +44,13 @@ def _one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> st
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # some 30 commands, each a new process
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", KINDS)
 def test_commands_drive_a_server(kind: str, store_urls: StoreUrls, tmp_path: Path) -> None:
     """register, run --wait --json, status, events, runs list, pause, resume, cancel, fork,
     diff, verify through --server (and FLOWWEAVER_SERVER); runs list and workflows on the
-    store URL give the same answers."""
+    store URL give the same answers. The commands run in this process, but for `run --wait`,
+    a real one."""
     store = store_urls(kind)
     document = tmp_path / "chain.json"
     document.write_text(json.dumps(chain(2, 0.01)))
@@ -57,12 +59,13 @@ def test_commands_drive_a_server(kind: str, store_urls: StoreUrls, tmp_path: Pat
         env = _env(FLOWWEAVER_SERVER=url)
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return fw(*args, cwd=tmp_path, env=env)
+            return fw_in_process(*args, cwd=tmp_path, env=env)
 
         registered = cli("workflows", "register", str(document))
         assert registered.stdout == f"workflow {CHAIN} v1 registered\n", registered.stderr
         assert cli("workflows", "register", str(document)).stdout.endswith("unchanged\n")
-        done = cli("run", str(document), "--wait", "--json", "--params", '{"n": 1}')
+        run = ["run", str(document), "--wait", "--json", "--params", '{"n": 1}']
+        done = fw(*run, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
         events = _lines(done.stdout)
         run_id = events[0]["runId"]
@@ -105,18 +108,18 @@ def test_commands_drive_a_server(kind: str, store_urls: StoreUrls, tmp_path: Pat
 
     # The same questions of the store, the server gone.
     on_store = _env(FLOWWEAVER_STORE=store)
-    listed = fw("runs", "list", "--json", cwd=tmp_path, env=on_store)
+    listed = fw_in_process("runs", "list", "--json", cwd=tmp_path, env=on_store)
     assert {r["id"] for r in _lines(listed.stdout)} == {run_id, fork_id, slow}
-    workflows = fw("workflows", "list", "--json", cwd=tmp_path, env=on_store)
+    workflows = fw_in_process("workflows", "list", "--json", cwd=tmp_path, env=on_store)
     assert {w["id"] for w in _lines(workflows.stdout)} == {CHAIN, "slow"}
-    again = fw("workflows", "register", str(document), cwd=tmp_path, env=on_store)
+    again = fw_in_process("workflows", "register", str(document), cwd=tmp_path, env=on_store)
     assert again.stdout.endswith("unchanged\n"), again.stderr
 
 
-@pytest.mark.timeout(120)
 def test_bad_servers_and_tokens_are_one_line(tmp_path: Path) -> None:
     """A server that is down, one that answers HTML, a wrong token, an unknown run, a URL
-    that is not http: one line on stderr, exit 1 (2 for the URL), never a traceback."""
+    that is not http: one line on stderr, exit 1 (2 for the URL), never a traceback. The
+    first command is a real process; the others run in this one."""
     down = fw("status", MISSING, "--server", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
     assert "connection refused" in _one_line_error(down)
     html = ThreadingHTTPServer(("127.0.0.1", 0), _Html)
@@ -124,24 +127,24 @@ def test_bad_servers_and_tokens_are_one_line(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{html.server_address[1]}"
-        answered = fw("runs", "list", "--server", url, cwd=tmp_path)
+        answered = fw_in_process("runs", "list", "--server", url, cwd=tmp_path)
         assert "HTML page" in _one_line_error(answered)
     finally:
         html.shutdown()
         html.server_close()
-    scheme = fw("status", MISSING, "--server", "ftp://example", cwd=tmp_path)
+    scheme = fw_in_process("status", MISSING, "--server", "ftp://example", cwd=tmp_path)
     assert "--server" in _one_line_error(scheme, code=2)
 
     store = f"sqlite:///{tmp_path / 'auth.db'}"
-    made = fw("tokens", "create", "--name", "ops", "--role", "operator", "--store", store,
-              cwd=tmp_path)  # fmt: skip
+    create = ["tokens", "create", "--name", "ops", "--role", "operator", "--store", store]
+    made = fw_in_process(*create, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     with serving(store, tmp_path, "--auth", "token") as server:
         url = f"http://127.0.0.1:{server.port}"
-        wrong = fw("runs", "list", "--server", url, "--token", "fw_wrong", cwd=tmp_path)
+        wrong = fw_in_process("runs", "list", "--server", url, "--token", "fw_wrong", cwd=tmp_path)
         assert "HTTP 401" in _one_line_error(wrong)
         env = _env(FLOWWEAVER_SERVER=url, FLOWWEAVER_TOKEN=made.stdout.strip())
-        missing = fw("status", MISSING, cwd=tmp_path, env=env)
+        missing = fw_in_process("status", MISSING, cwd=tmp_path, env=env)
         assert f"run '{MISSING}' not found" in _one_line_error(missing)
 
 

@@ -7,9 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from flowweaver.client import Client
+from tests.cli_in_process import fw_in_process
 from tests.client.support import CHAIN, chain, free_port, serving
 from tests.client.test_client_schedules import NEVER_SOON, RELEASE
 from tests.test_cli import _env, fw
@@ -18,22 +17,24 @@ from tests.test_cli_server import _lines, _one_line_error
 MISSING = "00000000-0000-4000-8000-000000000000"
 
 
-@pytest.mark.timeout(180)  # some 20 commands, each a new process
 def test_schedule_commands_drive_a_server(tmp_path: Path) -> None:
     """create (then saved), list, show, pause, resume, trigger (the server starts the run),
-    delete through --server; the store commands see the same schedule; errors are one line."""
+    delete through --server; the store commands see the same schedule; errors are one line.
+    The first create and the last command are real processes; the others run in this one."""
     store = f"sqlite:///{tmp_path / 's.db'}"
     with serving(store, tmp_path) as server:
         url = f"http://127.0.0.1:{server.port}"
         env = _env(FLOWWEAVER_SERVER=url)
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return fw(*args, cwd=tmp_path, env=env)
+            return fw_in_process(*args, cwd=tmp_path, env=env)
 
         with Client(url) as client:
             client.register_workflow(chain(1, 0.01))
         create = ["schedules", "create", "nightly", "--workflow", CHAIN, "--cron", NEVER_SOON]
-        made = cli(*create, "--timezone", "Europe/Berlin", "--params", '{"n": 1}')
+        made = fw(
+            *create, "--timezone", "Europe/Berlin", "--params", '{"n": 1}', cwd=tmp_path, env=env
+        )
         assert made.stdout == "schedule 'nightly' created\n", made.stderr
         again = cli(*create, "--timezone", "Europe/Berlin", "--params", '{"n": 1}', "--json")
         assert json.loads(again.stdout)["version"] == 1
@@ -59,7 +60,9 @@ def test_schedule_commands_drive_a_server(tmp_path: Path) -> None:
 
         # The store commands see what the server stored, and the server what they store.
         on_store = _env(FLOWWEAVER_STORE=store)
-        paused = fw("schedules", "pause", "nightly", "--json", cwd=tmp_path, env=on_store)
+        paused = fw_in_process(
+            "schedules", "pause", "nightly", "--json", cwd=tmp_path, env=on_store
+        )
         assert json.loads(paused.stdout)["paused"], paused.stderr
         assert _lines(cli("schedules", "list", "--json").stdout)[0]["paused"]
         assert _lines(cli("schedules", "list", "--json").stdout)[0]["fired"] == 2
@@ -76,21 +79,24 @@ def test_schedule_commands_drive_a_server(tmp_path: Path) -> None:
     assert "connection refused" in _one_line_error(down)
 
 
-@pytest.mark.timeout(120)
 def test_signal_command_drives_a_server(tmp_path: Path) -> None:
     """`signal RUN NAME --payload JSON --server URL` completes the waiting task; a bad name is
-    a usage error (2) sent nowhere; an unknown run or a second signal is one line, exit 1."""
+    a usage error (2) sent nowhere; an unknown run or a second signal is one line, exit 1.
+    The first signal is a real process; the other commands run in this one."""
     store = f"sqlite:///{tmp_path / 's.db'}"
     with serving(store, tmp_path) as server:
         url = f"http://127.0.0.1:{server.port}"
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return fw(*args, "--server", url, cwd=tmp_path)
+            return fw_in_process(*args, "--server", url, cwd=tmp_path)
 
         with Client(url) as client:
             client.register_workflow(RELEASE)
             run_id = client.start_run("release").id
-            done = cli("signal", run_id, "approval", "--payload", '{"approved": true}', "--json")
+            payload = ["--payload", '{"approved": true}']
+            done = fw(
+                "signal", run_id, "approval", *payload, "--json", "--server", url, cwd=tmp_path
+            )
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout)["id"] == run_id
             assert [e.type for e in client.events(run_id)][-1] == "RunCompleted"

@@ -13,7 +13,15 @@ import pytest
 
 from flowweaver.engine import Engine
 from flowweaver.handlers import builtin_registry
-from tests.test_cli_actions import USER, events, fw, log_length, state_of, wait_state
+from tests.test_cli_actions import (
+    USER,
+    events,
+    fw,
+    fw_here,
+    log_length,
+    state_of,
+    wait_state,
+)
 
 WORKFLOW = {
     "id": "release",
@@ -77,9 +85,10 @@ def test_signal_completes_the_wait_and_a_later_engine_finishes_the_run(
 def test_bad_signals_are_one_line_non_zero_and_store_nothing(
     store: Path, run_id: str, args: list[str], code: int, text: str
 ) -> None:
-    """A bad payload or name, or a signal no task waits for: one line, exit code, nothing kept."""
+    """A bad payload or name, or a signal no task waits for: one line, exit code, nothing kept.
+    (In this process: tests/cli_in_process.py.)"""
     before = log_length(store)
-    done = fw("signal", run_id, *args, store=store)
+    done = fw_here("signal", run_id, *args, store=store)
     assert done.returncode == code, done.stderr
     assert text in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert log_length(store) == before
@@ -89,6 +98,6 @@ def test_a_second_signal_is_refused(store: Path, run_id: str) -> None:
     """The name is taken once: the second exits 1 saying so."""
     first = fw("signal", run_id, "approval", "--payload", '{"approved": 1}', store=store)
     assert first.returncode == 0, first.stderr
-    again = fw("signal", run_id, "approval", "--payload", '{"approved": 2}', store=store)
+    again = fw_here("signal", run_id, "approval", "--payload", '{"approved": 2}', store=store)
     assert again.returncode == 1
     assert "already received" in again.stderr

@@ -1,4 +1,8 @@
-"""`flowweaver tokens create|list|revoke`, run as a user runs them, beside a live server."""
+"""`flowweaver tokens create|list|revoke`, run as a user runs them, beside a live server.
+
+The first command of each test runs as a subprocess, as a user runs it; the others run in
+this process (tests/cli_in_process.py), which spares a second of start-up each.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowweaver.store.sqlite import SQLiteEventStore
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import ServeProcess
 from tests.test_cli import fw
 
@@ -30,7 +35,9 @@ def call(port: int, method: str, path: str, token: str | None = None) -> tuple[i
 
 
 def make(store: str, name: str, role: str, cwd: Path) -> str:
-    done = fw("tokens", "create", "--name", name, "--role", role, "--store", store, cwd=cwd)
+    done = fw_in_process(
+        "tokens", "create", "--name", name, "--role", role, "--store", store, cwd=cwd
+    )
     assert done.returncode == 0, done.stderr
     assert "shown only now" in done.stderr
     token = done.stdout.strip()
@@ -52,9 +59,9 @@ def test_create_list_revoke_and_only_the_hash_is_stored(sqlite_store: str, tmp_p
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split()[:2] == ["ci", "submitter"]
     assert listed.stdout.splitlines()[1].split()[-1] == "-"
-    revoked = fw("tokens", "revoke", "ci", "--store", sqlite_store, cwd=tmp_path)
+    revoked = fw_in_process("tokens", "revoke", "ci", "--store", sqlite_store, cwd=tmp_path)
     assert (revoked.returncode, revoked.stdout.strip()) == (0, "token 'ci' revoked")
-    as_json = fw("tokens", "list", "--json", "--store", sqlite_store, cwd=tmp_path)
+    as_json = fw_in_process("tokens", "list", "--json", "--store", sqlite_store, cwd=tmp_path)
     row = json.loads(as_json.stdout)
     assert row["name"] == "ci" and row["revokedAt"] is not None
     assert row["revokedBy"].startswith("cli") and "hash" not in row
@@ -110,7 +117,7 @@ def check_tokens_beside_a_server(store: str, cwd: Path) -> None:
         while call(server.port, "GET", "/runs", token)[0] != 200:
             assert time.monotonic() < deadline, "the new token was not accepted within 1 s"
             time.sleep(0.02)
-        done = fw("tokens", "revoke", "reader-1", "--store", store, cwd=cwd)
+        done = fw_in_process("tokens", "revoke", "reader-1", "--store", store, cwd=cwd)
         assert done.returncode == 0, done.stderr
         deadline = time.monotonic() + REVOCATION_DEADLINE
         while (answer := call(server.port, "GET", "/runs", token))[0] != 401:

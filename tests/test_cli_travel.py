@@ -1,4 +1,8 @@
-"""``flowweaver diff`` and ``flowweaver replay --as-of`` on a SQLite file, as a user runs them."""
+"""``flowweaver diff`` and ``flowweaver replay --as-of`` on a SQLite file, as a user runs them.
+
+The first command of each test runs as a subprocess, as a user runs it; the others run in
+this process (tests/cli_in_process.py), which spares a second of start-up each.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from flowweaver.domain.run import record_completed, record_started, start_run
 from flowweaver.ports import Append
 from flowweaver.store import SQLiteEventStore
 from flowweaver.testing.runs import T0, task, workflow
+from tests.cli_in_process import fw_in_process
 from tests.test_cli import fw
 from tests.test_travel import known_run
 
@@ -82,7 +87,9 @@ def test_diff_of_unknown_run_and_bad_flags(tmp_path: Path, stored: tuple[str, st
     assert done.returncode == 1
     assert done.stderr.startswith("flowweaver: error:") and "not found" in done.stderr
     assert len(done.stderr.splitlines()) == 1
-    done = fw("diff", str(uuid.uuid4()), "--from", "-1", "--to", "1", "--store", url, cwd=tmp_path)
+    done = fw_in_process(
+        "diff", str(uuid.uuid4()), "--from", "-1", "--to", "1", "--store", url, cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
 
@@ -101,7 +108,7 @@ def test_replay_as_of(tmp_path: Path, stored: tuple[str, str], instant: str, ver
     done = fw("replay", run_id, "--as-of", instant, "--json", "--store", url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["version"] == version
-    done = fw("replay", run_id, "--as-of", instant, "--store", url, cwd=tmp_path)
+    done = fw_in_process("replay", run_id, "--as-of", instant, "--store", url, cwd=tmp_path)
     assert f"(as of event {version} of 11)" in done.stdout.splitlines()[0]
 
 
@@ -113,10 +120,12 @@ def test_replay_as_of_refusals(tmp_path: Path, stored: tuple[str, str]) -> None:
     assert done.stderr == (
         f"flowweaver: error: run {run_id} began at 2026-01-05T09:00:00+00:00, after --as-of\n"
     )
-    done = fw("replay", run_id, "--as-of", "2026-01-05T09:00:00", "--store", url, cwd=tmp_path)
+    done = fw_in_process(
+        "replay", run_id, "--as-of", "2026-01-05T09:00:00", "--store", url, cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "no UTC offset" in done.stderr
-    done = fw(
+    done = fw_in_process(
         "replay",
         run_id,
         "--at",

@@ -15,6 +15,7 @@ import pytest
 from flowweaver.engine import Engine
 from flowweaver.errors import StoreLockedError
 from flowweaver.store import SQLiteEventStore
+from tests.cli_in_process import fw_in_process
 from tests.serve_process import ServeProcess
 
 FLOWWEAVER = str(Path(sys.executable).parent / "flowweaver")
@@ -123,11 +124,11 @@ def test_second_engine_beside_a_live_server_refuses_and_the_servers_runs_finish(
         Engine.open(f"sqlite:///{tmp_path / 'fw.db'}")
     assert refused.value.pid == server.pid
 
-    # Reading commands work beside the server.
-    status = _fw("status", runs[0], "--json", "--store", "sqlite:///fw.db", cwd=tmp_path)
+    # Reading commands work beside the server (in this process: tests/cli_in_process.py).
+    status = fw_in_process("status", runs[0], "--json", "--store", "sqlite:///fw.db", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["status"] == "running"
-    events = _fw("events", runs[1], "--store", "sqlite:///fw.db", cwd=tmp_path)
+    events = fw_in_process("events", runs[1], "--store", "sqlite:///fw.db", cwd=tmp_path)
     assert events.returncode == 0, events.stderr
     assert [json.loads(line)["type"] for line in events.stdout.splitlines()] == [
         "RunStarted",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,10 @@ def test_pause_resume_and_cancel_take_effect_on_the_server_that_owns_the_run(
     OS user and reason; the run's handlers all run in the server; cancel ends another run."""
     [node] = cluster.start(1)
     slow = chain("slow", 2, 0.1)
-    slow["tasks"][0]["inputs"]["seconds"] = 8.0  # the commands act while s0 runs (loaded CI too)
+    # s0 runs until the test opens its run's gate: the commands act while it runs.
+    gate = cluster.directory / "gates"
+    gate.mkdir()
+    slow["tasks"][0]["inputs"] = {"seconds": DEADLINE, "gate": str(gate)}
     assert node.request("POST", "/workflows", slow)[0] == 201
     _, run_id = node.start_run("slow")
     store = cluster.store
@@ -126,7 +130,9 @@ def test_pause_resume_and_cancel_take_effect_on_the_server_that_owns_the_run(
     paused = fw("pause", run_id, "--reason", "maintenance", url=cluster.url)
     assert (paused.returncode, paused.stdout, paused.stderr) == (0, f"run {run_id} paused\n", "")
     assert node.request("GET", f"/runs/{run_id}")[1]["status"] == "paused"
+    assert store.run_state(run_id).tasks["s0"].status == "running"  # type: ignore[union-attr]
     # The running attempt finishes; what it makes ready waits for the resume.
+    (gate / run_id).touch()
     state = wait_state(store, run_id, lambda s: s.tasks["s0"].status == "completed")
     assert (state.status, state.tasks["s1"].status) == ("paused", "pending")
     again = fw("pause", run_id, url=cluster.url)
@@ -149,7 +155,16 @@ def test_pause_resume_and_cancel_take_effect_on_the_server_that_owns_the_run(
 
     _, second = node.start_run("slow")
     wait_state(store, second, lambda s: s.tasks["s0"].status == "running")
+
+    def end_the_attempt_once_cancel_is_asked() -> None:
+        wait_state(store, second, lambda s: s.cancel_requested)
+        (gate / second).touch()
+
+    # The command waits for the run to end, which waits for the running attempt.
+    opener = threading.Thread(target=end_the_attempt_once_cancel_is_asked, daemon=True)
+    opener.start()
     cancelled = fw("cancel", second, "--reason", "not needed", url=cluster.url)
+    opener.join(DEADLINE)
     assert (cancelled.returncode, cancelled.stdout) == (0, f"run {second} cancelled\n")
     assert ("RunCancelRequested", USER, "not needed") in recorded(store, second)
     assert relay_rows(cluster.schema) == 0

@@ -7,12 +7,12 @@ new ones) and coming back; the real server is never stopped.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from flowweaver.engine import Engine
 from flowweaver.handlers import TaskContext, builtin_registry
@@ -21,24 +21,35 @@ from tests.adapters.postgres.support import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-TASK_S = 3.0
-OUTAGE_S = 4.0
+WAIT_S = 20.0
 
 
 @pytest.mark.timeout(60)
 def test_a_store_outage_during_each_task_reruns_no_handler(
     open_pg_store: OpenStore, proxy: TcpProxy
 ) -> None:
-    """The store is cut off for 4 s while each of three 3 s tasks runs: every handler runs
-    once, no attempt is recorded Interrupted, and the run completes."""
+    """The store is cut off while each of three tasks runs, and comes back only after the
+    handler has ended and the node has lost its lease session: every handler runs once, no
+    attempt is recorded Interrupted, and the run completes."""
     calls: Counter[str] = Counter()
-    entered = {f"s{i}": threading.Event() for i in range(3)}
+    tasks = [f"s{i}" for i in range(3)]
+    entered = {task: threading.Event() for task in tasks}
+    cut = {task: threading.Event() for task in tasks}
+    parked = {task: threading.Event() for task in tasks}
+    sessions_lost = threading.Semaphore(0)
 
     def slow(inputs: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         calls[context.task_id] += 1
         entered[context.task_id].set()
-        time.sleep(TASK_S)
+        assert cut[context.task_id].wait(WAIT_S)  # the handler ends while the store is gone
         return {"done": context.task_id}
+
+    def watch(_: Any, __: str, event: EventDict) -> EventDict:
+        if event["event"] == "outcome_parked":
+            parked[event["task_id"]].set()
+        elif event["event"] == "lease_session_lost":
+            sessions_lost.release()
+        return event
 
     registry = builtin_registry()
     registry.register("slow", slow)
@@ -59,13 +70,16 @@ def test_a_store_outage_during_each_task_reruns_no_handler(
             }
         )
         run = engine.start_run("outage")
-        with capture_logs() as logs:
-            for task_id in ("s0", "s1", "s2"):
-                assert entered[task_id].wait(20), f"{task_id} never started"
+        with capture_logs(processors=[watch]) as logs:
+            for task_id in tasks:
+                assert entered[task_id].wait(WAIT_S), f"{task_id} never started"
                 proxy.stop()  # the database is gone while the handler runs...
-                threading.Event().wait(OUTAGE_S)  # ...past the handler's end
+                cut[task_id].set()
+                # ...past the handler's end and the loss of the node's lease session.
+                assert parked[task_id].wait(WAIT_S), f"{task_id}'s outcome was not held"
+                assert sessions_lost.acquire(timeout=WAIT_S), "the lease session was not lost"
                 proxy.start()
-            state = engine.wait_run_finished(run.run_id, timeout=20)
+            state = engine.wait_run_finished(run.run_id, timeout=WAIT_S)
     finally:
         engine.close(grace=2)
     # Each outage cost the lease session, and each finished handler's result was held.
