@@ -91,7 +91,10 @@ class Dispatcher:
             actor = self._ready.get()
             if actor is None:
                 return
-            actor._turn()
+            try:
+                actor._turn()
+            except Exception:  # a bug must not take this thread, every actor's, with it
+                log.exception("dispatcher_turn_failed", actor=str(actor))
 
 
 class _TurnInbox:

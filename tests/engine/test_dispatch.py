@@ -181,3 +181,26 @@ def test_close_ends_the_threads() -> None:
     assert not any(t.name.startswith("TestClose-") for t in threading.enumerate())
     with pytest.raises(ValueError, match="at least one thread"):
         Dispatcher(0)
+
+
+def test_a_turn_that_raises_does_not_end_the_thread() -> None:
+    """A bug inside a turn (not in a handler: those are caught per message) is logged, and
+    the dispatcher's thread goes on serving the other actors."""
+    single = Dispatcher(1, name="TestBroken")
+    try:
+        broken, actor = start(single)
+        assert broken.ask("x", timeout=10) == ("echo", "x")
+        raised: list[str] = []
+
+        def fail() -> None:
+            raised.append("raised")
+            raise RuntimeError("a bug in the runtime")
+
+        actor._inbox.take_or_idle = fail  # type: ignore[method-assign]
+        broken.tell("y")
+        healthy, _ = start(single)
+        assert healthy.ask("z", timeout=10) == ("echo", "z")
+        assert raised == ["raised"]
+    finally:
+        pykka.ActorRegistry.stop_all(block=False)
+        single.close(timeout=2)
