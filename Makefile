@@ -16,8 +16,12 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/flowweaver serve
 
+# Two parts: on two workers, whole files each (module fixtures stay on one worker), every test
+# that may run beside others; then, alone, the ones marked serial (one restarts PostgreSQL).
+# Each test keeps pyproject's timeout. A plain `pytest` still runs everything, serially.
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not serial"
+	$(VENV)/bin/pytest -m serial
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -336,6 +336,7 @@ def ensure_postgres_up() -> None:
     assert wait_until(postgres_answers, timeout=60, every=0.2)
 
 
+@pytest.mark.serial  # every other test on the server would lose its sessions too
 @pytest.mark.timeout(120)
 def test_runs_survive_a_postgres_restart_and_requests_fail_fast_meanwhile(
     cluster: Cluster,
