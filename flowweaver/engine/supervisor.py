@@ -221,6 +221,10 @@ class Supervisor:
     def run_finished(self, run_id: str, state: RunState) -> None:
         """Called by a run actor when its run ended."""
         self.leases.release(run_id)
+        # Counted and logged before anyone can see the run end here (finished_state, the
+        # waiters): a caller that prints after wait_run_finished prints after this line.
+        metrics.runs_finished.labels(workflow=state.workflow_id, status=state.status).inc()
+        log.info("run_finished", run_id=run_id, status=state.status, version=state.version)
         with self._lock:
             self._live.pop(run_id, None)
             waiters = list(self._waiters.get(run_id, []))
@@ -228,8 +232,6 @@ class Supervisor:
             if len(self._finished) > FINISHED_CACHE:
                 self._finished.popitem(last=False)
             metrics.live_runs.set(len(self._live))
-        metrics.runs_finished.labels(workflow=state.workflow_id, status=state.status).inc()
-        log.info("run_finished", run_id=run_id, status=state.status, version=state.version)
         for done in waiters:
             done.set()
         for listener in self._finish_listeners:
