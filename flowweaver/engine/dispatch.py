@@ -33,7 +33,7 @@ from typing import Any
 
 import pykka
 import structlog
-from pykka import ActorDeadError, ActorRegistry
+from pykka import ActorRegistry
 
 log = structlog.get_logger("flowweaver.engine")
 
@@ -60,11 +60,6 @@ class Dispatcher:
         ]
         for thread in self._threads:
             thread.start()
-
-    @property
-    def threads(self) -> int:
-        """How many threads run turns."""
-        return len(self._threads)
 
     def ready(self, actor: PooledActor) -> None:
         """Queue ``actor`` for a turn (its inbox holds a message, or it has yet to start)."""
@@ -199,4 +194,4 @@ class PooledActor(pykka.Actor):
             ActorRegistry.stop_all(block=False)  # blocking would wait on this very thread
 
 
-__all__ = ["DEFAULT_ACTOR_THREADS", "ActorDeadError", "Dispatcher", "PooledActor"]
+__all__ = ["DEFAULT_ACTOR_THREADS", "Dispatcher", "PooledActor"]
