@@ -9,7 +9,8 @@ W2 map1000:     (--only w2map) W2's work as one map task of 1,000 no-op elements
 
     python benchmarks/engine_bench.py [--repeats 5] [--stores sqlite,memory] [--quick]
 
-Each figure is the median of --repeats runs, each on a fresh store.
+Each figure is the median of --repeats runs, each on a fresh store. Every sample also has
+``cpu_us``: the process's CPU time (all threads) per run, task or element, in microseconds.
 """
 
 from __future__ import annotations
@@ -136,7 +137,16 @@ def w3(engine: Engine, runs: int) -> dict[str, float]:
 def _sized(
     workload: Callable[[Engine, int], dict[str, float]], n: int, engine: Engine
 ) -> dict[str, float]:
-    return workload(engine, n)
+    """Run ``workload`` on ``n`` items; add the process's CPU time per item.
+
+    ``cpu_us`` (CPU microseconds per run or task, every thread) moves far less with the
+    machine's other load than the wall-clock rates do, so an A/B of two builds on a shared
+    machine compares it first.
+    """
+    cpu = time.process_time()
+    result = workload(engine, n)
+    result["cpu_us"] = (time.process_time() - cpu) * 1e6 / n
+    return result
 
 
 def measure(
