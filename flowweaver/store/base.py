@@ -196,13 +196,21 @@ class RecorderEventStore:
             return []
         try:
             with self._translate_errors([a.run_id for a in appends]):
-                positions = self._events.insert_events(stored)
+                positions = self._insert_events(stored)
         except BaseException:
             self._forget_heads(heads)
             raise
         self._remember_heads(heads)
         self._wake_waiters()
-        return list(positions or [])
+        return positions
+
+    def _insert_events(self, stored: Sequence[StoredEvent]) -> list[int]:
+        """Insert ``stored``, all or none; return their log positions, in order.
+
+        Raises the recorder's errors (IntegrityError for a version taken), which ``append``
+        translates. A store may write more leanly than its recorder (SQLite does).
+        """
+        return list(self._events.insert_events(stored) or [])
 
     def _chained_events(
         self, appends: Sequence[Append]

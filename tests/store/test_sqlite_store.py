@@ -220,3 +220,43 @@ def test_unknown_scheme_raises_store_config_error_naming_the_known_ones(url: str
         open_store(url)
     assert "memory" in str(info.value)
     assert "sqlite" in str(info.value)
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, None])
+def test_an_append_returns_the_positions_its_events_have_in_the_log(
+    tmp_path: Path, max_rows: int | None
+) -> None:
+    """The positions an append returns are the log's, whether its rows went in one INSERT
+    (the usual way) or, past the rows one statement may carry, a row at a time."""
+    store = SQLiteEventStore(str(tmp_path / "events.db"))
+    if max_rows is not None:
+        store._max_rows = max_rows  # SQLite's own limit, lowered to reach the other way
+    one, two = new_run_id(), new_run_id()
+    try:
+        first = store.append([Append(run_id=one, expected_version=0, events=[marker_event(1)])])
+        batch = store.append(
+            [
+                Append(run_id=two, expected_version=0, events=[marker_event(n) for n in (1, 2, 3)]),
+                Append(run_id=one, expected_version=1, events=[marker_event(2)]),
+            ]
+        )
+        with pytest.raises(ConcurrencyError):  # refused whole: no position is used up by it
+            store.append(
+                [
+                    Append(run_id=one, expected_version=2, events=[marker_event(3)]),
+                    Append(run_id=two, expected_version=2, events=[marker_event(9)]),
+                ]
+            )
+        last = store.append([Append(run_id=one, expected_version=2, events=[marker_event(3)])])
+        log = store.read_log(after=0)
+        assert [r.position for r in log] == first + batch + last
+        assert [(r.run_id, r.version) for r in log] == [
+            (one, 1),
+            (two, 1),
+            (two, 2),
+            (two, 3),
+            (one, 2),
+            (one, 3),
+        ]
+    finally:
+        store.close()
