@@ -10,7 +10,8 @@ W2 map1000:     (--only w2map) W2's work as one map task of 1,000 no-op elements
     python benchmarks/engine_bench.py [--repeats 5] [--stores sqlite,memory] [--quick]
 
 Each figure is the median of --repeats runs, each on a fresh store. Every sample also has
-``cpu_us``: the process's CPU time (all threads) per run, task or element, in microseconds.
+``cpu_us``: the process's CPU time (all threads) per run, task or element, in microseconds,
+and ``switches``: its threads' context switches per run, task or element.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -139,13 +141,17 @@ def _sized(
 ) -> dict[str, float]:
     """Run ``workload`` on ``n`` items; add the process's CPU time per item.
 
-    ``cpu_us`` (CPU microseconds per run or task, every thread) moves far less with the
-    machine's other load than the wall-clock rates do, so an A/B of two builds on a shared
-    machine compares it first.
+    ``cpu_us`` (CPU microseconds per run or task, every thread) moves less with the
+    machine's other load than the wall-clock rates do. ``switches`` counts the context
+    switches of the process's threads per run or task: each hand-off between threads (a
+    queue, a lock, the GIL) is one or two, and each costs CPU time.
     """
-    cpu = time.process_time()
+    cpu, before = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     result = workload(engine, n)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_us"] = (time.process_time() - cpu) * 1e6 / n
+    switches = after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw
+    result["switches"] = switches / n
     return result
 
 

@@ -19,16 +19,25 @@ A handler may block (an append waits for its transaction), holding its thread me
 dispatcher needs as many threads as blocking turns should overlap, and no actor may wait for
 another one's turn (a run actor never does: what it asks of others goes through mailboxes,
 the worker pool's ``tell`` and the engine's own threads).
+
+A thread that hands an actor its next message and then has nothing to do may take that
+actor's turn itself (:func:`turn_here`): a task worker that reports an outcome runs its run's
+turn before it waits for its next job. Each hand-off between threads is a context switch and
+a pass of the GIL, which cost about 30 µs of CPU time each on the 2-core benchmark machine;
+so W1 takes one fewer hand-off per task. The guard is the same: an actor is on one thread at
+a time, whichever it is.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pykka
@@ -44,6 +53,7 @@ TURN_MESSAGES = 32
 """Messages an actor handles in one turn before it lets the actors queued behind it go."""
 
 _counter = itertools.count(1)
+_here = threading.local()  # .holding: this thread takes a turn; .held: the actor whose turn
 
 
 class Dispatcher:
@@ -62,7 +72,11 @@ class Dispatcher:
             thread.start()
 
     def ready(self, actor: PooledActor) -> None:
-        """Queue ``actor`` for a turn (its inbox holds a message, or it has yet to start)."""
+        """Queue ``actor`` for a turn (its inbox holds a message, or it has yet to start);
+        inside :func:`turn_here`, keep the first one for this thread instead."""
+        if getattr(_here, "holding", False) and _here.held is None:
+            _here.held = actor
+            return
         self._ready.put(actor)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -86,10 +100,35 @@ class Dispatcher:
             actor = self._ready.get()
             if actor is None:
                 return
-            try:
-                actor._turn()
-            except Exception:  # a bug must not take this thread, every actor's, with it
-                log.exception("dispatcher_turn_failed", actor=str(actor))
+            _run_turn(actor)
+
+
+@contextlib.contextmanager
+def turn_here() -> Iterator[None]:
+    """Run on this thread, as the block ends, the turn of the first actor made ready in it.
+
+    For a thread that readies an actor and then would only wait (a task worker reporting
+    an outcome): the turn runs here instead of waking a dispatcher thread. Other actors made
+    ready in the block are queued as usual; so is the held one if the block raises.
+    """
+    _here.holding, _here.held = True, None
+    try:
+        yield
+    except BaseException:
+        actor, _here.holding, _here.held = _here.held, False, None
+        if actor is not None:
+            actor.dispatcher.ready(actor)
+        raise
+    actor, _here.holding, _here.held = _here.held, False, None
+    if actor is not None:
+        _run_turn(actor)
+
+
+def _run_turn(actor: PooledActor) -> None:
+    try:
+        actor._turn()
+    except Exception:  # a bug must not take this thread, every actor's, with it
+        log.exception("dispatcher_turn_failed", actor=str(actor))
 
 
 class _TurnInbox:
@@ -194,4 +233,4 @@ class PooledActor(pykka.Actor):
             ActorRegistry.stop_all(block=False)  # blocking would wait on this very thread
 
 
-__all__ = ["DEFAULT_ACTOR_THREADS", "Dispatcher", "PooledActor"]
+__all__ = ["DEFAULT_ACTOR_THREADS", "Dispatcher", "PooledActor", "turn_here"]

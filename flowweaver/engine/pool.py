@@ -33,6 +33,7 @@ import structlog
 
 from flowweaver.domain.events import TIMEOUT, ErrorInfo, LogLine
 from flowweaver.engine.detail import AttemptLog, LogCapture, handler_traceback
+from flowweaver.engine.dispatch import turn_here
 from flowweaver.engine.messages import Completed, Failed, Offer
 from flowweaver.engine.timers import Timers
 from flowweaver.engine.tracing import Tracing
@@ -365,11 +366,14 @@ class TaskWorker(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Job):
             return None
-        self._run(message)
-        if self.pool.retired(self.actor_ref):
-            self.stop()
-        else:
-            self.pool.worker_free(self.actor_ref)
+        # The run that hears this outcome (or is offered this worker) takes its turn on this
+        # thread before the next job: no dispatcher thread is woken for it (dispatch.py).
+        with turn_here():
+            self._run(message)
+            if self.pool.retired(self.actor_ref):
+                self.stop()
+            else:
+                self.pool.worker_free(self.actor_ref)
         return None
 
     def _run(self, job: Job) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from flowweaver.engine.dispatch import TURN_MESSAGES, Dispatcher, PooledActor
+from flowweaver.engine.dispatch import TURN_MESSAGES, Dispatcher, PooledActor, turn_here
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,6 +43,7 @@ class Recorder(PooledActor):
         self.started_on: str | None = None
         self.failures: list[BaseException | None] = []
         self.stopped = threading.Event()
+        self.entered = threading.Event()  # set as "block" starts waiting on the gate
 
     def on_start(self) -> None:
         self.started_on = threading.current_thread().name
@@ -54,6 +55,7 @@ class Recorder(PooledActor):
         self.threads.add(threading.current_thread().name)
         try:
             if message == "block" and self.gate is not None:
+                self.entered.set()
                 self.gate.wait(10)
             if message == "boom":
                 raise RuntimeError("boom")
@@ -204,3 +206,61 @@ def test_a_turn_that_raises_does_not_end_the_thread() -> None:
     finally:
         pykka.ActorRegistry.stop_all(block=False)
         single.close(timeout=2)
+        # The broken actor never ends (its turns fail): out of the registry, so that a later
+        # test's stop_all does not wait for it.
+        for ref in pykka.ActorRegistry.get_all():
+            if ref.actor_urn == actor.actor_urn:
+                pykka.ActorRegistry.unregister(ref)
+
+
+def test_turn_here_runs_the_readied_actors_turn_on_the_calling_thread(
+    dispatcher: Dispatcher,
+) -> None:
+    """The first actor a message readies in the block takes its turn on this thread as the
+    block ends (a task worker after its report); a second one is queued as usual."""
+    first, first_actor = start(dispatcher)
+    second, second_actor = start(dispatcher)
+    assert first.ask("warm", timeout=10) == ("echo", "warm")  # started, idle
+    assert second.ask("warm", timeout=10) == ("echo", "warm")
+    here = threading.current_thread().name
+    with turn_here():
+        first.tell("one")
+        second.tell("two")
+        assert first_actor.seen == ["warm"]  # not before the block ends
+    assert first_actor.seen == ["warm", "one"]  # the turn ran, here, as the block ended
+    assert here in first_actor.threads
+    assert second.ask("after", timeout=10) == ("echo", "after")
+    assert second_actor.seen == ["warm", "two", "after"]
+    assert here not in second_actor.threads  # the dispatcher's threads took that one
+
+
+def test_turn_here_queues_the_held_turn_when_the_block_raises(dispatcher: Dispatcher) -> None:
+    ref, actor = start(dispatcher)
+    assert ref.ask("warm", timeout=10) == ("echo", "warm")
+    def report_then_fail() -> None:
+        with turn_here():
+            ref.tell("held")
+            raise RuntimeError("worker bug")
+
+    with pytest.raises(RuntimeError, match="worker bug"):
+        report_then_fail()
+    assert ref.ask("next", timeout=10) == ("echo", "next")  # the held turn was not lost
+    assert actor.seen == ["warm", "held", "next"]
+    assert threading.current_thread().name not in actor.threads
+
+
+def test_an_actor_in_a_turn_elsewhere_is_not_run_twice(dispatcher: Dispatcher) -> None:
+    """A message for an actor that is in a turn on another thread readies nothing: the
+    running turn takes it, and the block ends without a turn of its own."""
+    gate = threading.Event()
+    ref, actor = start(dispatcher, gate)
+    ref.tell("block")
+    assert actor.entered.wait(10)
+    with turn_here():
+        ref.tell("while blocked")
+    gate.set()
+    assert ref.ask("last", timeout=10) == ("echo", "last")
+    assert actor.overlaps == 0
+    assert actor.seen == ["block", "while blocked", "last"]
+    assert threading.current_thread().name not in actor.threads
+

@@ -48,7 +48,9 @@ def test_runs_of_an_engine_that_lost_its_leases_are_taken_over(
         with capture_logs() as logs:
             gate.opened.set()  # both attempts return; only B's counts
             state = b.wait_run_finished(run.run_id, timeout=10)
-            # A held its attempt's result until the store showed B had settled that attempt.
+            # A's attempt reports once its worker gets there, which may be after B's run ended:
+            # A drops that result (it holds it until the store shows B settled that attempt).
+            assert wait_for(lambda: any(e["event"] == "outcome_dropped" for e in logs))
             assert wait_for(lambda: a.parked() == {})
         dropped = [e for e in logs if e["event"] == "outcome_dropped"]
         assert [(e["run_id"], e["task_id"], e["attempt"]) for e in dropped] == [
