@@ -237,6 +237,7 @@ def test_turn_here_runs_the_readied_actors_turn_on_the_calling_thread(
 def test_turn_here_queues_the_held_turn_when_the_block_raises(dispatcher: Dispatcher) -> None:
     ref, actor = start(dispatcher)
     assert ref.ask("warm", timeout=10) == ("echo", "warm")
+
     def report_then_fail() -> None:
         with turn_here():
             ref.tell("held")
@@ -263,4 +264,3 @@ def test_an_actor_in_a_turn_elsewhere_is_not_run_twice(dispatcher: Dispatcher) -
     assert actor.overlaps == 0
     assert actor.seen == ["block", "while blocked", "last"]
     assert threading.current_thread().name not in actor.threads
-
