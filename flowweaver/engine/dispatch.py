@@ -22,10 +22,10 @@ the worker pool's ``tell`` and the engine's own threads).
 
 A thread that hands an actor its next message and then has nothing to do may take that
 actor's turn itself (:func:`turn_here`): a task worker that reports an outcome runs its run's
-turn before it waits for its next job. Each hand-off between threads is a context switch and
-a pass of the GIL, which cost about 30 µs of CPU time each on the 2-core benchmark machine;
-so W1 takes one fewer hand-off per task. The guard is the same: an actor is on one thread at
-a time, whichever it is.
+turn, and that of the run it was offered to next, before it waits for its next job. Each
+hand-off between threads is a context switch and a pass of the GIL, about 30 µs of CPU time
+on the 2-core benchmark machine (docs/benchmarks.md); this saves one or two per task. The
+guard is the same: an actor is on one thread at a time, whichever it is.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ TURN_MESSAGES = 32
 """Messages an actor handles in one turn before it lets the actors queued behind it go."""
 
 _counter = itertools.count(1)
-_here = threading.local()  # .holding: this thread takes a turn; .held: the actor whose turn
+HELD_TURNS = 2
+"""Turns a :func:`turn_here` block keeps for its thread: a worker's report readies its run, and
+its offer to the next queued job readies that job's run, whose turn hands the job to it."""
+_here = threading.local()  # .held: the actors whose turns this thread takes (None: not holding)
 
 
 class Dispatcher:
@@ -73,9 +76,10 @@ class Dispatcher:
 
     def ready(self, actor: PooledActor) -> None:
         """Queue ``actor`` for a turn (its inbox holds a message, or it has yet to start);
-        inside :func:`turn_here`, keep the first one for this thread instead."""
-        if getattr(_here, "holding", False) and _here.held is None:
-            _here.held = actor
+        inside :func:`turn_here`, keep the first ones for this thread instead."""
+        held = getattr(_here, "held", None)
+        if held is not None and len(held) < HELD_TURNS:
+            held.append(actor)
             return
         self._ready.put(actor)
 
@@ -105,22 +109,24 @@ class Dispatcher:
 
 @contextlib.contextmanager
 def turn_here() -> Iterator[None]:
-    """Run on this thread, as the block ends, the turn of the first actor made ready in it.
+    """Run on this thread, as the block ends, the turns of the first actors made ready in it.
 
-    For a thread that readies an actor and then would only wait (a task worker reporting
-    an outcome): the turn runs here instead of waking a dispatcher thread. Other actors made
-    ready in the block are queued as usual; so is the held one if the block raises.
+    For a thread that readies actors and then would only wait (a task worker reporting an
+    outcome and offering itself for the next job): their turns run here, in the order they
+    became ready, instead of waking dispatcher threads. Past HELD_TURNS, actors are queued
+    as usual; so are the held ones if the block raises.
     """
-    _here.holding, _here.held = True, None
+    held: list[PooledActor] = []
+    _here.held = held
     try:
         yield
     except BaseException:
-        actor, _here.holding, _here.held = _here.held, False, None
-        if actor is not None:
+        _here.held = None
+        for actor in held:
             actor.dispatcher.ready(actor)
         raise
-    actor, _here.holding, _here.held = _here.held, False, None
-    if actor is not None:
+    _here.held = None
+    for actor in held:
         _run_turn(actor)
 
 
@@ -233,4 +239,4 @@ class PooledActor(pykka.Actor):
             ActorRegistry.stop_all(block=False)  # blocking would wait on this very thread
 
 
-__all__ = ["DEFAULT_ACTOR_THREADS", "Dispatcher", "PooledActor", "turn_here"]
+__all__ = ["DEFAULT_ACTOR_THREADS", "HELD_TURNS", "Dispatcher", "PooledActor", "turn_here"]

@@ -9,7 +9,13 @@ from typing import Any
 import pykka
 import pytest
 
-from flowweaver.engine.dispatch import TURN_MESSAGES, Dispatcher, PooledActor, turn_here
+from flowweaver.engine.dispatch import (
+    HELD_TURNS,
+    TURN_MESSAGES,
+    Dispatcher,
+    PooledActor,
+    turn_here,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -213,25 +219,31 @@ def test_a_turn_that_raises_does_not_end_the_thread() -> None:
                 pykka.ActorRegistry.unregister(ref)
 
 
-def test_turn_here_runs_the_readied_actors_turn_on_the_calling_thread(
+def test_turn_here_runs_the_readied_actors_turns_on_the_calling_thread(
     dispatcher: Dispatcher,
 ) -> None:
-    """The first actor a message readies in the block takes its turn on this thread as the
-    block ends (a task worker after its report); a second one is queued as usual."""
-    first, first_actor = start(dispatcher)
-    second, second_actor = start(dispatcher)
-    assert first.ask("warm", timeout=10) == ("echo", "warm")  # started, idle
-    assert second.ask("warm", timeout=10) == ("echo", "warm")
+    """The first HELD_TURNS actors a block readies take their turns on this thread as it ends
+    (a task worker after its report and its offer), in order; the next one is queued."""
+    started = [start(dispatcher) for _ in range(HELD_TURNS + 1)]
+    for ref, _ in started:
+        assert ref.ask("warm", timeout=10) == ("echo", "warm")  # started, idle
     here = threading.current_thread().name
+    journal: list[Any] = []
+    for _, actor in started:
+        actor.journal = journal
     with turn_here():
-        first.tell("one")
-        second.tell("two")
-        assert first_actor.seen == ["warm"]  # not before the block ends
-    assert first_actor.seen == ["warm", "one"]  # the turn ran, here, as the block ended
-    assert here in first_actor.threads
-    assert second.ask("after", timeout=10) == ("echo", "after")
-    assert second_actor.seen == ["warm", "two", "after"]
-    assert here not in second_actor.threads  # the dispatcher's threads took that one
+        for n, (ref, _) in enumerate(started):
+            ref.tell(n)
+        for _, actor in started[:HELD_TURNS]:
+            assert actor.seen == ["warm"]  # not before the block ends
+    held = [m for m in journal if m != HELD_TURNS]  # the last one's turn may come any time
+    assert held == list(range(HELD_TURNS))  # their turns ran as it ended, in order
+    for _, actor in started[:HELD_TURNS]:
+        assert here in actor.threads
+    last_ref, last = started[-1]
+    assert last_ref.ask("after", timeout=10) == ("echo", "after")
+    assert last.seen == ["warm", HELD_TURNS, "after"]
+    assert here not in last.threads  # the dispatcher's threads took that one
 
 
 def test_turn_here_queues_the_held_turn_when_the_block_raises(dispatcher: Dispatcher) -> None:
