@@ -52,10 +52,11 @@ DEFAULT_ACTOR_THREADS = 16
 TURN_MESSAGES = 32
 """Messages an actor handles in one turn before it lets the actors queued behind it go."""
 
-_counter = itertools.count(1)
 HELD_TURNS = 2
 """Turns a :func:`turn_here` block keeps for its thread: a worker's report readies its run, and
 its offer to the next queued job readies that job's run, whose turn hands the job to it."""
+
+_counter = itertools.count(1)
 _here = threading.local()  # .held: the actors whose turns this thread takes (None: not holding)
 
 

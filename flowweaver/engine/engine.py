@@ -509,7 +509,10 @@ class Engine:
             # must be able to write to it.
             self.leases.release(run_id)
         else:
-            self.supervisor.spawn(run_id, state)
+            # The actor decides on a state of its own, folded from the same events: the
+            # handle's is the run as stored, which the caller may read (and answer a POST
+            # with) while the actor moves on; it must never show decisions not yet stored.
+            self.supervisor.spawn(run_id, commands.fold(events, commands.new_state(run_id)))
         return RunHandle(run_id=run_id, created=True, state=state)
 
     def _existing_run(self, run_id: str, key: str, digest: str) -> RunHandle:

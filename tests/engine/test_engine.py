@@ -91,6 +91,20 @@ def test_versions_are_contiguous_and_state_is_the_replay(engine: Engine) -> None
     assert state.tasks["t3"].output == {"result": {"value": 7}}
 
 
+def test_the_handle_keeps_the_run_as_its_start_stored_it(engine: Engine) -> None:
+    """The state start_run answers with is the run as its first append stored it, also once
+    the run has moved on: the actor decides on a state of its own (a POST /runs answer made
+    from the handle showed a run failed before RunFailed was stored)."""
+    engine.register_workflow(chain())
+    run = engine.start_run("chain3", parameters={"value": 7})
+    final = engine.wait_run_finished(run.run_id, timeout=10)
+    assert final.status == "completed"
+    assert run.state is not final
+    assert run.state.status == "running"
+    assert run.state == engine.store.run_state(run.run_id, at=run.state.version)
+    assert run.state.version < final.version
+
+
 def test_independent_tasks_run_in_parallel(
     make_engine: EngineFactory, registry: HandlerRegistry
 ) -> None:
