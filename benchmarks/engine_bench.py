@@ -139,7 +139,7 @@ def w3(engine: Engine, runs: int) -> dict[str, float]:
 def _sized(
     workload: Callable[[Engine, int], dict[str, float]], n: int, engine: Engine
 ) -> dict[str, float]:
-    """Run ``workload`` on ``n`` items; add the process's CPU time per item.
+    """Run ``workload`` on ``n`` items; add the process's CPU time and context switches per item.
 
     ``cpu_us`` (CPU microseconds per run or task, every thread) moves less with the
     machine's other load than the wall-clock rates do. ``switches`` counts the context
