@@ -19,9 +19,11 @@ BIG = "x" * 50_000  # parameters that need new pages, so a full database refuses
 
 
 class PageLimit:
-    """A full disk as SQLite sees it: every connection of the store gets ``max_page_count``."""
+    """A full disk as SQLite sees it: every connection of the store gets ``max_page_count``
+    (the pool's, and the one appends go through)."""
 
     def __init__(self, store: SQLiteEventStore) -> None:
+        self.store = store
         self.pool = store._datastore.pool
         self.pages = 1 << 30
         create = self.pool._create_connection
@@ -39,6 +41,8 @@ class PageLimit:
         assert connections
         for connection in connections:
             connection._sqlite_conn.execute(f"PRAGMA max_page_count = {pages}")
+        with self.store._writer_lock:
+            self.store._writing_connection().execute(f"PRAGMA max_page_count = {pages}")
 
 
 async def _status(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> Any:

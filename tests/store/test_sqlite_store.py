@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flowweaver.domain.run import RunState, start_run
-from flowweaver.errors import ConcurrencyError, StoreConfigError
+from flowweaver.errors import ConcurrencyError, StoreConfigError, StoreError
 from flowweaver.ports import Append, EventStore
 from flowweaver.store import MemoryEventStore, SQLiteEventStore, open_store
 from flowweaver.testing.runs import T0
@@ -260,3 +260,41 @@ def test_an_append_returns_the_positions_its_events_have_in_the_log(
         ]
     finally:
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_appends_from_many_threads_share_the_appends_connection(tmp_path: Path) -> None:
+    """Appends go through one connection of the store's own: callers on many threads at once
+    each get their own positions, and every event is stored once."""
+    store = SQLiteEventStore(str(tmp_path / "events.db"))
+    runs = [new_run_id() for _ in range(8)]
+
+    def write(run_id: str) -> list[int]:
+        return [
+            position
+            for version in range(25)
+            for position in store.append(
+                [Append(run_id=run_id, expected_version=version, events=[marker_event(version)])]
+            )
+        ]
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            positions = [p for ps in pool.map(write, runs) for p in ps]
+        assert store._writer is not None  # they did go through it
+        log = store.read_log(after=0, limit=1000)
+        assert sorted(positions) == [r.position for r in log]
+        assert len(log) == 8 * 25
+        for run_id in runs:
+            assert [r.version for r in store.read_run(run_id)] == list(range(1, 26))
+    finally:
+        store.close()
+
+
+def test_an_append_after_close_is_refused_and_opens_nothing(tmp_path: Path) -> None:
+    store = SQLiteEventStore(str(tmp_path / "events.db"))
+    store.append([Append(run_id=new_run_id(), expected_version=0, events=[marker_event(1)])])
+    store.close()
+    with pytest.raises(StoreError):
+        store.append([Append(run_id=new_run_id(), expected_version=0, events=[marker_event(1)])])
+    assert store._writer is None
