@@ -254,6 +254,11 @@ class PostgresLeases:
             self._unlocks.clear()
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
+                # The server frees a closed session's locks only once its backend has
+                # ended, a moment after the socket closes: unlocking first frees them before
+                # close() returns, so another node can take the runs at once.
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(psycopg.Error):
                 conn.close()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
