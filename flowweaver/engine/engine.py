@@ -49,7 +49,7 @@ from flowweaver.domain.spec import (
 from flowweaver.engine.actions import DEFAULT_ACTION_TIMEOUT_S, ActionRouter
 from flowweaver.engine.admission import SWEEP_INTERVAL_S, Admission
 from flowweaver.engine.children import DEFAULT_POLL_INTERVAL_S, ChildRuns, Started
-from flowweaver.engine.dispatch import DEFAULT_ACTOR_THREADS, Dispatcher
+from flowweaver.engine.dispatch import DEFAULT_ACTOR_THREADS, Dispatcher, turn_here
 from flowweaver.engine.lineage import Lineage, read_lineage
 from flowweaver.engine.operator import (
     ANONYMOUS,
@@ -58,7 +58,8 @@ from flowweaver.engine.operator import (
     OperatorAction,
 )
 from flowweaver.engine.pool import WorkerPool
-from flowweaver.engine.run_actor import RunServices
+from flowweaver.engine.run_actor import RunServices, reserve_workers
+from flowweaver.engine.stamps import stamp_time
 from flowweaver.engine.supervisor import Supervisor
 from flowweaver.engine.timers import Timers
 from flowweaver.engine.tracing import load_tracing, valid_traceparent
@@ -490,10 +491,20 @@ class Engine:
         A repeated idempotency key loses the race at version 0 and returns the run it names.
         """
         run_id = state.id
+        # Tasks it schedules start in the same append when workers are idle: their
+        # TaskStarted is stored with RunStarted, and the actor hands the jobs over as it
+        # starts, instead of storing TaskStarted in an append of its own first.
+        reserved = (
+            {}
+            if state.is_terminal or state.is_queued
+            else reserve_workers(state, events, self.pool, stamp_time(self.clock, state))
+        )
         try:
             self.writer.append(Append(run_id, 0, events))
-        except ConcurrencyError:
-            if key is None:
+        except BaseException as e:
+            for reservation in reserved.values():
+                self.pool.unreserve(reservation)
+            if not isinstance(e, ConcurrencyError) or key is None:
                 raise
             return self._existing_run(run_id, key, digest)
         metrics.runs_started.labels(workflow=state.workflow_id).inc()
@@ -512,7 +523,12 @@ class Engine:
             # The actor decides on a state of its own, folded from the same events: the
             # handle's is the run as stored, which the caller may read (and answer a POST
             # with) while the actor moves on; it must never show decisions not yet stored.
-            self.supervisor.spawn(run_id, commands.fold(events, commands.new_state(run_id)))
+            actor_state = commands.fold(events, commands.new_state(run_id))
+            # The actor's first turn runs here: it hands the reserved workers their jobs at
+            # once (it stores nothing: a new run's first append is done), rather than after
+            # the first turns of every run started before it, which held those workers idle.
+            with turn_here():
+                self.supervisor.spawn(run_id, actor_state, reserved=reserved)
         return RunHandle(run_id=run_id, created=True, state=state)
 
     def _existing_run(self, run_id: str, key: str, digest: str) -> RunHandle:

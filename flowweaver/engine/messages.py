@@ -157,3 +157,10 @@ class Drain:
 
 
 DRAIN = Drain()
+
+
+class RetryAppend:
+    """The pykka message a run actor's backoff timer sends: try the failed append again."""
+
+
+RETRY_APPEND = RetryAppend()

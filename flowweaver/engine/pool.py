@@ -6,7 +6,10 @@ to get there: a run actor that schedules a task sets an idle worker aside (:meth
 and records TaskStarted in that same append; when no worker is idle, the job waits in the
 queue, and the next worker to come free is offered to its run (an :class:`Offer` in the
 run's mailbox), whose actor records TaskStarted in its next append. Either way the actor
-then hands the job over (:meth:`assign`); no thread ever waits for another. Sync handlers run
+then hands the job over (:meth:`assign`); no thread ever waits for another. A new run's first
+append starts its tasks the same way when workers are idle (``Engine._launch``), and a worker
+that reports an outcome is lent to the turn that hears it (:meth:`lend`), so the run's next
+task starts on it in that turn's append unless a job is queued. Sync handlers run
 on the worker's own thread. When an attempt times out, the watchdog reports the failure and
 the pool starts a replacement worker at once; the stuck thread is abandoned (Python cannot
 kill a thread), sees its context cancelled, and exits when its handler returns. Async
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import threading
@@ -138,6 +142,17 @@ class Reservation:
     name: str
 
 
+@dataclass(eq=False)
+class _Loan:
+    """A worker lent to the turns on its own thread (:meth:`WorkerPool.lend`)."""
+
+    worker: pykka.ActorRef[Any]
+    taken: bool = False
+
+
+_lending = threading.local()  # .loan: the _Loan of this thread's worker, while it lends itself
+
+
 class Router(Protocol):
     """How the pool reaches run actors (the supervisor, which knows where each run lives)."""
 
@@ -221,12 +236,43 @@ class WorkerPool:
         A run actor that got one records TaskStarted for it in the same append as the
         scheduling, then hands it the job with :meth:`assign`: one append per task. It gives
         the worker back with :meth:`unreserve` if the append fails.
+
+        On a worker's thread while it lends itself (:meth:`lend`), that worker comes first
+        when no job waits: the run whose outcome it just reported keeps it for its next task.
         """
+        loan: _Loan | None = getattr(_lending, "loan", None)
         with self._lock:
-            if self._closed or not self._idle:
+            if self._closed:
+                return None
+            if (
+                loan is not None
+                and not loan.taken
+                and not self._pending
+                and loan.worker in self._workers
+            ):
+                loan.taken = True
+                return Reservation(loan.worker, self._names_of[loan.worker])
+            if not self._idle:
                 return None
             worker = self._idle.pop()
             return Reservation(worker, self._names_of[worker])
+
+    @contextlib.contextmanager
+    def lend(self, worker: pykka.ActorRef[Any]) -> Iterator[_Loan]:
+        """Within the block, :meth:`reserve` on this thread may take ``worker`` (which has
+        just finished a job and is neither idle nor running): the loan says whether it did.
+
+        A worker that reported an outcome lends itself to the turns that run on its thread
+        before it is free for anyone: otherwise a run started meanwhile on another thread
+        could take it, and the reporting run's next task would wait in the queue and need
+        an append of its own for its TaskStarted.
+        """
+        loan = _Loan(worker)
+        _lending.loan = loan
+        try:
+            yield loan
+        finally:
+            _lending.loan = None
 
     def assign(self, reservation: Reservation, job: Job) -> None:
         """Hand a job whose TaskStarted is stored to the worker reserved for it."""
@@ -366,24 +412,26 @@ class TaskWorker(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Job):
             return None
-        # The run that hears this outcome (or is offered this worker) takes its turn on this
-        # thread before the next job: no dispatcher thread is woken for it (dispatch.py).
+        # Every job a worker gets has its TaskStarted stored: it runs even if cancelled
+        # meanwhile; its handler sees the flag, and its outcome lets the run finish.
+        tracing = self.pool.tracing
+        job = message
+        outcome = self._execute(job) if tracing is None else tracing.run_attempt(job, self._execute)
+        # The run that hears this outcome takes its turn on this thread, with this worker
+        # lent to it for its next task; then, unless it took the worker, the run offered the
+        # worker takes its turn here too. No dispatcher thread is woken (dispatch.py).
+        with self.pool.lend(self.actor_ref) as loan, turn_here():
+            if job.claim_outcome():
+                self.pool.router.report(job, outcome)
+                self.pool.finish(job)
+        if loan.taken:
+            return None  # its next job is in its inbox (or it was given back meanwhile)
         with turn_here():
-            self._run(message)
             if self.pool.retired(self.actor_ref):
                 self.stop()
             else:
                 self.pool.worker_free(self.actor_ref)
         return None
-
-    def _run(self, job: Job) -> None:
-        # Every job a worker gets has its TaskStarted stored: it runs even if cancelled
-        # meanwhile; its handler sees the flag, and its outcome lets the run finish.
-        tracing = self.pool.tracing
-        outcome = self._execute(job) if tracing is None else tracing.run_attempt(job, self._execute)
-        if job.claim_outcome():
-            self.pool.router.report(job, outcome)
-            self.pool.finish(job)
 
     def _execute(self, job: Job) -> Completed | Failed:
         capture = LogCapture()

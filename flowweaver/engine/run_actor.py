@@ -47,6 +47,7 @@ from flowweaver.engine.dispatch import Dispatcher, PooledActor
 from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import (
     DRAIN,
+    RETRY_APPEND,
     CancelRequest,
     ChildStarted,
     Completed,
@@ -128,6 +129,7 @@ class RunActor(PooledActor):
         run_id: str,
         mailbox: Mailbox,
         state: RunState | None = None,
+        reserved: dict[str, Reservation] | None = None,
     ) -> None:
         super().__init__(services.dispatcher)
         self.services = services
@@ -135,7 +137,11 @@ class RunActor(PooledActor):
         self.run_id = run_id
         self.mailbox = mailbox
         self.state = state
+        # Workers set aside for tasks whose TaskStarted is in ``state`` already (a new run's
+        # first append, see Engine._launch): the actor hands them their jobs as it starts.
+        self._reserved = reserved or {}
         self._retry: list[RunInput] = []
+        self._backing_off = False  # after a failed append, until the backoff timer's retry
         self._processing: list[RunInput] = []
         self._failures = 0
         self._lost = False
@@ -157,6 +163,7 @@ class RunActor(PooledActor):
             self._start()
         except Exception:
             self.log.exception("run_actor_start_failed")
+            self._unreserve()
             pending = self._processing + self._retry
             self._processing, self._retry = [], []
             self.supervisor.actor_died(self.run_id, self.mailbox, pending)
@@ -164,9 +171,11 @@ class RunActor(PooledActor):
 
     def _start(self) -> None:
         if not self.mailbox.bind(self.actor_ref):
+            self._unreserve()
             self.stop()  # the run was closed here before this actor got going
             return
         if not self.services.holds(self.run_id):
+            self._unreserve()
             self._give_up([])
             return
         faults.hit("actor_start")
@@ -175,6 +184,7 @@ class RunActor(PooledActor):
         elif self.state.is_terminal:
             self._finish()
         else:
+            self._assign_reserved()  # before _reconcile, which counts them as running
             self._reconcile(starting=True)
         self.mailbox.attach(self.actor_ref)
         self._retire_if_queued()
@@ -194,8 +204,14 @@ class RunActor(PooledActor):
         self._retry = []
 
     def on_receive(self, message: Any) -> Any:
-        if message is DRAIN:
+        if message is RETRY_APPEND:
+            self._backing_off = False
             self._drain()
+        elif message is DRAIN:
+            if self._backing_off:
+                self._hold()
+            else:
+                self._drain()
         return None
 
     # --- the loop ----------------------------------------------------------------------
@@ -209,6 +225,17 @@ class RunActor(PooledActor):
         self._decide_and_act(inputs)
         self._processing = []
         self._retire_if_queued()
+
+    def _hold(self) -> None:
+        """While the actor backs off after a failed append, new inputs wait for the retry.
+
+        An offered worker is given back at once, for another run's job: taking it would
+        mean trying the store again without a pause (and, as the actor rebuilds its state,
+        queueing the same task again, to be offered the same worker again at once).
+        """
+        held = self.mailbox.take()
+        _decline([item for item in held if isinstance(item, Offer)])
+        self._retry += [item for item in held if not isinstance(item, Offer)]
 
     def _retire_if_queued(self) -> None:
         """A queued run (woken by an action that left it queued) holds no actor or lease."""
@@ -355,11 +382,13 @@ class RunActor(PooledActor):
         self.stop()
 
     def _later(self, inputs: list[RunInput]) -> None:
-        """Keep ``inputs`` and try again after a backoff."""
+        """Keep ``inputs`` and try again after a backoff (inputs that arrive meanwhile wait
+        for it too, see :meth:`_hold`)."""
         self._retry = inputs
+        self._backing_off = True
         delay = _RETRY_BACKOFF.delay(self._failures)
         ref = self.actor_ref
-        self.services.timers.call_later(delay, lambda: _tell_quietly(ref))
+        self.services.timers.call_later(delay, lambda: _tell_quietly(ref, RETRY_APPEND))
 
     # --- acting on stored events -----------------------------------------------------------
 
@@ -419,53 +448,21 @@ class RunActor(PooledActor):
 
     def _reserve_workers(self, events: list[RunEvent], now: datetime) -> dict[str, Reservation]:
         """Start newly scheduled tasks on idle workers within this same append."""
-        state = self.state
-        assert state is not None
-        reserved: dict[str, Reservation] = {}
-        if state.cancel_requested:
-            return reserved
-        for event in list(events):
-            if not isinstance(event, TaskScheduled | TaskRetried | MapElementRetried):
-                continue
-            task = state.tasks[event.task_id]
-            if task.elements is not None:
-                keys = [
-                    mapping.element_key(task.id, i)
-                    for i in (
-                        [event.index]
-                        if isinstance(event, MapElementRetried)
-                        else mapping.scheduled_elements(task)
-                    )
-                ]
-            elif task.status != "scheduled" or task.attempts != event.attempt:
-                continue
-            elif subworkflow.is_child_task(state.spec.task(task.id)):
-                continue  # runs as a child run, not on a worker (see _dispatch_if_idle)
-            else:
-                keys = [task.id]
-            for key in keys:
-                reservation = self.services.pool.reserve()
-                if reservation is None:
-                    return reserved
-                attempt = self._attempt_of(key)
-                started = commands.record_started(state, key, attempt, reservation.name, now)
-                if not started:  # a paused run starts only what an operator ordered
-                    self.services.pool.unreserve(reservation)
-                    continue
-                events.extend(started)
-                reserved[key] = reservation
-        return reserved
+        assert self.state is not None
+        return reserve_workers(self.state, events, self.services.pool, now)
 
-    def _attempt_of(self, key: str) -> int:
-        """Return the current attempt of a task, or of a map element by its key."""
-        state = self.state
-        assert state is not None
-        element = mapping.split_key(key)
-        if element is None:
-            return state.tasks[key].attempts
-        progress = state.tasks[element[0]].elements
-        assert progress is not None
-        return progress.elements[element[1]].attempts
+    def _assign_reserved(self) -> None:
+        """Hand the jobs whose TaskStarted the run's first append stored to their workers."""
+        reserved, self._reserved = self._reserved, {}
+        for task_id, reservation in reserved.items():
+            self.services.pool.assign(reservation, self._job(task_id))
+
+    def _unreserve(self) -> None:
+        """Give back the workers set aside for the run's first tasks (the actor is not going
+        on): those attempts are stored as started, and the run's next actor interrupts them."""
+        reserved, self._reserved = self._reserved, {}
+        for reservation in reserved.values():
+            self.services.pool.unreserve(reservation)
 
     def _job(self, task_id: str) -> Job:
         state = self.state
@@ -696,11 +693,67 @@ def _child_started(
     return decided
 
 
+def reserve_workers(
+    state: RunState, events: list[RunEvent], pool: WorkerPool, now: datetime
+) -> dict[str, Reservation]:
+    """Start the tasks that ``events`` schedule on idle workers, within the same append.
+
+    For each such task (or map element) while a worker is idle: set the worker aside and
+    add its TaskStarted to ``events`` (and to ``state``). Returns the reservations by task
+    key; the caller hands each its job once the append is stored, or gives them back.
+    """
+    reserved: dict[str, Reservation] = {}
+    if state.cancel_requested:
+        return reserved
+    for event in list(events):
+        if not isinstance(event, TaskScheduled | TaskRetried | MapElementRetried):
+            continue
+        task = state.tasks[event.task_id]
+        if task.elements is not None:
+            keys = [
+                mapping.element_key(task.id, i)
+                for i in (
+                    [event.index]
+                    if isinstance(event, MapElementRetried)
+                    else mapping.scheduled_elements(task)
+                )
+            ]
+        elif task.status != "scheduled" or task.attempts != event.attempt:
+            continue
+        elif subworkflow.is_child_task(state.spec.task(task.id)):
+            continue  # runs as a child run, not on a worker (see _dispatch_if_idle)
+        else:
+            keys = [task.id]
+        for key in keys:
+            reservation = pool.reserve()
+            if reservation is None:
+                return reserved
+            started = commands.record_started(
+                state, key, _attempt_of(state, key), reservation.name, now
+            )
+            if not started:  # a paused run starts only what an operator ordered
+                pool.unreserve(reservation)
+                continue
+            events.extend(started)
+            reserved[key] = reservation
+    return reserved
+
+
+def _attempt_of(state: RunState, key: str) -> int:
+    """Return the current attempt of a task, or of a map element by its key."""
+    element = mapping.split_key(key)
+    if element is None:
+        return state.tasks[key].attempts
+    progress = state.tasks[element[0]].elements
+    assert progress is not None
+    return progress.elements[element[1]].attempts
+
+
 def _decline(offers: Sequence[Offer]) -> None:
     for offer in offers:
         offer.decline()
 
 
-def _tell_quietly(ref: pykka.ActorRef[Any]) -> None:
+def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
     with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(DRAIN)
+        ref.tell(message)

@@ -27,7 +27,7 @@ from flowweaver.backoff import Backoff
 from flowweaver.domain.run import RunState
 from flowweaver.engine.mailbox import Mailbox, refuse
 from flowweaver.engine.messages import Completed, Failed, Offer, RunInput
-from flowweaver.engine.pool import Job
+from flowweaver.engine.pool import Job, Reservation
 from flowweaver.engine.run_actor import RunActor, RunServices
 from flowweaver.errors import FlowweaverError
 from flowweaver.observability import metrics
@@ -158,18 +158,43 @@ class Supervisor:
             log.info("runs_taken_over", count=taken, budget=budget)
         return taken
 
-    def spawn(self, run_id: str, state: RunState | None, mailbox: Mailbox | None = None) -> bool:
-        """Start an actor for ``run_id``; say whether this made the run live here."""
+    def spawn(
+        self,
+        run_id: str,
+        state: RunState | None,
+        mailbox: Mailbox | None = None,
+        reserved: dict[str, Reservation] | None = None,
+    ) -> bool:
+        """Start an actor for ``run_id``; say whether this made the run live here.
+
+        ``reserved``: workers set aside for tasks that ``state`` has started (a new run's
+        first append); the actor hands them their jobs, or they are given back here when no
+        actor starts.
+        """
+        started = self._spawn(run_id, state, mailbox, reserved)
+        if reserved and not started:
+            for reservation in reserved.values():
+                self.services.pool.unreserve(reservation)
+        return started is not None and started[0]
+
+    def _spawn(
+        self,
+        run_id: str,
+        state: RunState | None,
+        mailbox: Mailbox | None,
+        reserved: dict[str, Reservation] | None,
+    ) -> tuple[bool] | None:
+        """Start an actor as :meth:`spawn` says; None when none started, else (created,)."""
         with self._lock:
             if self.closed:
-                return False
+                return None
             live = self._live.get(run_id)
             if mailbox is not None and (live is None or live.mailbox is not mailbox):
-                return False  # a replacement for an actor of a run given up here meanwhile
+                return None  # a replacement for an actor of a run given up here meanwhile
             if live is not None and mailbox is None:
-                return False  # already live here
+                return None  # already live here
             if live is None and not self.leases.acquire(run_id):
-                return False  # another process owns this run
+                return None  # another process owns this run
             created = live is None
             if live is None:
                 live = _LiveRun(mailbox=Mailbox(), ref=None)
@@ -181,9 +206,10 @@ class Supervisor:
             # here, under the lock: no actor starts once close() has begun (stop_starting and
             # stop_actors take the lock too). Inputs that arrive before the first turn wait in
             # the mailbox; attach() drains them.
-            if not live.mailbox.closed:
-                live.ref = RunActor.start(self.services, self, run_id, live.mailbox, state)
-        return created
+            if live.mailbox.closed:
+                return None
+            live.ref = RunActor.start(self.services, self, run_id, live.mailbox, state, reserved)
+        return (created,)
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
         """Called by a run actor that raised (starting or later): rebuild it by replay.

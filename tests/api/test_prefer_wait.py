@@ -144,6 +144,12 @@ def test_the_loop_answers_other_requests_while_requests_wait(
             for i in range(held):
                 await asyncio.to_thread(gates.wait_entered, f"g{i}")
             bridge: EngineBridge = server.app[BRIDGE]  # type: ignore[index]
+            # A handler may be entered before its POST has begun to wait (its first task
+            # starts as the run is created): wait until every request waits.
+            deadline = time.monotonic() + 10
+            while await asyncio.to_thread(server.call, lambda: bridge.waits.waiting) < held:
+                assert time.monotonic() < deadline, "the requests never all waited"
+                await asyncio.sleep(0.01)
             assert await asyncio.to_thread(server.call, lambda: bridge.waits.waiting) == held
             async with s.get(f"{server.url}/healthz") as response:
                 assert response.status == 200

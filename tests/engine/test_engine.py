@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,9 +25,12 @@ from flowweaver.errors import (
     IdempotencyConflictError,
     InvalidCommandError,
     NotFoundError,
+    StoreError,
     ValidationError,
 )
 from flowweaver.handlers import HandlerRegistry
+from flowweaver.ports import Append
+from flowweaver.store import MemoryEventStore
 from tests.engine.conftest import EngineFactory, Gate, chain
 
 ORIGINAL_EXAMPLE = {
@@ -103,6 +107,88 @@ def test_the_handle_keeps_the_run_as_its_start_stored_it(engine: Engine) -> None
     assert run.state.status == "running"
     assert run.state == engine.store.run_state(run.run_id, at=run.state.version)
     assert run.state.version < final.version
+
+
+class _AppendLog(MemoryEventStore):
+    """Records each run's appends (event names), and refuses the next ``refuse`` appends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[tuple[str, list[str]]] = []
+        self.refuse = 0
+        self.refused = 0
+
+    def append(self, appends: Sequence[Append]) -> list[int]:
+        if self.refuse:
+            self.refuse -= 1
+            self.refused += 1
+            raise StoreError("refused for the test")
+        positions = super().append(appends)
+        self.appends += [(a.run_id, [type(e).__name__ for e in a.events]) for a in appends]
+        return positions
+
+    def of(self, run_id: str) -> list[list[str]]:
+        return [names for run, names in self.appends if run == run_id]
+
+
+@pytest.mark.timeout(30)
+def test_a_new_run_starts_its_first_task_in_its_first_append(registry: HandlerRegistry) -> None:
+    """With a worker idle, TaskStarted goes into the append that stores RunStarted: no append
+    of its own, and the handle shows the task running."""
+    store = _AppendLog()
+    engine = Engine(store, handlers=registry, workers=2)
+    try:
+        engine.register_workflow(chain())
+        run = engine.start_run("chain3", parameters={"value": 1})
+        assert engine.wait_run_finished(run.run_id, timeout=10).status == "completed"
+        appends = store.of(run.run_id)
+        assert appends[0] == ["RunStarted", "TaskScheduled", "TaskStarted"]
+        assert ["TaskStarted"] not in appends
+        assert run.state.tasks["t1"].status == "running"
+    finally:
+        engine.close(grace=2)
+
+
+@pytest.mark.timeout(30)
+def test_a_new_run_waits_for_a_worker_when_none_is_idle(
+    registry: HandlerRegistry, gate: Gate
+) -> None:
+    """With every worker busy, the first append only schedules; the task starts later."""
+    store = _AppendLog()
+    engine = Engine(store, handlers=registry, workers=1)
+    try:
+        engine.register_workflow({"id": "hold", "tasks": [{"id": "g", "handler": "gate"}]})
+        engine.register_workflow(chain())
+        holding = engine.start_run("hold")
+        assert gate.entered.wait(10)
+        run = engine.start_run("chain3", parameters={"value": 1})
+        assert store.of(run.run_id)[0] == ["RunStarted", "TaskScheduled"]
+        assert run.state.tasks["t1"].status == "scheduled"
+        gate.opened.set()
+        assert engine.wait_run_finished(run.run_id, timeout=10).status == "completed"
+        assert engine.wait_run_finished(holding.run_id, timeout=10).status == "completed"
+    finally:
+        gate.opened.set()
+        engine.close(grace=2)
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_first_append_gives_its_worker_back(registry: HandlerRegistry) -> None:
+    """The worker set aside for a new run's first task returns to the pool when the store
+    refuses the append: the engine's only worker runs the next run."""
+    store = _AppendLog()
+    engine = Engine(store, handlers=registry, workers=1)
+    try:
+        engine.register_workflow(chain())
+        store.refuse = 1
+        with pytest.raises(StoreError):
+            engine.start_run("chain3", parameters={"value": 1})
+        assert store.refused == 1
+        run = engine.start_run("chain3", parameters={"value": 2})
+        assert store.of(run.run_id)[0] == ["RunStarted", "TaskScheduled", "TaskStarted"]
+        assert engine.wait_run_finished(run.run_id, timeout=10).status == "completed"
+    finally:
+        engine.close(grace=2)
 
 
 def test_independent_tasks_run_in_parallel(

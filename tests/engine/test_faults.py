@@ -224,6 +224,9 @@ def test_a_worker_offered_to_a_run_whose_append_fails_goes_back_to_the_pool(
     assert state.status == "completed"
     assert gate.calls == 1 and calls == {"n": 1}
     assert not [e for e in store.read_run(run.run_id) if e.name == "TaskFailed"]
+    # Each try of the store waited for the actor's backoff: an offer that arrives meanwhile
+    # is given back, not taken as a cue to try again (that loop failed thousands of times).
+    assert 1 <= store.failures < 50, store.failures
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -233,3 +233,58 @@ def test_a_replacement_started_while_the_pool_closes_does_not_outlive_it(make_po
     ref = pool._spawn()  # what replace() does after its check, had close() slipped in between
     ref.actor_stopped.wait(5)
     assert not ref.is_alive()
+
+
+class LendingRouter(Router):
+    """At each report (on the worker's thread, as the run's turn would), reserves a worker
+    for the run's next task, and records what another thread's reserve gets meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool: WorkerPool | None = None
+        self.reserved: list[Any] = []
+        self.elsewhere: list[Any] = []
+
+    def report(self, job: Job, outcome: Completed | Failed) -> None:
+        assert self.pool is not None
+        other = threading.Thread(target=lambda: self.elsewhere.append(self.pool.reserve()))  # type: ignore[union-attr]
+        other.start()
+        other.join(5)
+        self.reserved.append(self.pool.reserve())
+        super().report(job, outcome)
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_reports_is_lent_to_the_turns_on_its_own_thread(
+    registry: HandlerRegistry,
+) -> None:
+    """The run that hears an outcome may reserve the worker that reported it (no job waits):
+    another thread cannot take it meanwhile, and a worker not taken goes on to the queue."""
+    router = LendingRouter()
+    timers = Timers(name="pool-timers")
+    pool = WorkerPool(1, registry, router, timers, lambda: None, node="n")  # type: ignore[arg-type,return-value]
+    router.pool = pool
+    try:
+        pool.submit(job("a", x=1))
+        router.wait("outcomes", 1)
+        (lent,) = router.reserved
+        assert lent is not None and lent.name == "n/w1"  # the reporting worker, lent to its run
+        assert router.elsewhere == [None]  # not to a run started on another thread
+        pool.assign(lent, job("b", x=2))
+        router.wait("outcomes", 2)
+        assert router.reserved[1] is not None  # lent again, for the run's next task
+        pool.unreserve(router.reserved[1])  # the run has no next task: it gives it back
+        assert pool.idle() == 1
+        # With a job queued, the queue comes first: the worker is offered to it instead.
+        gate = threading.Event()
+        registry.register("gate", lambda inputs: gate.wait(5))
+        pool.submit(job("g", "gate"))
+        pool.submit(job("c", x=3))
+        gate.set()
+        outcomes = router.wait("outcomes", 4)
+        assert router.reserved[2] is None  # g's report found c waiting
+        assert [o.task_id for o in outcomes[2:]] == ["g", "c"]
+        pool.unreserve(router.reserved[3])
+    finally:
+        pool.close(grace=1)
+        timers.close()
