@@ -294,7 +294,7 @@ class WorkerPool:
         """Say whether the pool was closed (no job starts any more)."""
         return self._closed
 
-    def worker_free(self, worker: pykka.ActorRef[Any]) -> None:
+    def worker_free(self, worker: pykka.ActorRef[Any], loan: _Loan | None = None) -> None:
         """Offer a free worker to the run of the oldest queued job of the highest run priority,
         or record it as idle.
 
@@ -302,14 +302,26 @@ class WorkerPool:
         it accepts): a run that is not live here, or whose next actor reconciles meanwhile,
         then schedules it again, so no task stays scheduled with nobody to run it. A job
         whose run has no live actor here is dropped, and the next one is tried.
+
+        With the worker's ``loan`` (see :meth:`lend`): when no job waits, it stays lent to
+        the turns on this thread instead of going idle, and the caller frees it after them
+        unless one took it; once it is offered, it is no longer lent.
         """
+        offered = False
         while True:
             with self._lock:
                 if self._closed or worker not in self._workers:
                     return
+                if loan is not None and loan.taken and not offered:
+                    return  # a turn on this thread reserved it already
                 if not self._pending:
+                    if loan is not None and not loan.taken:
+                        return  # still lent
                     self._idle.append(worker)
                     return
+                if loan is not None:
+                    loan.taken = True
+                offered = True
                 job = self._pending.popleft()
                 metrics.queue_depth.set(len(self._pending))
                 if self._inflight.get(job.key) is job:
@@ -417,13 +429,18 @@ class TaskWorker(pykka.ThreadingActor):
         tracing = self.pool.tracing
         job = message
         outcome = self._execute(job) if tracing is None else tracing.run_attempt(job, self._execute)
-        # The run that hears this outcome takes its turn on this thread, with this worker
-        # lent to it for its next task; then, unless it took the worker, the run offered the
-        # worker takes its turn here too. No dispatcher thread is woken (dispatch.py).
+        # The run that hears this outcome, and the run this worker is offered to next (when
+        # a job is queued), take their turns on this thread; with no job queued, the worker
+        # is lent to those turns for the run's next task, and freed after them unless one
+        # took it. No dispatcher thread is woken for them (dispatch.py).
         with self.pool.lend(self.actor_ref) as loan, turn_here():
             if job.claim_outcome():
                 self.pool.router.report(job, outcome)
                 self.pool.finish(job)
+            if not self.pool.retired(self.actor_ref):
+                # To a queued job now, so that a run offered it and hearing the outcome
+                # takes both in one turn and one append; with none queued it stays lent.
+                self.pool.worker_free(self.actor_ref, loan)
         if loan.taken:
             return None  # its next job is in its inbox (or it was given back meanwhile)
         with turn_here():
