@@ -118,15 +118,16 @@ def turn_here() -> Iterator[None]:
     as usual; so are the held ones if the block raises.
     """
     held: list[PooledActor] = []
+    outer = getattr(_here, "held", None)  # a block this one is nested in keeps its own
     _here.held = held
     try:
         yield
     except BaseException:
-        _here.held = None
+        _here.held = outer
         for actor in held:
             actor.dispatcher.ready(actor)
         raise
-    _here.held = None
+    _here.held = outer
     for actor in held:
         _run_turn(actor)
 

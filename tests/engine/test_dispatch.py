@@ -276,3 +276,20 @@ def test_an_actor_in_a_turn_elsewhere_is_not_run_twice(dispatcher: Dispatcher) -
     assert actor.overlaps == 0
     assert actor.seen == ["block", "while blocked", "last"]
     assert threading.current_thread().name not in actor.threads
+
+
+def test_a_nested_turn_here_leaves_the_outer_blocks_turns_to_it(dispatcher: Dispatcher) -> None:
+    """A block inside another (a run started from a thread that holds turns) runs its own
+    held turns as it ends, and the outer block still holds what is readied after it."""
+    (inner_ref, inner), (outer_ref, outer) = start(dispatcher), start(dispatcher)
+    for ref in (inner_ref, outer_ref):
+        assert ref.ask("warm", timeout=10) == ("echo", "warm")
+    here = threading.current_thread().name
+    with turn_here():
+        with turn_here():
+            inner_ref.tell("inner")
+        assert inner.seen == ["warm", "inner"]  # its turn ran as the inner block ended
+        outer_ref.tell("outer")
+        assert outer.seen == ["warm"]  # held by the outer block, not lost to a reset
+    assert outer.seen == ["warm", "outer"]
+    assert here in inner.threads and here in outer.threads
