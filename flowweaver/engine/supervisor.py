@@ -171,11 +171,11 @@ class Supervisor:
         first append); the actor hands them their jobs, or they are given back here when no
         actor starts.
         """
-        started = self._spawn(run_id, state, mailbox, reserved)
+        started, created = self._spawn(run_id, state, mailbox, reserved)
         if reserved and not started:
             for reservation in reserved.values():
                 self.services.pool.unreserve(reservation)
-        return started is not None and started[0]
+        return created
 
     def _spawn(
         self,
@@ -183,18 +183,19 @@ class Supervisor:
         state: RunState | None,
         mailbox: Mailbox | None,
         reserved: dict[str, Reservation] | None,
-    ) -> tuple[bool] | None:
-        """Start an actor as :meth:`spawn` says; None when none started, else (created,)."""
+    ) -> tuple[bool, bool]:
+        """Start an actor as :meth:`spawn` says; return whether one started, and whether
+        the run became live here."""
         with self._lock:
             if self.closed:
-                return None
+                return False, False
             live = self._live.get(run_id)
             if mailbox is not None and (live is None or live.mailbox is not mailbox):
-                return None  # a replacement for an actor of a run given up here meanwhile
+                return False, False  # a replacement for an actor of a run given up meanwhile
             if live is not None and mailbox is None:
-                return None  # already live here
+                return False, False  # already live here
             if live is None and not self.leases.acquire(run_id):
-                return None  # another process owns this run
+                return False, False  # another process owns this run
             created = live is None
             if live is None:
                 live = _LiveRun(mailbox=Mailbox(), ref=None)
@@ -207,9 +208,9 @@ class Supervisor:
             # stop_actors take the lock too). Inputs that arrive before the first turn wait in
             # the mailbox; attach() drains them.
             if live.mailbox.closed:
-                return None
+                return False, created
             live.ref = RunActor.start(self.services, self, run_id, live.mailbox, state, reserved)
-        return (created,)
+        return True, created
 
     def actor_died(self, run_id: str, mailbox: Mailbox, pending: Sequence[RunInput]) -> None:
         """Called by a run actor that raised (starting or later): rebuild it by replay.
