@@ -165,6 +165,51 @@ class Router(Protocol):
         ...
 
 
+class _InFlight:
+    """The jobs queued or running here, by (run id, task id, attempt), found by run too.
+
+    The pool asks for a run's jobs as each run actor starts or reconciles; with hundreds of
+    runs' jobs queued, scanning them all under the pool's lock held up every other thread
+    that reports, submits or offers (W3).
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[tuple[str, str, int], Job]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, key: tuple[str, str, int]) -> bool:
+        jobs = self._runs.get(key[0])
+        return jobs is not None and key in jobs
+
+    def get(self, key: tuple[str, str, int]) -> Job | None:
+        jobs = self._runs.get(key[0])
+        return None if jobs is None else jobs.get(key)
+
+    def add(self, job: Job) -> None:
+        key = job.key
+        jobs = self._runs.setdefault(key[0], {})
+        if key not in jobs:
+            self._count += 1
+        jobs[key] = job
+
+    def discard(self, job: Job) -> None:
+        """Forget ``job``, unless another job took its key since."""
+        key = job.key
+        jobs = self._runs.get(key[0])
+        if jobs is None or jobs.get(key) is not job:
+            return
+        del jobs[key]
+        self._count -= 1
+        if not jobs:
+            del self._runs[key[0]]
+
+    def of_run(self, run_id: str) -> list[Job]:
+        return list(self._runs.get(run_id, {}).values())
+
+
 class WorkerPool:
     """N TaskWorker actors and the queue of jobs waiting for one."""
 
@@ -191,7 +236,7 @@ class WorkerPool:
         self._idle: list[pykka.ActorRef[Any]] = []
         self._workers: list[pykka.ActorRef[Any]] = []
         self._names_of: dict[pykka.ActorRef[Any], str] = {}
-        self._inflight: dict[tuple[str, str, int], Job] = {}
+        self._inflight = _InFlight()
         self._names = itertools.count(1)
         self._closed = False
         self.tracing: Tracing | None = None  # set by the engine when tracing is on
@@ -222,7 +267,7 @@ class WorkerPool:
                 return
             if job.key in self._inflight:
                 return  # the same attempt is already queued or running
-            self._inflight[job.key] = job
+            self._inflight.add(job)
             self._pending.append(job)
             worker = self._idle.pop() if self._idle else None
         if worker is not None:
@@ -277,7 +322,7 @@ class WorkerPool:
     def assign(self, reservation: Reservation, job: Job) -> None:
         """Hand a job whose TaskStarted is stored to the worker reserved for it."""
         with self._lock:
-            self._inflight[job.key] = job
+            self._inflight.add(job)
         reservation.worker.tell(job)
 
     def unreserve(self, reservation: Reservation) -> None:
@@ -324,8 +369,7 @@ class WorkerPool:
                 offered = True
                 job = self._pending.popleft()
                 metrics.queue_depth.set(len(self._pending))
-                if self._inflight.get(job.key) is job:
-                    del self._inflight[job.key]
+                self._inflight.discard(job)
                 reservation = Reservation(worker, self._names_of[worker])
             if self.router.offer(Offer(job, reservation, self)):
                 return
@@ -333,13 +377,12 @@ class WorkerPool:
     def finish(self, job: Job) -> None:
         """Forget a job: it reported its outcome or was given back."""
         with self._lock:
-            if self._inflight.get(job.key) is job:
-                del self._inflight[job.key]
+            self._inflight.discard(job)
 
     def inflight(self, run_id: str) -> list[tuple[str, int]]:
         """Return (task id, attempt) of every job of ``run_id`` queued or running here."""
         with self._lock:
-            return [(t, a) for (r, t, a) in self._inflight if r == run_id]
+            return [(job.task_id, job.attempt) for job in self._inflight.of_run(run_id)]
 
     def is_inflight(self, run_id: str, task_id: str, attempt: int) -> bool:
         """Say whether this attempt is queued or running here."""
@@ -349,7 +392,7 @@ class WorkerPool:
     def cancel_run(self, run_id: str) -> None:
         """Set the cancellation flag of every job of ``run_id``."""
         with self._lock:
-            jobs = [job for key, job in self._inflight.items() if key[0] == run_id]
+            jobs = self._inflight.of_run(run_id)
         for job in jobs:
             job.cancelled.set()
 

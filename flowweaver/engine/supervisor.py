@@ -335,6 +335,8 @@ class Supervisor:
 
     def unpark(self, run_id: str, mailbox: Mailbox) -> None:
         """Move the outcomes parked for ``run_id`` into its live mailbox."""
+        if run_id not in self._parked:  # the usual case, seen without the lock every thread
+            return  # wants (a park that comes after this is as late as one after the pop)
         with self._lock:
             held = self._parked.pop(run_id, {})
         for outcome in held.values():
