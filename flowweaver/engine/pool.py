@@ -184,10 +184,6 @@ class _InFlight:
         jobs = self._runs.get(key[0])
         return jobs is not None and key in jobs
 
-    def get(self, key: tuple[str, str, int]) -> Job | None:
-        jobs = self._runs.get(key[0])
-        return None if jobs is None else jobs.get(key)
-
     def add(self, job: Job) -> None:
         key = job.key
         jobs = self._runs.setdefault(key[0], {})
