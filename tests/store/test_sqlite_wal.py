@@ -96,3 +96,27 @@ def test_wal_stays_bounded_and_checkpoints_progress_under_read_load(tmp_path: Pa
         assert frames == copied  # no reader pins old frames: everything reached the file
     finally:
         store.close()
+
+
+def test_appends_leave_checkpoints_to_a_thread_of_their_own(tmp_path: Path) -> None:
+    """Past the WAL's size limit, the checkpoint runs beside the appends, not in one of them
+    (SQLite's own would run in the commit that crossed its mark, and wait for its fsyncs)."""
+    store = SQLiteEventStore(str(tmp_path / "fw.db"))
+    threads: list[str] = []
+    checkpoint = store.checkpoint
+
+    def spy(*, restart: bool = False) -> tuple[int, int]:
+        threads.append(threading.current_thread().name)
+        return checkpoint(restart=restart)
+
+    store.checkpoint = spy  # type: ignore[method-assign]
+    try:
+        for _ in range(25):  # about 7.5 MB of pages, past WAL_SIZE_LIMIT
+            _append_runs(store, runs=10, events=10)
+        assert _wait_until(lambda: len(threads) > 0)
+        assert set(threads) == {"flowweaver-sqlite-checkpoint"}  # the fault-free path fired
+        assert store._writer is not None
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert (tmp_path / "fw.db").stat().st_size > 1_000_000  # pages reached the file
+    finally:
+        store.close()
