@@ -53,6 +53,10 @@ WAL_RESTART_BYTES = 6 * 1024 * 1024
 WAL_CHECK_S = 0.05
 RESTART_WAIT_MS = 100
 CLOSE_WAIT_S = 5.0  # how long close() waits for a checkpoint under way
+# A WAL file past this is checkpointed (_checkpoint_aside). SQLite cuts the file back to
+# WAL_SIZE_LIMIT when it starts the log over, and writes from its start again: the file
+# grows past that only once the log holds more.
+CHECKPOINT_BYTES = WAL_SIZE_LIMIT + 256 * 1024
 _INSERT = "INSERT INTO fw_events (originator_id, originator_version, topic, state) VALUES "
 _ROW = "(?, ?, ?, ?)"  # the table is EVENTS_TABLE, the columns the recorder's
 _CACHED_INSERTS = 64  # prepared INSERTs the appends' connection keeps (one per row count)
@@ -257,7 +261,7 @@ class SQLiteEventStore(RecorderEventStore):
                 log.warning("sqlite_checkpoint_failed", error=str(e))
 
     def _checkpoint_aside(self) -> None:
-        """Past WAL_SIZE_LIMIT, checkpoint on a thread of its own (RESTART past
+        """Past CHECKPOINT_BYTES, checkpoint on a thread of its own (RESTART past
         WAL_RESTART_BYTES), unless one is under way.
 
         The appends' connection does not checkpoint by itself (``wal_autocheckpoint=0``):
@@ -269,7 +273,7 @@ class SQLiteEventStore(RecorderEventStore):
             size = os.stat(f"{self.path}-wal").st_size
         except OSError:
             return
-        if size < WAL_SIZE_LIMIT:
+        if size <= CHECKPOINT_BYTES:
             return
         with self._checkpoint_lock:
             if self._closed or (self._checkpointer is not None and self._checkpointer.is_alive()):
