@@ -52,11 +52,6 @@ WAL_SIZE_LIMIT = 4 * 1024 * 1024
 WAL_RESTART_BYTES = 6 * 1024 * 1024
 WAL_CHECK_S = 0.05
 RESTART_WAIT_MS = 100
-CLOSE_WAIT_S = 5.0  # how long close() waits for a checkpoint under way
-# A WAL file past this is checkpointed (_checkpoint_aside). SQLite cuts the file back to
-# WAL_SIZE_LIMIT when it starts the log over, and writes from its start again: the file
-# grows past that only once the log holds more.
-CHECKPOINT_BYTES = WAL_SIZE_LIMIT + 256 * 1024
 _INSERT = "INSERT INTO fw_events (originator_id, originator_version, topic, state) VALUES "
 _ROW = "(?, ?, ?, ?)"  # the table is EVENTS_TABLE, the columns the recorder's
 _CACHED_INSERTS = 64  # prepared INSERTs the appends' connection keeps (one per row count)
@@ -197,9 +192,6 @@ class SQLiteEventStore(RecorderEventStore):
         # Appends go through a connection of their own (see _insert_events), opened on first use.
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
-        # A checkpoint under way on a thread of its own (_checkpoint_aside), and its guard.
-        self._checkpointer: threading.Thread | None = None
-        self._checkpoint_lock = threading.Lock()
         # Readiness: the last write that failed, until a write or a probe succeeds after it.
         self._health = threading.Lock()
         self._write_error: str | None = None
@@ -244,10 +236,7 @@ class SQLiteEventStore(RecorderEventStore):
         now = time.monotonic()
         if now >= self._next_wal_check:
             self._next_wal_check = now + WAL_CHECK_S
-            if self._writer is not None:
-                self._checkpoint_aside()
-            else:
-                self._restart_oversized_wal()
+            self._restart_oversized_wal()
 
     def _restart_oversized_wal(self) -> None:
         try:
@@ -259,38 +248,6 @@ class SQLiteEventStore(RecorderEventStore):
                 self.checkpoint(restart=True)
             except StoreError as e:  # the append succeeded; the next look tries again
                 log.warning("sqlite_checkpoint_failed", error=str(e))
-
-    def _checkpoint_aside(self) -> None:
-        """Past CHECKPOINT_BYTES, checkpoint on a thread of its own (RESTART past
-        WAL_RESTART_BYTES), unless one is under way.
-
-        The appends' connection does not checkpoint by itself (``wal_autocheckpoint=0``):
-        SQLite ran the checkpoint, and waited for its fsyncs, in the commit that crossed
-        its mark, which held up every append of a group commit behind it (W1's slowest
-        runs took 20 ms).
-        """
-        try:
-            size = os.stat(f"{self.path}-wal").st_size
-        except OSError:
-            return
-        if size <= CHECKPOINT_BYTES:
-            return
-        with self._checkpoint_lock:
-            if self._closed or (self._checkpointer is not None and self._checkpointer.is_alive()):
-                return
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_once,
-                args=(size > WAL_RESTART_BYTES,),
-                name="flowweaver-sqlite-checkpoint",
-                daemon=True,
-            )
-            self._checkpointer.start()
-
-    def _checkpoint_once(self, restart: bool) -> None:
-        try:
-            self.checkpoint(restart=restart)
-        except StoreError as e:  # the next look tries again
-            log.warning("sqlite_checkpoint_failed", error=str(e))
 
     def checkpoint(self, *, restart: bool = False) -> tuple[int, int]:
         """Copy committed pages from the WAL into the database file, blocking nobody.
@@ -430,7 +387,6 @@ class SQLiteEventStore(RecorderEventStore):
             )
             connection.execute(f"PRAGMA synchronous={self._synchronous}")
             connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_aside
             self._writer = connection
         return self._writer
 
@@ -438,10 +394,6 @@ class SQLiteEventStore(RecorderEventStore):
         with self._writer_lock:
             writer, self._writer = self._writer, None
             self._closed = True
-        with self._checkpoint_lock:
-            checkpointer = self._checkpointer
-        if checkpointer is not None:
-            checkpointer.join(CLOSE_WAIT_S)
         if writer is not None:
             writer.close()
         super().close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from flowweaver.ports import Append
 from flowweaver.store import SQLiteEventStore
-from flowweaver.store.sqlite import CHECKPOINT_BYTES
 from flowweaver.testing.store_suite import marker_event, new_run_id
 from tests.serve_process import ServeProcess
 
@@ -95,35 +94,5 @@ def test_wal_stays_bounded_and_checkpoints_progress_under_read_load(tmp_path: Pa
         frames, copied = store.checkpoint()
         assert frames >= 0
         assert frames == copied  # no reader pins old frames: everything reached the file
-    finally:
-        store.close()
-
-
-def test_appends_leave_checkpoints_to_a_thread_of_their_own(tmp_path: Path) -> None:
-    """Past the WAL's size limit, the checkpoint runs beside the appends, not in one of them
-    (SQLite's own would run in the commit that crossed its mark, and wait for its fsyncs)."""
-    store = SQLiteEventStore(str(tmp_path / "fw.db"))
-    threads: list[str] = []
-    checkpoint = store.checkpoint
-
-    def spy(*, restart: bool = False) -> tuple[int, int]:
-        threads.append(threading.current_thread().name)
-        return checkpoint(restart=restart)
-
-    store.checkpoint = spy  # type: ignore[method-assign]
-    try:
-        for _ in range(25):  # about 7.5 MB of pages, past WAL_SIZE_LIMIT
-            _append_runs(store, runs=10, events=10)
-        assert _wait_until(lambda: len(threads) > 0)
-        assert set(threads) == {"flowweaver-sqlite-checkpoint"}  # the fault-free path fired
-        # Once the log starts over, SQLite cuts the file back to WAL_SIZE_LIMIT, under the
-        # mark: a quiet store is not checkpointed at every look (each 50 ms) for its size.
-        assert _wait_until(lambda: not store._checkpointer or not store._checkpointer.is_alive())
-        checkpoint()  # nothing appends now: it copies every frame
-        _append_runs(store, runs=1, events=1)  # the log starts over
-        assert os.stat(f"{tmp_path / 'fw.db'}-wal").st_size <= CHECKPOINT_BYTES
-        assert store._writer is not None
-        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        assert (tmp_path / "fw.db").stat().st_size > 1_000_000  # pages reached the file
     finally:
         store.close()
