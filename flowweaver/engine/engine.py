@@ -502,8 +502,7 @@ class Engine:
         try:
             self.writer.append(Append(run_id, 0, events))
         except BaseException as e:
-            for reservation in reserved.values():
-                self.pool.unreserve(reservation)
+            self.pool.unreserve_all(reserved.values())
             if not isinstance(e, ConcurrencyError) or key is None:
                 raise
             return self._existing_run(run_id, key, digest)

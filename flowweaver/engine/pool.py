@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -324,6 +324,12 @@ class WorkerPool:
     def unreserve(self, reservation: Reservation) -> None:
         """Give a reserved worker back: it is offered for a queued job or goes idle."""
         self.worker_free(reservation.worker)
+
+    def unreserve_all(self, reservations: Iterable[Reservation]) -> None:
+        """Give back every worker of ``reservations`` (an append that carried their
+        TaskStarted failed, or nobody will hand them their jobs)."""
+        for reservation in reservations:
+            self.worker_free(reservation.worker)
 
     def decline(self, reservation: Reservation, job: Job) -> None:
         """An offer was declined: forget its job, and offer the worker again."""

@@ -332,8 +332,7 @@ class RunActor(PooledActor):
         reserved = self._reserve_workers(events, now)
         if events and not self._append(base, events):
             _decline(accepted)
-            for reservation in reserved.values():
-                pool.unreserve(reservation)
+            pool.unreserve_all(reserved.values())
             if self._lost:
                 self._give_up(inputs)
             else:
@@ -461,8 +460,7 @@ class RunActor(PooledActor):
         """Give back the workers set aside for the run's first tasks (the actor is not going
         on): those attempts are stored as started, and the run's next actor interrupts them."""
         reserved, self._reserved = self._reserved, {}
-        for reservation in reserved.values():
-            self.services.pool.unreserve(reservation)
+        self.services.pool.unreserve_all(reserved.values())
 
     def _job(self, task_id: str) -> Job:
         state = self.state

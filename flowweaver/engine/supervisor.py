@@ -173,8 +173,7 @@ class Supervisor:
         """
         started, created = self._spawn(run_id, state, mailbox, reserved)
         if reserved and not started:
-            for reservation in reserved.values():
-                self.services.pool.unreserve(reservation)
+            self.services.pool.unreserve_all(reserved.values())
         return created
 
     def _spawn(
@@ -335,8 +334,10 @@ class Supervisor:
 
     def unpark(self, run_id: str, mailbox: Mailbox) -> None:
         """Move the outcomes parked for ``run_id`` into its live mailbox."""
-        if run_id not in self._parked:  # the usual case, seen without the lock every thread
-            return  # wants (a park that comes after this is as late as one after the pop)
+        # Nothing parked is the usual case: see it without the lock that every thread takes.
+        # A park that comes after this look is no later than one after the pop would be.
+        if run_id not in self._parked:
+            return
         with self._lock:
             held = self._parked.pop(run_id, {})
         for outcome in held.values():
